@@ -1,0 +1,115 @@
+"""The user-facing jobs, composing the stages: train -> evaluate -> figures -> report."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import dump_yaml
+from .data import ImageSet, load_data, load_split
+from .errors import CheckpointError
+from .evaluate import evaluate
+from .fileio import atomic_write_json
+from .models import Autoencoder, build
+from .models.persist import load_weights
+from .report import loss_curves, save_grid, write_report
+from .train import RunConfig, fit
+
+
+def default_run_dir(model: str, data: str) -> Path:
+    return Path("runs") / f"{model}-{data}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def load_run(run_dir: str | Path) -> Autoencoder:
+    """The trained model of ``run_dir`` in eval mode; refuses weights of another model or shape."""
+    run_dir = Path(run_dir)
+    cfg = RunConfig.load(run_dir / "config.yaml")
+    weights = run_dir / "model.safetensors"
+    if not weights.is_file():
+        raise CheckpointError(f"{run_dir} has no model.safetensors yet (training never finished an epoch)")
+    model = build(cfg.model)
+    return load_weights(model, weights).eval()
+
+
+def train_run(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = False,
+              data: tuple[ImageSet, ImageSet, ImageSet] | None = None) -> tuple[Path, dict[str, Any]]:
+    """Train, evaluate on the test split, draw the figures and write report.html."""
+    run_dir = Path(run_dir) if run_dir else default_run_dir(cfg.model.name, cfg.data.name)
+    t0 = time.perf_counter()
+    model, (train, val, test) = fit(cfg, run_dir, resume=resume, data=data)
+    train_seconds = time.perf_counter() - t0
+    metrics = evaluate(model, test, batch_size=cfg.train.eval_batch_size, seed=cfg.seed)
+    metrics.update({"train_seconds": train_seconds, "parameters": model.num_parameters(),
+                    "n_train": len(train), "n_val": len(val), "n_test": len(test)})
+    atomic_write_json(run_dir / "metrics.json", metrics)
+    make_report(run_dir, model, cfg, metrics, test)
+    return run_dir, metrics
+
+
+def make_figures(run_dir: Path, model: Autoencoder, test: ImageSet, seed: int = 0) -> list[tuple[str, Path]]:
+    fig = run_dir / "figures"
+    figs: list[tuple[str, Path]] = []
+    curves = loss_curves(run_dir / "logs" / "metrics.csv", fig / "loss_curves.png")
+    if curves:
+        figs.append(("Loss terms: training (every step) and validation (every epoch)", curves))
+    n = min(16, len(test))
+    x = test.subset(torch.arange(n)).float().to(next(model.parameters()).device)
+    rec = model.reconstruct(x)
+    figs.append(("Reconstructions: originals (odd rows) above their reconstructions (even rows)",
+                 save_grid(_interleave_rows(x, rec, 8), fig / "reconstructions.png", nrow=8)))
+    if model.has_prior:
+        g = torch.Generator().manual_seed(seed)
+        figs.append(("Samples from the prior N(0, I)", save_grid(model.sample(64, g), fig / "samples.png", nrow=8)))
+    return figs
+
+
+def _interleave_rows(a: torch.Tensor, b: torch.Tensor, per_row: int) -> torch.Tensor:
+    """Rows of ``per_row`` originals, each followed by the row of their reconstructions."""
+    out = []
+    for i in range(0, len(a), per_row):
+        out += [a[i : i + per_row], b[i : i + per_row]]
+    return torch.cat(out)
+
+
+def make_report(run_dir: Path, model: Autoencoder, cfg: RunConfig, metrics: dict[str, Any], test: ImageSet) -> Path:
+    figs = make_figures(run_dir, model, test, cfg.seed)
+    title = f"vaelab run: {cfg.model.name} on {cfg.data.name}"
+    notes = [f"Run directory: {run_dir.resolve()}", f"{metrics.get('parameters', model.num_parameters()):,} parameters; "
+             f"{cfg.train.epochs} epochs; latent dimension {cfg.model.latent_dim}. Losses are in nats per image "
+             "(summed over pixels, averaged over images)."]
+    return write_report(run_dir, title, dump_yaml(cfg.to_dict()), metrics, figs, notes)
+
+
+def evaluate_run(run_dir: str | Path, metrics: list[str] | None = None, update_report: bool = True) -> dict[str, Any]:
+    run_dir = Path(run_dir)
+    cfg = RunConfig.load(run_dir / "config.yaml")
+    model = load_run(run_dir)
+    test = load_split(cfg.data, "test", apply_class_filter=False).limit(cfg.data.test_limit, cfg.seed)
+    kw = {"batch_size": cfg.train.eval_batch_size, "seed": cfg.seed}
+    result = evaluate(model, test, metrics, **kw) if metrics else evaluate(model, test, **kw)
+    if update_report:
+        path = run_dir / "metrics.json"
+        import json
+
+        old = json.loads(path.read_text()) if path.is_file() else {}
+        old.update(result)
+        atomic_write_json(path, old)
+        make_report(run_dir, model, cfg, old, test)
+    return result
+
+
+def sample_run(run_dir: str | Path, n: int, out: str | Path, seed: int = 0) -> Path:
+    model = load_run(run_dir)
+    g = torch.Generator().manual_seed(seed)
+    return save_grid(model.sample(n, g), out)
+
+
+def reconstruct_run(run_dir: str | Path, out: str | Path, n: int = 32) -> Path:
+    run_dir = Path(run_dir)
+    cfg = RunConfig.load(run_dir / "config.yaml")
+    model = load_run(run_dir)
+    test = load_split(cfg.data, "test", apply_class_filter=False)
+    x = test.subset(torch.arange(min(n, len(test)))).float()
+    return save_grid(_interleave_rows(x, model.reconstruct(x), 8), out, nrow=8)

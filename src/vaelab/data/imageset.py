@@ -1,0 +1,147 @@
+"""The in-memory image set every stage consumes: uint8 N x C x H x W plus optional labels."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import DataError
+
+
+@dataclass
+class ImageSet:
+    """Images as a uint8 tensor (N, C, H, W) and optional int64 labels (N,)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor | None = None
+    name: str = "images"
+    class_names: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        x = self.images
+        if not isinstance(x, torch.Tensor):
+            raise DataError(f"{self.name}: images must be a torch tensor, got {type(x).__name__}")
+        if x.dtype != torch.uint8:
+            raise DataError(
+                f"{self.name}: images must be uint8 in [0, 255], got {x.dtype}; "
+                "convert with (x * 255).round().clamp(0, 255).to(torch.uint8) or use ImageSet.from_float"
+            )
+        if x.ndim != 4:
+            raise DataError(f"{self.name}: images must have shape (N, C, H, W), got {tuple(x.shape)}")
+        if x.shape[1] not in (1, 3):
+            raise DataError(f"{self.name}: expected 1 or 3 channels, got {x.shape[1]} (shape {tuple(x.shape)})")
+        if self.labels is not None:
+            if self.labels.ndim != 1 or len(self.labels) != len(x):
+                raise DataError(
+                    f"{self.name}: {len(x)} images but labels of shape {tuple(self.labels.shape)}; "
+                    "give one integer label per image"
+                )
+            self.labels = self.labels.long()
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_float(cls, x: torch.Tensor, labels: torch.Tensor | None = None, name: str = "images") -> "ImageSet":
+        """Build from floats in [0, 1]; refuses NaN/inf and out-of-range values."""
+        x = torch.as_tensor(x)
+        if not torch.isfinite(x).all():
+            raise DataError(f"{name}: images contain NaN or infinite values; clean them before loading")
+        if x.min() < 0 or x.max() > 1:
+            raise DataError(
+                f"{name}: float images must lie in [0, 1] (found [{float(x.min()):.3g}, {float(x.max()):.3g}]); "
+                "rescale them or pass uint8 images"
+            )
+        return cls((x * 255).round().to(torch.uint8), labels, name)
+
+    # -- views ----------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of one image."""
+        return tuple(self.images.shape[1:])  # type: ignore[return-value]
+
+    def float(self) -> torch.Tensor:
+        return self.images.float().div_(255.0)
+
+    def subset(self, index: torch.Tensor | Sequence[int], name: str | None = None) -> "ImageSet":
+        index = torch.as_tensor(index, dtype=torch.long)
+        return ImageSet(
+            self.images[index],
+            None if self.labels is None else self.labels[index],
+            name or self.name,
+            list(self.class_names),
+        )
+
+    def select_classes(self, keep: Sequence[int] | None = None, drop: Sequence[int] | None = None) -> "ImageSet":
+        """Keep only the listed classes and/or drop others (one-class work)."""
+        if keep is None and drop is None:
+            return self
+        if self.labels is None:
+            raise DataError(f"{self.name}: a class filter needs labels, and this set has none")
+        mask = torch.ones(len(self), dtype=torch.bool)
+        if keep is not None:
+            mask &= torch.isin(self.labels, torch.as_tensor(list(keep)))
+        if drop is not None:
+            mask &= ~torch.isin(self.labels, torch.as_tensor(list(drop)))
+        if not mask.any():
+            present = sorted(set(self.labels.tolist()))
+            raise DataError(
+                f"{self.name}: the class filter (keep={keep}, drop={drop}) selects no image; "
+                f"classes present: {present}"
+            )
+        return self.subset(mask.nonzero().squeeze(1))
+
+    def limit(self, n: int | None, seed: int = 0) -> "ImageSet":
+        if n is None or n >= len(self):
+            return self
+        if n <= 0:
+            raise DataError(f"{self.name}: size limit must be positive, got {n}")
+        g = torch.Generator().manual_seed(seed)
+        return self.subset(torch.randperm(len(self), generator=g)[:n].sort().values)
+
+    def split(self, fraction: float, seed: int = 0) -> tuple["ImageSet", "ImageSet"]:
+        """Deterministically split off ``fraction`` of the images: returns (rest, held_out)."""
+        if not 0 <= fraction < 1:
+            raise DataError(f"split fraction must be in [0, 1), got {fraction}")
+        n_out = int(round(len(self) * fraction))
+        if fraction > 0 and n_out == 0 and len(self) > 1:
+            n_out = 1
+        g = torch.Generator().manual_seed(seed)
+        perm = torch.randperm(len(self), generator=g)
+        return (
+            self.subset(perm[n_out:].sort().values, self.name),
+            self.subset(perm[:n_out].sort().values, self.name + "-val"),
+        )
+
+    # -- transforms ------------------------------------------------------------------------------
+    def to_channels(self, channels: int | None) -> "ImageSet":
+        if channels is None or channels == self.shape[0]:
+            return self
+        if channels not in (1, 3):
+            raise DataError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels}")
+        if channels == 3:
+            x = self.images.expand(-1, 3, -1, -1).contiguous()
+        else:  # ITU-R 601 luma, as PIL's convert("L")
+            w = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+            x = (self.images.float() * w).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
+        return ImageSet(x, self.labels, self.name, self.class_names)
+
+    def to_size(self, size: int | None, mode: str = "pad") -> "ImageSet":
+        """Make images size x size: 'pad' centres them on black (28 -> 32), 'resize' resamples."""
+        if size is None or (self.shape[1] == size and self.shape[2] == size):
+            return self
+        _, h, w = self.shape
+        if mode == "pad":
+            if size < h or size < w:
+                raise DataError(f"cannot pad {h}x{w} images to the smaller {size}x{size}; use resize mode 'resize'")
+            top, left = (size - h) // 2, (size - w) // 2
+            x = F.pad(self.images, (left, size - w - left, top, size - h - top))
+        elif mode == "resize":
+            x = F.interpolate(self.images.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+            x = x.round().clamp(0, 255).to(torch.uint8)
+        else:
+            raise DataError(f"unknown resize mode {mode!r}; use 'pad' or 'resize'")
+        return ImageSet(x, self.labels, self.name, self.class_names)

@@ -1,0 +1,391 @@
+"""Named image sources. Each is found under $VAELAB_DATA, the user cache, Debian's datasets, or
+downloaded (sha256-checked, atomic). Checksums were read from tensorflow_datasets' url_checksums
+and torchvision's dataset definitions, and the MNIST ones also match the md5-verified local copies."""
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..errors import DataError
+from .download import RemoteFile, cache_dir, data_roots, download
+from .imageset import ImageSet
+from .parsers import decode_image, images_to_tensor, load_npz, read_cifar10_bin, read_idx
+
+SPLITS = ("train", "test")
+
+FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+@dataclass
+class Source:
+    """A named dataset: where to look, how to fetch, how to parse."""
+
+    name: str
+    description: str
+    dirnames: tuple[str, ...]
+    how_to_get: str
+    needs_path: bool = False
+    remote: tuple[RemoteFile, ...] = ()
+    class_names: list[str] = field(default_factory=list)
+
+    def candidates(self) -> list[Path]:
+        return [root / d for root in data_roots() for d in self.dirnames]
+
+    def locate(self) -> Path | None:
+        for c in self.candidates():
+            if self._complete(c):
+                return c
+        return None
+
+    def _complete(self, d: Path) -> bool:  # overridden
+        raise NotImplementedError
+
+    def fetch(self) -> Path:
+        found = self.locate()
+        if found is not None:
+            return found
+        if not self.remote:
+            raise self._missing()
+        dest = cache_dir() / self.dirnames[0]
+        for r in self.remote:
+            if not (dest / r.filename).exists():
+                download(r, dest)
+        return dest
+
+    def _missing(self) -> DataError:
+        where = "\n  ".join(str(c) for c in self.candidates())
+        return DataError(f"dataset {self.name!r} not found. Looked in:\n  {where}\nTo get it: {self.how_to_get}")
+
+    def load(self, split: str, path: str | None = None) -> ImageSet:  # overridden
+        raise NotImplementedError
+
+
+# --------------------------------------------------------------------------------------------
+class IdxSource(Source):
+    files = {
+        "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+        "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+    }
+
+    def _file(self, d: Path, stem: str) -> Path | None:
+        for name in (stem + ".gz", stem, stem.replace("-idx", ".idx")):
+            if (d / name).is_file():
+                return d / name
+        return None
+
+    def _complete(self, d: Path) -> bool:
+        return all(self._file(d, s) for pair in self.files.values() for s in pair)
+
+    def load(self, split: str, path: str | None = None) -> ImageSet:
+        d = self.fetch()
+        img_stem, lab_stem = self.files[split]
+        x = read_idx(self._file(d, img_stem))
+        y = read_idx(self._file(d, lab_stem))
+        if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
+            raise DataError(f"{d}: images {x.shape} and labels {y.shape} do not match; the files are corrupt")
+        return ImageSet(torch.from_numpy(x.copy())[:, None], torch.from_numpy(y.astype(np.int64)), self.name, self.class_names)
+
+
+def _idx_remote(base_urls: list[str], sums: dict[str, tuple[str, int]]) -> tuple[RemoteFile, ...]:
+    return tuple(RemoteFile(f, tuple(b + f for b in base_urls), s, n) for f, (s, n) in sums.items())
+
+
+MNIST = IdxSource(
+    "mnist", "MNIST handwritten digits, 60k/10k, 28x28 gray", ("mnist",),
+    "connect to the internet once (vaelab downloads and checks it), or put the four IDX .gz files in $VAELAB_DATA/mnist",
+    remote=_idx_remote(
+        ["https://ossci-datasets.s3.amazonaws.com/mnist/", "https://storage.googleapis.com/cvdf-datasets/mnist/"],
+        {
+            "train-images-idx3-ubyte.gz": ("440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609", 9912422),
+            "train-labels-idx1-ubyte.gz": ("3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c", 28881),
+            "t10k-images-idx3-ubyte.gz": ("8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6", 1648877),
+            "t10k-labels-idx1-ubyte.gz": ("f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6", 4542),
+        },
+    ),
+    class_names=[str(i) for i in range(10)],
+)
+
+FASHION_MNIST = IdxSource(
+    "fashion-mnist", "Zalando Fashion-MNIST, 60k/10k, 28x28 gray", ("fashion-mnist",),
+    "on Debian/Ubuntu: apt-get install dataset-fashion-mnist; or connect to the internet once; "
+    "or put the four IDX .gz files in $VAELAB_DATA/fashion-mnist",
+    remote=_idx_remote(
+        ["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"],
+        {
+            "train-images-idx3-ubyte.gz": ("3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84", 26421880),
+            "train-labels-idx1-ubyte.gz": ("a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845", 29515),
+            "t10k-images-idx3-ubyte.gz": ("346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073", 4422102),
+            "t10k-labels-idx1-ubyte.gz": ("67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5", 5148),
+        },
+    ),
+    class_names=FASHION_CLASSES,
+)
+
+
+# --------------------------------------------------------------------------------------------
+class Cifar10Source(Source):
+    """The binary distribution (no pickle), read straight from the tarball or its extracted folder;
+    also the JPEG-bytes npz that ../shared/data provides offline (lossy pixels: not for paper numbers)."""
+
+    TAR = "cifar-10-binary.tar.gz"
+    JPEG_NPZ = "cifar10_jpeg_bytes.npz"
+
+    def _complete(self, d: Path) -> bool:
+        return (d / self.TAR).is_file() or (d / "cifar-10-batches-bin" / "test_batch.bin").is_file() or (d / self.JPEG_NPZ).is_file()
+
+    def load(self, split: str, path: str | None = None) -> ImageSet:
+        d = self.fetch()
+        names = [f"data_batch_{i}.bin" for i in range(1, 6)] if split == "train" else ["test_batch.bin"]
+        if (d / "cifar-10-batches-bin" / "test_batch.bin").is_file():
+            blobs = [((d / "cifar-10-batches-bin" / n).read_bytes(), str(d / "cifar-10-batches-bin" / n)) for n in names]
+        elif (d / self.TAR).is_file():
+            blobs = []
+            try:
+                with tarfile.open(d / self.TAR, "r:gz") as tf:
+                    for n in names:
+                        m = tf.extractfile(f"cifar-10-batches-bin/{n}")
+                        if m is None:
+                            raise KeyError(n)
+                        blobs.append((m.read(), f"{d / self.TAR}:{n}"))
+            except (tarfile.TarError, KeyError, EOFError, OSError) as e:
+                raise DataError(f"{d / self.TAR}: corrupt or truncated archive ({e}); delete it and download again") from None
+        else:
+            return self._load_jpeg_npz(d / self.JPEG_NPZ, split)
+        parts = [read_cifar10_bin(b, src) for b, src in blobs]
+        x = np.concatenate([p[0] for p in parts])
+        y = np.concatenate([p[1] for p in parts])
+        return ImageSet(torch.from_numpy(x), torch.from_numpy(y), self.name, self.class_names)
+
+    def _load_jpeg_npz(self, path: Path, split: str) -> ImageSet:
+        z = load_npz(path, (f"{split}_bytes", f"{split}_offsets", f"y_{split}"))
+        buf, off = z[f"{split}_bytes"], z[f"{split}_offsets"]
+        if off.ndim != 1 or off[0] != 0 or off[-1] != len(buf) or np.any(np.diff(off) <= 0):
+            raise DataError(f"{path}: offsets do not partition the byte buffer; the file is corrupt")
+        imgs = np.stack([decode_image(buf[off[i] : off[i + 1]].tobytes(), f"{path}[{i}]", "RGB") for i in range(len(off) - 1)])
+        return ImageSet(images_to_tensor(imgs, str(path)), torch.from_numpy(z[f"y_{split}"].astype(np.int64)), self.name, self.class_names)
+
+
+CIFAR10 = Cifar10Source(
+    "cifar10", "CIFAR-10, 50k/10k, 32x32 RGB", ("cifar10", "cifar-10"),
+    "connect to the internet once, or put cifar-10-binary.tar.gz in $VAELAB_DATA/cifar10",
+    remote=(RemoteFile("cifar-10-binary.tar.gz", ("https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz",),
+                       "c4a38c50a1bc5f3a1c5537f2155ab9d68f9f25eb1ed8d9ddda3db29a59bca1dd", 170052171),),
+    class_names=CIFAR_CLASSES,
+)
+
+
+# --------------------------------------------------------------------------------------------
+def _center_crop_resize(arr: np.ndarray, crop: int, size: int) -> np.ndarray:
+    from PIL import Image
+
+    h, w = arr.shape[:2]
+    c = min(crop, h, w)
+    top, left = (h - c) // 2, (w - c) // 2
+    im = Image.fromarray(arr[top : top + c, left : left + c])
+    return np.asarray(im.resize((size, size), Image.BICUBIC))
+
+
+class CelebASource(Source):
+    """Aligned CelebA, centre-cropped to 140x140 and resized to 64x64 (the usual CelebA-64).
+
+    Reads img_align_celeba/ or img_align_celeba.zip; the official partition file if present, else
+    the official index ranges (1-162770 train, 182638-202599 test); a set smaller than the official
+    one (such as a sample) is split 90/10 by file order. The processed arrays are cached."""
+
+    CROP, SIZE = 140, 64
+
+    def _complete(self, d: Path) -> bool:
+        return (d / "img_align_celeba.zip").is_file() or (d / "img_align_celeba").is_dir() or any(d.glob("*.jpg"))
+
+    def _entries(self, d: Path) -> list[tuple[str, Callable[[], bytes]]]:
+        if (d / "img_align_celeba").is_dir():
+            d = d / "img_align_celeba"
+        if any(d.glob("*.jpg")):
+            return [(p.name, p.read_bytes) for p in sorted(d.glob("*.jpg"))]
+        try:
+            zf = zipfile.ZipFile(d / "img_align_celeba.zip")
+        except (zipfile.BadZipFile, OSError) as e:
+            raise DataError(f"{d / 'img_align_celeba.zip'}: corrupt or truncated ({e}); download it again") from None
+        names = sorted(n for n in zf.namelist() if n.endswith(".jpg"))
+        return [(Path(n).name, (lambda n=n: zf.read(n))) for n in names]
+
+    def load(self, split: str, path: str | None = None) -> ImageSet:
+        d = self.fetch()
+        entries = self._entries(d)
+        if not entries:
+            raise DataError(f"{d}: no .jpg images found for celeba64")
+        part = d / "list_eval_partition.txt"
+        if part.is_file():
+            table = dict(line.split() for line in part.read_text().splitlines() if line.strip())
+            want = {"train": "0", "test": "2"}[split]
+            chosen = [e for e in entries if table.get(e[0]) == want]
+        elif len(entries) >= 202599:
+            idx = {"train": (1, 162770), "test": (182638, 202599)}[split]
+            chosen = [e for e in entries if idx[0] <= int(Path(e[0]).stem) <= idx[1]]
+        else:
+            cut = int(round(len(entries) * 0.9))
+            chosen = entries[:cut] if split == "train" else entries[cut:]
+        key = f"celeba64-{split}-{len(chosen)}-{chosen[0][0] if chosen else 'none'}.npz"
+        cached = cache_dir() / "processed" / key
+        if cached.is_file():
+            return ImageSet(torch.from_numpy(load_npz(cached, ("x",))["x"]), None, self.name)
+        if not chosen:
+            raise DataError(f"{d}: the {split} split of celeba64 is empty")
+        x = np.stack([_center_crop_resize(decode_image(read(), f"{d}/{n}", "RGB"), self.CROP, self.SIZE) for n, read in chosen])
+        x = x.transpose(0, 3, 1, 2).copy()
+        try:
+            from ..fileio import atomic_path
+
+            with atomic_path(cached) as tmp:
+                with open(tmp, "wb") as fh:
+                    np.savez(fh, x=x)
+        except OSError:
+            pass  # a read-only cache only costs time
+        return ImageSet(torch.from_numpy(x), None, self.name)
+
+
+CELEBA64 = CelebASource(
+    "celeba64", "CelebA aligned faces, centre crop 140, 64x64 RGB", ("celeba", "celeba-sample"),
+    "connect to the internet once (1.4 GB), or put img_align_celeba.zip (or the extracted folder) in $VAELAB_DATA/celeba",
+    remote=(RemoteFile("img_align_celeba.zip",
+                       ("https://s3.amazonaws.com/pytorch-tutorial-assets/img_align_celeba.zip",),
+                       "46fb89443c578308acf364d7d379fe1b9efb793042c0af734b6112e4fd3a8c74", 1443490838),),
+)
+
+
+# --------------------------------------------------------------------------------------------
+class DigitsSource(Source):
+    """scikit-learn's bundled 8x8 digits (1,797 images, values 0..16 scaled to 0..255); 20% test."""
+
+    def _complete(self, d: Path) -> bool:
+        return True
+
+    def locate(self) -> Path | None:
+        import sklearn
+
+        return Path(sklearn.__file__).parent / "datasets" / "data"
+
+    def load(self, split: str, path: str | None = None) -> ImageSet:
+        from sklearn.datasets import load_digits
+
+        b = load_digits()
+        x = torch.from_numpy((b.images * 255.0 / 16.0).round().astype(np.uint8))[:, None]
+        full = ImageSet(x, torch.from_numpy(b.target.astype(np.int64)), self.name, [str(i) for i in range(10)])
+        train, test = full.split(0.2, seed=0)
+        return train if split == "train" else ImageSet(test.images, test.labels, self.name, full.class_names)
+
+
+DIGITS = DigitsSource("digits", "scikit-learn's bundled 8x8 digits, 1,797 images", (), "ships with scikit-learn")
+
+
+# --------------------------------------------------------------------------------------------
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+
+
+class FolderSource(Source):
+    """A directory of images, optionally one sub-directory per class, optionally train/ and test/
+    sub-directories; without those, 10% of the images (seeded) form the test split."""
+
+    def _complete(self, d: Path) -> bool:
+        return d.is_dir()
+
+    def locate(self) -> Path | None:
+        return None
+
+    def _read_dir(self, d: Path) -> ImageSet:
+        subdirs = sorted(p for p in d.iterdir() if p.is_dir())
+        files: list[tuple[Path, int]] = []
+        if subdirs:
+            for label, sd in enumerate(subdirs):
+                files += [(p, label) for p in sorted(sd.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES]
+        files += [(p, -1) for p in sorted(d.iterdir()) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+        if not files:
+            raise DataError(f"{d}: no images found (looked for {sorted(IMAGE_SUFFIXES)})")
+        arrays = [decode_image(p.read_bytes(), str(p)) for p, _ in files]
+        shapes = {a.shape for a in arrays}
+        if len(shapes) > 1:
+            raise DataError(
+                f"{d}: images have different sizes {sorted(shapes)[:4]}; resize them to one size first "
+                "(or use the data option size=N with resize_mode=resize after making them square)"
+            )
+        labels = [lab for _, lab in files]
+        y = torch.tensor(labels) if subdirs and min(labels) >= 0 else None
+        return ImageSet(images_to_tensor(np.stack(arrays), str(d)), y, d.name, [s.name for s in subdirs] if y is not None else [])
+
+    def load(self, split: str, path: str | None = None) -> ImageSet:
+        if not path:
+            raise DataError("the folder source needs a path: --set data.path=/path/to/images")
+        d = Path(path).expanduser()
+        if not d.is_dir():
+            raise DataError(f"folder {d} does not exist or is not a directory")
+        if (d / "train").is_dir() and (d / "test").is_dir():
+            return self._read_dir(d / split)
+        train, test = self._read_dir(d).split(0.1, seed=0)
+        return train if split == "train" else ImageSet(test.images, test.labels, train.name, train.class_names)
+
+
+FOLDER = FolderSource("folder", "your own directory of images (class sub-directories optional)", (), "set data.path to the directory", needs_path=True)
+
+
+class NpzSource(Source):
+    """Arrays you saved with numpy.savez: x_train (and y_train, x_test, y_test), or x (and y).
+    Images are uint8 N x H x W, N x H x W x C or N x C x H x W, or floats in [0, 1]."""
+
+    def _complete(self, d: Path) -> bool:
+        return d.is_file()
+
+    def locate(self) -> Path | None:
+        return None
+
+    def load(self, split: str, path: str | None = None) -> ImageSet:
+        if not path:
+            raise DataError("the npz source needs a path: --set data.path=/path/to/arrays.npz")
+        p = Path(path).expanduser()
+        if not p.is_file():
+            raise DataError(f"npz file {p} does not exist")
+        z = load_npz(p)
+        if f"x_{split}" in z:
+            x, y = z[f"x_{split}"], z.get(f"y_{split}")
+        elif "x" in z:
+            full = self._make(z["x"], z.get("y"), p)
+            train, test = full.split(0.1, seed=0)
+            return train if split == "train" else ImageSet(test.images, test.labels, full.name)
+        else:
+            raise DataError(f"{p}: expected arrays x_train/x_test (with optional y_train/y_test) or x (and y); found {sorted(z)}")
+        return self._make(x, y, p)
+
+    def _make(self, x: np.ndarray, y: np.ndarray | None, p: Path) -> ImageSet:
+        if x.dtype.kind == "f":
+            if not np.isfinite(x).all():
+                raise DataError(f"{p}: images contain NaN or infinite values; clean them first")
+            if x.min() < 0 or x.max() > 1:
+                raise DataError(f"{p}: float images must be in [0, 1]; found [{x.min():.3g}, {x.max():.3g}]")
+            x = np.round(x * 255).astype(np.uint8)
+        if len(x) == 0:
+            raise DataError(f"{p}: the image array is empty")
+        labels = None
+        if y is not None:
+            if y.dtype.kind not in "iu" or y.shape != (len(x),):
+                raise DataError(f"{p}: labels must be {len(x)} integers, got {y.dtype} {y.shape}")
+            labels = torch.from_numpy(y.astype(np.int64))
+        return ImageSet(images_to_tensor(x, str(p)), labels, p.stem)
+
+
+NPZ = NpzSource("npz", "arrays you saved with numpy.savez (x_train, y_train, x_test, y_test)", (), "set data.path to the .npz file", needs_path=True)
+
+SOURCES: dict[str, Source] = {s.name: s for s in (MNIST, FASHION_MNIST, CIFAR10, CELEBA64, DIGITS, FOLDER, NPZ)}
+
+
+def get_source(name: str) -> Source:
+    if name not in SOURCES:
+        raise DataError(f"unknown dataset {name!r}; choose one of: {', '.join(SOURCES)}")
+    return SOURCES[name]

@@ -1,0 +1,120 @@
+"""The model contract every family meets, and the pieces they share."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
+import torch
+from torch import nn
+from torch.distributions import Distribution
+
+from ..errors import ConfigError, ModelError
+from ..nn import ACTIVATIONS, build_networks
+from ..objectives import pixel_likelihood
+
+
+@dataclass
+class ModelConfig:
+    """Options every model shares. ``image_shape`` is filled in from the data when built."""
+
+    name: str = "vae"
+    latent_dim: int = 16
+    arch: Literal["conv", "mlp"] = "conv"
+    conv_channels: list[int] | None = None  # None: chosen from the image size
+    hidden_dim: int = 256
+    mlp_hidden: list[int] = field(default_factory=lambda: [512, 256])
+    activation: str = "relu"
+    likelihood: Literal["bernoulli", "gaussian"] = "bernoulli"
+    gaussian_std: float = 1.0  # fixed std, or the initial one when learn_std
+    learn_std: bool = False  # learn one shared std of the Gaussian likelihood
+    image_shape: list[int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.latent_dim < 1:
+            raise ConfigError(f"model.latent_dim must be >= 1, got {self.latent_dim}")
+        if self.activation not in ACTIVATIONS:
+            raise ConfigError(f"unknown activation {self.activation!r}; choose one of: {', '.join(ACTIVATIONS)}")
+        if self.gaussian_std <= 0:
+            raise ConfigError(f"model.gaussian_std must be > 0, got {self.gaussian_std}")
+        if self.image_shape is not None and (len(self.image_shape) != 3 or self.image_shape[0] not in (1, 3)):
+            raise ConfigError(f"model.image_shape must be [C, H, W] with C in 1, 3; got {self.image_shape}")
+
+
+@dataclass
+class LossOutput:
+    """``loss``: the scalar to back-propagate. ``terms``: per-sample tensors (rec, kl, ...)."""
+
+    loss: torch.Tensor
+    terms: dict[str, torch.Tensor]
+
+
+class Autoencoder(nn.Module):
+    """encode(x) -> Posterior, decode(z) -> Likelihood, loss(x) -> LossOutput."""
+
+    config_class: ClassVar[type[ModelConfig]] = ModelConfig
+    has_prior: ClassVar[bool] = False  # can sample new images from p(z)
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        if config.image_shape is None:
+            raise ModelError("model config has no image_shape; build models with vaelab.models.build(config, image_shape)")
+        self.config = config
+        self.image_shape = tuple(config.image_shape)
+        self.latent_dim = config.latent_dim
+        self.encoder, self.decoder, self.feature_dim = build_networks(
+            config.arch, self.image_shape, config.latent_dim, self.image_shape[0],
+            conv_channels=config.conv_channels, hidden_dim=config.hidden_dim,
+            mlp_hidden=config.mlp_hidden, activation=config.activation,
+        )
+        if config.likelihood == "gaussian" and config.learn_std:
+            self.log_std = nn.Parameter(torch.tensor(math.log(config.gaussian_std)))
+        else:
+            self.register_buffer("log_std", torch.tensor(math.log(config.gaussian_std)), persistent=False)
+
+    # -- the contract --------------------------------------------------------------------------
+    def encode(self, x: torch.Tensor) -> Distribution:
+        raise NotImplementedError
+
+    def decode(self, z: torch.Tensor) -> Distribution:
+        return self.likelihood(self.decoder(z))
+
+    def loss(self, x: torch.Tensor, kl_weight: float | torch.Tensor = 1.0) -> LossOutput:
+        raise NotImplementedError
+
+    # -- shared helpers ----------------------------------------------------------------------
+    def likelihood(self, params: torch.Tensor) -> Distribution:
+        std = self.log_std.exp().clamp_min(1e-3) if self.config.likelihood == "gaussian" else None
+        return pixel_likelihood(self.config.likelihood, params, std)
+
+    def check_input(self, x: torch.Tensor) -> None:
+        if x.ndim != 4 or tuple(x.shape[1:]) != self.image_shape:
+            raise ModelError(
+                f"{self.config.name} expects images of shape (N, {', '.join(map(str, self.image_shape))}); "
+                f"got {tuple(x.shape)}. Resize the data (data.size, data.channels) or train a model for this shape."
+            )
+
+    @staticmethod
+    def mean_image(px: Distribution) -> torch.Tensor:
+        """The likelihood's mean as an image in [0, 1]."""
+        return px.mean.clamp(0, 1)
+
+    @torch.no_grad()
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Posterior means: the representation used by probes and detectors."""
+        return self.encode(x).mean
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mean_image(self.decode(self.encode(x).mean))
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        if not self.has_prior:
+            raise ModelError(f"{self.config.name} has no prior to sample from; use a VAE, or a GMM sampler fitted on its codes")
+        dev = next(self.parameters()).device
+        z = torch.randn(n, self.latent_dim, generator=generator).to(dev)
+        return self.mean_image(self.decode(z))
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

@@ -1,0 +1,63 @@
+"""Weights in safetensors with the model's name and config in the header; no pickle."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .. import __version__
+from ..errors import CheckpointError
+from ..fileio import atomic_path
+from .base import Autoencoder
+
+
+def save_weights(model: Autoencoder, path: str | Path) -> None:
+    from ..config import to_dict
+
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    meta = {"vaelab_version": __version__, "model": model.config.name, "config": json.dumps(to_dict(model.config))}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=meta)
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
+
+
+def load_weights(model: Autoencoder, path: str | Path) -> Autoencoder:
+    """Load ``path`` into ``model``; refuse another model's weights or mismatched shapes, saying what differs."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path} not found")
+    meta = read_metadata(path)
+    if meta.get("model") and meta["model"] != model.config.name:
+        raise CheckpointError(f"{path} holds weights of a {meta['model']!r} model, not {model.config.name!r}")
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{path}: corrupt weights file ({e})") from None
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    extra = sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or extra or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing {missing[:5]}")
+        if extra:
+            parts.append(f"unexpected {extra[:5]}")
+        if wrong:
+            parts.append("shape mismatch " + ", ".join(f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in wrong[:5]))
+        raise CheckpointError(f"{path} does not fit this {model.config.name} model ({'; '.join(parts)}); "
+                              f"it was written by vaelab {meta.get('vaelab_version', '?')} for another configuration")
+    model.load_state_dict(state)
+    return model

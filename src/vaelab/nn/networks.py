@@ -1,0 +1,129 @@
+"""Encoders map an image to a feature vector; decoders map a latent vector to an image-shaped
+tensor of distribution parameters. Heads (mean, log-variance, code) belong to the models."""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": nn.ReLU,
+    "leaky_relu": lambda: nn.LeakyReLU(0.2),
+    "elu": nn.ELU,
+    "silu": nn.SiLU,
+    "gelu": nn.GELU,
+    "tanh": nn.Tanh,
+    "softplus": nn.Softplus,
+    "sigmoid": nn.Sigmoid,
+}
+
+
+def make_activation(name: str) -> nn.Module:
+    if name not in ACTIVATIONS:
+        raise ConfigError(f"unknown activation {name!r}; choose one of: {', '.join(ACTIVATIONS)}")
+    return ACTIVATIONS[name]()
+
+
+def auto_conv_channels(height: int, base: int = 32, max_channels: int = 256) -> list[int]:
+    """One stride-2 stage per halving while the map stays >= 4 pixels: 28->7 (2 stages),
+    32->4 (3), 64->4 (4), 8->4 (1). Channels double per stage from ``base``."""
+    chans, h = [], height
+    while h % 2 == 0 and h // 2 >= 4:
+        chans.append(min(base * 2 ** len(chans), max_channels))
+        h //= 2
+    if not chans:
+        raise ConfigError(f"images of height {height} are too small or odd-sized for the conv networks; use arch=mlp or data.size")
+    return chans
+
+
+class ConvEncoder(nn.Module):
+    def __init__(self, shape: tuple[int, int, int], channels: list[int], hidden_dim: int, activation: str = "relu"):
+        super().__init__()
+        c, h, w = shape
+        layers: list[nn.Module] = []
+        for out in channels:
+            if h % 2 or w % 2:
+                raise ConfigError(f"cannot halve a {h}x{w} feature map; use fewer conv channels or data.size")
+            layers += [nn.Conv2d(c, out, 4, 2, 1), make_activation(activation)]
+            c, h, w = out, h // 2, w // 2
+        self.features = nn.Sequential(*layers)
+        self.feature_shape = (c, h, w)
+        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, hidden_dim), make_activation(activation))
+        self.out_dim = hidden_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x))
+
+
+class ConvDecoder(nn.Module):
+    def __init__(self, shape: tuple[int, int, int], channels: list[int], latent_dim: int, hidden_dim: int,
+                 out_channels: int, activation: str = "relu"):
+        super().__init__()
+        c, h, w = shape
+        sh, sw = h // 2 ** len(channels), w // 2 ** len(channels)
+        self.start = (channels[-1], sh, sw)
+        self.fc = nn.Sequential(
+            nn.Linear(latent_dim, hidden_dim), make_activation(activation),
+            nn.Linear(hidden_dim, channels[-1] * sh * sw), make_activation(activation),
+        )
+        layers: list[nn.Module] = []
+        rev = list(reversed(channels))
+        for i, cin in enumerate(rev):
+            last = i == len(rev) - 1
+            cout = out_channels if last else rev[i + 1]
+            layers.append(nn.ConvTranspose2d(cin, cout, 4, 2, 1))
+            if not last:
+                layers.append(make_activation(activation))
+        self.deconv = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.deconv(self.fc(z).view(-1, *self.start))
+
+
+class MLPEncoder(nn.Module):
+    def __init__(self, shape: tuple[int, int, int], hidden: list[int], activation: str = "relu"):
+        super().__init__()
+        d = math.prod(shape)
+        layers: list[nn.Module] = [nn.Flatten()]
+        for hdim in hidden:
+            layers += [nn.Linear(d, hdim), make_activation(activation)]
+            d = hdim
+        self.net = nn.Sequential(*layers)
+        self.out_dim = d
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class MLPDecoder(nn.Module):
+    def __init__(self, shape: tuple[int, int, int], hidden: list[int], latent_dim: int, out_channels: int, activation: str = "relu"):
+        super().__init__()
+        self.out_shape = (out_channels, shape[1], shape[2])
+        d = latent_dim
+        layers: list[nn.Module] = []
+        for hdim in reversed(hidden):
+            layers += [nn.Linear(d, hdim), make_activation(activation)]
+            d = hdim
+        layers.append(nn.Linear(d, math.prod(self.out_shape)))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z).view(-1, *self.out_shape)
+
+
+def build_networks(arch: str, shape: tuple[int, int, int], latent_dim: int, out_channels: int, *,
+                   conv_channels: list[int] | None, hidden_dim: int, mlp_hidden: list[int], activation: str) -> tuple[nn.Module, nn.Module, int]:
+    """(encoder, decoder, encoder feature size) for ``arch`` in {'conv', 'mlp'}."""
+    if arch == "conv":
+        chans = conv_channels or auto_conv_channels(shape[1])
+        enc = ConvEncoder(shape, chans, hidden_dim, activation)
+        dec = ConvDecoder(shape, chans, latent_dim, hidden_dim, out_channels, activation)
+        return enc, dec, enc.out_dim
+    if arch == "mlp":
+        enc = MLPEncoder(shape, mlp_hidden, activation)
+        return enc, MLPDecoder(shape, mlp_hidden, latent_dim, out_channels, activation), enc.out_dim
+    raise ConfigError(f"unknown architecture {arch!r}; choose 'conv' or 'mlp'")

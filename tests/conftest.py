@@ -1,0 +1,27 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _env(tmp_path_factory):
+    """Real data from ../shared/data and Debian's Fashion-MNIST; a private cache; 2 threads."""
+    if SHARED.is_dir():
+        os.environ["VAELAB_DATA"] = str(SHARED)
+    os.environ["VAELAB_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    yield
+
+
+def has_fashion_mnist() -> bool:
+    from vaelab.data import get_source
+
+    return get_source("fashion-mnist").locate() is not None
+
+
+needs_fmnist = pytest.mark.skipif("not __import__('tests.conftest', fromlist=['x']).has_fashion_mnist()",
+                                  reason="Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
