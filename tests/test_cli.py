@@ -9,7 +9,7 @@ import torch
 from tests.conftest import needs_fmnist
 
 
-def vaelab(*args, check=True):
+def cli(*args, check=True):
     p = subprocess.run([sys.executable, "-m", "vaelab", *args], capture_output=True, text=True, timeout=600)
     if check and p.returncode != 0:
         raise AssertionError(f"vaelab {' '.join(args)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
@@ -19,7 +19,7 @@ def vaelab(*args, check=True):
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "run"
-    p = vaelab("train", "vae", "--data", "fashion-mnist", "--epochs", "2", "--latent-dim", "4", "--batch-size", "64",
+    p = cli("train", "vae", "--data", "fashion-mnist", "--epochs", "2", "--latent-dim", "4", "--batch-size", "64",
                "--seed", "1", "--out", str(out), "--set", "data.limit=1200", "--set", "data.test_limit=300",
                "--set", "train.progress_bar=false")
     assert f"report: {out.resolve() / 'report.html'}" in p.stdout
@@ -39,7 +39,7 @@ def test_train_writes_run_directory(run_dir):
 
 @needs_fmnist
 def test_evaluate_json_matches_metrics_and_load(run_dir):
-    p = vaelab("evaluate", str(run_dir), "--json", "--no-report")
+    p = cli("evaluate", str(run_dir), "--json", "--no-report")
     res = json.loads(p.stdout)
     assert set(res) >= {"nelbo", "rec", "kl", "mse", "psnr"}
     torch.testing.assert_close(res["nelbo"], res["rec"] + res["kl"], rtol=1e-6, atol=1e-4)
@@ -55,39 +55,39 @@ def test_evaluate_json_matches_metrics_and_load(run_dir):
 def test_sample_and_reconstruct(run_dir, tmp_path):
     from PIL import Image
 
-    vaelab("sample", str(run_dir), "-n", "16", "--out", str(tmp_path / "s.png"))
-    vaelab("reconstruct", str(run_dir), "--out", str(tmp_path / "r.png"))
+    cli("sample", str(run_dir), "-n", "16", "--out", str(tmp_path / "s.png"))
+    cli("reconstruct", str(run_dir), "--out", str(tmp_path / "r.png"))
     assert Image.open(tmp_path / "s.png").size[0] > 28 and Image.open(tmp_path / "r.png").size[1] > 28
 
 
 @needs_fmnist
 def test_resume_extends_training(run_dir):
-    vaelab("train", "--resume", str(run_dir), "--epochs", "3", "--set", "train.progress_bar=false")
+    cli("train", "--resume", str(run_dir), "--epochs", "3", "--set", "train.progress_bar=false")
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 2
-    p = vaelab("train", "--resume", str(run_dir), "--set", "model.beta=2", check=False)
-    assert p.returncode == 2 and "only --epochs may change" in p.stderr
+    p = cli("train", "--resume", str(run_dir), "--set", "model.beta=2", check=False)
+    assert p.returncode == 2 and "only --epochs" in p.stderr
 
 
 @pytest.mark.parametrize("args,msg", [
-    (["train", "transformer"], "unknown model 'transformer'; choose one of: ae, vae"),
+    (["train", "transformer"], "unknown model 'transformer'; choose one of: ae, linear-ae"),
     (["train", "vae", "--data", "imagenet"], "unknown dataset 'imagenet'"),
     (["train", "vae", "--set", "train.lrr=1"], "valid keys"),
     (["evaluate", "/nonexistent/run"], "not a vaelab run directory"),
 ])
 def test_errors_are_clear_without_traceback(args, msg):
-    p = vaelab(*args, check=False)
+    p = cli(*args, check=False)
     assert p.returncode == 2
     assert msg in p.stderr and "Traceback" not in p.stderr
 
 
 @needs_fmnist
 def test_existing_run_dir_refused(run_dir):
-    p = vaelab("train", "vae", "--out", str(run_dir), check=False)
+    p = cli("train", "vae", "--out", str(run_dir), check=False)
     assert p.returncode == 2 and "already holds a run" in p.stderr
 
 
 def test_datasets_and_models_listing():
-    out = vaelab("datasets").stdout
+    out = cli("datasets").stdout
     for name in ("mnist", "fashion-mnist", "cifar10", "celeba64", "digits", "folder", "npz"):
         assert name in out
-    assert "vae" in vaelab("models").stdout
+    assert "vae" in cli("models").stdout

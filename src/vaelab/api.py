@@ -59,6 +59,10 @@ def make_figures(run_dir: Path, model: Autoencoder, test: ImageSet, seed: int = 
     rec = model.reconstruct(x)
     figs.append(("Reconstructions: originals (odd rows) above their reconstructions (even rows)",
                  save_grid(_interleave_rows(x, rec, 8), fig / "reconstructions.png", nrow=8)))
+    if hasattr(model, "denoise"):
+        noisy, den = model.denoise(x[:8], torch.Generator().manual_seed(seed))
+        figs.append(("Denoising: clean (top), corrupted (middle), denoised (bottom)",
+                     save_grid(torch.cat([x[:8], noisy, den]), fig / "denoising.png", nrow=8)))
     if model.has_prior:
         g = torch.Generator().manual_seed(seed)
         figs.append(("Samples from the prior N(0, I)", save_grid(model.sample(64, g), fig / "samples.png", nrow=8)))
@@ -106,10 +110,21 @@ def sample_run(run_dir: str | Path, n: int, out: str | Path, seed: int = 0) -> P
     return save_grid(model.sample(n, g), out)
 
 
-def reconstruct_run(run_dir: str | Path, out: str | Path, n: int = 32) -> Path:
+def reconstruct_run(run_dir: str | Path, out: str | Path, n: int = 32, noisy: bool = False) -> Path:
+    """Test images above their reconstructions; with ``noisy`` (denoising models) clean / corrupted / denoised rows."""
     run_dir = Path(run_dir)
     cfg = RunConfig.load(run_dir / "config.yaml")
     model = load_run(run_dir)
     test = load_split(cfg.data, "test", apply_class_filter=False)
     x = test.subset(torch.arange(min(n, len(test)))).float()
+    if noisy:
+        if not hasattr(model, "denoise"):
+            from .errors import ModelError
+
+            raise ModelError(f"--noisy needs a denoising model; {cfg.model.name} has no corruption process")
+        rows = []
+        for i in range(0, len(x), 8):
+            corrupted, den = model.denoise(x[i : i + 8], torch.Generator().manual_seed(i))
+            rows += [x[i : i + 8], corrupted, den]
+        return save_grid(torch.cat(rows), out, nrow=8)
     return save_grid(_interleave_rows(x, model.reconstruct(x), 8), out, nrow=8)

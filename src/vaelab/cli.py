@@ -46,13 +46,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
             raise ConfigError(f"{run_dir} is a {cfg.model.name} run; --resume cannot change the model to {args.model}")
         if over:  # only the length of training may change on resume
-            allowed = {"train": {"epochs"}}
+            allowed = {"train": {"epochs", "progress_bar", "accelerator", "devices", "num_nodes", "strategy", "eval_batch_size"}}
             bad = [f"{k}.{kk}" if isinstance(v, dict) else k for k, v in over.items()
                    for kk in (v if isinstance(v, dict) else [None]) if not (k in allowed and kk in allowed[k])]
             if bad:
                 from .errors import ConfigError
 
-                raise ConfigError(f"--resume continues a run as configured; only --epochs may change (got {bad})")
+                raise ConfigError(f"--resume continues a run as configured; only --epochs and how it runs (train.progress_bar, accelerator, devices, num_nodes, strategy, eval_batch_size) may change; got {bad}")
             cfg = RunConfig.from_dict(deep_merge(cfg.to_dict(), over))
         run_dir, metrics = train_run(cfg, run_dir, resume=True)
     else:
@@ -92,7 +92,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def cmd_reconstruct(args: argparse.Namespace) -> int:
     from .api import reconstruct_run
 
-    print(reconstruct_run(args.run_dir, args.out, args.n))
+    print(reconstruct_run(args.run_dir, args.out, args.n, args.noisy))
     return 0
 
 
@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="test-set metrics of a run")
     e.add_argument("run_dir")
-    e.add_argument("--metrics", help="comma-separated subset (default: elbo,recon)")
+    e.add_argument("--metrics", help="comma-separated subset of: elbo, recon, au (default: all)")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.add_argument("--no-report", action="store_true", help="do not update metrics.json and report.html")
     e.set_defaults(func=cmd_evaluate)
@@ -159,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("run_dir")
     r.add_argument("-n", type=int, default=32)
     r.add_argument("--out", required=True)
+    r.add_argument("--noisy", action="store_true", help="denoising models: clean / corrupted / denoised rows")
     r.set_defaults(func=cmd_reconstruct)
 
     d = sub.add_parser("datasets", help="every data source, where it was found or how to get it")

@@ -1,4 +1,4 @@
 """Metrics. Each is a function (model, data, **options) -> dict of plain floats."""
-from .metrics import METRICS, elbo_terms, evaluate, reconstruction
+from .metrics import DEFAULT_METRICS, METRICS, active_units, elbo_terms, evaluate, reconstruction
 
-__all__ = ["METRICS", "elbo_terms", "evaluate", "reconstruction"]
+__all__ = ["DEFAULT_METRICS", "METRICS", "active_units", "elbo_terms", "evaluate", "reconstruction"]

@@ -49,11 +49,24 @@ def reconstruction(model: Autoencoder, data: ImageSet, batch_size: int = 1000, s
     return {"mse": se / len(data), "psnr": psnr / len(data)}
 
 
+@torch.no_grad()
+def active_units(model: Autoencoder, data: ImageSet, batch_size: int = 1000, seed: int = 0, threshold: float = 0.01) -> dict[str, float]:
+    """Units u with Cov_x(E_q[z_u | x]) > threshold (Burda et al.). Defined for stochastic
+    posteriors only: a deterministic AE returns nothing."""
+    if not model.has_prior:
+        return {}
+    model.eval()
+    means = torch.cat([model.encode(x).mean.double() for x in _batches(data, batch_size, _device(model))])
+    var = means.var(0, unbiased=False)
+    return {"active_units": float((var > threshold).sum()), "active_fraction": float((var > threshold).double().mean())}
+
+
 METRICS: dict[str, Callable[..., dict[str, float]]] = {
     "elbo": elbo_terms,
     "recon": reconstruction,
+    "au": active_units,
 }
-DEFAULT_METRICS = ("elbo", "recon")
+DEFAULT_METRICS = ("elbo", "recon", "au")
 
 
 def evaluate(model: Autoencoder, data: ImageSet, metrics: tuple[str, ...] | list[str] = DEFAULT_METRICS, **options) -> dict[str, float]:

@@ -6,9 +6,9 @@ from typing import Any
 
 from ..config import from_dict
 from ..errors import ConfigError
-from .ae import AE, AEConfig
+from .ae import AE, AEConfig, ContractiveAE, DenoisingAE, SparseAE
 from .base import Autoencoder, LossOutput, ModelConfig
-from .vae import VAE, VAEConfig
+from .vae import IWAE, VAE, BetaTCVAE, VAEConfig
 
 
 @dataclass
@@ -26,7 +26,14 @@ def register(name: str, cls: type[Autoencoder], description: str, **defaults: An
 
 
 register("ae", AE, "undercomplete autoencoder (deterministic code)")
+register("linear-ae", AE, "linear encoder and decoder; with squared error it spans the PCA subspace", arch="linear")
+register("sparse-ae", SparseAE, "AE + sparsity on the code: KL to a target rate, or L1")
+register("denoising-ae", DenoisingAE, "AE trained on Gaussian- or masking-corrupted inputs, scored on clean ones")
+register("contractive-ae", ContractiveAE, "AE + squared Frobenius norm of the encoder Jacobian")
 register("vae", VAE, "variational autoencoder, Bernoulli or Gaussian likelihood")
+register("beta-vae", VAE, "VAE with the KL weighted by beta (default 4)", beta=4.0)
+register("beta-tcvae", BetaTCVAE, "ELBO split into index-code MI, total correlation, dimension-wise KL, each weighted")
+register("iwae", IWAE, "importance-weighted autoencoder, k samples vectorised")
 
 
 def get_spec(name: str) -> ModelSpec:
@@ -42,10 +49,11 @@ def make_config(name: str, overrides: dict[str, Any] | None = None) -> ModelConf
     return from_dict(spec.cls.config_class, data, prefix="model.")
 
 
-def build(config: ModelConfig, image_shape: tuple[int, int, int] | None = None) -> Autoencoder:
+def build(config: ModelConfig, image_shape: tuple[int, int, int] | None = None, n_train: int | None = None) -> Autoencoder:
+    """Build the model of ``config``; ``image_shape`` and ``n_train`` come from the training data."""
     if image_shape is not None:
-        config.image_shape = list(image_shape)
+        config.fill_from_data(n_train, image_shape)
     return get_spec(config.name).cls(config)
 
 
-__all__ = ["AE", "AEConfig", "Autoencoder", "LossOutput", "MODELS", "ModelConfig", "VAE", "VAEConfig", "build", "get_spec", "make_config", "register"]
+__all__ = ["AE", "AEConfig", "BetaTCVAE", "ContractiveAE", "DenoisingAE", "IWAE", "SparseAE", "Autoencoder", "LossOutput", "MODELS", "ModelConfig", "VAE", "VAEConfig", "build", "get_spec", "make_config", "register"]

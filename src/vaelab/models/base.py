@@ -20,7 +20,7 @@ class ModelConfig:
 
     name: str = "vae"
     latent_dim: int = 16
-    arch: Literal["conv", "mlp"] = "conv"
+    arch: Literal["conv", "mlp", "linear"] = "conv"
     conv_channels: list[int] | None = None  # None: chosen from the image size
     hidden_dim: int = 256
     mlp_hidden: list[int] = field(default_factory=lambda: [512, 256])
@@ -39,6 +39,10 @@ class ModelConfig:
             raise ConfigError(f"model.gaussian_std must be > 0, got {self.gaussian_std}")
         if self.image_shape is not None and (len(self.image_shape) != 3 or self.image_shape[0] not in (1, 3)):
             raise ConfigError(f"model.image_shape must be [C, H, W] with C in 1, 3; got {self.image_shape}")
+
+    def fill_from_data(self, n_train: int | None, image_shape: tuple[int, int, int]) -> None:
+        """Complete what only the training data can tell (the image shape; some models more)."""
+        self.image_shape = list(image_shape)
 
 
 @dataclass

@@ -115,15 +115,30 @@ class MLPDecoder(nn.Module):
         return self.net(z).view(-1, *self.out_shape)
 
 
+class LinearDecoder(nn.Module):
+    """x = W z + b: a single affine map back to image shape."""
+
+    def __init__(self, shape: tuple[int, int, int], latent_dim: int, out_channels: int):
+        super().__init__()
+        self.out_shape = (out_channels, shape[1], shape[2])
+        self.linear = nn.Linear(latent_dim, math.prod(self.out_shape))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.linear(z).view(-1, *self.out_shape)
+
+
 def build_networks(arch: str, shape: tuple[int, int, int], latent_dim: int, out_channels: int, *,
                    conv_channels: list[int] | None, hidden_dim: int, mlp_hidden: list[int], activation: str) -> tuple[nn.Module, nn.Module, int]:
-    """(encoder, decoder, encoder feature size) for ``arch`` in {'conv', 'mlp'}."""
+    """(encoder, decoder, encoder feature size) for ``arch`` in {'conv', 'mlp', 'linear'}."""
     if arch == "conv":
         chans = conv_channels or auto_conv_channels(shape[1])
         enc = ConvEncoder(shape, chans, hidden_dim, activation)
         dec = ConvDecoder(shape, chans, latent_dim, hidden_dim, out_channels, activation)
         return enc, dec, enc.out_dim
+    if arch == "linear":  # no hidden layer, no activation: the code head is the whole encoder
+        d = math.prod(shape)
+        return nn.Flatten(), LinearDecoder(shape, latent_dim, out_channels), d
     if arch == "mlp":
         enc = MLPEncoder(shape, mlp_hidden, activation)
         return enc, MLPDecoder(shape, mlp_hidden, latent_dim, out_channels, activation), enc.out_dim
-    raise ConfigError(f"unknown architecture {arch!r}; choose 'conv' or 'mlp'")
+    raise ConfigError(f"unknown architecture {arch!r}; choose 'conv', 'mlp' or 'linear'")

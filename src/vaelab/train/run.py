@@ -84,7 +84,7 @@ def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False,
     with run_lock(run_dir):
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
         train, val, test = data if data is not None else load_data(cfg.data, cfg.seed)
-        model = build(cfg.model, train.shape)
+        model = build(cfg.model, train.shape, n_train=len(train))
         cfg.save(run_dir / "config.yaml")
         t = cfg.train
         loader = make_loader(train.images, t.batch_size, cfg.seed, shuffle=True)
