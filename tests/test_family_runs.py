@@ -12,13 +12,15 @@ EXPECTED_TERMS = {
     "ae": {"rec"}, "linear-ae": {"rec"}, "sparse-ae": {"rec", "sparsity"}, "denoising-ae": {"rec"},
     "contractive-ae": {"rec", "contractive"}, "vae": {"rec", "kl", "nelbo", "active_units"},
     "beta-vae": {"rec", "kl", "nelbo"}, "beta-tcvae": {"mi", "tc", "dwkl", "kl", "nelbo"}, "iwae": {"iwae", "nelbo", "kl"},
+    "bvae": {"rec", "kl", "nelbo", "active_units"}, "beta-bvae": {"rec", "kl", "nelbo"},
+    "beta-tcbvae": {"mi", "tc", "dwkl", "kl", "nelbo"}, "biwae": {"iwae", "nelbo", "kl"},
 }
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_model_trains_and_reports_its_terms(name, tmp_path):
     cfg = RunConfig.build(name, parse_set(["data.name=digits", "model.arch=mlp" if name != "linear-ae" else "seed=0",
-                                           "model.mlp_hidden=[32]", "model.latent_dim=3", "train.epochs=1",
+                                           "model.mlp_hidden=[32]", "model.latent_dim=3", "train.epochs=1", "data.limit=600",
                                            "train.batch_size=128", "train.progress_bar=false", "data.test_limit=100"]))
     run_dir, metrics = train_run(cfg, tmp_path / name)
     assert EXPECTED_TERMS[name] <= set(metrics), set(metrics)

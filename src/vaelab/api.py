@@ -10,7 +10,8 @@ import torch
 from .config import dump_yaml
 from .data import ImageSet, load_data, load_split
 from .errors import CheckpointError
-from .evaluate import evaluate
+from .evaluate import DEFAULT_METRICS, evaluate
+from .generate import interpolate, latent_traversal, make_sampler
 from .fileio import atomic_write_json
 from .models import Autoencoder, build
 from .models.persist import load_weights
@@ -40,15 +41,15 @@ def train_run(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = 
     t0 = time.perf_counter()
     model, (train, val, test) = fit(cfg, run_dir, resume=resume, data=data)
     train_seconds = time.perf_counter() - t0
-    metrics = evaluate(model, test, batch_size=cfg.train.eval_batch_size, seed=cfg.seed)
+    metrics = evaluate(model, test, DEFAULT_METRICS, batch_size=cfg.train.eval_batch_size, seed=cfg.seed, train=train)
     metrics.update({"train_seconds": train_seconds, "parameters": model.num_parameters(),
                     "n_train": len(train), "n_val": len(val), "n_test": len(test)})
     atomic_write_json(run_dir / "metrics.json", metrics)
-    make_report(run_dir, model, cfg, metrics, test)
+    make_report(run_dir, model, cfg, metrics, test, train)
     return run_dir, metrics
 
 
-def make_figures(run_dir: Path, model: Autoencoder, test: ImageSet, seed: int = 0) -> list[tuple[str, Path]]:
+def make_figures(run_dir: Path, model: Autoencoder, test: ImageSet, seed: int = 0, train: ImageSet | None = None) -> list[tuple[str, Path]]:
     fig = run_dir / "figures"
     figs: list[tuple[str, Path]] = []
     curves = loss_curves(run_dir / "logs" / "metrics.csv", fig / "loss_curves.png")
@@ -66,6 +67,21 @@ def make_figures(run_dir: Path, model: Autoencoder, test: ImageSet, seed: int = 
     if model.has_prior:
         g = torch.Generator().manual_seed(seed)
         figs.append(("Samples from the prior N(0, I)", save_grid(model.sample(64, g), fig / "samples.png", nrow=8)))
+    if train is not None and len(train) >= 50:
+        gmm = make_sampler("gmm", seed=seed).fit(model, train)
+        figs.append(("Samples from a 10-component Gaussian mixture fitted to the training codes",
+                     save_grid(gmm.sample(64), fig / "samples_gmm.png", nrow=8)))
+    if n >= 2:
+        rows = [interpolate(model, x[2 * i], x[2 * i + 1], 10, "linear") for i in range(min(4, n // 2))]
+        figs.append(("Linear interpolation between pairs of test images (10 steps)", save_grid(torch.cat(rows), fig / "interpolation.png", nrow=10)))
+    units = list(range(min(model.latent_dim, 10)))
+    figs.append((f"Latent traversals of units {units[0]}..{units[-1]} over [-3, 3] (one row per unit)",
+                 save_grid(latent_traversal(model, x[0], 3.0, 9, units), fig / "traversal.png", nrow=9)))
+    from .report.latent import latent_map
+
+    lm = latent_map(model, test, fig / "latent_map.png", seed=seed)
+    if lm:
+        figs.append(("Latent map of the test set, coloured by label", lm))
     return figs
 
 
@@ -77,8 +93,9 @@ def _interleave_rows(a: torch.Tensor, b: torch.Tensor, per_row: int) -> torch.Te
     return torch.cat(out)
 
 
-def make_report(run_dir: Path, model: Autoencoder, cfg: RunConfig, metrics: dict[str, Any], test: ImageSet) -> Path:
-    figs = make_figures(run_dir, model, test, cfg.seed)
+def make_report(run_dir: Path, model: Autoencoder, cfg: RunConfig, metrics: dict[str, Any], test: ImageSet,
+                train: ImageSet | None = None) -> Path:
+    figs = make_figures(run_dir, model, test, cfg.seed, train)
     title = f"vaelab run: {cfg.model.name} on {cfg.data.name}"
     notes = [f"Run directory: {run_dir.resolve()}", f"{metrics.get('parameters', model.num_parameters()):,} parameters; "
              f"{cfg.train.epochs} epochs; latent dimension {cfg.model.latent_dim}. Losses are in nats per image "
@@ -86,13 +103,16 @@ def make_report(run_dir: Path, model: Autoencoder, cfg: RunConfig, metrics: dict
     return write_report(run_dir, title, dump_yaml(cfg.to_dict()), metrics, figs, notes)
 
 
-def evaluate_run(run_dir: str | Path, metrics: list[str] | None = None, update_report: bool = True) -> dict[str, Any]:
+def evaluate_run(run_dir: str | Path, metrics: list[str] | None = None, update_report: bool = True,
+                 **options: Any) -> dict[str, Any]:
+    """Metrics of a trained run on its test split (default: elbo, recon, au; ``["all"]``: every
+    metric). ``options`` go to the metrics (nll_k, nll_images, fid_features, n_labels, ...)."""
     run_dir = Path(run_dir)
     cfg = RunConfig.load(run_dir / "config.yaml")
     model = load_run(run_dir)
-    test = load_split(cfg.data, "test", apply_class_filter=False).limit(cfg.data.test_limit, cfg.seed)
-    kw = {"batch_size": cfg.train.eval_batch_size, "seed": cfg.seed}
-    result = evaluate(model, test, metrics, **kw) if metrics else evaluate(model, test, **kw)
+    train, _, test = load_data(cfg.data, cfg.seed)
+    kw = {"batch_size": cfg.train.eval_batch_size, "seed": cfg.seed, "train": train, **options}
+    result = evaluate(model, test, metrics or DEFAULT_METRICS, **kw)
     if update_report:
         path = run_dir / "metrics.json"
         import json
@@ -100,14 +120,40 @@ def evaluate_run(run_dir: str | Path, metrics: list[str] | None = None, update_r
         old = json.loads(path.read_text()) if path.is_file() else {}
         old.update(result)
         atomic_write_json(path, old)
-        make_report(run_dir, model, cfg, old, test)
+        make_report(run_dir, model, cfg, old, test, train)
     return result
 
 
-def sample_run(run_dir: str | Path, n: int, out: str | Path, seed: int = 0) -> Path:
+def sample_run(run_dir: str | Path, n: int, out: str | Path, seed: int = 0, sampler: str = "prior") -> Path:
+    """``n`` new images from the prior, or from a GMM fitted to the training codes."""
+    run_dir = Path(run_dir)
     model = load_run(run_dir)
-    g = torch.Generator().manual_seed(seed)
-    return save_grid(model.sample(n, g), out)
+    train = None
+    if sampler == "gmm":
+        cfg = RunConfig.load(run_dir / "config.yaml")
+        train = load_data(cfg.data, cfg.seed)[0]
+    return save_grid(make_sampler(sampler, seed=seed).fit(model, train).sample(n), out)
+
+
+def _test_images(run_dir: Path, n: int, start: int = 0) -> tuple[Autoencoder, torch.Tensor]:
+    cfg = RunConfig.load(run_dir / "config.yaml")
+    model = load_run(run_dir)
+    test = load_split(cfg.data, "test", apply_class_filter=False)
+    return model, test.subset(torch.arange(start, min(start + n, len(test)))).float()
+
+
+def interpolate_run(run_dir: str | Path, out: str | Path, pairs: int = 4, steps: int = 10, mode: str = "linear") -> Path:
+    """Rows of ``steps`` images between consecutive pairs of test images."""
+    model, x = _test_images(Path(run_dir), 2 * pairs)
+    rows = [interpolate(model, x[2 * i], x[2 * i + 1], steps, mode) for i in range(len(x) // 2)]
+    return save_grid(torch.cat(rows), out, nrow=steps)
+
+
+def traverse_run(run_dir: str | Path, out: str | Path, index: int = 0, span: float = 3.0, steps: int = 9,
+                 units: list[int] | None = None) -> Path:
+    """One row per latent unit, swept over [-span, span] around the code of test image ``index``."""
+    model, x = _test_images(Path(run_dir), 1, index)
+    return save_grid(latent_traversal(model, x[0], span, steps, units), out, nrow=steps)
 
 
 def reconstruct_run(run_dir: str | Path, out: str | Path, n: int = 32, noisy: bool = False) -> Path:

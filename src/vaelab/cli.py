@@ -72,7 +72,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .api import evaluate_run
 
     metrics = [m.strip() for m in args.metrics.split(",")] if args.metrics else None
-    result = evaluate_run(args.run_dir, metrics, update_report=not args.no_report)
+    opts = {k: v for k, v in {"nll_k": args.nll_k, "nll_images": args.nll_images, "fid_features": args.fid_features,
+                              "fid_images": args.fid_images, "n_labels": args.n_labels}.items() if v is not None}
+    result = evaluate_run(args.run_dir, metrics, update_report=not args.no_report, **opts)
     if args.json:
         print(json.dumps(result))
     else:
@@ -82,10 +84,25 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_interpolate(args: argparse.Namespace) -> int:
+    from .api import interpolate_run
+
+    print(interpolate_run(args.run_dir, args.out, args.pairs, args.steps, args.mode))
+    return 0
+
+
+def cmd_traverse(args: argparse.Namespace) -> int:
+    from .api import traverse_run
+
+    units = [int(u) for u in args.units.split(",")] if args.units else None
+    print(traverse_run(args.run_dir, args.out, args.index, args.span, args.steps, units))
+    return 0
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     from .api import sample_run
 
-    print(sample_run(args.run_dir, args.n, args.out, args.seed))
+    print(sample_run(args.run_dir, args.n, args.out, args.seed, args.sampler))
     return 0
 
 
@@ -143,7 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="test-set metrics of a run")
     e.add_argument("run_dir")
-    e.add_argument("--metrics", help="comma-separated subset of: elbo, recon, au (default: all)")
+    e.add_argument("--metrics", help="comma-separated subset of: elbo, recon, au, nll, fid, probes, few_label, mig; "
+                                     "or all (default: elbo,recon,au)")
+    e.add_argument("--nll-k", type=int, help="importance samples per image for nll (default 1000)")
+    e.add_argument("--nll-images", type=int, help="evaluate nll on the first N test images (default: all)")
+    e.add_argument("--fid-features", choices=["lenet", "inception"], help="feature network for FID (default lenet)")
+    e.add_argument("--fid-images", type=int, help="images per side for FID (default 10000)")
+    e.add_argument("--n-labels", type=int, help="labelled images for the few-label transfer (default 2000)")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.add_argument("--no-report", action="store_true", help="do not update metrics.json and report.html")
     e.set_defaults(func=cmd_evaluate)
@@ -153,7 +176,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-n", type=int, default=64)
     s.add_argument("--out", required=True)
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--sampler", choices=["prior", "gmm"], default="prior",
+                   help="the N(0, I) prior, or a Gaussian mixture fitted to the training codes")
     s.set_defaults(func=cmd_sample)
+
+    i = sub.add_parser("interpolate", help="decode paths between pairs of test images")
+    i.add_argument("run_dir")
+    i.add_argument("--out", required=True)
+    i.add_argument("--pairs", type=int, default=4)
+    i.add_argument("--steps", type=int, default=10)
+    i.add_argument("--mode", choices=["linear", "slerp"], default="linear")
+    i.set_defaults(func=cmd_interpolate)
+
+    tv = sub.add_parser("traverse", help="sweep each latent unit with the others fixed")
+    tv.add_argument("run_dir")
+    tv.add_argument("--out", required=True)
+    tv.add_argument("--index", type=int, default=0, help="which test image to start from")
+    tv.add_argument("--span", type=float, default=3.0)
+    tv.add_argument("--steps", type=int, default=9)
+    tv.add_argument("--units", help="comma-separated units (default: all)")
+    tv.set_defaults(func=cmd_traverse)
 
     r = sub.add_parser("reconstruct", help="test images beside their reconstructions")
     r.add_argument("run_dir")

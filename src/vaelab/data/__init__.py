@@ -7,6 +7,10 @@ from typing import Literal
 from ..errors import ConfigError
 from .imageset import ImageSet
 from .sources import SOURCES, Source, get_source
+from .synthetic import DSPRITES, SHAPES
+
+SOURCES.setdefault(SHAPES.name, SHAPES)
+SOURCES.setdefault(DSPRITES.name, DSPRITES)
 
 
 @dataclass

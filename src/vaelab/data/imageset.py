@@ -18,6 +18,7 @@ class ImageSet:
     labels: torch.Tensor | None = None
     name: str = "images"
     class_names: list[str] = field(default_factory=list)
+    factors: torch.Tensor | None = None  # (N, K) discrete ground-truth factors, when known
 
     def __post_init__(self) -> None:
         x = self.images
@@ -39,6 +40,8 @@ class ImageSet:
                     "give one integer label per image"
                 )
             self.labels = self.labels.long()
+        if self.factors is not None and (self.factors.ndim != 2 or len(self.factors) != len(x)):
+            raise DataError(f"{self.name}: factors must have shape (N, K) with N = {len(x)}, got {tuple(self.factors.shape)}")
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -73,6 +76,7 @@ class ImageSet:
             None if self.labels is None else self.labels[index],
             name or self.name,
             list(self.class_names),
+            None if self.factors is None else self.factors[index],
         )
 
     def select_classes(self, keep: Sequence[int] | None = None, drop: Sequence[int] | None = None) -> "ImageSet":
@@ -127,7 +131,7 @@ class ImageSet:
         else:  # ITU-R 601 luma, as PIL's convert("L")
             w = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
             x = (self.images.float() * w).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
-        return ImageSet(x, self.labels, self.name, self.class_names)
+        return ImageSet(x, self.labels, self.name, self.class_names, self.factors)
 
     def to_size(self, size: int | None, mode: str = "pad") -> "ImageSet":
         """Make images size x size: 'pad' centres them on black (28 -> 32), 'resize' resamples."""
@@ -144,4 +148,4 @@ class ImageSet:
             x = x.round().clamp(0, 255).to(torch.uint8)
         else:
             raise DataError(f"unknown resize mode {mode!r}; use 'pad' or 'resize'")
-        return ImageSet(x, self.labels, self.name, self.class_names)
+        return ImageSet(x, self.labels, self.name, self.class_names, self.factors)

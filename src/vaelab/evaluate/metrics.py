@@ -1,19 +1,20 @@
-"""Test-set metrics behind one signature: metric(model, data, batch_size=..., seed=...) -> dict."""
+"""Test-set metrics behind one signature: metric(model, data, **options) -> dict of floats.
+
+Options every metric accepts (and ignores when it does not need them): ``batch_size``, ``seed``,
+``train`` (the training split, for probes, transfer, GMM sampling and the FID feature network).
+"""
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import torch
-from torchmetrics.functional.image import peak_signal_noise_ratio
 
 from ..data import ImageSet
 from ..errors import ConfigError
 from ..models import Autoencoder
-
-
-def _batches(data: ImageSet, batch_size: int, device: torch.device):
-    for i in range(0, len(data), batch_size):
-        yield data.images[i : i + batch_size].to(device).float().div_(255.0)
+from .image_quality import fid, reconstruction
+from .likelihood import nll
+from .representation import few_label, mig, probes
 
 
 def _device(model: Autoencoder) -> torch.device:
@@ -21,59 +22,54 @@ def _device(model: Autoencoder) -> torch.device:
 
 
 @torch.no_grad()
-def elbo_terms(model: Autoencoder, data: ImageSet, batch_size: int = 1000, seed: int = 0) -> dict[str, float]:
-    """Every loss term of the model averaged over the set (e.g. nelbo, rec, kl), in nats per image.
-    One posterior sample per image, drawn under ``seed``."""
+def elbo_terms(model: Autoencoder, data: ImageSet, batch_size: int = 1000, seed: int = 0, **_) -> dict[str, float]:
+    """Every loss term of the model averaged over the set (e.g. nelbo, rec, kl, mi, tc, dwkl), in
+    nats per image. One posterior sample per image, drawn under ``seed``."""
     model.eval()
     sums: dict[str, torch.Tensor] = {}
+    dev = _device(model)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        for x in _batches(data, batch_size, _device(model)):
-            out = model.loss(x)
+        for i in range(0, len(data), batch_size):
+            out = model.loss(data.images[i : i + batch_size].to(dev).float().div_(255.0))
             for k, v in out.terms.items():
                 sums[k] = sums.get(k, 0) + v.double().sum()
     return {k: float(v) / len(data) for k, v in sums.items()}
 
 
 @torch.no_grad()
-def reconstruction(model: Autoencoder, data: ImageSet, batch_size: int = 1000, seed: int = 0) -> dict[str, float]:
-    """Mean squared error per pixel and PSNR (dB, per image then averaged) of the reconstruction
-    decode(E[z|x]) against x, both in [0, 1]."""
-    model.eval()
-    se, psnr = 0.0, 0.0
-    for x in _batches(data, batch_size, _device(model)):
-        r = model.reconstruct(x)
-        se += float((r - x).pow(2).mean(dim=(1, 2, 3)).double().sum())
-        p = peak_signal_noise_ratio(r, x, data_range=1.0, reduction="none", dim=(1, 2, 3))
-        psnr += float(p.double().sum())
-    return {"mse": se / len(data), "psnr": psnr / len(data)}
-
-
-@torch.no_grad()
-def active_units(model: Autoencoder, data: ImageSet, batch_size: int = 1000, seed: int = 0, threshold: float = 0.01) -> dict[str, float]:
+def active_units(model: Autoencoder, data: ImageSet, batch_size: int = 1000, threshold: float = 0.01, **_) -> dict[str, float]:
     """Units u with Cov_x(E_q[z_u | x]) > threshold (Burda et al.). Defined for stochastic
     posteriors only: a deterministic AE returns nothing."""
     if not model.has_prior:
         return {}
-    model.eval()
-    means = torch.cat([model.encode(x).mean.double() for x in _batches(data, batch_size, _device(model))])
-    var = means.var(0, unbiased=False)
+    from ..models import embed_images
+
+    var = embed_images(model, data, batch_size).double().var(0, unbiased=False)
     return {"active_units": float((var > threshold).sum()), "active_fraction": float((var > threshold).double().mean())}
 
 
-METRICS: dict[str, Callable[..., dict[str, float]]] = {
+METRICS: dict[str, Callable[..., dict[str, Any]]] = {
     "elbo": elbo_terms,
     "recon": reconstruction,
     "au": active_units,
+    "nll": nll,
+    "fid": fid,
+    "probes": probes,
+    "few_label": few_label,
+    "mig": mig,
 }
 DEFAULT_METRICS = ("elbo", "recon", "au")
+ALL_METRICS = tuple(METRICS)
 
 
-def evaluate(model: Autoencoder, data: ImageSet, metrics: tuple[str, ...] | list[str] = DEFAULT_METRICS, **options) -> dict[str, float]:
+def evaluate(model: Autoencoder, data: ImageSet, metrics: tuple[str, ...] | list[str] = DEFAULT_METRICS, **options) -> dict[str, Any]:
+    """Run the named metrics (``"all"`` for every one) and merge their dicts."""
+    metrics = ALL_METRICS if list(metrics) == ["all"] else tuple(metrics)
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
-        raise ConfigError(f"unknown metric(s) {unknown}; choose from: {', '.join(METRICS)}")
-    out: dict[str, float] = {}
+        raise ConfigError(f"unknown metric(s) {unknown}; choose from: {', '.join(METRICS)} (or all)")
+    out: dict[str, Any] = {}
     for m in metrics:
         out.update(METRICS[m](model, data, **options))
     return out

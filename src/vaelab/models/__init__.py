@@ -7,8 +7,9 @@ from typing import Any
 from ..config import from_dict
 from ..errors import ConfigError
 from .ae import AE, AEConfig, ContractiveAE, DenoisingAE, SparseAE
-from .base import Autoencoder, LossOutput, ModelConfig
+from .base import Autoencoder, LossOutput, ModelConfig, embed_images
 from .vae import IWAE, VAE, BetaTCVAE, VAEConfig
+from .bvae import BIWAE, BVAE, BetaTCBVAE, BVAEConfig
 
 
 @dataclass
@@ -34,6 +35,10 @@ register("vae", VAE, "variational autoencoder, Bernoulli or Gaussian likelihood"
 register("beta-vae", VAE, "VAE with the KL weighted by beta (default 4)", beta=4.0)
 register("beta-tcvae", BetaTCVAE, "ELBO split into index-code MI, total correlation, dimension-wise KL, each weighted")
 register("iwae", IWAE, "importance-weighted autoencoder, k samples vectorised")
+register("bvae", BVAE, "bidirectional VAE: one network encodes forward and decodes backward through the same weights (BELBO)")
+register("beta-bvae", BVAE, "bidirectional VAE with the KL weighted by beta (default 4)", beta=4.0)
+register("beta-tcbvae", BetaTCBVAE, "bidirectional beta-TCVAE: MI, TC and dimension-wise KL on the shared network")
+register("biwae", BIWAE, "bidirectional importance-weighted autoencoder, k samples vectorised")
 
 
 def get_spec(name: str) -> ModelSpec:
@@ -56,4 +61,4 @@ def build(config: ModelConfig, image_shape: tuple[int, int, int] | None = None, 
     return get_spec(config.name).cls(config)
 
 
-__all__ = ["AE", "AEConfig", "BetaTCVAE", "ContractiveAE", "DenoisingAE", "IWAE", "SparseAE", "Autoencoder", "LossOutput", "MODELS", "ModelConfig", "VAE", "VAEConfig", "build", "get_spec", "make_config", "register"]
+__all__ = ["BIWAE", "BVAE", "BVAEConfig", "BetaTCBVAE", "embed_images", "AE", "AEConfig", "BetaTCVAE", "ContractiveAE", "DenoisingAE", "IWAE", "SparseAE", "Autoencoder", "LossOutput", "MODELS", "ModelConfig", "VAE", "VAEConfig", "build", "get_spec", "make_config", "register"]

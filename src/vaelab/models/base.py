@@ -122,3 +122,13 @@ class Autoencoder(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+@torch.no_grad()
+def embed_images(model: Autoencoder, data, batch_size: int = 1000) -> torch.Tensor:
+    """Posterior means E[z|x] of every image of an ImageSet, on the CPU (what probes, samplers and
+    detectors use as the representation)."""
+    model.eval()
+    dev = next(model.parameters()).device
+    return torch.cat([model.embed(data.images[i : i + batch_size].to(dev).float().div_(255.0)).cpu()
+                      for i in range(0, len(data), batch_size)])

@@ -1,0 +1,90 @@
+"""PSNR and SSIM of reconstructions (torchmetrics), and the Frechet distance of generated or
+reconstructed images to real ones in the feature space of a pluggable network."""
+from __future__ import annotations
+
+import torch
+from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+from torchmetrics.image.fid import _compute_fid
+
+from ..data import ImageSet
+from ..models import Autoencoder
+from .features import FeatureNet, feature_net_for
+
+
+def _batches(data: ImageSet, batch_size: int, device: torch.device, n: int | None = None):
+    n = len(data) if n is None else min(n, len(data))
+    for i in range(0, n, batch_size):
+        yield data.images[i : min(i + batch_size, n)].to(device).float().div_(255.0)
+
+
+def ssim_per_image(a: torch.Tensor, b: torch.Tensor, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    """SSIM per image (Gaussian window, sigma 1.5), averaged over the 'valid' region where the
+    window fits inside the image, as in Wang et al.'s reference code and scikit-image.
+    torchmetrics computes the map; its reflect-padded border is left out of the mean."""
+    _, full = structural_similarity_index_measure(a, b, data_range=1.0, kernel_size=window, sigma=sigma,
+                                                  reduction="none", return_full_image=True)
+    p = (window - 1) // 2
+    if full.shape[-1] > 2 * p and full.shape[-2] > 2 * p:
+        full = full[..., p:-p, p:-p]
+    return full.flatten(1).mean(1)
+
+
+@torch.no_grad()
+def reconstruction(model: Autoencoder, data: ImageSet, batch_size: int = 1000, **_) -> dict[str, float]:
+    """Per-pixel MSE, PSNR (dB) and SSIM (see ssim_per_image) of decode(E[z|x]) against x in
+    [0, 1]; PSNR and SSIM are computed per image and averaged over the set."""
+    model.eval()
+    dev = next(model.parameters()).device
+    se = psnr = ssim = 0.0
+    for x in _batches(data, batch_size, dev):
+        r = model.reconstruct(x)
+        se += float((r - x).pow(2).mean(dim=(1, 2, 3)).double().sum())
+        psnr += float(peak_signal_noise_ratio(r, x, data_range=1.0, reduction="none", dim=(1, 2, 3)).double().sum())
+        ssim += float(ssim_per_image(r, x).double().sum())
+    n = len(data)
+    return {"mse": se / n, "psnr": psnr / n, "ssim": ssim / n}
+
+
+def frechet_distance(f1: torch.Tensor, f2: torch.Tensor) -> float:
+    """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)) of two feature sets (rows = samples)."""
+    f1, f2 = f1.double(), f2.double()
+    mu1, mu2 = f1.mean(0), f2.mean(0)
+    s1, s2 = torch.cov(f1.T), torch.cov(f2.T)
+    return float(_compute_fid(mu1, s1, mu2, s2))
+
+
+@torch.no_grad()
+def _features(net: FeatureNet, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    return torch.cat([net.features(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
+
+
+@torch.no_grad()
+def fid(model: Autoencoder, data: ImageSet, batch_size: int = 1000, seed: int = 0, train: ImageSet | None = None,
+        fid_features: str = "lenet", fid_images: int = 10_000, samplers: tuple[str, ...] = ("prior", "gmm"), **_) -> dict[str, float]:
+    """FID of samples (each sampler) and rFID of reconstructions against the real test images.
+
+    The feature network is named in the key: ``fid_lenet`` uses a small classifier that vaelab
+    trains on the dataset's own training split (never reported as Inception FID);
+    ``fid_inception`` uses InceptionV3 (see vaelab.evaluate.features)."""
+    from ..generate import make_sampler
+
+    model.eval()
+    dev = next(model.parameters()).device
+    net = feature_net_for(fid_features, data, train, seed).to(dev)
+    n = min(fid_images, len(data))
+    real = data.images[:n].to(dev).float().div_(255.0)
+    real_f = _features(net, real, batch_size)
+    out: dict[str, float] = {}
+    rec = torch.cat([model.reconstruct(real[i : i + batch_size]) for i in range(0, n, batch_size)])
+    out[f"rfid_{fid_features}"] = frechet_distance(_features(net, rec, batch_size), real_f)
+    if model.has_prior or train is not None:
+        for name in samplers:
+            if name == "prior" and not model.has_prior:
+                continue
+            if name == "gmm" and train is None:
+                continue
+            sampler = make_sampler(name, seed=seed).fit(model, train)
+            fake = sampler.sample(n)
+            key = f"fid_{fid_features}" + ("" if name == "prior" else f"_{name}")
+            out[key] = frechet_distance(_features(net, fake, batch_size), real_f)
+    return out

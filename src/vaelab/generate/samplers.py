@@ -1,0 +1,67 @@
+"""Samplers draw latent codes and decode them to images in [0, 1]. fit(model, train) then sample(n)."""
+from __future__ import annotations
+
+import torch
+
+from ..data import ImageSet
+from ..errors import ConfigError, ModelError
+from ..models import Autoencoder, embed_images
+
+
+class PriorSampler:
+    """z ~ N(0, I), the VAE prior."""
+
+    def __init__(self, seed: int = 0):
+        self.seed = seed
+        self.model_: Autoencoder | None = None
+
+    def fit(self, model: Autoencoder, train: ImageSet | None = None) -> "PriorSampler":
+        if not model.has_prior:
+            raise ModelError(f"{model.config.name} has no prior; use the gmm sampler, which fits a density to its codes")
+        self.model_ = model
+        return self
+
+    def sample_latents(self, n: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.seed)
+        return torch.randn(n, self.model_.latent_dim, generator=g)
+
+    @torch.no_grad()
+    def sample(self, n: int, batch_size: int = 1000) -> torch.Tensor:
+        if self.model_ is None:
+            raise ModelError("call fit(model) before sample(n)")
+        z = self.sample_latents(n).to(next(self.model_.parameters()).device)
+        return torch.cat([self.model_.mean_image(self.model_.decode(z[i : i + batch_size])) for i in range(0, n, batch_size)])
+
+
+class GMMSampler(PriorSampler):
+    """A Gaussian mixture (scikit-learn, full covariances) fitted to the posterior means of the
+    training images; works for deterministic autoencoders too (ex-post density estimation)."""
+
+    def __init__(self, n_components: int = 10, seed: int = 0, max_fit_images: int = 20_000):
+        super().__init__(seed)
+        self.n_components, self.max_fit_images = n_components, max_fit_images
+        self.gmm_ = None
+
+    def fit(self, model: Autoencoder, train: ImageSet | None = None) -> "GMMSampler":
+        from sklearn.mixture import GaussianMixture
+
+        if train is None:
+            raise ConfigError("the gmm sampler is fitted on training images: pass the training set")
+        self.model_ = model
+        z = embed_images(model, train.limit(self.max_fit_images, self.seed)).double().numpy()
+        self.gmm_ = GaussianMixture(self.n_components, covariance_type="full", random_state=self.seed, reg_covar=1e-5).fit(z)
+        return self
+
+    def sample_latents(self, n: int) -> torch.Tensor:
+        self.gmm_.random_state = self.seed
+        z, _ = self.gmm_.sample(n)
+        return torch.from_numpy(z).float()
+
+
+SAMPLERS = {"prior": PriorSampler, "gmm": GMMSampler}
+
+
+def make_sampler(name: str, **kw) -> PriorSampler:
+    if name not in SAMPLERS:
+        raise ConfigError(f"unknown sampler {name!r}; choose one of: {', '.join(SAMPLERS)}")
+    return SAMPLERS[name](**kw)
