@@ -1,4 +1,7 @@
 """Building blocks sized from the image shape: MLP and convolutional encoders and decoders."""
+from .bidirectional import BI_ARCHS, BiConv2d, BiConvNet, BiLinear, BiMLP, BiResBlock, BiResNet, build_bidirectional
 from .networks import ACTIVATIONS, ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder, auto_conv_channels, build_networks, make_activation
 
-__all__ = ["ACTIVATIONS", "ConvDecoder", "ConvEncoder", "MLPDecoder", "MLPEncoder", "auto_conv_channels", "build_networks", "make_activation"]
+__all__ = ["ACTIVATIONS", "BI_ARCHS", "BiConv2d", "BiConvNet", "BiLinear", "BiMLP", "BiResBlock", "BiResNet", "ConvDecoder",
+           "ConvEncoder", "MLPDecoder", "MLPEncoder", "auto_conv_channels", "build_bidirectional", "build_networks",
+           "make_activation"]

@@ -1,0 +1,131 @@
+"""Bidirectional VAEs (Kosko & Adigun, "Bidirectional Variational Autoencoders", arXiv 2505.16074).
+
+One network encodes in its forward pass and decodes in its backward pass through the same
+weights (see vaelab.nn.bidirectional):
+
+    q_f(z | x) = N(mu, diag(exp(logvar))),  mu = head(net(x)),  logvar = logvar_head(net(x))
+    p_b(x | z) = pixel likelihood of net.backward(z)  (starts with head^T, ends with the first
+                                                        layer's transpose)
+
+and trains on the bidirectional ELBO, BELBO = E_q_f[log p_b(x|z)] - KL(q_f(z|x) || N(0, I)).
+The log-variance head is forward-only. With about half the weights of the unidirectional twin.
+
+The objectives are NOT re-implemented: each class here only changes how the networks are built
+and how ``posterior_params`` / ``decode`` route through the shared network, and inherits its loss
+from the unidirectional class (multiple inheritance puts BVAE between that class and VAE in the
+method order):
+
+    BVAE        = VAE loss        (rec + beta * KL; 'beta-bvae' is BVAE with beta = 4)
+    BetaTCBVAE  = BetaTCVAE loss  (alpha * MI + beta * TC + gamma * dimension-wise KL)
+    BIWAE       = IWAE loss       (importance-weighted bound, k samples in one batched pass)
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+import torch
+from torch import nn
+from torch.distributions import Distribution
+
+from ..errors import ConfigError, ModelError
+from ..nn import build_bidirectional
+from .vae import IWAE, VAE, BetaTCVAE, BetaTCVAEConfig, IWAEConfig, VAEConfig
+
+BiArch = Literal["conv", "mlp", "resnet"]
+
+
+def check_bidirectional_options(cfg: "BVAEConfig | BetaTCBVAEConfig | BIWAEConfig") -> None:
+    if cfg.arch not in get_args(BiArch):
+        raise ConfigError(f"model.arch={cfg.arch!r} has no bidirectional network; set model.arch to one of "
+                          f"{', '.join(get_args(BiArch))} (arch=linear exists for the unidirectional models only)")
+    if cfg.res_blocks < 1:
+        raise ConfigError(f"model.res_blocks (residual blocks per resolution, arch=resnet) must be >= 1, got {cfg.res_blocks}")
+
+
+@dataclass
+class BVAEConfig(VAEConfig):
+    name: str = "bvae"
+    arch: BiArch = "conv"
+    res_blocks: int = 1  # BiResBlocks per resolution stage when arch=resnet
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_bidirectional_options(self)
+
+
+class BVAE(VAE):
+    """VAE whose encoder and decoder are the forward and backward passes of one network.
+    loss = rec + beta * kl_weight * KL (the negative BELBO when beta = 1)."""
+
+    config_class = BVAEConfig
+    has_prior = True
+
+    def __init__(self, config: BVAEConfig):
+        # Not VAE.__init__ / Autoencoder.__init__: they would build a separate encoder and decoder.
+        # What they set besides the networks is set here the same way.
+        nn.Module.__init__(self)
+        if config.image_shape is None:
+            raise ModelError("model config has no image_shape; build models with vaelab.models.build(config, image_shape)")
+        self.config = config
+        self.image_shape = tuple(config.image_shape)
+        self.latent_dim = config.latent_dim
+        self.net = build_bidirectional(
+            config.arch, self.image_shape, config.latent_dim, conv_channels=config.conv_channels,
+            hidden_dim=config.hidden_dim, mlp_hidden=config.mlp_hidden, activation=config.activation,
+            res_blocks=config.res_blocks,
+        )
+        self.feature_dim = self.net.out_dim
+        self.logvar = nn.Linear(self.feature_dim, config.latent_dim)  # forward-only head
+        if config.likelihood == "gaussian" and config.learn_std:
+            self.log_std = nn.Parameter(torch.tensor(math.log(config.gaussian_std)))
+        else:
+            self.register_buffer("log_std", torch.tensor(math.log(config.gaussian_std)), persistent=False)
+
+    def posterior_params(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mu, logvar) of q_f(z|x): the forward pass, then the mean head and the log-variance head."""
+        h = self.net(x)
+        return self.net.head(h), self.logvar(h).clamp(-30.0, 20.0)
+
+    def decode(self, z: torch.Tensor) -> Distribution:
+        """p_b(x|z): the backward pass of the same network, from z through the mean head's transpose."""
+        return self.likelihood(self.net.backward(z))
+
+
+# --------------------------------------------------------------------------------------------
+@dataclass
+class BetaTCBVAEConfig(BetaTCVAEConfig):
+    name: str = "beta-tcbvae"
+    arch: BiArch = "conv"
+    res_blocks: int = 1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_bidirectional_options(self)
+
+
+class BetaTCBVAE(BetaTCVAE, BVAE):
+    """Bidirectional beta-TCVAE: BetaTCVAE's loss and dataset-size check (method order
+    BetaTCBVAE -> BetaTCVAE -> BVAE -> VAE), BVAE's shared network."""
+
+    config_class = BetaTCBVAEConfig
+
+
+# --------------------------------------------------------------------------------------------
+@dataclass
+class BIWAEConfig(IWAEConfig):
+    name: str = "biwae"
+    arch: BiArch = "conv"
+    res_blocks: int = 1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_bidirectional_options(self)
+
+
+class BIWAE(IWAE, BVAE):
+    """Bidirectional IWAE: log (1/k) sum_k p_b(x|z_k) p(z_k) / q_f(z_k|x), the k samples decoded
+    in one batched backward pass (IWAE's code, BVAE's network)."""
+
+    config_class = BIWAEConfig
