@@ -14,6 +14,7 @@ EXPECTED_TERMS = {
     "beta-vae": {"rec", "kl", "nelbo"}, "beta-tcvae": {"mi", "tc", "dwkl", "kl", "nelbo"}, "iwae": {"iwae", "nelbo", "kl"},
     "bvae": {"rec", "kl", "nelbo", "active_units"}, "beta-bvae": {"rec", "kl", "nelbo"},
     "beta-tcbvae": {"mi", "tc", "dwkl", "kl", "nelbo"}, "biwae": {"iwae", "nelbo", "kl"},
+    "ssvae": {"rec", "kl", "nelbo", "active_units", "accuracy"},
 }
 
 

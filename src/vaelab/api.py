@@ -117,7 +117,12 @@ def evaluate_run(run_dir: str | Path, metrics: list[str] | None = None, update_r
         path = run_dir / "metrics.json"
         import json
 
-        old = json.loads(path.read_text()) if path.is_file() else {}
+        try:
+            old = json.loads(path.read_text()) if path.is_file() else {}
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            old = {}  # a damaged metrics.json is rewritten from the fresh numbers
+        if not isinstance(old, dict):
+            old = {}
         old.update(result)
         atomic_write_json(path, old)
         make_report(run_dir, model, cfg, old, test, train)
@@ -174,3 +179,101 @@ def reconstruct_run(run_dir: str | Path, out: str | Path, n: int = 32, noisy: bo
             rows += [x[i : i + 8], corrupted, den]
         return save_grid(torch.cat(rows), out, nrow=8)
     return save_grid(_interleave_rows(x, model.reconstruct(x), 8), out, nrow=8)
+
+
+# -- greedy layer-wise pretraining ---------------------------------------------------------------
+from typing import TYPE_CHECKING  # noqa: E402
+
+if TYPE_CHECKING:
+    from .train.pretrain import PretrainRunConfig
+
+
+def pretrain_run(cfg: "PretrainRunConfig", run_dir: str | Path | None = None,
+                 data: tuple[ImageSet, ImageSet, ImageSet] | None = None) -> tuple[Path, dict[str, Any]]:
+    """Greedy layer-wise pretraining of a stacked autoencoder, fine-tuning step 1 (head) and step 2
+    (whole network) on ``cfg.pretrain.n_labels`` labels, and the from-scratch baseline (see
+    vaelab.train.pretrain). Writes config.yaml, model/pretrained/scratch.safetensors,
+    pretrain_log.csv, metrics.json, figures/pretrain.png and report.html into ``run_dir``."""
+    from .report.pretrain import pretrain_curves
+    from .train.pretrain import run_pretraining
+
+    run_dir = Path(run_dir) if run_dir else default_run_dir("pretrain", cfg.data.name)
+    run_dir, result = run_pretraining(cfg, run_dir, data)
+    fig = pretrain_curves(result.log, run_dir / "figures" / "pretrain.png")
+    p = cfg.pretrain
+    notes = [f"Run directory: {run_dir.resolve()}",
+             f"Stacked layers {p.layers} ({p.activation}), {result.metrics['parameters']:,} classifier parameters. "
+             f"Greedy pretraining: {p.epochs_per_layer} epochs per layer on {result.metrics['n_train']} unlabelled "
+             f"images, each layer reconstructing the codes of the frozen layers below (rec_layer*: squared error per "
+             f"image, summed over the layer's inputs). Fine-tuning on {result.metrics['n_labels']} labels: "
+             f"step 1 trains the head only, step 2 the whole network, {p.finetune_epochs} epochs each; the baseline "
+             f"trains the same network from the same initial weights for {2 * p.finetune_epochs} epochs."]
+    figs = [("Pretraining and fine-tuning losses per epoch", fig)] if fig else []
+    write_report(run_dir, f"vaelab pretrain on {cfg.data.name}", dump_yaml(cfg.to_dict()), result.metrics, figs, notes)
+    return run_dir, result.metrics
+
+
+def load_pretrained(run_dir: str | Path, weights: str = "model"):
+    """The network of a ``vaelab pretrain`` directory: 'model' (fine-tuned), 'pretrained' or 'scratch'."""
+    from .train.pretrain import load_stacked
+
+    return load_stacked(run_dir, weights)  # type: ignore[arg-type]
+
+
+# -- anomaly / out-of-distribution detection ------------------------------------------------------
+def detect_run(run_dir: str | Path, data: str, split: str | None = None, score: str | None = None,
+               threshold: float | None = None, contamination: float | None = None, out: str | Path | None = None,
+               anomaly_classes: list[int] | None = None, max_flagged: int = 64,
+               **detector_options: Any) -> tuple[Path, dict[str, Any]]:
+    """Score ``data`` (a dataset name, an .npz, an OOD-study file or a folder) with the model of
+    ``run_dir``, calibrated on the run's training split (normalisation and, with
+    ``contamination``, the threshold); write ``out`` (default RUN_DIR/detect-<data>-<time>) with
+    metrics.json, scores.csv, figures/ (histogram; ROC, PR, confusion matrix when anomaly labels
+    are known), figures/flagged.png and a self-contained report.html."""
+    import numpy as np
+
+    from .detect import DEFAULT_SCORE, AutoencoderDetector, detection_figures, evaluate_detection, load_detection_set
+    from .fileio import atomic_write_text
+
+    run_dir = Path(run_dir)
+    cfg = RunConfig.load(run_dir / "config.yaml")
+    model = load_run(run_dir)
+    target, y, desc = load_detection_set(data, cfg.data, split, anomaly_classes)
+    train = load_data(cfg.data, cfg.seed)[0]
+    score = score or DEFAULT_SCORE
+    det = AutoencoderDetector(model, score, contamination=contamination if contamination is not None else 0.1,
+                              threshold=threshold, seed=cfg.seed, batch_size=cfg.train.eval_batch_size,
+                              **detector_options).fit(train)
+    s = det.decision_function(target, clip=False)  # unclipped: images beyond the training range keep their order
+    flagged = (s > det.threshold_).astype(np.int64)  # = det.predict(target), without scoring twice
+    stem = Path(data).stem if Path(data).suffix else Path(data).name
+    out = Path(out) if out else run_dir / f"detect-{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    metrics: dict[str, Any] = {
+        "data": desc, "score": score, "normalized": True, "threshold": det.threshold_,
+        "threshold_from": "threshold" if threshold is not None else f"contamination {det.contamination}",
+        "n": len(target), "n_flagged": int(flagged.sum()), "flagged_fraction": float(flagged.mean()),
+        "n_calibration": det.n_train_, "calibration_flagged_fraction": float(det.labels_.mean()),
+    }
+    if y is not None:
+        metrics.update({k: v for k, v in evaluate_detection(y, s, det.threshold_).items() if k != "threshold"})
+    atomic_write_json(out / "metrics.json", metrics)
+    labels = target.labels.tolist() if target.labels is not None else [""] * len(target)
+    rows = ["index,score,flagged,label,anomaly"] + [
+        f"{i},{v:.6g},{f},{lab},{'' if y is None else int(y[i])}" for i, (v, f, lab) in enumerate(zip(s, flagged, labels))]
+    atomic_write_text(out / "scores.csv", "\n".join(rows) + "\n")
+    figs = detection_figures(out / "figures", s, det.threshold_, y, metrics, score)
+    idx = np.argsort(-s)[: min(max_flagged, int(flagged.sum()))]
+    if len(idx):
+        figs.append((f"The {len(idx)} highest-scoring flagged images of {int(flagged.sum())} (highest first)",
+                     save_grid(target.subset(torch.as_tensor(idx.copy())).float(), out / "figures" / "flagged.png", nrow=8)))
+    settings = {"run_dir": str(run_dir.resolve()), "model": cfg.model.name, "data": desc, "score": score,
+                "threshold": threshold, "contamination": None if threshold is not None else det.contamination,
+                "calibration": f"{cfg.data.name} training split ({det.n_train_} images)", **detector_options}
+    notes = [f"Scores of {len(target)} images of {desc} by the {cfg.model.name} of {run_dir.resolve()}: '{score}', "
+             f"min-max normalised with the training split's scores (0 = the most normal training image, 1 = the most "
+             f"anomalous); higher is more anomalous. Images above the threshold {det.threshold_:.4g} are flagged."]
+    if y is None:
+        notes.append("The set has no anomaly labels, so no ROC-AUC: use an OOD-study file, a one-class run "
+                     "(data.classes) on its own dataset, or --anomaly-classes.")
+    write_report(out, f"vaelab detect: {cfg.model.name} on {desc}", dump_yaml(settings), metrics, figs, notes)
+    return out, metrics

@@ -46,7 +46,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
             raise ConfigError(f"{run_dir} is a {cfg.model.name} run; --resume cannot change the model to {args.model}")
         if over:  # only the length of training may change on resume
-            allowed = {"train": {"epochs", "progress_bar", "accelerator", "devices", "num_nodes", "strategy", "eval_batch_size"}}
+            allowed = {"train": {"epochs", "progress_bar", "accelerator", "devices", "num_nodes", "strategy", "eval_batch_size",
+                                 "checkpoint_every_n_steps"}}
             bad = [f"{k}.{kk}" if isinstance(v, dict) else k for k, v in over.items()
                    for kk in (v if isinstance(v, dict) else [None]) if not (k in allowed and kk in allowed[k])]
             if bad:
@@ -110,6 +111,87 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     from .api import reconstruct_run
 
     print(reconstruct_run(args.run_dir, args.out, args.n, args.noisy))
+    return 0
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from .config import deep_merge, parse_set
+    from .errors import ConfigError
+
+    try:
+        layers = [int(u) for u in args.layers.split(",") if u.strip()]
+    except ValueError:
+        raise ConfigError(f"--layers takes comma-separated layer widths such as 512,256,64; got {args.layers!r}") from None
+    labels: int | None
+    if args.labels is None or args.labels.lower() == "all":
+        labels = None if args.labels else 1000
+    else:
+        try:
+            labels = int(args.labels)
+        except ValueError:
+            raise ConfigError(f"--labels takes a number of labelled images or 'all'; got {args.labels!r}") from None
+    over: dict[str, Any] = {"data": {"name": args.data}, "pretrain": {"layers": layers, "n_labels": labels}}
+    for key, value in (("epochs_per_layer", args.epochs_per_layer), ("finetune_epochs", args.finetune_epochs)):
+        if value is not None:
+            over["pretrain"][key] = value
+    if args.seed is not None:
+        over["seed"] = args.seed
+    over = deep_merge(over, parse_set(args.set))
+    from .api import pretrain_run  # the heavy imports, once the arguments are known to be good
+    from .train.pretrain import PretrainRunConfig
+
+    run_dir, metrics = pretrain_run(PretrainRunConfig.build(over), args.out)
+    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}))
+    print(f"report: {(run_dir / 'report.html').resolve()}")
+    return 0
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    from .api import detect_run
+
+    opts: dict[str, Any] = {k: v for k, v in {"combo": args.combo, "combo_method": args.combo_method, "nll_k": args.nll_k,
+                                              "n_samples": args.n_samples}.items() if v is not None}
+    anomaly = [int(c) for c in args.anomaly_classes.split(",")] if args.anomaly_classes else None
+    out, metrics = detect_run(args.run_dir, args.data, args.split, args.score, args.threshold, args.contamination,
+                              args.out, anomaly, **opts)
+    shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}
+    print(json.dumps(shown))
+    print(f"report: {(out / 'report.html').resolve()}")
+    return 0
+
+
+def cmd_bench_one_class(args: argparse.Namespace) -> int:
+    import time
+
+    from .config import parse_set
+    from .detect import DEFAULT_SCORE, one_class_protocol
+    from .errors import ConfigError
+
+    try:
+        seeds: Any = [int(s) for s in args.seeds.split(",") if s.strip()] if "," in args.seeds else int(args.seeds)
+        classes = [int(c) for c in args.classes.split(",") if c.strip()] if args.classes else None
+    except ValueError:
+        raise ConfigError(f"--seeds takes a count (3: seeds 0, 1, 2) or a comma list (0,4,7), and --classes a comma "
+                          f"list of class numbers; got --seeds {args.seeds!r} --classes {args.classes!r}") from None
+    out = Path(args.out) if args.out else Path("runs") / f"one-class-{args.data}-{args.model}-{time.strftime('%Y%m%d-%H%M%S')}"
+    result = one_class_protocol(args.data, args.model, args.epochs, seeds, classes, args.score or DEFAULT_SCORE,
+                                parse_set(args.set), out, keep_checkpoints=args.keep_checkpoints)
+    print(f"results: {(out / 'one_class.json').resolve()}  (mean ROC-AUC: "
+          + ", ".join(f"{s} {result['auroc'][s]['mean']:.4f}" for s in result["scores"]) + ")")
+    return 0
+
+
+def cmd_data_build_ood_study(args: argparse.Namespace) -> int:
+    from .detect import build_ood_study
+    from .errors import ConfigError
+
+    try:
+        classes = [int(c) for c in args.classes.split(",") if c.strip()]
+    except ValueError:
+        raise ConfigError(f"--classes takes comma-separated digits such as 0,1,2,3,4; got {args.classes!r}") from None
+    sizes = build_ood_study(args.out, args.seed, classes, args.n_labeled, args.n_normal, args.anomaly_fraction)
+    print(json.dumps(sizes))
+    print(f"wrote {Path(args.out).resolve()}")
     return 0
 
 
@@ -203,6 +285,62 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", required=True)
     r.add_argument("--noisy", action="store_true", help="denoising models: clean / corrupted / denoised rows")
     r.set_defaults(func=cmd_reconstruct)
+
+    pt = sub.add_parser("pretrain", help="greedy layer-wise pretraining of a stacked autoencoder, then fine-tuning on labels")
+    pt.add_argument("--data", required=True, help="dataset name (see `vaelab datasets`)")
+    pt.add_argument("--layers", default="512,256,64", help="comma-separated widths of the stacked layers (default 512,256,64)")
+    pt.add_argument("--epochs-per-layer", type=int, help="pretraining epochs per layer (default 5)")
+    pt.add_argument("--finetune-epochs", type=int, help="epochs of each fine-tuning step on the labelled images (default 50)")
+    pt.add_argument("--labels", help="labelled training images for fine-tuning, or 'all' (default 1000)")
+    pt.add_argument("--seed", type=int)
+    pt.add_argument("--out", help="output directory (default runs/pretrain-DATA-TIME); never overwritten")
+    pt.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="any data.* or pretrain.* key, e.g. data.limit=5000, pretrain.activation=relu, pretrain.baseline=false")
+    pt.set_defaults(func=cmd_pretrain)
+
+    dt = sub.add_parser("detect", help="score a set for anomalies / out-of-distribution images with a trained run")
+    dt.add_argument("run_dir")
+    dt.add_argument("--data", required=True, help="a dataset name (mnist, ...), an .npz (an OOD-study file: see "
+                                                  "`vaelab data build-ood-study`) or a folder of images")
+    dt.add_argument("--split", help="OOD-study file: rep1 (default), rep2, labeled or train; a dataset: test (default) or train")
+    lim = dt.add_mutually_exclusive_group()
+    lim.add_argument("--threshold", type=float, help="flag normalised scores above this, in [0, 1) (e.g. 0.3)")
+    lim.add_argument("--contamination", type=float, help="flag this fraction of the training data (default 0.1)")
+    dt.add_argument("--score", help="combo (default: mse + latent_gmm), mse, bce, nelbo, nll, mahalanobis or latent_gmm")
+    dt.add_argument("--combo", help="the scores --score combo averages (default mse,latent_gmm)")
+    dt.add_argument("--combo-method", choices=["zscore", "rank"], help="how combo puts its members on one scale")
+    dt.add_argument("--nll-k", type=int, help="importance samples for --score nll (default 100)")
+    dt.add_argument("--n-samples", type=int, help="posterior samples for --score nelbo (default 1)")
+    dt.add_argument("--anomaly-classes", help="comma-separated labels that mark anomalies in a labelled set")
+    dt.add_argument("--out", help="report directory (default RUN_DIR/detect-DATA-TIME)")
+    dt.set_defaults(func=cmd_detect)
+
+    bn = sub.add_parser("bench", help="benchmark protocols")
+    bn_sub = bn.add_subparsers(dest="bench", required=True)
+    oc = bn_sub.add_parser("one-class", help="one-class anomaly detection: train on each class, ROC-AUC on the whole test set")
+    oc.add_argument("--data", required=True, help="a labelled dataset: fashion-mnist, mnist, ...")
+    oc.add_argument("--model", default="vae", help="model name (default vae)")
+    oc.add_argument("--epochs", type=int, default=10)
+    oc.add_argument("--seeds", default="1", help="a count (3: seeds 0, 1, 2) or a comma list (0,4,7); default 1")
+    oc.add_argument("--classes", help="comma-separated normal classes (default: all)")
+    oc.add_argument("--score", help="one score or a comma list (one column each): combo (default: mse + latent_gmm), "
+                                    "mse, bce, nelbo, nll, mahalanobis, latent_gmm")
+    oc.add_argument("--set", action="append", metavar="KEY=VALUE", help="any run-config key, e.g. model.arch=mlp")
+    oc.add_argument("--out", help="output directory (default runs/one-class-DATA-MODEL-TIME); rerun into it to resume")
+    oc.add_argument("--keep-checkpoints", action="store_true", help="keep each run's resumable checkpoint")
+    oc.set_defaults(func=cmd_bench_one_class)
+
+    dl = sub.add_parser("data", help="build data layouts")
+    dl_sub = dl.add_subparsers(dest="data_command", required=True)
+    bo = dl_sub.add_parser("build-ood-study", help="the OOD study's layout from MNIST (32x32, 5 classes, ~5%% anomalies)")
+    bo.add_argument("--out", required=True, help="the .npz to write")
+    bo.add_argument("--seed", type=int, default=0)
+    bo.add_argument("--classes", default="0,1,2,3,4", help="in-distribution digits (default 0,1,2,3,4)")
+    bo.add_argument("--n-labeled", type=int, default=1000, help="labeled in-distribution images (default 1000)")
+    bo.add_argument("--n-normal", type=int, default=1000, help="in-distribution images per representative set (default 1000)")
+    bo.add_argument("--anomaly-fraction", type=float, default=0.05,
+                    help="anomalies' share of a representative set (default 0.05)")
+    bo.set_defaults(func=cmd_data_build_ood_study)
 
     d = sub.add_parser("datasets", help="every data source, where it was found or how to get it")
     d.set_defaults(func=cmd_datasets)

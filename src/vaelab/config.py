@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import reprlib
 import types
 import typing
+import warnings
 from typing import Any, TypeVar
 
 import yaml
@@ -11,6 +14,15 @@ import yaml
 from .errors import ConfigError
 
 T = TypeVar("T")
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring, _REPR.maxother, _REPR.maxlevel = 60, 60, 3
+
+
+def _short(value: Any) -> str:
+    """A bounded repr for messages: a hostile value (deep, huge, self-referencing) stays short."""
+    return _REPR.repr(value)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -33,42 +45,43 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return _coerce(value, a, key)
             except ConfigError as e:
                 errors.append(str(e))
-        raise ConfigError(f"{key}: {value!r} does not fit {tp}")
+        raise ConfigError(f"{key}: {_short(value)} does not fit {tp}")
     if origin is typing.Literal:
         if value not in typing.get_args(tp):
-            raise ConfigError(f"{key}: {value!r} is not one of {list(typing.get_args(tp))}")
+            raise ConfigError(f"{key}: {_short(value)} is not one of {list(typing.get_args(tp))}")
         return value
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
+            raise ConfigError(f"{key}: expected a list, got {_short(value)}")
         (inner, *_) = typing.get_args(tp) or (Any,)
         return [_coerce(v, inner, key) for v in value]
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{key}: expected a mapping, got {_short(value)}")
         return dict(value)
     if tp is float:
-        if isinstance(value, str):  # YAML 1.1 reads '1e-3' as text
-            try:
-                return float(value)
-            except ValueError:
-                raise ConfigError(f"{key}: expected a number, got {value!r}") from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        return float(value)
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):  # YAML 1.1 reads '1e-3' as text
+            raise ConfigError(f"{key}: expected a number, got {_short(value)}")
+        try:
+            number = float(value)
+        except (ValueError, OverflowError):
+            raise ConfigError(f"{key}: expected a number, got {_short(value)}") from None
+        if not math.isfinite(number):
+            raise ConfigError(f"{key}: expected a finite number, got {_short(value)}")
+        return number
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, float) and value.is_integer():
                 return int(value)
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+            raise ConfigError(f"{key}: expected an integer, got {_short(value)}")
         return value
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+            raise ConfigError(f"{key}: expected true or false, got {_short(value)}")
         return value
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected text, got {value!r}")
+            raise ConfigError(f"{key}: expected text, got {_short(value)}")
         return value
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, prefix=key + ".")
@@ -77,12 +90,14 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
 
 def from_dict(cls: type[T], data: dict[str, Any] | None, prefix: str = "") -> T:
     """Build dataclass ``cls`` from ``data``, refusing unknown keys and values of the wrong type."""
-    data = dict(data or {})
+    if data is None:
+        data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{prefix or cls.__name__}: expected a mapping, got {data!r}")
+        raise ConfigError(f"{prefix.rstrip('.') or cls.__name__}: expected a mapping of options, got {_short(data)}")
+    data = dict(data)
     hints = typing.get_type_hints(cls)
     fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - fields)
+    unknown = sorted(str(k) for k in set(data) - fields)
     if unknown:
         raise ConfigError(
             f"unknown key(s) {', '.join(prefix + u for u in unknown)}; valid keys: {', '.join(prefix + f for f in sorted(fields))}"
@@ -105,7 +120,7 @@ def parse_set(items: list[str] | None) -> dict[str, Any]:
         key, raw = item.split("=", 1)
         try:
             value = yaml.safe_load(raw) if raw != "" else None
-        except yaml.YAMLError:
+        except Exception:  # noqa: BLE001 - PyYAML's constructors raise many types (see load_yaml): keep the text
             value = raw
         if isinstance(value, str):
             try:
@@ -137,10 +152,46 @@ def dump_yaml(d: dict[str, Any]) -> str:
 
 
 def load_yaml(text: str, source: str) -> dict[str, Any]:
+    """Plain data only (``yaml.safe_load``: no Python objects); every failure is a ConfigError."""
     try:
         d = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise ConfigError(f"{source}: not valid YAML ({e})") from None
+        raise ConfigError(f"{source}: not valid YAML ({e}); fix the syntax or restore the file") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: the YAML is nested too deeply to be a vaelab config") from None
+    except Exception as e:  # noqa: BLE001
+        # safe_load builds only plain data, but its constructors raise ValueError, IndexError,
+        # AttributeError, ... on well-formed scalars they cannot build (the date 2001-13-45, '!!int ')
+        raise ConfigError(f"{source}: a value in this YAML cannot be read ({type(e).__name__}: {e}); "
+                          "quote it or correct it") from None
     if not isinstance(d, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level, got {type(d).__name__}")
     return d
+
+
+def _major_minor(version: str) -> tuple[int, int] | None:
+    parts = version.strip().split(".")
+    try:
+        return int(parts[0]), int(parts[1]) if len(parts) > 1 else 0
+    except ValueError:
+        return None
+
+
+def check_version(found: str, source: str) -> None:
+    """Files written by another vaelab: another MAJOR version is refused (formats may differ),
+    another MINOR version gives a warning, another patch release is accepted silently."""
+    from . import __version__
+    from .errors import CheckpointError
+
+    theirs, ours = _major_minor(found), _major_minor(__version__)
+    if theirs is None:
+        raise CheckpointError(f"{source}: vaelab_version {_short(found)} is not a version number; "
+                              f"this file was not written by vaelab, or it is damaged")
+    if ours is not None and theirs[0] != ours[0]:
+        raise CheckpointError(
+            f"{source} was written by vaelab {found}, and this is vaelab {__version__}: another major version, "
+            f"whose files may mean something else. Install vaelab {theirs[0]}.x to use it, or retrain with this version"
+        )
+    if ours is not None and theirs[1] != ours[1]:
+        warnings.warn(f"{source} was written by vaelab {found}, this is vaelab {__version__} (another minor version); "
+                      "it is read as if it were current", UserWarning, stacklevel=3)

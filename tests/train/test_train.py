@@ -59,8 +59,7 @@ def test_resume_equals_uninterrupted(tmp_path, digits):
     fit(small_cfg("train.epochs=2"), tmp_path / "r", resume=True, data=digits)
     fit(small_cfg("train.epochs=2"), tmp_path / "s", data=digits)
     wr, ws = load_file(str(tmp_path / "r" / "model.safetensors")), load_file(str(tmp_path / "s" / "model.safetensors"))
-    for k in ws:
-        torch.testing.assert_close(wr[k], ws[k], rtol=0, atol=1e-6)
+    assert all(torch.equal(wr[k], ws[k]) for k in ws)
 
 
 def test_existing_run_dir_is_never_overwritten(tmp_path, digits):

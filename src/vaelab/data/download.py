@@ -2,14 +2,17 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DataError
+from ..fileio import fsync_dir
 
 
 @dataclass(frozen=True)
@@ -45,18 +48,20 @@ def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def download(remote: RemoteFile, dest_dir: Path, retries: int = 2, timeout: float = 60.0) -> Path:
+def download(remote: RemoteFile, dest_dir: Path, retries: int = 2, timeout: float = 60.0, backoff: float = 1.0) -> Path:
     """Fetch ``remote`` into ``dest_dir``. The file appears only complete and verified.
 
-    Bytes stream into a temporary file in the same directory while being hashed; a size or
-    checksum mismatch discards it and tries the next mirror (``retries`` rounds over all URLs).
-    Only a verified file is renamed into place, so a crash never leaves a partial file under
-    the final name.
+    Bytes stream into a temporary file in the same directory while being hashed; a failure, a
+    size or a checksum mismatch discards it and tries the next mirror (``retries`` rounds over
+    all URLs, waiting ``backoff`` * round seconds between rounds). Only a verified file is renamed
+    into place, so a crash never leaves a partial file under the final name.
     """
     dest_dir.mkdir(parents=True, exist_ok=True)
     final = dest_dir / remote.filename
     errors: list[str] = []
-    for _ in range(max(1, retries)):
+    for attempt in range(max(1, retries)):
+        if attempt and backoff > 0:
+            time.sleep(backoff * attempt)
         for url in remote.urls:
             fd, tmp = tempfile.mkstemp(prefix=f".{remote.filename}.", suffix=".part", dir=dest_dir)
             h = hashlib.sha256()
@@ -79,8 +84,9 @@ def download(remote: RemoteFile, dest_dir: Path, retries: int = 2, timeout: floa
                     errors.append(f"{url}: sha256 {h.hexdigest()} does not match the expected {remote.sha256}")
                     continue
                 os.replace(tmp, final)
+                fsync_dir(dest_dir)
                 return final
-            except (urllib.error.URLError, OSError, TimeoutError, ValueError) as e:
+            except (urllib.error.URLError, OSError, TimeoutError, ValueError, http.client.HTTPException) as e:
                 errors.append(f"{url}: {getattr(e, 'reason', e)}")
             finally:
                 if os.path.exists(tmp):

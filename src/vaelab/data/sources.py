@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from ..fileio import atomic_path
 from .download import RemoteFile, cache_dir, data_roots, download
 from .imageset import ImageSet
 from .parsers import decode_image, images_to_tensor, load_npz, read_cifar10_bin, read_idx
@@ -237,14 +238,17 @@ class CelebASource(Source):
         key = f"celeba64-{split}-{len(chosen)}-{chosen[0][0] if chosen else 'none'}.npz"
         cached = cache_dir() / "processed" / key
         if cached.is_file():
-            return ImageSet(torch.from_numpy(load_npz(cached, ("x",))["x"]), None, self.name)
+            try:
+                x = load_npz(cached, ("x",))["x"]
+                if x.dtype == np.uint8 and x.ndim == 4 and x.shape[1:] == (3, self.SIZE, self.SIZE):
+                    return ImageSet(torch.from_numpy(x), None, self.name)
+            except DataError:
+                pass  # a damaged cache is rebuilt from the images below (and replaced atomically)
         if not chosen:
             raise DataError(f"{d}: the {split} split of celeba64 is empty")
         x = np.stack([_center_crop_resize(decode_image(read(), f"{d}/{n}", "RGB"), self.CROP, self.SIZE) for n, read in chosen])
         x = x.transpose(0, 3, 1, 2).copy()
         try:
-            from ..fileio import atomic_path
-
             with atomic_path(cached) as tmp:
                 with open(tmp, "wb") as fh:
                     np.savez(fh, x=x)
@@ -364,18 +368,22 @@ class NpzSource(Source):
         return self._make(x, y, p)
 
     def _make(self, x: np.ndarray, y: np.ndarray | None, p: Path) -> ImageSet:
+        if x.ndim not in (3, 4):
+            raise DataError(f"{p}: images must be an array N x H x W, N x H x W x C or N x C x H x W; got shape {x.shape}")
+        if x.size == 0:
+            raise DataError(f"{p}: the image array is empty (shape {x.shape})")
         if x.dtype.kind == "f":
             if not np.isfinite(x).all():
                 raise DataError(f"{p}: images contain NaN or infinite values; clean them first")
             if x.min() < 0 or x.max() > 1:
                 raise DataError(f"{p}: float images must be in [0, 1]; found [{x.min():.3g}, {x.max():.3g}]")
-            x = np.round(x * 255).astype(np.uint8)
-        if len(x) == 0:
-            raise DataError(f"{p}: the image array is empty")
+            x = np.round(x.astype(np.float64) * 255).astype(np.uint8)
         labels = None
         if y is not None:
             if y.dtype.kind not in "iu" or y.shape != (len(x),):
                 raise DataError(f"{p}: labels must be {len(x)} integers, got {y.dtype} {y.shape}")
+            if y.min() < 0 or int(y.max()) > np.iinfo(np.int64).max:
+                raise DataError(f"{p}: labels must be class numbers 0, 1, 2, ...; found {y.min()} .. {y.max()}")
             labels = torch.from_numpy(y.astype(np.int64))
         return ImageSet(images_to_tensor(x, str(p)), labels, p.stem)
 

@@ -12,6 +12,7 @@ import torch
 from ..data import ImageSet
 from ..errors import ConfigError
 from ..models import Autoencoder
+from .classification import accuracy
 from .image_quality import fid, reconstruction
 from .likelihood import nll
 from .representation import few_label, mig, probes
@@ -58,8 +59,9 @@ METRICS: dict[str, Callable[..., dict[str, Any]]] = {
     "probes": probes,
     "few_label": few_label,
     "mig": mig,
+    "accuracy": accuracy,
 }
-DEFAULT_METRICS = ("elbo", "recon", "au")
+DEFAULT_METRICS = ("elbo", "recon", "au", "accuracy")
 ALL_METRICS = tuple(METRICS)
 
 

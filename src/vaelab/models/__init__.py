@@ -40,6 +40,10 @@ register("beta-bvae", BVAE, "bidirectional VAE with the KL weighted by beta (def
 register("beta-tcbvae", BetaTCBVAE, "bidirectional beta-TCVAE: MI, TC and dimension-wise KL on the shared network")
 register("biwae", BIWAE, "bidirectional importance-weighted autoencoder, k samples vectorised")
 
+from .ssvae import SSVAE, SSVAEConfig  # noqa: E402
+
+register("ssvae", SSVAE, "semi-supervised VAE: ELBO on every image + xi * label NLL of a classifier on z (model.n_labels)")
+
 
 def get_spec(name: str) -> ModelSpec:
     if name not in MODELS:
@@ -61,4 +65,4 @@ def build(config: ModelConfig, image_shape: tuple[int, int, int] | None = None, 
     return get_spec(config.name).cls(config)
 
 
-__all__ = ["BIWAE", "BVAE", "BVAEConfig", "BetaTCBVAE", "embed_images", "AE", "AEConfig", "BetaTCVAE", "ContractiveAE", "DenoisingAE", "IWAE", "SparseAE", "Autoencoder", "LossOutput", "MODELS", "ModelConfig", "VAE", "VAEConfig", "build", "get_spec", "make_config", "register"]
+__all__ = ["BIWAE", "BVAE", "BVAEConfig", "BetaTCBVAE", "embed_images", "AE", "AEConfig", "BetaTCVAE", "ContractiveAE", "DenoisingAE", "IWAE", "SparseAE", "Autoencoder", "LossOutput", "MODELS", "ModelConfig", "VAE", "VAEConfig", "build", "get_spec", "make_config", "register", "SSVAE", "SSVAEConfig"]

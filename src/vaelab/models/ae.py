@@ -3,10 +3,11 @@ regularisations. The posterior is a point mass at the code; loss = -log p(x | co
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import nn
+from torch.distributions import Distribution
 from torch.func import jacrev, vmap
 
 from ..errors import ConfigError
@@ -18,6 +19,8 @@ CODE_ACTIVATIONS = {"none": nn.Identity, "sigmoid": nn.Sigmoid, "relu": nn.ReLU,
 
 @dataclass
 class AEConfig(ModelConfig):
+    supports_unet: ClassVar[bool] = True  # model.arch=unet: see AE and vaelab.nn.unet
+
     name: str = "ae"
     likelihood: Literal["bernoulli", "gaussian"] = "gaussian"  # std 1: 0.5 * squared error + const
     code_activation: Literal["none", "sigmoid", "relu", "tanh"] = "none"
@@ -25,7 +28,14 @@ class AEConfig(ModelConfig):
 
 class AE(Autoencoder):
     """Undercomplete AE. With ``arch=linear`` and the Gaussian likelihood (squared error) its
-    decoder spans the principal subspace of the data (tested against scikit-learn's PCA)."""
+    decoder spans the principal subspace of the data (tested against scikit-learn's PCA).
+
+    With ``arch=unet`` (vaelab.nn.unet) the decoder also takes the encoder's feature maps at every
+    scale above the bottleneck. Whatever maps an image to its reconstruction - ``loss`` (through
+    ``reconstruction_nll``), ``reconstruct``, ``denoise`` - runs the encoder once and hands its skips
+    to the decoder. ``decode(z)`` alone has no image to take skips from: it decodes with every skip
+    set to ZERO (samples, interpolations and traversals of a U-Net show that bottleneck-only path,
+    not reconstructions). ``encode(x)`` stays a point mass at the code."""
 
     config_class = AEConfig
 
@@ -36,12 +46,31 @@ class AE(Autoencoder):
     def code_of(self, x: torch.Tensor) -> torch.Tensor:
         return self.code(self.encoder(x))
 
+    def code_and_skips(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+        """(code, the U-Net's skip tensors finest first); skips is None for the other architectures."""
+        if self.config.arch != "unet":
+            return self.code_of(x), None
+        features, skips = self.encoder.features_and_skips(x)
+        return self.code(features), skips
+
+    def decode_with_skips(self, h: torch.Tensor, skips: list[torch.Tensor] | None) -> Distribution:
+        """p(x | code, skips); without skips (None) the same as ``decode``."""
+        if skips is None:
+            return self.decode(h)
+        return self.likelihood(self.decoder(h, skips))
+
     def encode(self, x: torch.Tensor) -> PointMass:
         return PointMass(self.code_of(x))
 
     def reconstruction_nll(self, x_in: torch.Tensor, x_target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.code_of(x_in)
-        return -self.decode(h).log_prob(x_target), h
+        h, skips = self.code_and_skips(x_in)
+        return -self.decode_with_skips(h, skips).log_prob(x_target), h
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        if self.config.arch != "unet":
+            return super().reconstruct(x)
+        return self.mean_image(self.decode_with_skips(*self.code_and_skips(x)))
 
     def loss(self, x: torch.Tensor, kl_weight: float | torch.Tensor = 1.0) -> LossOutput:
         rec, _ = self.reconstruction_nll(x, x)

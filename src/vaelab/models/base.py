@@ -18,9 +18,12 @@ from ..objectives import pixel_likelihood
 class ModelConfig:
     """Options every model shares. ``image_shape`` is filled in from the data when built."""
 
+    # a model whose decoder can take the encoder's skip tensors (the deterministic AEs) sets True
+    supports_unet: ClassVar[bool] = False
+
     name: str = "vae"
     latent_dim: int = 16
-    arch: Literal["conv", "mlp", "linear"] = "conv"
+    arch: Literal["conv", "mlp", "linear", "unet"] = "conv"  # unet: the deterministic AEs only
     conv_channels: list[int] | None = None  # None: chosen from the image size
     hidden_dim: int = 256
     mlp_hidden: list[int] = field(default_factory=lambda: [512, 256])
@@ -37,6 +40,10 @@ class ModelConfig:
             raise ConfigError(f"unknown activation {self.activation!r}; choose one of: {', '.join(ACTIVATIONS)}")
         if self.gaussian_std <= 0:
             raise ConfigError(f"model.gaussian_std must be > 0, got {self.gaussian_std}")
+        if self.arch == "unet" and not self.supports_unet:
+            raise ConfigError(f"model.arch=unet is for the deterministic autoencoders (ae, denoising-ae, sparse-ae, "
+                              f"contractive-ae), not {self.name}: a U-Net's decoder sees the input through its skips, so "
+                              "its likelihood would no longer be p(x | z) alone. Use model.arch=conv, or one of those models")
         if self.image_shape is not None and (len(self.image_shape) != 3 or self.image_shape[0] not in (1, 3)):
             raise ConfigError(f"model.image_shape must be [C, H, W] with C in 1, 3; got {self.image_shape}")
 

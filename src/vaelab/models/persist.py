@@ -33,31 +33,46 @@ def read_metadata(path: str | Path) -> dict[str, str]:
         raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
 
 
+def describe_mismatch(own: dict[str, torch.Tensor], theirs: dict[str, torch.Tensor]) -> str | None:
+    """What differs between two state dicts (missing / unexpected keys, shapes), or None if they fit."""
+    missing = sorted(set(own) - set(theirs))
+    extra = sorted(set(theirs) - set(own))
+    wrong = sorted(k for k in set(own) & set(theirs)
+                   if not isinstance(theirs[k], torch.Tensor) or own[k].shape != theirs[k].shape)
+    if not (missing or extra or wrong):
+        return None
+    parts = []
+    if missing:
+        parts.append(f"missing {missing[:5]}")
+    if extra:
+        parts.append(f"unexpected {extra[:5]}")
+    if wrong:
+        parts.append("shape mismatch " + ", ".join(
+            f"{k}: file {tuple(getattr(theirs[k], 'shape', ()))} vs model {tuple(own[k].shape)}" for k in wrong[:5]))
+    return "; ".join(parts)
+
+
 def load_weights(model: Autoencoder, path: str | Path) -> Autoencoder:
-    """Load ``path`` into ``model``; refuse another model's weights or mismatched shapes, saying what differs."""
+    """Load ``path`` into ``model``; refuse another model's weights, another major vaelab version or
+    mismatched shapes, saying what differs. Nothing is unpickled: safetensors holds raw tensors."""
+    from ..config import check_version
+
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path} not found")
     meta = read_metadata(path)
     if meta.get("model") and meta["model"] != model.config.name:
-        raise CheckpointError(f"{path} holds weights of a {meta['model']!r} model, not {model.config.name!r}")
+        raise CheckpointError(f"{path} holds weights of a {meta['model']!r} model, not {model.config.name!r}; "
+                              "load it with the config it was trained with")
+    if meta.get("vaelab_version"):
+        check_version(meta["vaelab_version"], str(path))
     try:
         state = load_file(str(path))
     except (SafetensorError, OSError) as e:
-        raise CheckpointError(f"{path}: corrupt weights file ({e})") from None
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    extra = sorted(set(state) - set(own))
-    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or extra or wrong:
-        parts = []
-        if missing:
-            parts.append(f"missing {missing[:5]}")
-        if extra:
-            parts.append(f"unexpected {extra[:5]}")
-        if wrong:
-            parts.append("shape mismatch " + ", ".join(f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in wrong[:5]))
-        raise CheckpointError(f"{path} does not fit this {model.config.name} model ({'; '.join(parts)}); "
+        raise CheckpointError(f"{path}: corrupt weights file ({e}); retrain, or resume from checkpoints/last.ckpt") from None
+    problem = describe_mismatch(model.state_dict(), state)
+    if problem:
+        raise CheckpointError(f"{path} does not fit this {model.config.name} model ({problem}); "
                               f"it was written by vaelab {meta.get('vaelab_version', '?')} for another configuration")
     model.load_state_dict(state)
     return model

@@ -129,7 +129,14 @@ class LinearDecoder(nn.Module):
 
 def build_networks(arch: str, shape: tuple[int, int, int], latent_dim: int, out_channels: int, *,
                    conv_channels: list[int] | None, hidden_dim: int, mlp_hidden: list[int], activation: str) -> tuple[nn.Module, nn.Module, int]:
-    """(encoder, decoder, encoder feature size) for ``arch`` in {'conv', 'mlp', 'linear'}."""
+    """(encoder, decoder, encoder feature size) for ``arch`` in {'conv', 'mlp', 'linear', 'unet'}.
+    'unet': the decoder takes the encoder's skip tensors as well as the code (see vaelab.nn.unet)."""
+    if arch == "unet":
+        from .unet import UNetDecoder, UNetEncoder
+
+        chans = conv_channels or auto_conv_channels(shape[1])
+        enc = UNetEncoder(shape, chans, hidden_dim, activation)
+        return enc, UNetDecoder(shape, chans, latent_dim, hidden_dim, out_channels, activation), enc.out_dim
     if arch == "conv":
         chans = conv_channels or auto_conv_channels(shape[1])
         enc = ConvEncoder(shape, chans, hidden_dim, activation)
@@ -141,4 +148,4 @@ def build_networks(arch: str, shape: tuple[int, int, int], latent_dim: int, out_
     if arch == "mlp":
         enc = MLPEncoder(shape, mlp_hidden, activation)
         return enc, MLPDecoder(shape, mlp_hidden, latent_dim, out_channels, activation), enc.out_dim
-    raise ConfigError(f"unknown architecture {arch!r}; choose 'conv', 'mlp' or 'linear'")
+    raise ConfigError(f"unknown architecture {arch!r}; choose 'conv', 'mlp', 'linear' or 'unet'")

@@ -44,10 +44,25 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None, s
 
 
 def read_metrics_csv(path: Path) -> list[dict[str, str]]:
+    """The rows of Lightning's metrics.csv. It is an append-only log, so a killed run can leave a
+    torn last line: rows with missing fields or values that are not numbers are dropped."""
     if not path.is_file():
         return []
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
+    try:
+        with open(path, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+    except (OSError, csv.Error, UnicodeDecodeError):
+        return []
+    good = []
+    for r in rows:
+        if None in r or None in r.values():
+            continue
+        try:
+            [float(v) for v in r.values() if v != ""]
+        except ValueError:
+            continue
+        good.append(r)
+    return good
 
 
 def loss_curves(csv_path: Path, out: Path) -> Path | None:

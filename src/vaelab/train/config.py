@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .. import __version__
-from ..config import deep_merge, dump_yaml, from_dict, load_yaml, to_dict
+from ..config import check_version, deep_merge, dump_yaml, from_dict, load_yaml, to_dict
 from ..data import DataConfig
 from ..errors import CheckpointError, ConfigError
 from ..fileio import atomic_write_text
@@ -27,6 +27,9 @@ class TrainConfig:
     kl_warmup_steps: int = 0  # KL weight rises linearly from 0 to 1 over this many steps
     grad_clip: float | None = None
     nan_policy: Literal["stop", "skip"] = "stop"
+    # besides the one after every epoch, write the resumable checkpoint every this many optimisation
+    # steps (atomically), so a killed run loses at most this many steps; None: only after epochs
+    checkpoint_every_n_steps: int | None = 200
     accelerator: str = "auto"
     devices: int | str = 1
     num_nodes: int = 1
@@ -40,10 +43,23 @@ class TrainConfig:
                 raise ConfigError(f"train.{k} must be >= 1, got {getattr(self, k)}")
         if self.lr <= 0:
             raise ConfigError(f"train.lr must be > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"train.weight_decay must be >= 0, got {self.weight_decay}")
+        if self.step_gamma <= 0:
+            raise ConfigError(f"train.step_gamma must be > 0, got {self.step_gamma}")
+        if any(m < 0 for m in self.step_milestones):
+            raise ConfigError(f"train.step_milestones must be epochs >= 0, got {self.step_milestones}")
+        if self.num_nodes < 1:
+            raise ConfigError(f"train.num_nodes must be >= 1, got {self.num_nodes}")
         if self.kl_warmup_steps < 0:
             raise ConfigError(f"train.kl_warmup_steps must be >= 0, got {self.kl_warmup_steps}")
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise ConfigError(f"train.grad_clip must be > 0, got {self.grad_clip}")
+        if self.checkpoint_every_n_steps is not None and self.checkpoint_every_n_steps < 1:
+            raise ConfigError(
+                f"train.checkpoint_every_n_steps must be >= 1 (or null for checkpoints after epochs only), "
+                f"got {self.checkpoint_every_n_steps}"
+            )
 
 
 @dataclass
@@ -56,22 +72,29 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
+        if not isinstance(d, dict):
+            raise ConfigError(f"a run config is a mapping with data, model, train and seed; got {type(d).__name__}")
         d = dict(d)
-        unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
+        unknown = sorted(str(k) for k in set(d) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
             raise ConfigError(f"unknown top-level key(s) {unknown}; valid: data, model, train, seed, vaelab_version")
         model = d.get("model") or {}
         if not isinstance(model, dict) or "name" not in model:
             raise ConfigError("the config needs model.name (e.g. vae)")
+        if not isinstance(model["name"], str):
+            raise ConfigError(f"model.name must be a model name such as vae, got {model['name']!r}")
         seed = d.get("seed", 0)
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ConfigError(f"seed must be an integer, got {seed!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+            raise ConfigError(f"seed must be an integer in [0, 2**32), got {seed!r}")
+        version = d.get("vaelab_version", __version__)
+        if not isinstance(version, str):
+            raise ConfigError(f"vaelab_version must be text such as {__version__!r}, got {version!r}")
         return cls(
             model=make_config(model["name"], {k: v for k, v in model.items() if k != "name"}),
             data=from_dict(DataConfig, d.get("data"), "data."),
             train=from_dict(TrainConfig, d.get("train"), "train."),
             seed=seed,
-            vaelab_version=str(d.get("vaelab_version", __version__)),
+            vaelab_version=version,
         )
 
     @classmethod
@@ -88,6 +111,16 @@ class RunConfig:
 
     @classmethod
     def load(cls, path: Path) -> "RunConfig":
+        """The config of a run directory. Refuses one written by another major version of vaelab
+        (warns for another minor version), and any YAML that is not plain data."""
+        path = Path(path)
         if not path.is_file():
             raise CheckpointError(f"{path} not found: this is not a vaelab run directory")
-        return cls.from_dict(load_yaml(path.read_text(), str(path)))
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise CheckpointError(f"{path}: cannot be read as a text file ({e}); restore it from the run's report.html") from None
+        d = load_yaml(text, str(path))
+        if "vaelab_version" in d:
+            check_version(str(d["vaelab_version"]), str(path))
+        return cls.from_dict(d)

@@ -1,23 +1,28 @@
 """Training a model of the contract into a run directory: Lightning does the loop."""
 from __future__ import annotations
 
+import csv
 import fcntl
+import io
 import logging
 import os
+import pickle
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import lightning.pytorch as pl
 import torch
 
+from ..config import check_version
 from ..data import ImageSet, load_data
-from ..errors import TrainingError
+from ..errors import CheckpointError, DataError, TrainingError
+from ..fileio import atomic_path, atomic_write_text
 from ..models import Autoencoder, build
-from ..models.persist import save_weights
+from ..models.persist import describe_mismatch, save_weights
 from .config import RunConfig
-from .lit import LitAutoencoder, make_loader
+from .lit import LitAutoencoder, loss_takes_labels, make_loader, visible_labels
 
 CHECKPOINT = "checkpoints/last.ckpt"
 
@@ -40,25 +45,139 @@ def run_lock(run_dir: Path) -> Iterator[None]:
 
 
 class AtomicCheckpoint(pl.Callback):
-    """After every epoch: the resumable checkpoint and the weights, each replaced atomically."""
+    """The resumable checkpoint, replaced atomically: after every epoch (with the weights,
+    model.safetensors) and, with ``every_n_steps``, every that many optimisation steps inside an
+    epoch. Killed at any moment, the run directory holds the previous complete checkpoint."""
 
-    def __init__(self, run_dir: Path):
-        self.run_dir = run_dir
+    def __init__(self, run_dir: Path, every_n_steps: int | None = None):
+        self.run_dir, self.every_n_steps = run_dir, every_n_steps
+        self._last_step_saved = -1
+        self._flush_next_batch = False
+
+    def _save_checkpoint(self, trainer: pl.Trainer) -> None:
+        final = self.run_dir / CHECKPOINT
+        if trainer.is_global_zero:
+            with atomic_path(final) as tmp:
+                trainer.save_checkpoint(tmp)
+        else:  # every rank takes part (save_checkpoint has a barrier); only rank 0 writes
+            trainer.save_checkpoint(final)
+        self._last_step_saved = trainer.global_step
+
+    @staticmethod
+    def _flush_logs(trainer: pl.Trainer) -> None:
+        for logger in trainer.loggers:
+            logger.save()
+
+    def on_train_batch_start(self, trainer: pl.Trainer, lit: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        if self._flush_next_batch:  # the log row of the checkpointed step is recorded by now
+            self._flush_next_batch = False
+            self._flush_logs(trainer)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, lit: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        n, step = self.every_n_steps, trainer.global_step
+        if not n or step == 0 or step % n or step == self._last_step_saved:
+            return
+        if batch_idx + 1 >= trainer.num_training_batches:
+            return  # the last batch of the epoch: the end-of-epoch checkpoint follows at once
+        # Lightning saves mid-epoch state here by design: optimizer and scheduler have stepped, the
+        # loop counters say "batch done"; the loader's state says how many batches were taken
+        self._save_checkpoint(trainer)
+        self._flush_logs(trainer)
+        self._flush_next_batch = True
 
     def on_train_epoch_end(self, trainer: pl.Trainer, lit: pl.LightningModule) -> None:
-        if trainer.global_rank != 0 and trainer.world_size > 1:
-            trainer.strategy.barrier()
-            return
-        final = self.run_dir / CHECKPOINT
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.with_name(".last.ckpt.tmp")
-        trainer.save_checkpoint(tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, final)
-        save_weights(lit.model, self.run_dir / "model.safetensors")
+        self._save_checkpoint(trainer)
+        if trainer.is_global_zero:
+            save_weights(lit.model, self.run_dir / "model.safetensors")
         if trainer.world_size > 1:
             trainer.strategy.barrier()
+
+
+def check_checkpoint(ckpt: Path, lit: LitAutoencoder) -> None:
+    """Refuse to resume from a checkpoint that is not plain data or belongs to another model,
+    saying what differs, before Lightning restores anything."""
+    try:
+        state = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"{ckpt} holds pickled Python objects, which vaelab never writes and will not load "
+            f"({str(e).splitlines()[0][:200]}); it was not written by vaelab. Train a new run instead"
+        ) from None
+    except (RuntimeError, OSError, EOFError, ValueError) as e:
+        raise CheckpointError(f"{ckpt} is not a readable checkpoint ({str(e).splitlines()[0][:200]}); "
+                              "it is truncated or damaged. Train a new run, or restore the file") from None
+    if not isinstance(state, dict) or not isinstance(state.get("state_dict"), dict):
+        raise CheckpointError(f"{ckpt} is not a vaelab training checkpoint (no state_dict); train a new run instead")
+    info = state.get("vaelab") if isinstance(state.get("vaelab"), dict) else {}
+    name = lit.model.config.name
+    if info.get("model") not in (None, name):
+        raise CheckpointError(f"{ckpt} is the checkpoint of a {info['model']!r} model, but this run trains {name!r}; "
+                              "resume with the config.yaml that belongs to it")
+    if info.get("vaelab_version"):
+        check_version(str(info["vaelab_version"]), str(ckpt))
+    problem = describe_mismatch(lit.state_dict(), state["state_dict"])
+    if problem:
+        raise CheckpointError(f"{ckpt} does not fit the {name} model of this config ({problem}); "
+                              "config.yaml or the data changed since it was written. Resume with the original ones")
+
+
+# Lightning's CSV logger deletes logs/metrics.csv when it starts, so a resumed run keeps the earlier
+# rows aside (metrics.part<i>.csv) and merges them back when it finishes.
+def _stash_metrics(run_dir: Path) -> None:
+    cur = run_dir / "logs" / "metrics.csv"
+    if cur.is_file():
+        i = 0
+        while cur.with_name(f"metrics.part{i}.csv").exists():
+            i += 1
+        os.replace(cur, cur.with_name(f"metrics.part{i}.csv"))
+
+
+def _read_rows(path: Path) -> list[dict[str, str]]:
+    """Complete rows with an integer step; a torn last line (a killed writer) is dropped."""
+    try:
+        with open(path, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+    except (OSError, csv.Error, UnicodeDecodeError):
+        return []
+    good = []
+    for r in rows:
+        if None in r or None in r.values() or not str(r.get("step", "")).isdigit():
+            continue
+        good.append(r)
+    return good
+
+
+def merge_metrics(run_dir: Path) -> None:
+    """One logs/metrics.csv from the segments of a run resumed any number of times: from each
+    segment the rows before the step the next one resumed at (later steps were done again)."""
+    logs = run_dir / "logs"
+    parts = sorted(logs.glob("metrics.part*.csv"), key=lambda p: int(p.stem[len("metrics.part"):] or 0))
+    if not parts:
+        return
+    segments = [_read_rows(p) for p in parts] + [_read_rows(logs / "metrics.csv")]
+    rows: list[dict[str, str]] = []
+    for i, seg in enumerate(segments):
+        later = [int(r["step"]) for s in segments[i + 1 :] for r in s]
+        cut = min(later) if later else None
+        rows += [r for r in seg if cut is None or int(r["step"]) < cut]
+    fields = sorted({k for r in rows for k in r})
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(logs / "metrics.csv", buf.getvalue())
+    for p in parts:
+        p.unlink()
+
+
+def _check_data(train: ImageSet, val: ImageSet, test: ImageSet, cfg: RunConfig) -> None:
+    if len(train) == 0:
+        raise DataError(f"{cfg.data.name}: no training images are left after data.classes / data.limit / "
+                        "data.val_fraction; select more data")
+    shapes = {"train": train.shape, "val": val.shape, "test": test.shape}
+    if len(set(shapes.values())) > 1:
+        raise DataError(f"the splits have different image shapes {shapes}; make them equal with data.size "
+                        "and data.channels")
 
 
 def _quiet_lightning() -> None:
@@ -84,24 +203,37 @@ def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False,
     with run_lock(run_dir):
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
         train, val, test = data if data is not None else load_data(cfg.data, cfg.seed)
+        _check_data(train, val, test, cfg)
         model = build(cfg.model, train.shape, n_train=len(train))
-        cfg.save(run_dir / "config.yaml")
         t = cfg.train
-        loader = make_loader(train.images, t.batch_size, cfg.seed, shuffle=True)
+        # a semi-supervised model (its loss takes labels=) sees the labels of model.n_labels training
+        # images (all when unset), -1 for the rest; validation batches carry no labels
+        labels = None
+        if loss_takes_labels(model) and train.labels is not None:
+            labels = visible_labels(train.labels, getattr(cfg.model, "n_labels", None), cfg.seed)
+        loader = make_loader(train.images, t.batch_size, cfg.seed, shuffle=True, labels=labels)
         val_loader = make_loader(val.images, t.eval_batch_size, cfg.seed, shuffle=False) if len(val) else None
         lit = LitAutoencoder(model, t, steps_per_epoch=len(loader))
+        if resume:
+            check_checkpoint(ckpt, lit)
+            _stash_metrics(run_dir)
+        cfg.save(run_dir / "config.yaml")
         loggers = [pl.loggers.CSVLogger(run_dir, name="logs", version=""),
                    pl.loggers.TensorBoardLogger(run_dir, name="logs", version="tensorboard", default_hp_metric=False)]
         trainer = pl.Trainer(
             max_epochs=t.epochs, accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
-            logger=loggers, callbacks=[AtomicCheckpoint(run_dir)], enable_checkpointing=False,
+            logger=loggers, callbacks=[AtomicCheckpoint(run_dir, t.checkpoint_every_n_steps)], enable_checkpointing=False,
             log_every_n_steps=1, enable_progress_bar=t.progress_bar, enable_model_summary=False,
             gradient_clip_val=t.grad_clip, deterministic=True, use_distributed_sampler=False,
             num_sanity_val_steps=0, limit_val_batches=1.0 if val_loader is not None else 0,
         )
-        trainer.fit(lit, loader, val_loader, ckpt_path=str(ckpt) if resume else None, weights_only=True)
+        with warnings.catch_warnings():  # the loader is resumable (ResumableLoader): Lightning's caution does not apply
+            warnings.filterwarnings("ignore", ".*checkpoint that ended before the epoch ended.*")
+            trainer.fit(lit, loader, val_loader, ckpt_path=str(ckpt) if resume else None, weights_only=True)
         if lit.skipped_steps:
             warnings.warn(f"{lit.skipped_steps} steps with a non-finite loss were skipped")
-        save_weights(model, run_dir / "model.safetensors")
+        if trainer.is_global_zero:
+            save_weights(model, run_dir / "model.safetensors")
+            merge_metrics(run_dir)
         model.eval()
         return model, (train, val, test)

@@ -1,0 +1,31 @@
+"""Shared by zoo.py and bidirectional.py: train a model on a dataset with the CLI, evaluate every
+metric with the CLI, and reuse a finished run of the same configuration instead of retraining."""
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+
+def run_and_evaluate(model: str, dataset: str, epochs: int, runs: Path, nll_k: int, nll_images: int,
+                     fid_images: int, extra: list[str] | None = None) -> dict:
+    run = runs / f"{model}-{dataset}-e{epochs}"
+    result_file = run / "zoo_metrics.json"
+    if result_file.is_file():
+        return json.loads(result_file.read_text())
+    if not (run / "metrics.json").is_file():
+        if run.exists():
+            subprocess.run(["rm", "-rf", str(run)], check=True)
+        cmd = ["vaelab", "train", model, "--data", dataset, "--epochs", str(epochs), "--latent-dim", "16", "--out", str(run),
+               "--set", "train.progress_bar=false", *(extra or [])]
+        print("$", " ".join(cmd), flush=True)
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    cmd = ["vaelab", "evaluate", str(run), "--metrics", "all", "--json", "--nll-k", str(nll_k),
+           "--nll-images", str(nll_images), "--fid-images", str(fid_images)]
+    print("$", " ".join(cmd), flush=True)
+    ev = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+    train = json.loads((run / "metrics.json").read_text())
+    row = {"model": model, "dataset": dataset, "epochs": epochs, "parameters": train["parameters"],
+           "train_seconds": train["train_seconds"], **ev}
+    result_file.write_text(json.dumps(row, indent=2))
+    return row

@@ -1,0 +1,223 @@
+"""The autoencoder anomaly detector, in the scikit-learn / PyOD estimator shape."""
+from __future__ import annotations
+
+import math
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator
+
+from ..data import SOURCES, ImageSet
+from ..errors import ConfigError, DataError, ModelError
+from ..models import Autoencoder
+from .scores import DEFAULT_COMBO, SCORE_NAMES, Score, make_score, score_images
+
+# reconstruction error and latent density, each z-scored against the training set: see the README
+DEFAULT_SCORE = "combo"
+
+
+def as_images(X: Any, name: str = "X") -> torch.Tensor:
+    """An ImageSet, or a uint8 / float-in-[0, 1] array or tensor of images (N, C, H, W), (N, H, W)
+    or (N, H, W, C) -> a (N, C, H, W) tensor, uint8 kept as uint8 (converted batch by batch)."""
+    if isinstance(X, ImageSet):
+        return X.images
+    if isinstance(X, np.ndarray):
+        X = torch.from_numpy(np.ascontiguousarray(X))
+    if not isinstance(X, torch.Tensor):
+        raise DataError(f"{name}: expected an ImageSet or an array / tensor of images, got {type(X).__name__}")
+    if X.ndim == 3:
+        X = X.unsqueeze(1)
+    elif X.ndim == 4 and X.shape[1] not in (1, 3) and X.shape[-1] in (1, 3):
+        X = X.permute(0, 3, 1, 2)
+    if X.ndim != 4 or X.shape[1] not in (1, 3):
+        raise DataError(f"{name}: images must have shape (N, C, H, W), (N, H, W) or (N, H, W, C) with C in 1, 3; "
+                        f"got {tuple(X.shape)}")
+    if len(X) == 0:
+        raise DataError(f"{name}: no images")
+    if X.dtype == torch.uint8:
+        return X
+    if not X.is_floating_point():
+        raise DataError(f"{name}: images must be uint8 in 0..255 or floats in [0, 1], got {X.dtype}; "
+                        "convert integer images with x.to(torch.uint8)")
+    if not torch.isfinite(X).all() or X.min() < 0 or X.max() > 1:
+        raise DataError(f"{name}: float images must be finite and lie in [0, 1]; rescale them (x / 255) or pass uint8")
+    return X
+
+
+def load_run_model(run_dir: str | Path) -> Autoencoder:
+    """The trained model of a run directory (as vaelab.load does), in eval mode."""
+    from ..errors import CheckpointError
+    from ..models import build
+    from ..models.persist import load_weights
+    from ..train import RunConfig
+
+    run_dir = Path(run_dir)
+    cfg = RunConfig.load(run_dir / "config.yaml")
+    weights = run_dir / "model.safetensors"
+    if not weights.is_file():
+        raise CheckpointError(f"{run_dir} has no model.safetensors yet (training never finished an epoch)")
+    return load_weights(build(cfg.model), weights).eval()
+
+
+class AutoencoderDetector(BaseEstimator):
+    """Anomaly / out-of-distribution detector backed by any autoencoder of the family.
+
+    Parameters
+    ----------
+    model : None, an ``Autoencoder``, or a run directory.
+        None: ``fit`` trains ``model_name`` on X with vaelab's trainer (``epochs``, ``overrides`` as
+        nested run-config keys, e.g. ``{"model": {"arch": "mlp"}}``; into ``train_dir``, or a
+        temporary directory that is removed). Otherwise ``fit`` only scores X to set the threshold.
+    score : one of 'mse', 'bce', 'nelbo', 'nll', 'mahalanobis', 'latent_gmm', 'combo' (default: 'combo'
+        of 'mse' and 'latent_gmm', each z-scored by its training scores; needs no prior, so any model works).
+    contamination : fraction of the training data flagged: the threshold is the (1 - contamination)
+        quantile of ``decision_scores_``. Ignored when ``threshold`` is given.
+    threshold : an explicit threshold on ``decision_function`` (in [0, 1) when ``normalize``).
+    normalize : min-max scale the scores with the training scores' range and clip to [0, 1].
+    combo, combo_method : the member scores of 'combo' and how they are put on one scale.
+    n_samples, nll_k, gmm_components : options of the nelbo, nll and latent_gmm scores.
+
+    Learned state: ``model_``, ``score_``, ``decision_scores_`` (the training set's anomaly scores),
+    ``threshold_``, ``labels_`` (1 = flagged), ``raw_min_`` / ``raw_max_`` (the normalisation).
+    ``decision_function``: higher = more anomalous (PyOD); ``score_samples`` = -decision_function
+    (higher = more normal, scikit-learn); ``predict``: 1 = anomaly, 0 = normal (PyOD).
+    """
+
+    def __init__(self, model: Autoencoder | str | Path | None = None, score: str = DEFAULT_SCORE,
+                 contamination: float | None = 0.1, threshold: float | None = None, normalize: bool = True, *,
+                 combo: Sequence[str] = DEFAULT_COMBO, combo_method: str = "zscore", n_samples: int = 1,
+                 nll_k: int = 100, gmm_components: int = 5, model_name: str = "vae", epochs: int = 10,
+                 overrides: dict[str, Any] | None = None, train_dir: str | Path | None = None,
+                 batch_size: int = 500, seed: int = 0):
+        self.model = model
+        self.score = score
+        self.contamination = contamination
+        self.threshold = threshold
+        self.normalize = normalize
+        self.combo = combo
+        self.combo_method = combo_method
+        self.n_samples = n_samples
+        self.nll_k = nll_k
+        self.gmm_components = gmm_components
+        self.model_name = model_name
+        self.epochs = epochs
+        self.overrides = overrides
+        self.train_dir = train_dir
+        self.batch_size = batch_size
+        self.seed = seed
+
+    # -- fitting --------------------------------------------------------------------------------
+    def _check_params(self) -> None:
+        if self.score not in SCORE_NAMES:
+            raise ConfigError(f"unknown anomaly score {self.score!r}; choose one of: {', '.join(SCORE_NAMES)}")
+        if self.threshold is None:
+            if self.contamination is None:
+                raise ConfigError("give the detector a contamination (fraction of training data flagged, e.g. 0.1) "
+                                  "or an explicit threshold")
+            if not 0 < self.contamination <= 0.5:
+                raise ConfigError(f"contamination must be in (0, 0.5], got {self.contamination}")
+        else:
+            if not math.isfinite(self.threshold):
+                raise ConfigError(f"threshold must be a finite number, got {self.threshold}")
+            if self.normalize and not 0 <= self.threshold < 1:
+                raise ConfigError(f"with normalize=True scores lie in [0, 1]: give a threshold in [0, 1) "
+                                  f"(e.g. 0.3), not {self.threshold}; or set normalize=False for a raw threshold")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+
+    def _make_score(self) -> Score:
+        return make_score(self.score, combo=self.combo, combo_method=self.combo_method, n_samples=self.n_samples,
+                          nll_k=self.nll_k, gmm_components=self.gmm_components)
+
+    def _train(self, X: Any, images: torch.Tensor) -> Autoencoder:
+        from ..config import deep_merge
+        from ..train import RunConfig, fit
+
+        data = X if isinstance(X, ImageSet) else (
+            ImageSet(images) if images.dtype == torch.uint8 else ImageSet.from_float(images))
+        base = {"seed": self.seed, "data": {"name": data.name if data.name in SOURCES else "npz"},
+                "train": {"epochs": self.epochs, "progress_bar": False}}
+        cfg = RunConfig.build(self.model_name, deep_merge(base, self.overrides or {}))
+        train, val = data.split(cfg.data.val_fraction, cfg.seed)
+        if len(train) == 0:
+            raise DataError(f"fit got {len(data)} images: too few to train a model; give more, or a trained model")
+        splits = (train, val, val if len(val) else train)
+        if self.train_dir is not None:
+            model, _ = fit(cfg, self.train_dir, data=splits)
+        else:
+            with tempfile.TemporaryDirectory(prefix="vaelab-detector-") as tmp:
+                model, _ = fit(cfg, Path(tmp) / "run", data=splits)
+        return model.eval()
+
+    def fit(self, X: Any, y: Any = None) -> "AutoencoderDetector":
+        """Train a model on X (when none was given), fit the score's state on X, score X
+        (``decision_scores_``) and set ``threshold_``. ``y`` is ignored (unsupervised)."""
+        self._check_params()
+        images = as_images(X)
+        if self.model is None:
+            model = self._train(X, images)
+        elif isinstance(self.model, (str, Path)):
+            model = load_run_model(self.model)
+        elif isinstance(self.model, Autoencoder):
+            model = self.model.eval()
+        else:
+            raise ConfigError(f"model must be None, an Autoencoder or a run directory; got {type(self.model).__name__}")
+        self.model_ = model
+        self.score_ = self._make_score().fit(model, images, self.batch_size, self.seed)
+        raw = score_images(model, self.score_, images, self.batch_size, self.seed).numpy()
+        self.raw_min_, self.raw_max_ = float(raw.min()), float(raw.max())
+        self.decision_scores_ = self._scale(raw, clip=True)
+        if self.threshold is not None:
+            self.threshold_ = float(self.threshold)
+        else:
+            self.threshold_ = float(np.quantile(self.decision_scores_, 1.0 - self.contamination))
+        self.labels_ = (self.decision_scores_ > self.threshold_).astype(np.int64)
+        self.n_train_ = len(images)
+        return self
+
+    # -- scoring --------------------------------------------------------------------------------
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "score_"):
+            raise ModelError("this AutoencoderDetector is not fitted yet; call fit(X) with normal training images first")
+
+    def _scale(self, raw: np.ndarray, clip: bool) -> np.ndarray:
+        if not self.normalize:
+            return raw
+        span = self.raw_max_ - self.raw_min_
+        s = (raw - self.raw_min_) / (span if span > 0 else 1.0)
+        return np.clip(s, 0.0, 1.0) if clip else s
+
+    def raw_scores(self, X: Any) -> np.ndarray:
+        """The score before normalisation (higher = more anomalous)."""
+        self._check_fitted()
+        return score_images(self.model_, self.score_, as_images(X), self.batch_size, self.seed).numpy()
+
+    def decision_function(self, X: Any, clip: bool = True) -> np.ndarray:
+        """Anomaly scores, higher = more anomalous; with ``normalize`` min-max scaled by the
+        training scores and (``clip``) clipped to [0, 1]. Unclipped scores keep the order of the
+        images beyond the training range (use them for ROC-AUC)."""
+        return self._scale(self.raw_scores(X), clip)
+
+    def score_samples(self, X: Any) -> np.ndarray:
+        """Normality: the opposite of ``decision_function`` (higher = more normal, as scikit-learn)."""
+        return -self.decision_function(X)
+
+    def predict(self, X: Any) -> np.ndarray:
+        """1 for an anomaly (score above ``threshold_``), 0 for a normal image. Compared before
+        clipping, so an image beyond the training range is flagged whatever the threshold."""
+        return (self.decision_function(X, clip=False) > self.threshold_).astype(np.int64)
+
+    def fit_predict(self, X: Any, y: Any = None) -> np.ndarray:
+        return self.fit(X).labels_
+
+    @property
+    def raw_threshold_(self) -> float:
+        """``threshold_`` in the units of ``raw_scores``."""
+        self._check_fitted()
+        if not self.normalize:
+            return self.threshold_
+        span = self.raw_max_ - self.raw_min_
+        return self.raw_min_ + self.threshold_ * (span if span > 0 else 1.0)

@@ -1,0 +1,272 @@
+"""Anomaly scores of an autoencoder: higher = more anomalous.
+
+A score is a small object in the estimator style: ``fit(model, images)`` learns what it needs from
+the normal training images (latent statistics, the scale of its members), then ``batch(model, x)``
+scores one batch of float images in [0, 1] -> a [B] tensor. Every score is vectorised over the
+batch (and over Monte Carlo / importance samples); ``score_images`` runs one over a whole set in
+batches under a seed, so the same images give the same scores.
+
+| name          | what                                                              | needs  |
+|---------------|-------------------------------------------------------------------|--------|
+| `mse`         | mean squared error of decode(E[z|x]) against x                    | any    |
+| `bce`         | binary cross-entropy of decode(E[z|x]) against x (nats per image) | any    |
+| `nelbo`       | -ELBO = E_q[-log p(x|z)] + KL(q(z|x) || N(0, I)), `n_samples` MC  | prior  |
+| `nll`         | -log p(x), importance-sampled with `nll_k` samples                | prior  |
+| `mahalanobis` | distance of E[z|x] to the training codes' mean (Ledoit-Wolf cov.) | any    |
+| `latent_gmm`  | -log density of E[z|x] under a Gaussian mixture of training codes | any    |
+| `combo`       | mean of the members' z-scores (or ranks); default mse + latent_gmm | members|
+"""
+from __future__ import annotations
+
+from typing import Callable, ClassVar, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import ConfigError, ModelError
+from ..evaluate.likelihood import log_likelihood
+from ..models import Autoencoder
+from ..objectives import kl_to_standard_normal
+
+
+def model_device(model: Autoencoder) -> torch.device:
+    return next(model.parameters()).device
+
+
+def iter_batches(images: torch.Tensor, batch_size: int, device: torch.device) -> Iterator[torch.Tensor]:
+    """Float batches in [0, 1] on ``device`` from uint8 (or float) images, by indexing."""
+    for i in range(0, len(images), batch_size):
+        x = images[i : i + batch_size].to(device)
+        yield x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+
+
+@torch.no_grad()
+def latent_means(model: Autoencoder, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    """E[z|x] of every image, float64 on the CPU."""
+    model.eval()
+    return torch.cat([model.encode(x).mean.double().cpu() for x in iter_batches(images, batch_size, model_device(model))])
+
+
+class Score:
+    """Base class: ``fit`` (optional state from the training images), ``batch`` (the score)."""
+
+    name: ClassVar[str] = ""
+    needs_prior: ClassVar[bool] = False
+
+    def check(self, model: Autoencoder) -> None:
+        if self.needs_prior and not model.has_prior:
+            raise ModelError(
+                f"the {self.name!r} score needs a model with a prior and a posterior density (a VAE, IWAE, BVAE...); "
+                f"{model.config.name} is deterministic. Use score='mse', 'bce', 'mahalanobis' or 'latent_gmm'"
+            )
+
+    def fit(self, model: Autoencoder, images: torch.Tensor, batch_size: int = 500, seed: int = 0) -> "Score":
+        self.check(model)
+        return self
+
+    def batch(self, model: Autoencoder, x: torch.Tensor) -> torch.Tensor:  # overridden
+        raise NotImplementedError
+
+
+@torch.no_grad()
+def score_images(model: Autoencoder, score: Score, images: torch.Tensor, batch_size: int = 500, seed: int = 0) -> torch.Tensor:
+    """``score`` of every image as a float64 CPU tensor [N]; sampling scores are seeded."""
+    model.eval()
+    dev = model_device(model)
+    out = []
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+        torch.manual_seed(seed)
+        for x in iter_batches(images, batch_size, dev):
+            model.check_input(x)
+            out.append(score.batch(model, x).double().cpu())
+    s = torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
+    if not torch.isfinite(s).all():
+        bad = int((~torch.isfinite(s)).sum())
+        raise ModelError(f"the {score.name!r} score is not finite for {bad} of {len(s)} images; the model diverged or "
+                         "the images are far outside what it was trained on. Retrain, or use score='mse'")
+    return s
+
+
+# -- reconstruction ------------------------------------------------------------------------------
+class MSEScore(Score):
+    """Mean squared error per pixel of the reconstruction decode(E[z|x]) (the likelihood's mean)."""
+
+    name = "mse"
+
+    def batch(self, model: Autoencoder, x: torch.Tensor) -> torch.Tensor:
+        rec = model.mean_image(model.decode(model.encode(x).mean))
+        return (rec - x).pow(2).flatten(1).mean(1)
+
+
+class BCEScore(Score):
+    """Binary cross-entropy of the reconstruction decode(E[z|x]) against x, summed over pixels."""
+
+    name = "bce"
+
+    def batch(self, model: Autoencoder, x: torch.Tensor) -> torch.Tensor:
+        p = model.decode(model.encode(x).mean).mean.clamp(1e-6, 1 - 1e-6)
+        return F.binary_cross_entropy(p, x, reduction="none").flatten(1).sum(1)
+
+
+# -- likelihood bounds -------------------------------------------------------------------------
+class NELBOScore(Score):
+    """-ELBO in nats: reconstruction term averaged over ``n_samples`` posterior samples (decoded in
+    one batched pass) plus the analytic KL to the N(0, I) prior."""
+
+    name = "nelbo"
+    needs_prior = True
+
+    def __init__(self, n_samples: int = 1):
+        if n_samples < 1:
+            raise ConfigError(f"n_samples (posterior samples for the nelbo score) must be >= 1, got {n_samples}")
+        self.n_samples = n_samples
+
+    def batch(self, model: Autoencoder, x: torch.Tensor) -> torch.Tensor:
+        q = model.encode(x)
+        k, b = self.n_samples, x.shape[0]
+        z = q.sample((k,))
+        px = model.decode(z.reshape(k * b, -1))
+        rec = -px.log_prob(x.unsqueeze(0).expand(k, *x.shape).reshape(k * b, *x.shape[1:])).view(k, b).mean(0)
+        return rec + kl_to_standard_normal(q)
+
+
+class NLLScore(Score):
+    """-log p(x) by importance sampling with ``nll_k`` samples (vaelab.evaluate.likelihood)."""
+
+    name = "nll"
+    needs_prior = True
+
+    def __init__(self, nll_k: int = 100):
+        if nll_k < 1:
+            raise ConfigError(f"nll_k (importance samples for the nll score) must be >= 1, got {nll_k}")
+        self.nll_k = nll_k
+
+    def batch(self, model: Autoencoder, x: torch.Tensor) -> torch.Tensor:
+        return -log_likelihood(model, x, self.nll_k)
+
+
+# -- latent density ------------------------------------------------------------------------------
+class MahalanobisScore(Score):
+    """Mahalanobis distance of E[z|x] to the mean of the training codes, with their Ledoit-Wolf
+    shrunk covariance (a VAE's inactive units make the empirical covariance near-singular)."""
+
+    name = "mahalanobis"
+
+    def fit(self, model: Autoencoder, images: torch.Tensor, batch_size: int = 500, seed: int = 0) -> "MahalanobisScore":
+        from sklearn.covariance import LedoitWolf
+
+        super().fit(model, images, batch_size, seed)
+        z = latent_means(model, images, batch_size).numpy()
+        if len(z) < 2:
+            raise ModelError("the mahalanobis score needs at least 2 training images to estimate a covariance")
+        lw = LedoitWolf().fit(z)
+        self.location_ = torch.from_numpy(lw.location_)
+        self.precision_ = torch.from_numpy(lw.precision_)
+        return self
+
+    def batch(self, model: Autoencoder, x: torch.Tensor) -> torch.Tensor:
+        d = model.encode(x).mean.double() - self.location_.to(x.device)
+        return torch.einsum("bi,ij,bj->b", d, self.precision_.to(x.device), d).clamp_min(0).sqrt()
+
+
+class LatentGMMScore(Score):
+    """-log density of E[z|x] under a full-covariance Gaussian mixture (scikit-learn) fitted to the
+    standardised training codes."""
+
+    name = "latent_gmm"
+
+    def __init__(self, gmm_components: int = 5, reg_covar: float = 1e-4):
+        if gmm_components < 1:
+            raise ConfigError(f"gmm_components must be >= 1, got {gmm_components}")
+        self.gmm_components, self.reg_covar = gmm_components, reg_covar
+
+    def fit(self, model: Autoencoder, images: torch.Tensor, batch_size: int = 500, seed: int = 0) -> "LatentGMMScore":
+        from sklearn.mixture import GaussianMixture
+
+        super().fit(model, images, batch_size, seed)
+        z = latent_means(model, images, batch_size)
+        if len(z) < 2:
+            raise ModelError("the latent_gmm score needs at least 2 training images to fit a mixture")
+        self.mean_, self.scale_ = z.mean(0), z.std(0).clamp_min(1e-6)
+        k = min(self.gmm_components, len(z))
+        self.gmm_ = GaussianMixture(k, covariance_type="full", reg_covar=self.reg_covar, random_state=seed,
+                                    n_init=1).fit(((z - self.mean_) / self.scale_).numpy())
+        return self
+
+    def batch(self, model: Autoencoder, x: torch.Tensor) -> torch.Tensor:
+        z = (model.encode(x).mean.double().cpu() - self.mean_) / self.scale_
+        return torch.from_numpy(-self.gmm_.score_samples(z.numpy()))
+
+
+# -- combinations ---------------------------------------------------------------------------------
+class ComboScore(Score):
+    """The mean over member scores of each one's standardised value: ``method='zscore'``
+    (s - mean) / std of its training scores, or ``method='rank'``: its rank among the training
+    scores as a fraction in [0, 1] (scale-free, but every value beyond the training range ties at 1)."""
+
+    name = "combo"
+
+    def __init__(self, members: Sequence[Score], method: str = "zscore"):
+        if method not in ("zscore", "rank"):
+            raise ConfigError(f"combo_method must be 'zscore' or 'rank', got {method!r}")
+        if not members:
+            raise ConfigError("the combo score needs at least one member score, e.g. combo=('mse', 'latent_gmm')")
+        self.members, self.method = list(members), method
+
+    @property
+    def needs_prior(self) -> bool:  # type: ignore[override]
+        return any(m.needs_prior for m in self.members)
+
+    def check(self, model: Autoencoder) -> None:
+        for m in self.members:
+            m.check(model)
+
+    def fit(self, model: Autoencoder, images: torch.Tensor, batch_size: int = 500, seed: int = 0) -> "ComboScore":
+        self.check(model)
+        cols = []
+        for m in self.members:
+            m.fit(model, images, batch_size, seed)
+            cols.append(score_images(model, m, images, batch_size, seed))
+        train = torch.stack(cols, 1)  # [N, M]
+        self.mean_, self.std_ = train.mean(0), train.std(0, unbiased=False).clamp_min(1e-12)
+        self.sorted_ = train.sort(0).values.T.contiguous()  # [M, N]
+        return self
+
+    def batch(self, model: Autoencoder, x: torch.Tensor) -> torch.Tensor:
+        s = torch.stack([m.batch(model, x).double().cpu() for m in self.members], 1)  # [B, M]
+        if self.method == "zscore":
+            return ((s - self.mean_) / self.std_).mean(1)
+        ref = self.sorted_  # mid-rank of each value among the training scores of its member
+        lo = torch.searchsorted(ref, s.T.contiguous(), right=False)
+        hi = torch.searchsorted(ref, s.T.contiguous(), right=True)
+        return ((lo + hi).double() / (2.0 * ref.shape[1])).mean(0)
+
+
+DEFAULT_COMBO = ("mse", "latent_gmm")
+
+SCORES: dict[str, tuple[Callable[..., Score], str]] = {
+    "mse": (lambda **o: MSEScore(), "mean squared reconstruction error of decode(E[z|x])"),
+    "bce": (lambda **o: BCEScore(), "binary cross-entropy of decode(E[z|x]) against x"),
+    "nelbo": (lambda n_samples=1, **o: NELBOScore(n_samples), "negative ELBO (needs a VAE-type model)"),
+    "nll": (lambda nll_k=100, **o: NLLScore(nll_k), "importance-sampled -log p(x) (needs a VAE-type model)"),
+    "mahalanobis": (lambda **o: MahalanobisScore(), "Mahalanobis distance of E[z|x] to the training codes"),
+    "latent_gmm": (lambda gmm_components=5, **o: LatentGMMScore(gmm_components),
+                   "-log density of E[z|x] under a Gaussian mixture of the training codes"),
+}
+
+
+def make_score(name: str, combo: Sequence[str] = DEFAULT_COMBO, combo_method: str = "zscore", **options) -> Score:
+    """The score called ``name`` (one of SCORES or 'combo'); ``options``: n_samples, nll_k, gmm_components."""
+    if name == "combo":
+        if isinstance(combo, str):
+            combo = [c.strip() for c in combo.split(",") if c.strip()]
+        bad = [c for c in combo if c not in SCORES]
+        if bad:
+            raise ConfigError(f"unknown combo member(s) {bad}; combine any of: {', '.join(SCORES)}")
+        return ComboScore([SCORES[c][0](**options) for c in combo], combo_method)
+    if name not in SCORES:
+        raise ConfigError(f"unknown anomaly score {name!r}; choose one of: {', '.join(SCORE_NAMES)}")
+    return SCORES[name][0](**options)
+
+
+SCORE_NAMES = (*SCORES, "combo")

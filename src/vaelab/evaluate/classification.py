@@ -1,0 +1,23 @@
+"""Test accuracy of models that classify (those with a ``predict(x)``, such as the semi-supervised VAE)."""
+from __future__ import annotations
+
+import torch
+
+from ..data import ImageSet
+from ..models import Autoencoder
+
+
+@torch.no_grad()
+def accuracy(model: Autoencoder, data: ImageSet, batch_size: int = 1000, **_) -> dict[str, float]:
+    """Fraction of ``data`` whose ``model.predict`` equals the label. Empty for models without
+    ``predict`` and for unlabelled data (like the active units of a model without a prior)."""
+    predict = getattr(model, "predict", None)
+    if predict is None or data.labels is None or len(data) == 0:
+        return {}
+    model.eval()
+    dev = next(model.parameters()).device
+    hits = torch.zeros((), dtype=torch.long, device=dev)
+    for i in range(0, len(data), batch_size):
+        x = data.images[i : i + batch_size].to(dev).float().div_(255.0)
+        hits += (predict(x) == data.labels[i : i + batch_size].to(dev)).sum()
+    return {"accuracy": float(hits) / len(data)}

@@ -1,0 +1,282 @@
+"""Anomaly / OOD detection: the metrics against scikit-learn, the detector on a synthetic one-class
+problem (bright squares are normal, noise is not), every score kind, thresholds, the one-class
+protocol, the OOD-study layout from MNIST and the `vaelab detect` / `vaelab bench one-class` CLI."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from vaelab.detect import SCORE_NAMES, AutoencoderDetector, evaluate_detection, load_ood_study, one_class_protocol
+from vaelab.errors import ConfigError, DataError, ModelError
+
+TINY = {"model": {"arch": "mlp", "mlp_hidden": [32], "latent_dim": 4}, "train": {"batch_size": 16}}
+
+
+def cli(*args, check=True):
+    p = subprocess.run([sys.executable, "-m", "vaelab", *args], capture_output=True, text=True, timeout=600)
+    if check and p.returncode != 0:
+        raise AssertionError(f"vaelab {' '.join(args)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
+    return p
+
+
+def squares(n: int, g: torch.Generator, size: int = 16) -> torch.Tensor:
+    """Bright filled squares of side 3..7 at random places on black, floats in [0, 1]."""
+    side = torch.randint(3, 8, (n, 1, 1), generator=g)
+    top, left = (torch.randint(0, size - 7, (n, 1, 1), generator=g) for _ in range(2))
+    yy, xx = torch.arange(size).view(1, size, 1), torch.arange(size).view(1, 1, size)
+    inside = (yy >= top) & (yy < top + side) & (xx >= left) & (xx < left + side)
+    return (inside.float() * (0.8 + 0.2 * torch.rand(n, 1, 1, generator=g))).unsqueeze(1)
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    g = torch.Generator().manual_seed(0)
+    return squares(512, g), squares(128, g), torch.rand(128, 1, 16, 16, generator=g)
+
+
+@pytest.fixture(scope="module")
+def fitted(synthetic, tmp_path_factory):
+    """A detector that trained its own tiny MLP VAE (vaelab.train.fit) on the squares only."""
+    run = tmp_path_factory.mktemp("det") / "run"
+    return AutoencoderDetector(score="mse", epochs=2, overrides=TINY, train_dir=run).fit(synthetic[0]), run
+
+
+# -- evaluation ----------------------------------------------------------------------------------
+def test_evaluate_detection_agrees_with_sklearn():
+    rng = np.random.default_rng(0)
+    y = (rng.random(500) < 0.2).astype(int)
+    s = rng.normal(size=500) + 1.5 * y
+    m = evaluate_detection(y, s, 0.8)
+    assert m["roc_auc"] == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+    assert m["pr_auc"] == pytest.approx(average_precision_score(y, s), abs=1e-12)
+    pred = s > 0.8
+    tp, fp = int((pred & (y == 1)).sum()), int((pred & (y == 0)).sum())
+    fn, tn = int((~pred & (y == 1)).sum()), int((~pred & (y == 0)).sum())
+    assert m["confusion_matrix"] == [[tn, fp], [fn, tp]] and tn + fp + fn + tp == 500
+    assert m["tpr"] == pytest.approx(tp / (tp + fn)) and m["fpr"] == pytest.approx(fp / (fp + tn))
+    assert m["precision"] == pytest.approx(tp / (tp + fp))
+    assert m["f1"] == pytest.approx(2 * tp / (2 * tp + fp + fn))
+    assert m["n_flagged"] == tp + fp and m["n_anomalies"] == y.sum()
+    # a perfectly separating score, and one class only (AUC undefined)
+    assert evaluate_detection(y, y + 0.1 * s.clip(0, 1), 0.5)["roc_auc"] == 1.0
+    assert evaluate_detection(np.zeros(5, int), np.arange(5.0), 2)["roc_auc"] is None
+    with pytest.raises(DataError, match="1 \\(anomaly\\) or 0"):
+        evaluate_detection([0, 2, 1], [0.1, 0.2, 0.3], 0.5)
+
+
+# -- the detector ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("score", SCORE_NAMES)
+def test_every_score_ranks_the_other_class_higher(score, fitted, synthetic):
+    det, _ = fitted
+    normal, held_out, noise = synthetic
+    d = AutoencoderDetector(det.model_, score, nll_k=16).fit(normal)
+    s_normal, s_noise = d.decision_function(held_out, clip=False), d.decision_function(noise, clip=False)
+    assert s_normal.shape == (128,) and np.isfinite(s_noise).all()
+    y = np.r_[np.zeros(128), np.ones(128)]
+    assert roc_auc_score(y, np.r_[s_normal, s_noise]) > 0.95, score
+    assert d.decision_scores_.min() == 0.0 and d.decision_scores_.max() == 1.0  # min-max of the training scores
+
+
+def test_trained_run_directory_backs_the_same_detector(fitted, synthetic):
+    det, run = fitted
+    assert (run / "config.yaml").is_file() and (run / "model.safetensors").is_file()
+    again = AutoencoderDetector(run, "mse").fit(synthetic[0])
+    np.testing.assert_allclose(again.decision_scores_, det.decision_scores_, rtol=1e-5, atol=1e-6)
+    assert again.threshold_ == pytest.approx(det.threshold_, rel=1e-5)
+
+
+@pytest.mark.parametrize("contamination", [0.05, 0.1, 0.3])
+def test_contamination_sets_the_fraction_flagged(contamination, fitted, synthetic):
+    normal = synthetic[0]
+    d = AutoencoderDetector(fitted[0].model_, "mse", contamination=contamination).fit(normal)
+    assert d.threshold_ == pytest.approx(np.quantile(d.decision_scores_, 1 - contamination))
+    assert abs(d.labels_.mean() - contamination) <= 1.5 / len(normal)
+    np.testing.assert_array_equal(d.predict(normal), d.labels_)
+    np.testing.assert_array_equal(d.fit_predict(normal), d.labels_)
+
+
+def test_normalised_scores_threshold_and_sign_conventions(fitted, synthetic):
+    normal, held_out, noise = synthetic
+    d = AutoencoderDetector(fitted[0].model_, "nelbo", threshold=0.3).fit(normal)  # the study's rule
+    assert d.threshold_ == 0.3
+    for x in (held_out, noise, (noise * 255).round().to(torch.uint8)):
+        s = d.decision_function(x)
+        assert s.min() >= 0.0 and s.max() <= 1.0
+        np.testing.assert_array_equal(d.score_samples(x), -s)
+        np.testing.assert_array_equal(d.predict(x), (d.decision_function(x, clip=False) > 0.3).astype(int))
+    assert d.decision_function(noise, clip=False).max() > 1.0 and d.predict(noise).mean() > 0.9
+    raw = AutoencoderDetector(fitted[0].model_, "mse", normalize=False, threshold=0.01).fit(normal)
+    assert raw.raw_threshold_ == 0.01 and raw.decision_function(noise).max() > 0.01
+    assert raw.raw_scores(normal).min() == pytest.approx(raw.raw_min_) and raw.decision_scores_.max() == raw.raw_max_
+
+
+def test_combo_standardises_its_members(fitted, synthetic):
+    normal, held_out, _ = synthetic
+    model = fitted[0].model_
+    mse = AutoencoderDetector(model, "mse", normalize=False).fit(normal)
+    one = AutoencoderDetector(model, "combo", normalize=False, combo=("mse",)).fit(normal)
+    train, test = mse.raw_scores(normal), mse.raw_scores(held_out)
+    np.testing.assert_allclose(one.raw_scores(held_out), (test - train.mean()) / train.std(), rtol=1e-6, atol=1e-9)
+    rank = AutoencoderDetector(model, "combo", normalize=False, combo=("mse", "mahalanobis"), combo_method="rank").fit(normal)
+    r = rank.raw_scores(held_out)
+    assert r.min() >= 0.0 and r.max() <= 1.0
+    assert rank.decision_scores_.mean() == pytest.approx(0.5, abs=0.01)  # mid-ranks of the training set itself
+
+
+def test_detector_errors_name_the_problem(fitted, synthetic):
+    from vaelab.models import build, make_config
+
+    normal = synthetic[0]
+    ae = build(make_config("ae", {"arch": "mlp", "mlp_hidden": [16], "latent_dim": 2}), (1, 16, 16))
+    for score in ("nll", "nelbo"):
+        with pytest.raises(ModelError, match="deterministic"):
+            AutoencoderDetector(ae, score).fit(normal)
+    AutoencoderDetector(ae, "latent_gmm").fit(normal)  # latent scores need no prior
+    with pytest.raises(ConfigError, match="unknown anomaly score"):
+        AutoencoderDetector(ae, "psnr").fit(normal)
+    with pytest.raises(ConfigError, match="contamination"):
+        AutoencoderDetector(ae, contamination=0.9).fit(normal)
+    with pytest.raises(ConfigError, match=r"\[0, 1\)"):
+        AutoencoderDetector(ae, threshold=2.0).fit(normal)
+    with pytest.raises(ConfigError, match="contamination .* or an explicit threshold"):
+        AutoencoderDetector(ae, contamination=None).fit(normal)
+    with pytest.raises(ModelError, match="not fitted"):
+        AutoencoderDetector(ae).predict(normal)
+    with pytest.raises(ModelError, match="expects images of shape"):
+        AutoencoderDetector(ae).fit(torch.rand(8, 1, 12, 12))
+    with pytest.raises(DataError, match=r"\[0, 1\]"):
+        AutoencoderDetector(ae).fit(normal * 3)
+
+
+# -- the one-class protocol ------------------------------------------------------------------------
+def test_one_class_protocol_end_to_end(tmp_path):
+    logs: list[str] = []
+    over = {"model": {"arch": "mlp", "mlp_hidden": [32], "latent_dim": 3}, "train": {"batch_size": 32}}
+    one_class_protocol("digits", "vae", epochs=1, seeds=1, classes=[0, 1], score="mse,mahalanobis",
+                       overrides=over, out_dir=tmp_path, log=logs.append)
+    saved = json.loads((tmp_path / "one_class.json").read_text())
+    assert saved["scores"] == ["mse", "mahalanobis"] and saved["classes"] == [0, 1] and saved["seeds"] == [0]
+    for s in saved["scores"]:
+        per = saved["auroc"][s]["per_class"]
+        assert set(per) == {"0", "1"} and all(0 <= v["mean"] <= 1 and len(v["runs"]) == 1 for v in per.values())
+        assert saved["auroc"][s]["mean"] == pytest.approx((per["0"]["mean"] + per["1"]["mean"]) / 2)
+    assert [(x["class"], x["seed"]) for x in saved["runs"]] == [(0, 0), (1, 0)]
+    lines = saved["table"].splitlines()
+    assert lines[1].split()[:2] == ["normal", "class"] and [ln.split()[0] for ln in lines[3:5]] == ["0", "1"]
+    assert lines[-1].startswith("mean")
+    # independent check of one AUROC: the reconstruction MSE of the saved model, by hand
+    import vaelab
+    from vaelab.data import DataConfig, load_split
+
+    model = vaelab.load(tmp_path / "runs" / "class1-seed0")
+    test = load_split(DataConfig(name="digits"), "test", apply_class_filter=False)
+    x = test.float()
+    mse = (model.reconstruct(x) - x).pow(2).flatten(1).mean(1).numpy()
+    assert saved["auroc"]["mse"]["per_class"]["1"]["mean"] == pytest.approx(roc_auc_score(test.labels != 1, mse), abs=1e-6)
+    assert not (tmp_path / "runs" / "class1-seed0" / "checkpoints" / "last.ckpt").exists()
+    # a second call into the same directory reuses the finished runs
+    logs.clear()
+    again = one_class_protocol("digits", "vae", epochs=1, seeds=1, classes=[0, 1], score="mse", overrides=over,
+                               out_dir=tmp_path, log=logs.append)
+    assert sum("done before" in ln for ln in logs) == 2
+    assert again["auroc"]["mse"]["mean"] == saved["auroc"]["mse"]["mean"]
+    with pytest.raises(ConfigError, match="sets data.classes"):
+        one_class_protocol("digits", overrides={"data": {"classes": [1]}}, out_dir=tmp_path / "x", log=None)
+    with pytest.raises(ModelError, match="needs a model with a prior"):  # refused before any training
+        one_class_protocol("digits", "ae", score="mse,nll", out_dir=tmp_path / "y", log=None)
+    assert not (tmp_path / "y").exists()
+
+
+def test_cli_bench_one_class_then_detect_on_its_run(tmp_path, capsys):
+    out = tmp_path / "bench"
+    p = cli("bench", "one-class", "--data", "digits", "--model", "vae", "--epochs", "1", "--classes", "3",
+            "--score", "mse", "--set", "model.arch=mlp", "--set", "model.mlp_hidden=[32]", "--set", "model.latent_dim=3",
+            "--out", str(out))
+    assert "mean" in p.stdout and "results:" in p.stdout
+    bench = json.loads((out / "one_class.json").read_text())
+    # the run is a one-class run (data.classes=[3]) on digits: detect marks every other digit anomalous
+    rep = tmp_path / "report"
+    p = cli("detect", str(out / "runs" / "class3-seed0"), "--data", "digits", "--score", "mse", "--contamination", "0.05",
+            "--out", str(rep))
+    m = json.loads((rep / "metrics.json").read_text())
+    assert m["roc_auc"] == pytest.approx(bench["auroc"]["mse"]["per_class"]["3"]["mean"], abs=1e-6)
+    assert m["n"] == 359 and sum(map(sum, m["confusion_matrix"])) == 359 and m["calibration_flagged_fraction"] <= 0.06
+    for f in ("report.html", "scores.csv", "figures/score_histogram.png", "figures/roc.png", "figures/pr.png",
+              "figures/confusion.png", "figures/flagged.png"):
+        assert (rep / f).is_file(), f
+    html = (rep / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 5 and "roc_auc" in html
+    from vaelab.cli import main
+
+    assert main(["detect", str(out / "runs" / "class3-seed0"), "--data", "digits", "--threshold", "1.5"]) == 2
+    assert "[0, 1)" in capsys.readouterr().err
+
+
+# -- the OOD study's layout ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    from vaelab.cli import main
+    from vaelab.data import get_source
+
+    if get_source("mnist").locate() is None:
+        pytest.skip("MNIST not found (set VAELAB_DATA to a folder with mnist/)")
+    path = tmp_path_factory.mktemp("study") / "study.npz"
+    assert main(["data", "build-ood-study", "--out", str(path), "--seed", "1"]) == 0
+    return path
+
+
+def test_ood_study_layout(study):
+    from vaelab.data import get_source
+
+    z = np.load(study)
+    mnist_train, mnist_test = get_source("mnist").load("train"), get_source("mnist").load("test")
+    in_dist = int(torch.isin(mnist_train.labels, torch.arange(5)).sum())
+    assert z["x_train"].shape[1:] == (32, 32) and len(z["x_train"]) + 1000 == in_dist  # every other 0..4 image
+    assert np.bincount(z["y_labeled"]).tolist() == [200] * 5
+    for key in ("index_train", "index_labeled"):  # in-distribution digits only
+        assert set(mnist_train.labels[z[key]].tolist()) == set(range(5))
+    assert not set(z["index_train"]) & set(z["index_labeled"]) and not set(z["index_test"]) & set(z["index_rep2"])
+    for x, y, idx in (("x_test", "y_test", "index_test"), ("x_rep2", "y_rep2", "index_rep2")):
+        assert len(z[x]) == 1052 and (z[y] == 5).sum() == 52  # 4.9% anomalies
+        digits = mnist_test.labels[z[idx]].numpy()
+        np.testing.assert_array_equal(z[y] == 5, digits >= 5)
+        np.testing.assert_array_equal(z[y][digits < 5], digits[digits < 5])
+        np.testing.assert_array_equal(z[x][:, 2:30, 2:30], mnist_test.images[z[idx], 0].numpy())  # padded 28 -> 32
+        assert z[x][:, :2].max() == 0 and z[x][:, :, 30:].max() == 0
+    s = load_ood_study(study)
+    assert s.anomaly_label == 5 and s.train.labels is None and len(s.rep2) == 1052
+    assert s.anomalies("rep1").sum() == 52 and s.anomalies("labeled").sum() == 0 and s.anomalies("train") is None
+
+
+def test_own_file_in_study_layout(tmp_path):
+    x = np.random.default_rng(0).integers(0, 256, (20, 8, 8), dtype=np.uint8)
+    np.savez(tmp_path / "mine.npz", x_train=x, x_test=x[:10], y_test=np.r_[np.zeros(8), [5, 5]].astype(np.int64),
+             anomaly_label=np.array([5]))
+    s = load_ood_study(tmp_path / "mine.npz")
+    assert s.rep1.shape == (1, 8, 8) and s.anomalies("rep1").tolist() == [0] * 8 + [1, 1]
+    np.savez(tmp_path / "nolabel.npz", x_train=x, x_test=x[:10], y_test=np.zeros(10, np.int64))
+    with pytest.raises(DataError, match="anomaly_label"):
+        load_ood_study(tmp_path / "nolabel.npz")
+
+
+def test_cli_detect_on_the_study_layout(study, tmp_path, capsys):
+    from vaelab.config import parse_set
+    from vaelab.train import RunConfig, fit
+
+    cfg = RunConfig.build("vae", parse_set([f"data.path={study}", "data.name=npz", "data.limit=400", "data.test_limit=50",
+                                            "model.arch=mlp", "model.mlp_hidden=[32]", "model.latent_dim=3",
+                                            "train.epochs=1", "train.batch_size=50", "train.progress_bar=false"]))
+    fit(cfg, tmp_path / "run")
+    rep = tmp_path / "report"
+    from vaelab.cli import main  # in-process: the subprocess path is covered above
+
+    assert main(["detect", str(tmp_path / "run"), "--data", str(study), "--split", "rep2", "--score", "nelbo",
+                 "--threshold", "0.3", "--out", str(rep)]) == 0
+    m = json.loads((rep / "metrics.json").read_text())
+    assert m["data"].endswith("(rep2)") and m["threshold"] == 0.3 and m["n"] == 1052 and m["n_anomalies"] == 52
+    assert 0 <= m["roc_auc"] <= 1 and m["tp"] + m["fn"] == 52 and m["n_flagged"] == m["tp"] + m["fp"]
+    assert f"report: {(rep / 'report.html').resolve()}" in capsys.readouterr().out
