@@ -1,6 +1,5 @@
 """Every model of the registry trains, saves, reloads and evaluates through the same API."""
 import pytest
-import torch
 
 import vaelab
 from vaelab.api import evaluate_run, reconstruct_run, train_run

@@ -10,7 +10,7 @@ from torch.autograd.functional import jacobian
 from vaelab.errors import ConfigError, ModelError
 from vaelab.models import MODELS, build, make_config
 from vaelab.models.ae import bernoulli_kl
-from vaelab.objectives import diag_gaussian, kl_to_standard_normal
+from vaelab.objectives import diag_gaussian
 from vaelab.objectives.tc import log_weights, pairwise_log_q, tc_decomposition
 
 SHAPE = (1, 8, 8)

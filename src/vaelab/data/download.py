@@ -93,5 +93,5 @@ def download(remote: RemoteFile, dest_dir: Path, retries: int = 2, timeout: floa
                     os.unlink(tmp)
     raise DataError(
         f"could not download {remote.filename} into {dest_dir}:\n  " + "\n  ".join(errors)
-        + f"\nIf you are offline, place the file there yourself (or under $VAELAB_DATA) and run again."
+        + "\nIf you are offline, place the file there yourself (or under $VAELAB_DATA) and run again."
     )

@@ -3,8 +3,6 @@ downloaded (sha256-checked, atomic). Checksums were read from tensorflow_dataset
 and torchvision's dataset definitions, and the MNIST ones also match the md5-verified local copies."""
 from __future__ import annotations
 
-import io
-import os
 import tarfile
 import zipfile
 from dataclasses import dataclass, field

@@ -1,13 +1,12 @@
 """Detection figures as PNG (matplotlib, Agg), written atomically through vaelab.fileio."""
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..fileio import atomic_write_bytes
+from ..fileio import atomic_write_figure
 
 
 def _plt():
@@ -20,13 +19,7 @@ def _plt():
 
 
 def _save(fig: Any, out: Path) -> Path:
-    plt = _plt()
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    atomic_write_bytes(out, buf.getvalue())
-    return out
+    return atomic_write_figure(fig, out)
 
 
 def score_histogram(scores: np.ndarray, threshold: float, out: Path, y_true: np.ndarray | None = None,

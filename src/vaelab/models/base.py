@@ -73,15 +73,19 @@ class Autoencoder(nn.Module):
         self.config = config
         self.image_shape = tuple(config.image_shape)
         self.latent_dim = config.latent_dim
+        self.build_networks(config)
+        if config.likelihood == "gaussian" and config.learn_std:
+            self.log_std = nn.Parameter(torch.tensor(math.log(config.gaussian_std)))
+        else:
+            self.register_buffer("log_std", torch.tensor(math.log(config.gaussian_std)), persistent=False)
+
+    def build_networks(self, config: ModelConfig) -> None:
+        """Set ``encoder``, ``decoder`` and ``feature_dim``; a family with other networks overrides this."""
         self.encoder, self.decoder, self.feature_dim = build_networks(
             config.arch, self.image_shape, config.latent_dim, self.image_shape[0],
             conv_channels=config.conv_channels, hidden_dim=config.hidden_dim,
             mlp_hidden=config.mlp_hidden, activation=config.activation,
         )
-        if config.likelihood == "gaussian" and config.learn_std:
-            self.log_std = nn.Parameter(torch.tensor(math.log(config.gaussian_std)))
-        else:
-            self.register_buffer("log_std", torch.tensor(math.log(config.gaussian_std)), persistent=False)
 
     # -- the contract --------------------------------------------------------------------------
     def encode(self, x: torch.Tensor) -> Distribution:

@@ -21,7 +21,6 @@ method order):
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -29,7 +28,7 @@ import torch
 from torch import nn
 from torch.distributions import Distribution
 
-from ..errors import ConfigError, ModelError
+from ..errors import ConfigError
 from ..nn import build_bidirectional
 from .vae import IWAE, VAE, BetaTCVAE, BetaTCVAEConfig, IWAEConfig, VAEConfig
 
@@ -62,26 +61,18 @@ class BVAE(VAE):
     config_class = BVAEConfig
     has_prior = True
 
-    def __init__(self, config: BVAEConfig):
-        # Not VAE.__init__ / Autoencoder.__init__: they would build a separate encoder and decoder.
-        # What they set besides the networks is set here the same way.
-        nn.Module.__init__(self)
-        if config.image_shape is None:
-            raise ModelError("model config has no image_shape; build models with vaelab.models.build(config, image_shape)")
-        self.config = config
-        self.image_shape = tuple(config.image_shape)
-        self.latent_dim = config.latent_dim
+    def build_networks(self, config: BVAEConfig) -> None:
+        """One bidirectional network instead of an encoder and a decoder."""
         self.net = build_bidirectional(
             config.arch, self.image_shape, config.latent_dim, conv_channels=config.conv_channels,
             hidden_dim=config.hidden_dim, mlp_hidden=config.mlp_hidden, activation=config.activation,
             res_blocks=config.res_blocks,
         )
         self.feature_dim = self.net.out_dim
-        self.logvar = nn.Linear(self.feature_dim, config.latent_dim)  # forward-only head
-        if config.likelihood == "gaussian" and config.learn_std:
-            self.log_std = nn.Parameter(torch.tensor(math.log(config.gaussian_std)))
-        else:
-            self.register_buffer("log_std", torch.tensor(math.log(config.gaussian_std)), persistent=False)
+
+    def build_heads(self, config: BVAEConfig) -> None:
+        """The mean head is the network's own (shared with the backward pass); log-variance is forward-only."""
+        self.logvar = nn.Linear(self.feature_dim, config.latent_dim)
 
     def posterior_params(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(mu, logvar) of q_f(z|x): the forward pass, then the mean head and the log-variance head."""

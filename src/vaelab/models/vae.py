@@ -2,7 +2,6 @@
 objectives. Gaussian posterior, N(0, I) prior; ``kl_weight`` is the trainer's warm-up factor."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -36,6 +35,10 @@ class VAE(Autoencoder):
 
     def __init__(self, config: VAEConfig):
         super().__init__(config)
+        self.build_heads(config)
+
+    def build_heads(self, config: VAEConfig) -> None:
+        """The posterior's mean and log-variance heads on the encoder features."""
         self.mu = nn.Linear(self.feature_dim, config.latent_dim)
         self.logvar = nn.Linear(self.feature_dim, config.latent_dim)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..fileio import atomic_write_bytes
+from ..fileio import atomic_write_bytes, atomic_write_figure
 
 
 def image_grid(images: torch.Tensor, nrow: int | None = None, pad: int = 2, pad_value: float = 1.0) -> np.ndarray:
@@ -96,9 +96,4 @@ def loss_curves(csv_path: Path, out: Path) -> Path | None:
             ax.set_yscale("log")
     for ax in list(axes.flat)[len(terms):]:
         ax.axis("off")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    atomic_write_bytes(out, buf.getvalue())
-    return out
+    return atomic_write_figure(fig, out)

@@ -1,13 +1,12 @@
 """The latent map: a 2-D scatter of latent means coloured by label (t-SNE when d > 2)."""
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 
 from ..data import ImageSet
-from ..fileio import atomic_write_bytes
+from ..fileio import atomic_write_figure
 from ..models import Autoencoder, embed_images
 
 
@@ -37,9 +36,4 @@ def latent_map(model: Autoencoder, data: ImageSet, out: Path, max_points: int = 
     else:
         ax.scatter(xy[:, 0], xy[:, 1], s=4)
     ax.set_title(f"{how} ({len(sub)} test images)")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    atomic_write_bytes(out, buf.getvalue())
-    return out
+    return atomic_write_figure(fig, out)

@@ -1,11 +1,10 @@
 """The figure of a `vaelab pretrain` run: per-layer reconstruction losses, then the fine-tuning losses."""
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
-from ..fileio import atomic_write_bytes
+from ..fileio import atomic_write_figure
 
 
 def pretrain_curves(log: list[dict[str, Any]], out: Path) -> Path | None:
@@ -41,9 +40,4 @@ def pretrain_curves(log: list[dict[str, Any]], out: Path) -> Path | None:
     b.set_title("fine-tuning: cross-entropy on the labels")
     b.set_xlabel("epoch on the labelled images")
     b.legend(fontsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    atomic_write_bytes(out, buf.getvalue())
-    return out
+    return atomic_write_figure(fig, out)
