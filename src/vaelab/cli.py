@@ -242,8 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="test-set metrics of a run")
     e.add_argument("run_dir")
-    e.add_argument("--metrics", help="comma-separated subset of: elbo, recon, au, nll, fid, probes, few_label, mig; "
-                                     "or all (default: elbo,recon,au)")
+    e.add_argument("--metrics", help="comma-separated subset of: elbo, recon, au, accuracy, nll, fid, probes, few_label, "
+                                     "mig; or all (default: elbo,recon,au,accuracy)")
     e.add_argument("--nll-k", type=int, help="importance samples per image for nll (default 1000)")
     e.add_argument("--nll-images", type=int, help="evaluate nll on the first N test images (default: all)")
     e.add_argument("--fid-features", choices=["lenet", "inception"], help="feature network for FID (default lenet)")
