@@ -25,3 +25,13 @@ def has_fashion_mnist() -> bool:
 
 needs_fmnist = pytest.mark.skipif("not __import__('tests.conftest', fromlist=['x']).has_fashion_mnist()",
                                   reason="Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for tests of tiny models: no spin-waiting between threads when the machine
+    is shared with other jobs, and no slower on tensors this small."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

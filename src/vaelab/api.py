@@ -9,14 +9,12 @@ import torch
 
 from .config import dump_yaml
 from .data import ImageSet, load_data, load_split
-from .errors import CheckpointError
 from .evaluate import DEFAULT_METRICS, evaluate
 from .generate import interpolate, latent_traversal, make_sampler
 from .fileio import atomic_write_json
-from .models import Autoencoder, build
-from .models.persist import load_weights
+from .models import Autoencoder
 from .report import loss_curves, save_grid, write_report
-from .train import RunConfig, fit
+from .train import RunConfig, fit, load_run_model
 
 
 def default_run_dir(model: str, data: str) -> Path:
@@ -25,13 +23,7 @@ def default_run_dir(model: str, data: str) -> Path:
 
 def load_run(run_dir: str | Path) -> Autoencoder:
     """The trained model of ``run_dir`` in eval mode; refuses weights of another model or shape."""
-    run_dir = Path(run_dir)
-    cfg = RunConfig.load(run_dir / "config.yaml")
-    weights = run_dir / "model.safetensors"
-    if not weights.is_file():
-        raise CheckpointError(f"{run_dir} has no model.safetensors yet (training never finished an epoch)")
-    model = build(cfg.model)
-    return load_weights(model, weights).eval()
+    return load_run_model(run_dir)
 
 
 def train_run(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = False,

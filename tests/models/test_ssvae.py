@@ -19,12 +19,7 @@ from vaelab.train.lit import LitAutoencoder, labelled_indices, loss_takes_labels
 SHAPE = (1, 8, 8)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def mk(name, **kw):

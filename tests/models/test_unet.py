@@ -12,13 +12,7 @@ from vaelab.nn import auto_conv_channels
 from vaelab.train import RunConfig
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The test machine is shared with long jobs: one thread avoids spin-waiting between two."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def unet(name, shape, channels=None, **kw):

@@ -15,12 +15,7 @@ from vaelab.train.pretrain import (PretrainConfig, PretrainRunConfig, accuracy, 
                                    pretrain_and_finetune)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ from sklearn.base import BaseEstimator
 from ..data import SOURCES, ImageSet
 from ..errors import ConfigError, DataError, ModelError
 from ..models import Autoencoder
+from ..train import load_run_model
 from .scores import DEFAULT_COMBO, SCORE_NAMES, Score, make_score, score_images
 
 # reconstruction error and latent density, each z-scored against the training set: see the README
@@ -47,19 +48,6 @@ def as_images(X: Any, name: str = "X") -> torch.Tensor:
     return X
 
 
-def load_run_model(run_dir: str | Path) -> Autoencoder:
-    """The trained model of a run directory (as vaelab.load does), in eval mode."""
-    from ..errors import CheckpointError
-    from ..models import build
-    from ..models.persist import load_weights
-    from ..train import RunConfig
-
-    run_dir = Path(run_dir)
-    cfg = RunConfig.load(run_dir / "config.yaml")
-    weights = run_dir / "model.safetensors"
-    if not weights.is_file():
-        raise CheckpointError(f"{run_dir} has no model.safetensors yet (training never finished an epoch)")
-    return load_weights(build(cfg.model), weights).eval()
 
 
 class AutoencoderDetector(BaseEstimator):

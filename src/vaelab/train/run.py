@@ -237,3 +237,18 @@ def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False,
             merge_metrics(run_dir)
         model.eval()
         return model, (train, val, test)
+
+
+def load_run_model(run_dir: str | Path) -> Autoencoder:
+    """The trained model of a run directory (config.yaml + model.safetensors) in eval mode; refuses
+    weights of another model or shape. ``vaelab.load`` is this function."""
+    from ..errors import CheckpointError
+    from ..models.persist import load_weights
+    from .config import RunConfig
+
+    run_dir = Path(run_dir)
+    cfg = RunConfig.load(run_dir / "config.yaml")
+    weights = run_dir / "model.safetensors"
+    if not weights.is_file():
+        raise CheckpointError(f"{run_dir} has no model.safetensors yet (training never finished an epoch)")
+    return load_weights(build(cfg.model), weights).eval()
