@@ -1,7 +1,6 @@
 """Figures as PNG files: image grids (no torchvision) and per-term loss curves."""
 from __future__ import annotations
 
-import csv
 import io
 import math
 from pathlib import Path
@@ -44,25 +43,10 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None, s
 
 
 def read_metrics_csv(path: Path) -> list[dict[str, str]]:
-    """The rows of Lightning's metrics.csv. It is an append-only log, so a killed run can leave a
-    torn last line: rows with missing fields or values that are not numbers are dropped."""
-    if not path.is_file():
-        return []
-    try:
-        with open(path, newline="") as fh:
-            rows = list(csv.DictReader(fh))
-    except (OSError, csv.Error, UnicodeDecodeError):
-        return []
-    good = []
-    for r in rows:
-        if None in r or None in r.values():
-            continue
-        try:
-            [float(v) for v in r.values() if v != ""]
-        except ValueError:
-            continue
-        good.append(r)
-    return good
+    """The complete rows of a run's logs/metrics.csv (a torn last line is dropped)."""
+    from ..train.run import read_metrics_rows
+
+    return read_metrics_rows(path) if path.is_file() else []
 
 
 def loss_curves(csv_path: Path, out: Path) -> Path | None:

@@ -132,8 +132,10 @@ def _stash_metrics(run_dir: Path) -> None:
         os.replace(cur, cur.with_name(f"metrics.part{i}.csv"))
 
 
-def _read_rows(path: Path) -> list[dict[str, str]]:
-    """Complete rows with an integer step; a torn last line (a killed writer) is dropped."""
+def read_metrics_rows(path: Path) -> list[dict[str, str]]:
+    """The complete rows of a Lightning metrics.csv. It is an append-only log, so a killed writer
+    can leave a torn last line: rows with missing fields, no integer step, or values that are not
+    numbers are dropped."""
     try:
         with open(path, newline="") as fh:
             rows = list(csv.DictReader(fh))
@@ -142,6 +144,10 @@ def _read_rows(path: Path) -> list[dict[str, str]]:
     good = []
     for r in rows:
         if None in r or None in r.values() or not str(r.get("step", "")).isdigit():
+            continue
+        try:
+            [float(v) for v in r.values() if v != ""]
+        except ValueError:
             continue
         good.append(r)
     return good
@@ -154,7 +160,7 @@ def merge_metrics(run_dir: Path) -> None:
     parts = sorted(logs.glob("metrics.part*.csv"), key=lambda p: int(p.stem[len("metrics.part"):] or 0))
     if not parts:
         return
-    segments = [_read_rows(p) for p in parts] + [_read_rows(logs / "metrics.csv")]
+    segments = [read_metrics_rows(p) for p in parts] + [read_metrics_rows(logs / "metrics.csv")]
     rows: list[dict[str, str]] = []
     for i, seg in enumerate(segments):
         later = [int(r["step"]) for s in segments[i + 1 :] for r in s]
