@@ -21,6 +21,7 @@ from ..errors import CheckpointError, DataError, TrainingError
 from ..fileio import atomic_path, atomic_write_text
 from ..models import Autoencoder, build
 from ..models.persist import describe_mismatch, save_weights
+from .callbacks import model_callbacks
 from .config import RunConfig
 from .lit import LitAutoencoder, loss_takes_labels, make_loader, visible_labels
 
@@ -228,7 +229,7 @@ def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False,
                    pl.loggers.TensorBoardLogger(run_dir, name="logs", version="tensorboard", default_hp_metric=False)]
         trainer = pl.Trainer(
             max_epochs=t.epochs, accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
-            logger=loggers, callbacks=[AtomicCheckpoint(run_dir, t.checkpoint_every_n_steps)], enable_checkpointing=False,
+            logger=loggers, callbacks=[AtomicCheckpoint(run_dir, t.checkpoint_every_n_steps), *model_callbacks(model, run_dir, train)], enable_checkpointing=False,
             log_every_n_steps=1, enable_progress_bar=t.progress_bar, enable_model_summary=False,
             gradient_clip_val=t.grad_clip, deterministic=True, use_distributed_sampler=False,
             num_sanity_val_steps=0, limit_val_batches=1.0 if val_loader is not None else 0,
