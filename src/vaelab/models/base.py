@@ -119,6 +119,11 @@ class Autoencoder(nn.Module):
         """Posterior means: the representation used by probes and detectors."""
         return self.encode(x).mean
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The encoder network's output before the latent heads, one flat vector per image (what
+        the few-label transfer trains its head on when the encoder is frozen)."""
+        return self.encoder(x).flatten(1)
+
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         return self.mean_image(self.decode(self.encode(x).mean))

@@ -79,6 +79,9 @@ class BVAE(VAE):
         h = self.net(x)
         return self.net.head(h), self.logvar(h).clamp(-30.0, 20.0)
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).flatten(1)
+
     def decode(self, z: torch.Tensor) -> Distribution:
         """p_b(x|z): the backward pass of the same network, from z through the mean head's transpose."""
         return self.likelihood(self.net.backward(z))
