@@ -87,12 +87,39 @@ def _interleave_rows(a: torch.Tensor, b: torch.Tensor, per_row: int) -> torch.Te
 
 def make_report(run_dir: Path, model: Autoencoder, cfg: RunConfig, metrics: dict[str, Any], test: ImageSet,
                 train: ImageSet | None = None) -> Path:
-    figs = make_figures(run_dir, model, test, cfg.seed, train)
+    figs = make_figures(run_dir, model, test, cfg.seed, train) + _attention_figures(run_dir, model, cfg, test)
     title = f"vaelab run: {cfg.model.name} on {cfg.data.name}"
     notes = [f"Run directory: {run_dir.resolve()}", f"{metrics.get('parameters', model.num_parameters()):,} parameters; "
              f"{cfg.train.epochs} epochs; latent dimension {cfg.model.latent_dim}. Losses are in nats per image "
              "(summed over pixels, averaged over images)."]
     return write_report(run_dir, title, dump_yaml(cfg.to_dict()), metrics, figs, notes)
+
+
+def _attention_figures(run_dir: Path, model: Autoencoder, cfg: RunConfig, test: ImageSet) -> list[tuple[str, Path]]:
+    """The report's attention section: the online grids of some epochs, and (a model with its own
+    attention) the attention of test images, half normal and half anomalous for a one-class run."""
+    from .report.attention import attention_epoch_figures
+
+    figs = attention_epoch_figures(run_dir)
+    if not callable(getattr(model, "attention_maps", None)) or len(test) == 0:
+        return figs
+    from .explain import explanation_figure
+
+    y = None
+    d = cfg.data
+    if test.labels is not None and (d.classes is not None or d.drop_classes is not None):
+        keep = torch.ones(len(test), dtype=torch.bool)
+        if d.classes is not None:
+            keep &= torch.isin(test.labels, torch.as_tensor(d.classes))
+        if d.drop_classes is not None:
+            keep &= ~torch.isin(test.labels, torch.as_tensor(d.drop_classes))
+        y = (~keep).long().numpy()
+    idx, titles = _explain_picks(test, y, 8)
+    kind = "normal (left) and anomalous (right) " if titles and "anomaly" in titles else ""
+    path = explanation_figure(model, test.subset(idx).float(), run_dir / "figures" / "attention_test.png", "grad2",
+                              col_titles=titles, generator=torch.Generator().manual_seed(cfg.seed))
+    return figs + [(f"Second-order attention of {kind}test images, their reconstruction and the reconstruction "
+                    "with the attention fused into the decoder", path)]
 
 
 def evaluate_run(run_dir: str | Path, metrics: list[str] | None = None, update_report: bool = True,
@@ -269,3 +296,65 @@ def detect_run(run_dir: str | Path, data: str, split: str | None = None, score: 
                      "(data.classes) on its own dataset, or --anomaly-classes.")
     write_report(out, f"vaelab detect: {cfg.model.name} on {desc}", dump_yaml(settings), metrics, figs, notes)
     return out, metrics
+
+
+# -- explanations ---------------------------------------------------------------------------------
+def _explain_picks(target: ImageSet, y: Any, n: int) -> tuple[torch.Tensor, list[str] | None]:
+    """``n`` images to explain: half normal, half anomalous when anomaly labels are known (the
+    first of each), else the first ``n``; and their column titles."""
+    if y is not None and 0 < int(y.sum()) < len(y):
+        yt = torch.as_tensor(y)
+        normal = torch.nonzero(yt == 0).flatten()[: n - n // 2]
+        anomalous = torch.nonzero(yt == 1).flatten()[: n // 2]
+        idx = torch.cat([normal, anomalous])
+        return idx, ["normal"] * len(normal) + ["anomaly"] * len(anomalous)
+    idx = torch.arange(min(n, len(target)))
+    if target.labels is None:
+        return idx, None
+    names = target.class_names
+    return idx, [names[int(c)] if names and int(c) < len(names) else str(int(c)) for c in target.labels[idx]]
+
+
+def explain_run(run_dir: str | Path, method: str = "grad2", data: str | None = None, n: int = 8,
+                out: str | Path | None = None, anomaly: bool = False, layer: str | int | None = None,
+                unit: int | None = None, seed: int = 0) -> Path:
+    """Attention maps of ``n`` test images of ``data`` (default: the run's own dataset; a name, an
+    .npz or a folder, shaped like the run's data) drawn over the images, with the reconstructions:
+    'grad2' (a grad2vae's own second-order attention) or 'gradcam' (Liu et al., any conv VAE;
+    ``anomaly``: its variant against the run's training posterior statistics; ``layer``: a conv
+    layer's name or index, default the encoder's last; ``unit``: one latent unit instead of their
+    mean). With anomaly labels (a one-class run's own dataset, an OOD-study file) half the images
+    are normal and half anomalous. Writes ``out`` (default RUN_DIR/figures/explain-METHOD.png)."""
+    from .detect import load_detection_set
+    from .errors import ConfigError
+    from .explain import METHODS, explanation_figure, normal_statistics
+    from .models.grad2vae import check_grad2vae
+
+    run_dir = Path(run_dir)
+    if method not in METHODS:
+        raise ConfigError(f"unknown explanation method {method!r}; choose one of: {', '.join(METHODS)}")
+    if n < 1:
+        raise ConfigError(f"explain at least one image (n >= 1), got n={n}")
+    if anomaly and method != "gradcam":
+        raise ConfigError("the anomaly variant belongs to gradcam; use --method gradcam --anomaly")
+    cfg = RunConfig.load(run_dir / "config.yaml")
+    model = load_run(run_dir)
+    if method == "grad2":
+        check_grad2vae(model, "--method grad2")
+    else:
+        from .explain import resolve_layer
+
+        resolve_layer(model, layer)  # refuses a model without conv layers before any data is loaded
+    target, y, desc = load_detection_set(data or cfg.data.name, cfg.data)
+    idx, titles = _explain_picks(target, y, n)
+    x = target.subset(idx).float()
+    options: dict[str, Any] = {"generator": torch.Generator().manual_seed(seed)}
+    if method == "gradcam":
+        options.update(layer=layer, unit=unit)
+        if anomaly:
+            options["stats"] = normal_statistics(model, load_data(cfg.data, cfg.seed)[0], cfg.train.eval_batch_size)
+    suffix = "-anomaly" if anomaly else ""
+    out = Path(out) if out else run_dir / "figures" / f"explain-{method}{suffix}.png"
+    what = {"grad2": "second-order attention", "gradcam": "gradient attention"}[method]
+    title = f"{cfg.model.name}: {what}{' (anomaly variant)' if anomaly else ''} on {desc}"
+    return explanation_figure(model, x, out, method, col_titles=titles, title=title, **options)

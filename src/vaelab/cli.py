@@ -114,6 +114,13 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    from .api import explain_run
+
+    print(explain_run(args.run_dir, args.method, args.data, args.n, args.out, args.anomaly, args.layer, args.unit, args.seed))
+    return 0
+
+
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from .config import deep_merge, parse_set
     from .errors import ConfigError
@@ -285,6 +292,21 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", required=True)
     r.add_argument("--noisy", action="store_true", help="denoising models: clean / corrupted / denoised rows")
     r.set_defaults(func=cmd_reconstruct)
+
+    ex = sub.add_parser("explain", help="attention maps of test images: grad2 (grad2vae) or gradcam (any conv VAE)")
+    ex.add_argument("run_dir")
+    ex.add_argument("--method", choices=["grad2", "gradcam"], default="grad2",
+                    help="grad2: a grad2vae's own second-order attention; gradcam: gradient attention (Liu et al.) of "
+                         "any conv VAE (default grad2)")
+    ex.add_argument("--data", help="a dataset name, .npz or folder (default: the run's dataset, test split)")
+    ex.add_argument("-n", "--n", type=int, default=8, help="images (default 8; half normal, half anomalous when known)")
+    ex.add_argument("--anomaly", action="store_true", help="gradcam: the anomaly variant, against the run's training "
+                                                          "posterior statistics")
+    ex.add_argument("--layer", help="gradcam: a conv layer's module name or index (default: the encoder's last)")
+    ex.add_argument("--unit", type=int, help="gradcam: explain this latent unit (default: the mean over units)")
+    ex.add_argument("--seed", type=int, default=0, help="grad2: seed of the posterior sample's noise")
+    ex.add_argument("--out", required=True, help="the PNG to write")
+    ex.set_defaults(func=cmd_explain)
 
     pt = sub.add_parser("pretrain", help="greedy layer-wise pretraining of a stacked autoencoder, then fine-tuning on labels")
     pt.add_argument("--data", required=True, help="dataset name (see `vaelab datasets`)")

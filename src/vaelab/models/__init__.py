@@ -44,6 +44,10 @@ from .ssvae import SSVAE, SSVAEConfig  # noqa: E402
 
 register("ssvae", SSVAE, "semi-supervised VAE: ELBO on every image + xi * label NLL of a classifier on z (model.n_labels)")
 
+from .grad2vae import Grad2VAE  # noqa: E402
+
+register("grad2vae", Grad2VAE, "conv VAE with online second-order attention (d^2 z_i / dL_e1^2 @ 1) fused into its decoder")
+
 
 def get_spec(name: str) -> ModelSpec:
     if name not in MODELS:

@@ -1,0 +1,276 @@
+"""Grad2VAE: a convolutional VAE that explains itself with second-order attention, computed
+online (on every training batch) and fed back into the decoder.
+
+The network (C x H x W images, H and W even; ``conv_channels = [c1, c2]``)::
+
+    encoder  x --conv3x3 s1--> L_e1 [c1,H,W] --conv3x3 s1--> [c1,H,W] --conv4x4 s2--> [c2,H/2,W/2]
+             --flatten, linear--> hidden --> mu, logvar heads          (an activation after every layer)
+    decoder  z --linear--> hidden --linear--> [c2,H/2,W/2] --deconv4x4 s2--> [c1,H,W]
+             --conv3x3 s1--> P [c1,H,W] (the penultimate layer) --conv3x3 s1--> logits [C,H,W]
+
+The first two encoder layers keep the spatial size, so L_e1 (the output of the first encoder
+layer, after its activation) has the shape of the decoder's penultimate feature map P.
+
+**The attention.** For every latent unit i, on the reparameterised sample
+z = mu(L_e1) + exp(logvar(L_e1) / 2) * eps (eps drawn once and held fixed), the attention tensor
+is the gradient of the gradient of z_i with respect to L_e1. The gradient g_i = dz_i/dL_e1 is a
+tensor the size of L_e1; its gradient is the Hessian H_i = d^2 z_i / dL_e1^2, a matrix of
+|L_e1|^2 entries, which is contracted with the all-ones tensor:
+
+    att_i = H_i @ 1 = d/dL_e1 [ sum over (channel, pixel) of dz_i/dL_e1 ]
+
+(exactly what ``autograd.grad(g_i, L_e1, grad_outputs=ones_like(g_i))`` returns: a Hessian-vector
+product with the ones vector), a tensor the size of L_e1 per unit. Images never interact inside
+the encoder, so the Hessian of sum over the batch of z_i is block-diagonal over images and one HVP
+of the batch sum gives every image its own att_i. All d units are computed at once:
+``torch.func.vmap`` over the one-hot unit selectors of the forward-over-reverse HVP
+``jvp(grad(<z, u>), L_e1, ones)``; the result stays in the autograd graph, so the attention, the
+layers it goes through and L_e1 itself are trained by the loss. ``second_order_attention_loop``
+is the Python loop over units with two ``torch.autograd.grad`` calls each, kept as the reference.
+
+``attention_source = mu`` differentiates the posterior mean instead of the sample.
+
+**Piecewise-linear activations.** With ReLU (or leaky ReLU) every path from L_e1 to mu and logvar
+is piecewise linear, so their second derivatives are zero almost everywhere: the only curvature
+left is that of the sampling path, exp(logvar / 2) * eps (so with ``attention_source = mu`` the
+attention is identically zero, and at eps = 0 too). Use a smooth activation (the default ``silu``
+has non-zero curvature at every pre-activation; ``elu`` only on its negative side; ``softplus``,
+``gelu``, ``tanh`` also work) for an attention that reflects the whole encoder.
+
+**Aggregation and fusion.** The d tensors att_i [d, B, c1, H, W] become one tensor A [B, c1, H, W]
+by ``sum``, ``mean``, or (default) ``conv``: a learned ``aggregation_kernel`` x
+``aggregation_kernel`` convolution of the d * c1 stacked channels to c1 channels. A is added to the
+decoder's penultimate feature map as a residual path: logits_att = last(P + A), the *attention
+reconstruction* x_att = the likelihood's mean of those logits.
+
+**The loss** (per image; mean over the batch, sums over pixels as everywhere in vaelab)::
+
+    rec + beta * kl_weight * kl + attention_weight * ||x - x_att||^2
+
+rec = -log p(x | z) uses the plain decoder (logits = last(P), no attention), so ``decode(z)`` is
+the generative p(x | z) of the contract: sampling, likelihoods and the detectors' scores see a
+proper VAE, and the attention reaches them through the shared weights that its term trains.
+Terms: rec, kl, nelbo (= rec + kl) and att (= ||x - x_att||^2). With ``attention_weight = 0`` the
+attention is not computed in the loss, which is then the ELBO of this architecture.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+from torch.func import grad, jvp, vmap
+
+from ..errors import ConfigError, ModelError
+from ..nn import make_activation
+from ..objectives import diag_gaussian, kl_to_standard_normal
+from .base import LossOutput
+from .vae import VAE, VAEConfig
+
+DEFAULT_CHANNELS = [8, 16]
+
+
+@dataclass
+class Grad2VAEConfig(VAEConfig):
+    name: str = "grad2vae"
+    activation: str = "silu"  # smooth: a piecewise-linear one leaves only the sampling path's curvature
+    # [c1, c2]: L_e1's channels, then the stride-2 stage's; None: [8, 16]. With hidden_dim 256 that is
+    # 1.62 M parameters at 28x28, the size of the default conv vae (1.69 M)
+    conv_channels: list[int] | None = None
+    aggregation: Literal["conv", "sum", "mean"] = "conv"
+    aggregation_kernel: int = 1  # the learned aggregation's kernel size: 1 or 3
+    attention_weight: float = 1.0  # weight of ||x - x_att||^2; 0: the attention is not computed in the loss
+    attention_source: Literal["z", "mu"] = "z"  # differentiate the reparameterised sample, or the mean
+    attention_chunk: int = 256  # images per attention pass (bounds the memory of big evaluation batches)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.arch != "conv":
+            raise ConfigError(f"grad2vae is convolutional by construction (its attention lives on the first conv "
+                              f"layer's feature map); model.arch={self.arch} is not available. Remove model.arch")
+        if self.conv_channels is not None and (len(self.conv_channels) != 2 or min(self.conv_channels) < 1):
+            raise ConfigError(f"grad2vae's model.conv_channels is [c1, c2] (the full-resolution layers' channels, then "
+                              f"the stride-2 stage's), e.g. [8, 16]; got {self.conv_channels}")
+        if self.aggregation not in ("conv", "sum", "mean"):
+            raise ConfigError(f"model.aggregation must be conv, sum or mean; got {self.aggregation!r}")
+        if self.aggregation_kernel not in (1, 3):
+            raise ConfigError(f"model.aggregation_kernel must be 1 or 3, got {self.aggregation_kernel}")
+        if self.attention_weight < 0:
+            raise ConfigError(f"model.attention_weight must be >= 0, got {self.attention_weight}")
+        if self.attention_source not in ("z", "mu"):
+            raise ConfigError(f"model.attention_source must be z or mu, got {self.attention_source!r}")
+        if self.attention_chunk < 1:
+            raise ConfigError(f"model.attention_chunk must be >= 1, got {self.attention_chunk}")
+
+
+class Grad2Decoder(nn.Module):
+    """The encoder's mirror. ``forward(z)`` gives the plain logits; ``features(z)`` the
+    penultimate map P and ``head(P + A)`` the logits with the attention A fused in."""
+
+    def __init__(self, shape: tuple[int, int, int], c1: int, c2: int, latent_dim: int, hidden_dim: int, activation: str):
+        super().__init__()
+        c, h, w = shape
+        self.start = (c2, h // 2, w // 2)
+        self.fc = nn.Sequential(nn.Linear(latent_dim, hidden_dim), make_activation(activation),
+                                nn.Linear(hidden_dim, c2 * (h // 2) * (w // 2)), make_activation(activation))
+        self.up = nn.Sequential(nn.ConvTranspose2d(c2, c1, 4, 2, 1), make_activation(activation))
+        self.penultimate = nn.Sequential(nn.Conv2d(c1, c1, 3, 1, 1), make_activation(activation))
+        self.last = nn.Conv2d(c1, c, 3, 1, 1)
+
+    def features(self, z: torch.Tensor) -> torch.Tensor:
+        return self.penultimate(self.up(self.fc(z).view(-1, *self.start)))
+
+    def head(self, p: torch.Tensor) -> torch.Tensor:
+        return self.last(p)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(z))
+
+
+class Grad2VAE(VAE):
+    """The VAE above; ``attention_maps(x)`` gives per-image maps for figures and the callback."""
+
+    config_class = Grad2VAEConfig
+    has_prior = True
+
+    def build_networks(self, config: Grad2VAEConfig) -> None:
+        c, h, w = self.image_shape
+        if h % 2 or w % 2 or h < 2 or w < 2:
+            raise ConfigError(f"grad2vae halves the image once; {h}x{w} images cannot be halved. Use data.size to "
+                              "make them an even size")
+        c1, c2 = config.conv_channels or DEFAULT_CHANNELS
+        act = config.activation
+        stem = nn.Sequential(nn.Conv2d(c, c1, 3, 1, 1), make_activation(act))  # -> L_e1
+        trunk = nn.Sequential(nn.Conv2d(c1, c1, 3, 1, 1), make_activation(act),
+                              nn.Conv2d(c1, c2, 4, 2, 1), make_activation(act),
+                              nn.Flatten(), nn.Linear(c2 * (h // 2) * (w // 2), config.hidden_dim), make_activation(act))
+        self.encoder = nn.Sequential(stem, trunk)
+        self.decoder = Grad2Decoder(self.image_shape, c1, c2, config.latent_dim, config.hidden_dim, act)
+        self.feature_dim = config.hidden_dim
+        self.le1_shape = (c1, h, w)
+        k = config.aggregation_kernel
+        self.aggregator = (nn.Conv2d(config.latent_dim * c1, c1, k, 1, k // 2) if config.aggregation == "conv" else None)
+
+    # -- the pieces ------------------------------------------------------------------------------
+    def first_layer(self, x: torch.Tensor) -> torch.Tensor:
+        """L_e1: the first encoder layer's output (after its activation), [B, c1, H, W]."""
+        return self.encoder[0](x)
+
+    def posterior_from_first_layer(self, le1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.encoder[1](le1)
+        return self.mu(h), self.logvar(h).clamp(-30.0, 20.0)
+
+    def _code(self, le1: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """What the attention differentiates: z = mu + sigma * eps (or mu), as a function of L_e1."""
+        mu, logvar = self.posterior_from_first_layer(le1)
+        return mu if self.config.attention_source == "mu" else mu + torch.exp(0.5 * logvar) * eps
+
+    # -- the second-order attention ----------------------------------------------------------------
+    def second_order_attention(self, le1: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """[d, B, c1, H, W]: att_i = (d^2 z_i / dL_e1^2) @ 1 for every unit i, vectorised over units
+        (vmap of a forward-over-reverse Hessian-vector product), in the autograd graph of ``le1``
+        and the parameters. Big batches go in chunks of ``attention_chunk`` images."""
+        n = self.config.attention_chunk
+        if le1.shape[0] > n:
+            return torch.cat([self.second_order_attention(le1[i : i + n], eps[i : i + n]) for i in range(0, le1.shape[0], n)], 1)
+        ones = torch.ones_like(le1)
+        units = torch.eye(self.latent_dim, dtype=le1.dtype, device=le1.device)
+
+        def hvp(u: torch.Tensor) -> torch.Tensor:
+            unit = lambda a: (self._code(a, eps) * u).sum()  # noqa: E731  sum over the batch of z_i
+            return jvp(grad(unit), (le1,), (ones,))[1]
+
+        return vmap(hvp)(units)
+
+    def second_order_attention_loop(self, le1: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """The reference: a Python loop over units, two ``torch.autograd.grad`` calls each (first
+        gradient with create_graph, then the gradient of its sum). Same result as the vmap version."""
+        with torch.enable_grad():
+            a = le1 if le1.requires_grad else le1.detach().requires_grad_(True)
+            z = self._code(a, eps)
+            out = []
+            for i in range(self.latent_dim):
+                (g,) = torch.autograd.grad(z[:, i].sum(), a, create_graph=True)
+                (h,) = torch.autograd.grad(g, a, grad_outputs=torch.ones_like(g), create_graph=True, allow_unused=True)
+                out.append(torch.zeros_like(a) if h is None else h)
+        return torch.stack(out)
+
+    def aggregate(self, att: torch.Tensor) -> torch.Tensor:
+        """[d, B, c1, H, W] -> [B, c1, H, W] by sum, mean or the learned convolution."""
+        if self.config.aggregation == "sum":
+            return att.sum(0)
+        if self.config.aggregation == "mean":
+            return att.mean(0)
+        d, b, c, h, w = att.shape
+        return self.aggregator(att.transpose(0, 1).reshape(b, d * c, h, w))
+
+    def attention_logits(self, z: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
+        """The decoder with the aggregated attention added to its penultimate map (residual path)."""
+        return self.decoder.head(self.decoder.features(z) + attention)
+
+    # -- the contract ------------------------------------------------------------------------------
+    def loss(self, x: torch.Tensor, kl_weight: float | torch.Tensor = 1.0) -> LossOutput:
+        c = self.config
+        le1 = self.first_layer(x)
+        mu, logvar = self.posterior_from_first_layer(le1)
+        q = diag_gaussian(mu, logvar)
+        eps = torch.randn_like(mu)
+        z = mu + torch.exp(0.5 * logvar) * eps
+        p = self.decoder.features(z)  # the penultimate map, shared by the plain and the attention path
+        rec = -self.likelihood(self.decoder.head(p)).log_prob(x)
+        kl = kl_to_standard_normal(q)
+        total = rec + (c.beta * kl_weight) * kl
+        terms = {"rec": rec, "kl": kl, "nelbo": rec + kl}
+        if c.attention_weight > 0:
+            att = self.aggregate(self.second_order_attention(le1, eps))
+            x_att = self.likelihood(self.decoder.head(p + att)).mean
+            terms["att"] = (x - x_att).pow(2).flatten(1).sum(1)
+            total = total + c.attention_weight * terms["att"]
+        return LossOutput(total.mean(), terms)
+
+    # -- explanations --------------------------------------------------------------------------
+    def _noise(self, shape: torch.Size, device: torch.device, generator: torch.Generator | None) -> torch.Tensor:
+        g = generator if generator is not None else torch.Generator().manual_seed(0)
+        return torch.randn(shape, generator=g).to(device)
+
+    @torch.no_grad()
+    def attention_outputs(self, x: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """For figures: 'units' [d, B, c1, H, W] (att_i), 'attention' [B, c1, H, W] (aggregated),
+        'maps' [B, 1, H, W] in [0, 1] (see ``attention_maps``), 'reconstruction' (decode(mu)) and
+        'attention_reconstruction' (x_att at the sample). The sample's noise comes from
+        ``generator`` (default: seed 0), so the same images give the same maps."""
+        self.check_input(x)
+        le1 = self.first_layer(x)
+        mu, logvar = self.posterior_from_first_layer(le1)
+        eps = self._noise(mu.shape, mu.device, generator)
+        units = self.second_order_attention(le1, eps)  # torch.func differentiates under no_grad
+        att = self.aggregate(units)
+        z = mu + torch.exp(0.5 * logvar) * eps
+        return {"units": units, "attention": att, "maps": normalize_maps(att.abs().mean(1, keepdim=True)),
+                "reconstruction": self.mean_image(self.decode(mu)),
+                "attention_reconstruction": self.mean_image(self.likelihood(self.attention_logits(z, att)))}
+
+    def attention_maps(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """[B, 1, H, W] in [0, 1]: the mean absolute value over channels of the aggregated attention
+        (what the decoder receives), min-max scaled per image (a constant map gives zeros)."""
+        return self.attention_outputs(x, generator)["maps"]
+
+    def attention_reconstruct(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """x_att: the reconstruction with the attention fused into the decoder, as an image in [0, 1]."""
+        return self.attention_outputs(x, generator)["attention_reconstruction"]
+
+
+def normalize_maps(m: torch.Tensor) -> torch.Tensor:
+    """Min-max scale each map of [B, 1, H, W] to [0, 1]; a constant map becomes all zeros."""
+    lo = m.amin((1, 2, 3), keepdim=True)
+    span = m.amax((1, 2, 3), keepdim=True) - lo
+    return torch.where(span > 0, (m - lo) / span.clamp_min(torch.finfo(m.dtype).tiny), torch.zeros_like(m))
+
+
+def check_grad2vae(model: object, what: str = "this") -> None:
+    """Refuse a model that has no second-order attention of its own."""
+    if not isinstance(model, Grad2VAE):
+        name = getattr(getattr(model, "config", None), "name", type(model).__name__)
+        raise ModelError(f"{what} needs the second-order attention of a grad2vae model; this is a {name}. Use the "
+                         "gradient attention (method gradcam) for any conv VAE, or train grad2vae")
