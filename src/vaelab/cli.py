@@ -182,7 +182,7 @@ def cmd_bench_one_class(args: argparse.Namespace) -> int:
                           f"list of class numbers; got --seeds {args.seeds!r} --classes {args.classes!r}") from None
     out = Path(args.out) if args.out else Path("runs") / f"one-class-{args.data}-{args.model}-{time.strftime('%Y%m%d-%H%M%S')}"
     result = one_class_protocol(args.data, args.model, args.epochs, seeds, classes, args.score or DEFAULT_SCORE,
-                                parse_set(args.set), out, keep_checkpoints=args.keep_checkpoints)
+                                parse_set(args.set), out, keep_checkpoints=args.keep_checkpoints, jobs=args.jobs)
     print(f"results: {(out / 'one_class.json').resolve()}  (mean ROC-AUC: "
           + ", ".join(f"{s} {result['auroc'][s]['mean']:.4f}" for s in result["scores"]) + ")")
     return 0
@@ -350,6 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
     oc.add_argument("--set", action="append", metavar="KEY=VALUE", help="any run-config key, e.g. model.arch=mlp")
     oc.add_argument("--out", help="output directory (default runs/one-class-DATA-MODEL-TIME); rerun into it to resume")
     oc.add_argument("--keep-checkpoints", action="store_true", help="keep each run's resumable checkpoint")
+    oc.add_argument("--jobs", type=int, default=1, help="train this many (class, seed) runs at once, one process each "
+                    "with cpu_count/jobs threads (default 1)")
     oc.set_defaults(func=cmd_bench_one_class)
 
     dl = sub.add_parser("data", help="build data layouts")

@@ -191,6 +191,19 @@ def test_one_class_protocol_end_to_end(tmp_path):
     assert not (tmp_path / "y").exists()
 
 
+def test_one_class_runs_concurrently_with_the_same_results(tmp_path):
+    over = {"model": {"arch": "mlp", "mlp_hidden": [32], "latent_dim": 3}, "train": {"batch_size": 32}}
+    kw = dict(epochs=1, seeds=1, classes=[2, 5], score="mse", overrides=over, log=None)
+    one = one_class_protocol("digits", "vae", out_dir=tmp_path / "seq", **kw)
+    two = one_class_protocol("digits", "vae", out_dir=tmp_path / "par", jobs=2, **kw)
+    assert two["jobs"] == 2 and [(r["class"], r["seed"]) for r in two["runs"]] == [(2, 0), (5, 0)]
+    for c in ("2", "5"):
+        a, b = one["auroc"]["mse"]["per_class"][c]["mean"], two["auroc"]["mse"]["per_class"][c]["mean"]
+        assert b == pytest.approx(a, abs=2e-3) and a != 0.5
+    with pytest.raises(ConfigError, match="jobs"):
+        one_class_protocol("digits", "vae", out_dir=tmp_path / "bad", jobs=0, **kw)
+
+
 def test_cli_bench_one_class_then_detect_on_its_run(tmp_path, capsys):
     out = tmp_path / "bench"
     p = cli("bench", "one-class", "--data", "digits", "--model", "vae", "--epochs", "1", "--classes", "3",

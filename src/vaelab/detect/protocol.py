@@ -8,8 +8,11 @@ resumes an interrupted run, so a long benchmark can be stopped and continued."""
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import shutil
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -37,7 +40,7 @@ def one_class_protocol(dataset: str, model_name: str = "vae", epochs: int = 10, 
                        classes: Sequence[int] | None = None, score: str | Sequence[str] = DEFAULT_SCORE,
                        overrides: dict[str, Any] | None = None, out_dir: str | Path = "runs/one-class",
                        keep_checkpoints: bool = False, detector_options: dict[str, Any] | None = None,
-                       log: Callable[[str], None] | None = print) -> dict[str, Any]:
+                       log: Callable[[str], None] | None = print, jobs: int = 1) -> dict[str, Any]:
     """Run the protocol; returns (and writes to ``out_dir/one_class.json``) per-score, per-class
     mean / std of ROC-AUC over seeds, the overall mean (mean of the class means) and its std over
     seeds, every run's numbers, and the table as text (also ``out_dir/one_class.txt``).
@@ -45,7 +48,13 @@ def one_class_protocol(dataset: str, model_name: str = "vae", epochs: int = 10, 
     ``score``: one score or several (a list or 'mse,nelbo'): each is a column, all from the same
     trained models. ``seeds``: a list, or a count n for seeds 0..n-1. ``classes``: default every
     class of the dataset. ``overrides``: nested run-config keys (e.g. {"model": {"arch": "mlp"}});
-    data.name, data.classes and data.drop_classes are set by the protocol."""
+    data.name, data.classes and data.drop_classes are set by the protocol.
+
+    ``jobs``: how many (class, seed) runs train at once, each in its own process with
+    cpu_count // jobs torch threads (small models use many cores poorly, so 2 single-thread
+    processes beat 1 two-thread one on a 2-core CPU: benchmarks/throughput.py measures it). Every
+    run is seeded, so ``jobs`` changes the results only by the floating-point effects of the
+    thread count."""
     scores = _as_list(score) or []
     bad = [s for s in scores if s not in SCORE_NAMES]
     if not scores or bad:
@@ -61,6 +70,8 @@ def one_class_protocol(dataset: str, model_name: str = "vae", epochs: int = 10, 
         raise ConfigError(f"seeds must be a count >= 1 or distinct integers, got {seeds}")
     if epochs < 1:
         raise ConfigError(f"epochs must be >= 1, got {epochs}")
+    if not isinstance(jobs, int) or jobs < 1:
+        raise ConfigError(f"jobs must be an integer >= 1, got {jobs!r}")
     overrides = dict(overrides or {})
     taken = [f"data.{k}" for k in ("name", "classes", "drop_classes") if k in (overrides.get("data") or {})]
     taken += [k for k in ("seed",) if k in overrides] + (["train.epochs"] if "epochs" in (overrides.get("train") or {}) else [])
@@ -82,22 +93,37 @@ def one_class_protocol(dataset: str, model_name: str = "vae", epochs: int = 10, 
     if missing:
         raise ConfigError(f"{dataset} has no class(es) {missing}; its classes are {present}")
 
-    runs: list[dict[str, Any]] = []
     t_start = time.perf_counter()
-    for c in classes:
-        for seed in seeds:
-            cfg = RunConfig.build(model_name, deep_merge(base, {"data": {"name": dataset, "classes": [c]},
-                                                                "train": {"epochs": epochs}, "seed": seed}))
-            runs.append(_one_run(cfg, c, seed, scores, out_dir / "runs" / f"class{c}-seed{seed}", keep_checkpoints,
-                                 detector_options or {}, say))
+    tasks = [(RunConfig.build(model_name, deep_merge(base, {"data": {"name": dataset, "classes": [c]},
+                                                           "train": {"epochs": epochs}, "seed": seed})),
+              c, seed, scores, out_dir / "runs" / f"class{c}-seed{seed}", keep_checkpoints, detector_options or {})
+             for c in classes for seed in seeds]
+    if jobs == 1 or len(tasks) == 1:
+        runs = [_one_run(*t, say) for t in tasks]
+    else:
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        with ProcessPoolExecutor(min(jobs, len(tasks)), mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_set_threads, initargs=(threads,)) as pool:
+            futures = [pool.submit(_one_run, *t, print if log is not None else _silent) for t in tasks]
+            runs = [f.result() for f in futures]
     result = summarise(runs, scores, classes, seeds, class_names)
-    result.update({"dataset": dataset, "model": model_name, "epochs": epochs, "overrides": overrides,
+    result.update({"dataset": dataset, "model": model_name, "epochs": epochs, "overrides": overrides, "jobs": jobs,
                    "detector_options": detector_options or {}, "seconds": time.perf_counter() - t_start})
     result["table"] = format_table(result)
     atomic_write_json(out_dir / "one_class.json", result)
     atomic_write_text(out_dir / "one_class.txt", result["table"] + "\n")
     say(result["table"])
     return result
+
+
+def _set_threads(n: int) -> None:
+    import torch
+
+    torch.set_num_threads(n)
+
+
+def _silent(_: str) -> None:
+    pass
 
 
 def _one_run(cfg: RunConfig, c: int, seed: int, scores: list[str], run_dir: Path, keep_checkpoints: bool,
