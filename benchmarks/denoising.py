@@ -15,6 +15,8 @@ seeded generator, so both architectures denoise the very same noisy images.
 from __future__ import annotations
 
 import argparse
+import json
+import shutil
 import sys
 import tempfile
 import time
@@ -57,13 +59,14 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None, help="training images (default: all)")
     ap.add_argument("--test-limit", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--runs", default=None, help="keep the run directories here (default: a temporary directory)")
+    ap.add_argument("--runs", default=None, help="keep the run directories here (default: a temporary directory); "
+                    "finished runs found there are reused, so an interrupted benchmark continues where it stopped")
     ap.add_argument("--dry-run", action="store_true", help="smoke test: write the JSON to a temporary directory, not benchmarks/results")
     a = ap.parse_args()
 
     from vaelab.config import parse_set
     from vaelab.data import DataConfig, load_data
-    from vaelab.train import RunConfig, fit
+    from vaelab.train import RunConfig, fit, load_run_model
 
     runs = Path(a.runs or tempfile.mkdtemp(prefix="vaelab-denoising-"))
     rows = []
@@ -74,9 +77,17 @@ def main() -> None:
                 opts = [f"data.name={ds}", f"model.arch={arch}", f"model.noise={noise}",
                         f"model.{'noise_std' if noise == 'gaussian' else 'drop_prob'}={level}", f"model.latent_dim={a.latent_dim}",
                         f"train.epochs={a.epochs}", f"train.batch_size={a.batch_size}", "train.progress_bar=false", f"seed={a.seed}"]
-                t0 = time.perf_counter()
-                model, _ = fit(RunConfig.build("denoising-ae", parse_set(opts)), runs / f"{ds}-{noise}-{level}-{arch}", data=data)
-                seconds = time.perf_counter() - t0
+                run_dir = runs / f"{ds}-{noise}-{level}-{arch}"
+                done = run_dir / "denoising_train.json"
+                if done.is_file():  # finished by an earlier, interrupted call: reuse it
+                    model, seconds = load_run_model(run_dir), json.loads(done.read_text())["train_seconds"]
+                else:
+                    if run_dir.exists():
+                        shutil.rmtree(run_dir)
+                    t0 = time.perf_counter()
+                    model, _ = fit(RunConfig.build("denoising-ae", parse_set(opts)), run_dir, data=data)
+                    seconds = time.perf_counter() - t0
+                    done.write_text(json.dumps({"train_seconds": seconds}))
                 r = {"dataset": ds, "noise": noise, "level": level, "arch": arch, "parameters": model.num_parameters(),
                      **score(model, data[2], a.seed + 1), "train_seconds": seconds}
                 print(f"  {ds} {noise} {level} {arch}: PSNR {r['psnr_noisy']:.2f} -> {r['psnr_denoised']:.2f} dB", flush=True)
