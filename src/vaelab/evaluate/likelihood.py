@@ -1,17 +1,28 @@
 """Importance-sampled log-likelihood: log p(x) ~ log (1/k) sum_k p(x|z_k) p(z_k) / q(z_k|x), z_k ~ q(z|x).
 
-Vectorised over the k samples in memory-bounded chunks; the chunks are combined with log-sum-exp,
-so the estimate is exact arithmetic of the same k samples whatever the chunk size."""
+Each image is encoded once; its k samples are decoded in memory-bounded chunks (several images
+and several samples per decoder call), and the chunks are combined with log-sum-exp, so the
+estimate is exact arithmetic of the same k samples whatever the chunk size. Memory is bounded by
+``max_decoded`` images per decoder call, whatever k and the number of images."""
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
+from typing import Iterator
 
 import torch
+from torch import nn
 from torch.distributions import Independent, Normal
 
 from ..data import ImageSet
 from ..errors import ModelError
 from ..models import Autoencoder
+
+# images per decoder call. On the CPU a few hundred keep the activations in cache and fresh memory
+# out of the allocator (decoded images per second of the conv VAE on 28x28, k = 200, 100 images,
+# one thread: ~7,500 at 250-500, ~6,300 at 1,000, ~5,500 at 20,000); a GPU wants large batches
+MAX_DECODED = {"cpu": 512}
+MAX_DECODED_ACCELERATOR = 16_384
 
 
 def log_importance_weights(model: Autoencoder, x: torch.Tensor, k: int, q=None) -> torch.Tensor:
@@ -25,23 +36,43 @@ def log_importance_weights(model: Autoencoder, x: torch.Tensor, k: int, q=None) 
     return log_px_z + log_pz - q.log_prob(z)
 
 
+@contextmanager
+def _cpu_channels_last(model: nn.Module, x: torch.Tensor) -> Iterator[torch.Tensor]:
+    """On the CPU, run a conv model in the channels_last layout (oneDNN's faster kernels for these
+    layers; ~1.3x for the conv VAE's decoder) and give its 4-d weights their layout back after."""
+    convs = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    if x.device.type != "cpu" or not convs or x.ndim != 4:
+        yield x
+        return
+    w = convs[0].weight
+    was = torch.channels_last if (w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()) else torch.contiguous_format
+    model.to(memory_format=torch.channels_last)
+    try:
+        yield x.contiguous(memory_format=torch.channels_last)
+    finally:
+        model.to(memory_format=was)
+
+
 @torch.no_grad()
-def log_likelihood(model: Autoencoder, x: torch.Tensor, k: int = 1000, max_decoded: int = 20_000) -> torch.Tensor:
+def log_likelihood(model: Autoencoder, x: torch.Tensor, k: int = 1000, max_decoded: int | None = None) -> torch.Tensor:
     """Per-image importance-sampled log p(x) with ``k`` samples; at most ``max_decoded`` images
-    are decoded at once (memory bound)."""
+    are decoded at once (memory bound; None: MAX_DECODED for the device)."""
     if not model.has_prior:
         raise ModelError(f"NLL needs a model with a prior and a posterior density; {model.config.name} is deterministic")
     if k < 1:
         raise ModelError(f"the number of importance samples must be >= 1, got {k}")
-    q = model.encode(x)
-    chunk = max(1, min(k, max_decoded // max(1, x.shape[0])))
-    acc = torch.full((x.shape[0],), -math.inf, dtype=torch.float64, device=x.device)
-    done = 0
-    while done < k:
-        c = min(chunk, k - done)
-        lw = log_importance_weights(model, x, c, q).double()
-        acc = torch.logaddexp(acc, torch.logsumexp(lw, 0))
-        done += c
+    if max_decoded is None:
+        max_decoded = MAX_DECODED.get(x.device.type, MAX_DECODED_ACCELERATOR)
+    with _cpu_channels_last(model, x) as x:
+        q = model.encode(x)
+        chunk = max(1, min(k, max_decoded // max(1, x.shape[0])))
+        acc = torch.full((x.shape[0],), -math.inf, dtype=torch.float64, device=x.device)
+        done = 0
+        while done < k:
+            c = min(chunk, k - done)
+            lw = log_importance_weights(model, x, c, q).double()
+            acc = torch.logaddexp(acc, torch.logsumexp(lw, 0))
+            done += c
     return acc - math.log(k)
 
 
@@ -49,18 +80,20 @@ def log_likelihood(model: Autoencoder, x: torch.Tensor, k: int = 1000, max_decod
 def nll(model: Autoencoder, data: ImageSet, batch_size: int = 100, seed: int = 0, nll_k: int = 1000,
         nll_images: int | None = None, **_) -> dict[str, float]:
     """Negative log-likelihood in nats per image and bits per dimension, on the first
-    ``nll_images`` images of the set (all by default), ``nll_k`` importance samples each."""
+    ``nll_images`` images of the set (all by default), ``nll_k`` importance samples each.
+    The sum stays on the device until the end (no host sync per batch)."""
     if not model.has_prior:
         return {}
     model.eval()
     n = len(data) if nll_images is None else min(nll_images, len(data))
     dev = next(model.parameters()).device
-    total = 0.0
+    total = torch.zeros((), dtype=torch.float64, device=dev)
     bs = min(batch_size, 100)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for i in range(0, n, bs):
             x = data.images[i : min(i + bs, n)].to(dev).float().div_(255.0)
-            total += float(-log_likelihood(model, x, nll_k).sum())
+            total -= log_likelihood(model, x, nll_k).sum()
+    total = float(total)
     dims = math.prod(data.shape)
     return {"nll": total / n, "bpd": total / n / (dims * math.log(2)), "nll_k": float(nll_k), "nll_images": float(n)}

@@ -1,12 +1,15 @@
 """The one Lightning adapter that trains any model of the contract, and its data plumbing."""
 from __future__ import annotations
 
+import ctypes
 import inspect
 import math
+import sys
 from typing import Any, Iterator
 
 import lightning.pytorch as pl
 import torch
+import torch.distributed
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .. import __version__
@@ -17,17 +20,32 @@ from .config import TrainConfig
 
 class InMemoryImages(Dataset):
     """Indexed by a whole batch of indices at once: x[idx] -> float in [0, 1]. No per-sample Python.
-    With ``labels`` (int64, -1 where unknown) a batch is the pair (x[idx], labels[idx])."""
+    With ``labels`` (int64, -1 where unknown) a batch is the pair (x[idx], labels[idx]).
+
+    ``to(device)`` moves the uint8 images (and labels) once; batches are then formed on that device:
+    the index tensor goes there and the uint8 -> float conversion happens there, so a GPU run copies
+    a few hundred bytes of indices per step instead of a float batch."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor | None = None):
         if labels is not None and labels.shape != images.shape[:1]:
             raise TrainingError(f"{len(images)} images but labels of shape {tuple(labels.shape)}; give one label per image (-1: unknown)")
         self.images, self.labels = images, labels
 
+    @property
+    def device(self) -> torch.device:
+        return self.images.device
+
+    def to(self, device: torch.device | str) -> "InMemoryImages":
+        self.images = self.images.to(device)
+        if self.labels is not None:
+            self.labels = self.labels.to(device)
+        return self
+
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, idx: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        idx = idx.to(self.images.device, non_blocking=True)
         x = self.images[idx].float().div_(255.0)
         return x if self.labels is None else (x, self.labels[idx])
 
@@ -61,18 +79,41 @@ def loss_takes_labels(model: Autoencoder) -> bool:
 
 
 class EpochBatchSampler(Sampler):
-    """Yields index tensors. The order depends only on (seed, epoch), so a resumed run sees the
-    same batches; with several processes each takes its own shard of the same permutation.
+    """Yields index tensors, one per optimisation step. The order depends only on (seed, epoch), so
+    a resumed run sees the same batches.
+
+    ``batch_size`` is the global batch whatever the number of processes: under DDP each process
+    takes every ``world_size``-th index of the same global batch (rank r: positions r, r + W, ...),
+    so the processes see disjoint parts of exactly the batches one process would see, and DDP's
+    averaged gradient is the single-process gradient. ``rank`` / ``world_size`` left as None are
+    those of torch.distributed's default group once it is initialised (Lightning's DDP does that
+    in every process before it asks for batches), else a single process. With several processes a
+    last partial batch with fewer images than processes is dropped.
 
     Resumable mid-epoch: ``batches_done`` counts the batches handed out in the current epoch, and
     ``resume(epoch, batches_done)`` makes the next pass over that epoch skip them."""
 
     def __init__(self, n: int, batch_size: int, seed: int, shuffle: bool = True, drop_last: bool = False,
-                 rank: int = 0, world_size: int = 1):
+                 rank: int | None = None, world_size: int | None = None):
         self.n, self.batch_size, self.seed, self.shuffle, self.drop_last = n, batch_size, seed, shuffle, drop_last
         self.rank, self.world_size, self.epoch = rank, world_size, 0
         self.batches_done = 0
         self._resume_at: tuple[int, int] | None = None
+
+    def shard(self) -> tuple[int, int]:
+        """(rank, world size) of this process."""
+        rank, world = self.rank, self.world_size
+        if rank is None or world is None:
+            dist = torch.distributed
+            on = dist.is_available() and dist.is_initialized()
+            rank = rank if rank is not None else (dist.get_rank() if on else 0)
+            world = world if world is not None else (dist.get_world_size() if on else 1)
+        if self.shuffle and self.batch_size % world:  # a training loader: every process gets an equal share
+            raise TrainingError(
+                f"train.batch_size={self.batch_size} is the global batch and must be divisible by the number of "
+                f"processes ({world} = train.devices x train.num_nodes); use e.g. train.batch_size={self.batch_size // world * world or world}"
+            )
+        return rank, world
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -89,15 +130,13 @@ class EpochBatchSampler(Sampler):
     def _indices(self) -> torch.Tensor:
         if self.shuffle:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-            idx = torch.randperm(self.n, generator=g)
-        else:
-            idx = torch.arange(self.n)
-        per_rank = self.n // self.world_size
-        return idx[self.rank :: self.world_size][:per_rank]
+            return torch.randperm(self.n, generator=g)
+        return torch.arange(self.n)
 
     def __len__(self) -> int:
-        m = self.n // self.world_size
-        return m // self.batch_size if self.drop_last else math.ceil(m / self.batch_size)
+        _, world = self.shard()
+        full, rest = divmod(self.n, self.batch_size)
+        return full + (0 if self.drop_last or rest < world else 1)
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         start = 0
@@ -106,11 +145,12 @@ class EpochBatchSampler(Sampler):
             self._resume_at = None
             if epoch == self.epoch:
                 start = done
-        idx = self._indices()
+        rank, world = self.shard()
+        idx, b = self._indices(), self.batch_size
         self.batches_done = start
         for i in range(start, len(self)):
             self.batches_done = i + 1
-            yield idx[i * self.batch_size : (i + 1) * self.batch_size]
+            yield idx[i * b : (i + 1) * b][rank::world]
 
 
 class ResumableLoader(DataLoader):
@@ -132,9 +172,10 @@ class ResumableLoader(DataLoader):
         self.sampler.resume(int(state["epoch"]), int(state["batches_done"]))
 
 
-def make_loader(images: torch.Tensor, batch_size: int, seed: int, shuffle: bool, rank: int = 0, world_size: int = 1,
-                labels: torch.Tensor | None = None) -> DataLoader:
-    """Batches of images, or of (images, labels) when ``labels`` is given (-1: unknown)."""
+def make_loader(images: torch.Tensor, batch_size: int, seed: int, shuffle: bool, rank: int | None = None,
+                world_size: int | None = None, labels: torch.Tensor | None = None) -> DataLoader:
+    """Batches of images, or of (images, labels) when ``labels`` is given (-1: unknown). ``batch_size``
+    is the global batch; see :class:`EpochBatchSampler` for how processes share it."""
     sampler = EpochBatchSampler(len(images), batch_size, seed, shuffle, rank=rank, world_size=world_size)
     # its own generator: otherwise every iter() of a DataLoader draws a worker seed from torch's global
     # generator, and a run resumed mid-epoch (one extra iter()) would see other reparameterisation noise
@@ -147,12 +188,75 @@ def kl_warmup(step: int, warmup_steps: int) -> float:
     return 1.0 if warmup_steps <= 0 else min(1.0, step / warmup_steps)
 
 
+# the per-step log rows are handed to the loggers and written to disk every this many steps, and
+# before validation, every checkpoint and the end of training: one host transfer (a sync on a GPU)
+# and one burst of logger work per LOG_FLUSH_STEPS steps instead of per logged value and step
+LOG_FLUSH_STEPS = 50
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
+_allocator_tuned = False
+
+
+def tune_cpu_allocator() -> bool:
+    """Make glibc's malloc keep freed memory for reuse instead of handing it back to the system
+    after every training step (it unmaps blocks over 128 KiB and trims the heap top): each step
+    then page-faults fresh memory for its activations and gradients. Measured 1.1-1.2x faster
+    steps on the conv VAE (benchmarks/throughput.py). The process keeps up to its peak heap, as it
+    would with jemalloc or tcmalloc. Once per process; False where the C library is not glibc."""
+    global _allocator_tuned
+    if not _allocator_tuned and sys.platform.startswith("linux"):
+        try:
+            mallopt = ctypes.CDLL("libc.so.6").mallopt
+        except (OSError, AttributeError):
+            return False
+        # blocks up to 32 MiB (glibc's documented maximum) come from the heap, and up to 1 GiB of
+        # free heap top is kept
+        _allocator_tuned = mallopt(_M_MMAP_THRESHOLD, 32 << 20) == 1 and mallopt(_M_TRIM_THRESHOLD, 1 << 30) == 1
+    return _allocator_tuned
+
+
+def has_conv_layers(model: torch.nn.Module) -> bool:
+    return any(isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)) for m in model.modules())
+
+
 class LitAutoencoder(pl.LightningModule):
+    """Trains ``model`` (any model of the contract) with Lightning.
+
+    Every loss term is logged every step, but not through ``self.log``: that costs about a
+    millisecond per value and step in Lightning's bookkeeping, and a host sync per value on a GPU.
+    Each step's loss and term means are stacked into one small tensor and kept; ``flush_logs``
+    hands the rows to the loggers (one host transfer for all of them) every LOG_FLUSH_STEPS steps,
+    and before validation, checkpoints and the end of training.
+
+    Speed switches of :class:`TrainConfig`: ``fast`` (the fused optimizer step; on the CPU also the
+    channels_last layout for conv networks and glibc's allocator told to keep freed memory),
+    ``compile`` (torch.compile of the model's loss); ``precision`` is Lightning's."""
+
     def __init__(self, model: Autoencoder, cfg: TrainConfig, steps_per_epoch: int):
         super().__init__()
         self.model, self.cfg, self.steps_per_epoch = model, cfg, steps_per_epoch
         self.skipped_steps = 0
         self.takes_labels = loss_takes_labels(model)
+        self.channels_last = False  # decided in setup, where the device is known
+        self._loss_fn = model.loss
+        self._pending: list[tuple[int, int, tuple[str, ...], torch.Tensor, dict[str, float]]] = []
+        self.progress_metrics: dict[str, float] = {}  # the latest flushed train/loss, for the progress bar
+        self._noise_seed = torch.initial_seed()
+        self._fused = False  # set by configure_optimizers
+
+    def setup(self, stage: str) -> None:
+        # in the process that trains (also each DDP worker), before the optimizer is built. The
+        # channels_last layout and the allocator are CPU measurements (benchmarks/throughput.py);
+        # on a GPU the fast path is the fused optimizer step and the data on the device
+        on_cpu = self.trainer.strategy.root_device.type == "cpu"
+        if self.cfg.fast and on_cpu:
+            tune_cpu_allocator()
+        self.channels_last = self.cfg.fast and on_cpu and has_conv_layers(self.model)
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        if self.cfg.compile and self._loss_fn == self.model.loss:
+            self._loss_fn = torch.compile(self.model.loss)
 
     def _loss(self, batch: torch.Tensor | tuple[torch.Tensor, torch.Tensor], **kw: Any) -> Any:
         """model.loss of an image batch, or of an (images, labels) batch: the labels go only to a
@@ -163,39 +267,140 @@ class LitAutoencoder(pl.LightningModule):
                 kw["labels"] = y
         else:
             x = batch
-        return self.model.loss(x, **kw)
+        if self.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self._loss_fn(x, **kw)
 
     def forward(self, x: torch.Tensor) -> Any:
         return self.model.loss(x)
 
-    def _log_terms(self, prefix: str, out: Any, on_step: bool) -> None:
-        n = out.terms[next(iter(out.terms))].shape[0]
-        self.log(f"{prefix}/loss", out.loss.detach(), on_step=on_step, on_epoch=not on_step, prog_bar=True, batch_size=n)
-        for k, v in out.terms.items():
-            self.log(f"{prefix}/{k}", v.detach().mean(), on_step=on_step, on_epoch=not on_step, batch_size=n)
+    # -- data on the training device ---------------------------------------------------------------
+    def _place_data(self, loaders: Any) -> None:
+        """Move in-memory datasets to this module's device once, when they fit in half of its free
+        memory (else batches are copied per step, as Lightning does by default)."""
+        for dl in loaders if isinstance(loaders, (list, tuple)) else [loaders]:
+            ds = getattr(dl, "dataset", None)
+            if not isinstance(ds, InMemoryImages) or ds.device == self.device:
+                continue
+            if self.device.type == "cuda":
+                free, _ = torch.cuda.mem_get_info(self.device)
+                if ds.images.nbytes > free // 2:
+                    continue
+            ds.to(self.device)
+
+    def _conform_optimizer_state(self) -> None:
+        """After a resume, make the optimizer what this config asks for: loading a state dict
+        also restores the checkpoint's ``fused`` flag, and its moments keep the layout they were
+        saved in, while the fused step works on raw memory and needs each moment in its
+        parameter's layout (a checkpoint written with another train.fast holds the other one;
+        unconformed, the updates would mix up elements)."""
+        for opt in self.trainer.optimizers:
+            for group in opt.param_groups:
+                if "fused" in group:
+                    group["fused"] = self._fused or None
+            for p, state in opt.state.items():
+                for k, v in state.items():
+                    if torch.is_tensor(v) and v.shape == p.shape and v.stride() != p.stride():
+                        state[k] = torch.empty_like(p, dtype=v.dtype).copy_(v)
+
+    def on_train_start(self) -> None:
+        self._place_data(self.trainer.train_dataloader)
+        self._conform_optimizer_state()
+        if self.trainer.world_size > 1:
+            # every process draws its own reparameterisation noise (seed_everything gave them all
+            # the same stream); the weights are the same everywhere, DDP broadcasts rank 0's
+            torch.manual_seed((self._noise_seed * 1_000_003 + self.global_rank * 7919 + self.global_step) % 2**63)
+
+    def on_validation_start(self) -> None:
+        self.flush_logs(save=False)  # the validation row comes next; Lightning writes it and saves
+        self._place_data(self.trainer.val_dataloaders)
+
+    def on_train_epoch_end(self) -> None:
+        self.flush_logs()
+
+    def on_train_end(self) -> None:
+        self.flush_logs()
+
+    # -- logging -----------------------------------------------------------------------------------
+    def _record(self, out: Any, kl_weight: float) -> None:
+        names = ("loss", *out.terms)
+        values = torch.stack([out.loss.detach(), *(v.detach().mean() for v in out.terms.values())]).float()
+        extra = {"train/lr": float(self.trainer.optimizers[0].param_groups[0]["lr"])}
+        if self.cfg.kl_warmup_steps:
+            extra["train/kl_weight"] = float(kl_weight)
+        self._pending.append((self.global_step, self.current_epoch, names, values, extra))
+        if self.device.type == "cpu":  # free here; on an accelerator the bar shows the last flushed value
+            self.progress_metrics = {"train/loss": values[0].item()}
+        if len(self._pending) >= LOG_FLUSH_STEPS:
+            self.flush_logs()
+
+    def flush_logs(self, save: bool = True) -> None:
+        """Hand the pending per-step rows to the loggers (and write them with ``save``). A row with a
+        non-finite loss (possible only when the check is deferred, on an accelerator) stops training
+        here, before any later checkpoint is written."""
+        rows, self._pending = self._pending, []
+        try:
+            loggers = self.trainer.loggers
+        except RuntimeError:  # not attached to a Trainer
+            return
+        if rows:
+            flat = torch.cat([r[3] for r in rows]).tolist()
+            i = 0
+            for step, epoch, names, _, extra in rows:
+                vals = flat[i : i + len(names)]
+                i += len(names)
+                if not math.isfinite(vals[0]):
+                    for lg in loggers:
+                        lg.save()
+                    self._non_finite(vals[0], epoch, step)
+                metrics = {f"train/{n}": v for n, v in zip(names, vals)}
+                metrics.update(extra)
+                metrics["epoch"] = epoch
+                for lg in loggers:
+                    lg.log_metrics(metrics, step)
+                self.progress_metrics = {"train/loss": vals[0]}
+        if save:
+            for lg in loggers:
+                lg.save()
+
+    def _non_finite(self, value: float, epoch: int, step: int) -> None:
+        raise TrainingError(
+            f"the loss became {value} at epoch {epoch}, step {step}; "
+            "training stopped and the last good checkpoint is kept. Try a lower train.lr, "
+            "train.grad_clip=1.0, or train.nan_policy=skip"
+        )
+
+    # -- steps -------------------------------------------------------------------------------------
+    @property
+    def check_loss_each_step(self) -> bool:
+        """Whether a non-finite loss is caught in the step itself. On the CPU the check costs
+        nothing; on an accelerator it is a host sync, so with nan_policy=stop it is deferred to
+        flush_logs (every LOG_FLUSH_STEPS steps, and before every checkpoint: no checkpoint is
+        written from weights a non-finite loss has touched)."""
+        return self.cfg.nan_policy == "skip" or self.device.type == "cpu"
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor | None:
         w = kl_warmup(self.global_step, self.cfg.kl_warmup_steps)
         out = self._loss(batch, kl_weight=w)
-        if not torch.isfinite(out.loss):
+        if self.check_loss_each_step and not torch.isfinite(out.loss):
             if self.cfg.nan_policy == "skip":
                 self.skipped_steps += 1
                 return None
-            raise TrainingError(
-                f"the loss became {float(out.loss)} at epoch {self.current_epoch}, step {self.global_step}; "
-                "training stopped and the last good checkpoint is kept. Try a lower train.lr, "
-                "train.grad_clip=1.0, or train.nan_policy=skip"
-            )
-        self._log_terms("train", out, on_step=True)
-        if self.cfg.kl_warmup_steps:
-            self.log("train/kl_weight", w, on_step=True, on_epoch=False)
-        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False)
+            self.flush_logs()
+            self._non_finite(float(out.loss), self.current_epoch, self.global_step)
+        self._record(out, w)
         return out.loss
 
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
-        self._log_terms("val", self._loss(batch), on_step=False)
+        out = self._loss(batch)
+        n = out.terms[next(iter(out.terms))].shape[0]
+        sync = self.trainer.world_size > 1  # the mean over every process's share of the validation set
+        self.log("val/loss", out.loss.detach(), on_step=False, on_epoch=True, prog_bar=True, batch_size=n, sync_dist=sync)
+        for k, v in out.terms.items():
+            self.log(f"val/{k}", v.detach().mean(), on_step=False, on_epoch=True, batch_size=n, sync_dist=sync)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.flush_logs()  # the log on disk covers every step the checkpoint covers
         # the reparameterisation noise comes from torch's generator: resuming must continue its stream
         checkpoint["vaelab_rng"] = {"cpu": torch.get_rng_state()}
         if torch.cuda.is_available():
@@ -214,7 +419,13 @@ class LitAutoencoder(pl.LightningModule):
     def configure_optimizers(self) -> Any:
         c = self.cfg
         opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[c.optimizer]
-        opt = opt_cls(self.model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+        params = list(self.model.parameters())
+        # the fused step: one kernel over all parameters (fast path). Lightning cannot clip the
+        # gradients of a fused optimizer under fp16 loss scaling (it unscales them itself)
+        fused = (c.fast and not (c.precision == "16-mixed" and c.grad_clip)
+                 and all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in params))
+        self._fused = fused
+        opt = opt_cls(params, lr=c.lr, weight_decay=c.weight_decay, **({"fused": True} if fused else {}))
         total = c.epochs * self.steps_per_epoch
         if c.schedule == "constant":
             return opt

@@ -8,21 +8,23 @@ import logging
 import os
 import pickle
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Iterator
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from ..config import check_version
 from ..data import ImageSet, load_data
-from ..errors import CheckpointError, DataError, TrainingError
+from ..errors import CheckpointError, ConfigError, DataError, TrainingError
 from ..fileio import atomic_path, atomic_write_text
 from ..models import Autoencoder, build
 from ..models.persist import describe_mismatch, save_weights
 from .callbacks import model_callbacks
-from .config import RunConfig
+from .config import RunConfig, TrainConfig
 from .lit import LitAutoencoder, loss_takes_labels, make_loader, visible_labels
 
 CHECKPOINT = "checkpoints/last.ckpt"
@@ -48,12 +50,12 @@ def run_lock(run_dir: Path) -> Iterator[None]:
 class AtomicCheckpoint(pl.Callback):
     """The resumable checkpoint, replaced atomically: after every epoch (with the weights,
     model.safetensors) and, with ``every_n_steps``, every that many optimisation steps inside an
-    epoch. Killed at any moment, the run directory holds the previous complete checkpoint."""
+    epoch. Killed at any moment, the run directory holds the previous complete checkpoint. The
+    per-step log rows are written before each checkpoint (LitAutoencoder.on_save_checkpoint)."""
 
     def __init__(self, run_dir: Path, every_n_steps: int | None = None):
         self.run_dir, self.every_n_steps = run_dir, every_n_steps
         self._last_step_saved = -1
-        self._flush_next_batch = False
 
     def _save_checkpoint(self, trainer: pl.Trainer) -> None:
         final = self.run_dir / CHECKPOINT
@@ -64,16 +66,6 @@ class AtomicCheckpoint(pl.Callback):
             trainer.save_checkpoint(final)
         self._last_step_saved = trainer.global_step
 
-    @staticmethod
-    def _flush_logs(trainer: pl.Trainer) -> None:
-        for logger in trainer.loggers:
-            logger.save()
-
-    def on_train_batch_start(self, trainer: pl.Trainer, lit: pl.LightningModule, batch: Any, batch_idx: int) -> None:
-        if self._flush_next_batch:  # the log row of the checkpointed step is recorded by now
-            self._flush_next_batch = False
-            self._flush_logs(trainer)
-
     def on_train_batch_end(self, trainer: pl.Trainer, lit: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         n, step = self.every_n_steps, trainer.global_step
         if not n or step == 0 or step % n or step == self._last_step_saved:
@@ -83,8 +75,6 @@ class AtomicCheckpoint(pl.Callback):
         # Lightning saves mid-epoch state here by design: optimizer and scheduler have stepped, the
         # loop counters say "batch done"; the loader's state says how many batches were taken
         self._save_checkpoint(trainer)
-        self._flush_logs(trainer)
-        self._flush_next_batch = True
 
     def on_train_epoch_end(self, trainer: pl.Trainer, lit: pl.LightningModule) -> None:
         self._save_checkpoint(trainer)
@@ -92,6 +82,15 @@ class AtomicCheckpoint(pl.Callback):
             save_weights(lit.model, self.run_dir / "model.safetensors")
         if trainer.world_size > 1:
             trainer.strategy.barrier()
+
+
+class ProgressBar(TQDMProgressBar):
+    """Lightning's progress bar, showing the training loss that LitAutoencoder logs itself."""
+
+    def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.update({k: f"{v:.4g}" for k, v in getattr(pl_module, "progress_metrics", {}).items()})
+        return metrics
 
 
 def check_checkpoint(ckpt: Path, lit: LitAutoencoder) -> None:
@@ -193,52 +192,106 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*GPU available but not used.*")
     warnings.filterwarnings("ignore", ".*LeafSpec.*")
+    warnings.filterwarnings("ignore", ".*defined a `validation_step` but have no `val_dataloader`.*")
+
+
+def make_trainer(t: TrainConfig, run_dir: Path, callbacks: list[pl.Callback], has_val: bool) -> pl.Trainer:
+    """The Trainer of a run: Lightning's loop, devices, precision and DDP, vaelab's checkpoints and logs."""
+    loggers = [pl.loggers.CSVLogger(run_dir, name="logs", version=""),
+               pl.loggers.TensorBoardLogger(run_dir, name="logs", version="tensorboard", default_hp_metric=False)]
+    callbacks = [AtomicCheckpoint(run_dir, t.checkpoint_every_n_steps), *callbacks]
+    if t.progress_bar:
+        callbacks.append(ProgressBar())
+    try:
+        with warnings.catch_warnings():  # Lightning would quietly turn 16-mixed into bf16-mixed on a CPU
+            warnings.filterwarnings("ignore", ".*AMP with fp16 is not supported on CPU.*")
+            trainer = pl.Trainer(
+                max_epochs=t.epochs, accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
+                precision=t.precision, logger=loggers, callbacks=callbacks, enable_checkpointing=False,
+                log_every_n_steps=1, enable_progress_bar=t.progress_bar, enable_model_summary=False,
+                gradient_clip_val=t.grad_clip, deterministic=True, use_distributed_sampler=False,
+                num_sanity_val_steps=0, limit_val_batches=1.0 if has_val else 0,
+            )
+    except MisconfigurationException as e:  # e.g. devices=4 on a machine with 2 GPUs
+        raise ConfigError(f"Lightning refused the train settings: {e}") from None
+    if trainer.strategy.root_device.type == "cpu":
+        if t.precision == "16-mixed":
+            raise ConfigError("train.precision=16-mixed (fp16 autocast) needs a GPU; on the CPU use 32, or bf16-mixed "
+                              "where the CPU has bf16 units (avx512_bf16 or AMX)")
+        if t.precision == "bf16-mixed" and not cpu_has_bf16():
+            warnings.warn("train.precision=bf16-mixed on a CPU without bf16 units (no avx512_bf16 / AMX): bf16 arithmetic is "
+                          "emulated and much slower than fp32 here (benchmarks/throughput.py measures it); use 32")
+    return trainer
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has native bf16 arithmetic (avx512_bf16 or AMX), from /proc/cpuinfo."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            flags = next((ln for ln in fh if ln.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+@contextmanager
+def _no_distribution_checks() -> Iterator[None]:
+    """torch.distributions validates arguments by default: a host sync per distribution on a GPU.
+    The training loop checks the loss itself (nan_policy), so the checks are off while it runs."""
+    before = torch.distributions.Distribution._validate_args
+    torch.distributions.Distribution.set_default_validate_args(False)
+    try:
+        yield
+    finally:
+        torch.distributions.Distribution.set_default_validate_args(before)
 
 
 def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False,
         data: tuple[ImageSet, ImageSet, ImageSet] | None = None) -> tuple[Autoencoder, tuple[ImageSet, ImageSet, ImageSet]]:
     """Train ``cfg`` into ``run_dir``; with ``resume`` continue from its last checkpoint.
 
-    Returns the trained model and the (train, val, test) data it used."""
+    Returns the trained model and the (train, val, test) data it used. With several processes
+    (train.strategy=ddp, devices x num_nodes > 1) every process calls this; the process of global
+    rank 0 owns the run directory (lock, config, checkpoints, logs, weights) and every process
+    returns the same trained model."""
     _quiet_lightning()
     run_dir = Path(run_dir)
     ckpt = run_dir / CHECKPOINT
     if resume and not ckpt.is_file():
         raise TrainingError(f"{run_dir} has no checkpoint to resume from ({ckpt} is missing)")
-    if not resume and (run_dir / "config.yaml").exists():
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    train, val, test = data if data is not None else load_data(cfg.data, cfg.seed)
+    _check_data(train, val, test, cfg)
+    model = build(cfg.model, train.shape, n_train=len(train))
+    t = cfg.train
+    # the Trainer first: it knows which process this is (Lightning's launcher, torchrun and SLURM all
+    # start every process with this same call)
+    trainer = make_trainer(t, run_dir, model_callbacks(model, run_dir, train), has_val=len(val) > 0)
+    main = trainer.global_rank == 0
+    if main and not resume and (run_dir / "config.yaml").exists():
         raise TrainingError(f"{run_dir} already holds a run; resume it with --resume, or choose another --out")
-    with run_lock(run_dir):
-        pl.seed_everything(cfg.seed, workers=True, verbose=False)
-        train, val, test = data if data is not None else load_data(cfg.data, cfg.seed)
-        _check_data(train, val, test, cfg)
-        model = build(cfg.model, train.shape, n_train=len(train))
-        t = cfg.train
+    with run_lock(run_dir) if main else nullcontext():
         # a semi-supervised model (its loss takes labels=) sees the labels of model.n_labels training
         # images (all when unset), -1 for the rest; validation batches carry no labels
         labels = None
         if loss_takes_labels(model) and train.labels is not None:
             labels = visible_labels(train.labels, getattr(cfg.model, "n_labels", None), cfg.seed)
-        loader = make_loader(train.images, t.batch_size, cfg.seed, shuffle=True, labels=labels)
-        val_loader = make_loader(val.images, t.eval_batch_size, cfg.seed, shuffle=False) if len(val) else None
+        world = trainer.world_size
+        loader = make_loader(train.images, t.batch_size, cfg.seed, shuffle=True, labels=labels, world_size=world)
+        val_loader = make_loader(val.images, t.eval_batch_size, cfg.seed, shuffle=False, world_size=world) if len(val) else None
         lit = LitAutoencoder(model, t, steps_per_epoch=len(loader))
-        if resume:
-            check_checkpoint(ckpt, lit)
-            _stash_metrics(run_dir)
-        cfg.save(run_dir / "config.yaml")
-        loggers = [pl.loggers.CSVLogger(run_dir, name="logs", version=""),
-                   pl.loggers.TensorBoardLogger(run_dir, name="logs", version="tensorboard", default_hp_metric=False)]
-        trainer = pl.Trainer(
-            max_epochs=t.epochs, accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
-            logger=loggers, callbacks=[AtomicCheckpoint(run_dir, t.checkpoint_every_n_steps), *model_callbacks(model, run_dir, train)], enable_checkpointing=False,
-            log_every_n_steps=1, enable_progress_bar=t.progress_bar, enable_model_summary=False,
-            gradient_clip_val=t.grad_clip, deterministic=True, use_distributed_sampler=False,
-            num_sanity_val_steps=0, limit_val_batches=1.0 if val_loader is not None else 0,
-        )
-        with warnings.catch_warnings():  # the loader is resumable (ResumableLoader): Lightning's caution does not apply
+        if main:
+            if resume:
+                check_checkpoint(ckpt, lit)
+                _stash_metrics(run_dir)
+            cfg.save(run_dir / "config.yaml")
+        with warnings.catch_warnings(), _no_distribution_checks():
+            # the loader is resumable (ResumableLoader): Lightning's caution does not apply
             warnings.filterwarnings("ignore", ".*checkpoint that ended before the epoch ended.*")
             trainer.fit(lit, loader, val_loader, ckpt_path=str(ckpt) if resume else None, weights_only=True)
         if lit.skipped_steps:
             warnings.warn(f"{lit.skipped_steps} steps with a non-finite loss were skipped")
+        model.to(memory_format=torch.contiguous_format)  # the fast path's channels_last layout stays inside training
         if trainer.is_global_zero:
             save_weights(model, run_dir / "model.safetensors")
             merge_metrics(run_dir)
