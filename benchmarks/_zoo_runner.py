@@ -7,6 +7,12 @@ import subprocess
 from pathlib import Path
 
 
+def finished(model: str, dataset: str, epochs: int, runs: Path) -> dict | None:
+    """The evaluated row of an earlier call, or None."""
+    f = runs / f"{model}-{dataset}-e{epochs}" / "zoo_metrics.json"
+    return json.loads(f.read_text()) if f.is_file() else None
+
+
 def run_and_evaluate(model: str, dataset: str, epochs: int, runs: Path, nll_k: int, nll_images: int,
                      fid_images: int, extra: list[str] | None = None) -> dict:
     run = runs / f"{model}-{dataset}-e{epochs}"

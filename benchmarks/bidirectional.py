@@ -3,6 +3,7 @@ Fashion-MNIST and MNIST: parameters, test negative ELBO, NLL, active units, PSNR
 linear-probe accuracy. Shares (and reuses) the run directories of zoo.py when --runs is the same.
 
     VAELAB_DATA=../shared/data python benchmarks/bidirectional.py [--epochs 2] [--runs DIR]
+    python benchmarks/bidirectional.py --epochs 5 --runs DIR --finished-only   # the pairs DIR holds so far
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import print_table, write_result  # noqa: E402
-from _zoo_runner import run_and_evaluate  # noqa: E402
+from _zoo_runner import finished, run_and_evaluate  # noqa: E402
 
 PAIRS = [("vae", "bvae"), ("beta-vae", "beta-bvae"), ("beta-tcvae", "beta-tcbvae"), ("iwae", "biwae")]
 COLS = ["dataset", "model", "parameters", "param_ratio", "nelbo", "nll", "active_units", "psnr", "ssim", "probe_linear_acc"]
@@ -27,19 +28,28 @@ def main() -> None:
     ap.add_argument("--nll-k", type=int, default=1000)
     ap.add_argument("--nll-images", type=int, default=500)
     ap.add_argument("--fid-images", type=int, default=5000)
+    ap.add_argument("--finished-only", action="store_true", help="write the pairs already evaluated in --runs; train nothing")
     a = ap.parse_args()
     runs = Path(a.runs or tempfile.mkdtemp(prefix="vaelab-bidir-"))
-    rows = []
+    rows, missing = [], []
     for ds in a.datasets.split(","):
         for uni, bi in PAIRS:
-            u = run_and_evaluate(uni, ds, a.epochs, runs, a.nll_k, a.nll_images, a.fid_images)
-            b = run_and_evaluate(bi, ds, a.epochs, runs, a.nll_k, a.nll_images, a.fid_images)
+            if a.finished_only:
+                u, b = finished(uni, ds, a.epochs, runs), finished(bi, ds, a.epochs, runs)
+                if u is None or b is None:
+                    missing.append(f"{ds}/{uni}+{bi}")
+                    continue
+            else:
+                u = run_and_evaluate(uni, ds, a.epochs, runs, a.nll_k, a.nll_images, a.fid_images)
+                b = run_and_evaluate(bi, ds, a.epochs, runs, a.nll_k, a.nll_images, a.fid_images)
             for r in (u, b):
                 rows.append({k: r.get(k) for k in COLS if k != "param_ratio"} | {"param_ratio": r["parameters"] / u["parameters"]})
             d = {k: b[k] - u[k] for k in ("nelbo", "nll", "psnr", "ssim", "probe_linear_acc") if k in b and k in u}
             print(f"{ds} {bi} - {uni}: " + ", ".join(f"{k} {v:+.3f}" for k, v in d.items()), flush=True)
     print_table(rows, COLS)
-    write_result("bidirectional", rows, epochs=a.epochs, nll_k=a.nll_k, nll_images=a.nll_images)
+    if missing:
+        print("missing pairs (not yet trained and evaluated):", ", ".join(missing))
+    write_result("bidirectional", rows, epochs=a.epochs, nll_k=a.nll_k, nll_images=a.nll_images, missing=missing)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,11 @@ E epochs). FID uses vaelab's LeNet feature network trained on each dataset (fid_
 between rows of one dataset, not with published Inception FIDs.
 
     VAELAB_DATA=../shared/data python benchmarks/zoo.py [--epochs 2] [--runs DIR]
+    python benchmarks/zoo.py --epochs 5 --runs DIR --finished-only   # the table of what DIR holds so far
+
+--finished-only trains and evaluates nothing: it writes the rows already evaluated in --runs and
+lists the missing (dataset, model) pairs in the JSON, so a partial table is never mistaken for a
+whole one.
 """
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import print_table, write_result  # noqa: E402
-from _zoo_runner import run_and_evaluate  # noqa: E402
+from _zoo_runner import finished, run_and_evaluate  # noqa: E402
 
 MODELS = ["ae", "vae", "beta-vae", "beta-tcvae", "iwae", "bvae", "beta-bvae", "beta-tcbvae", "biwae"]
 COLS = ["dataset", "model", "parameters", "nll", "active_units", "fid_lenet", "fid_lenet_gmm", "psnr", "ssim",
@@ -33,15 +38,23 @@ def main() -> None:
     ap.add_argument("--nll-k", type=int, default=1000)
     ap.add_argument("--nll-images", type=int, default=500)
     ap.add_argument("--fid-images", type=int, default=5000)
+    ap.add_argument("--finished-only", action="store_true", help="write the rows already evaluated in --runs; train nothing")
     a = ap.parse_args()
     runs = Path(a.runs or tempfile.mkdtemp(prefix="vaelab-zoo-"))
-    rows = []
+    rows, missing = [], []
     for ds in a.datasets.split(","):
         for m in a.models.split(","):
-            rows.append(run_and_evaluate(m, ds, a.epochs, runs, a.nll_k, a.nll_images, a.fid_images))
+            row = finished(m, ds, a.epochs, runs) if a.finished_only else \
+                run_and_evaluate(m, ds, a.epochs, runs, a.nll_k, a.nll_images, a.fid_images)
+            if row is None:
+                missing.append(f"{ds}/{m}")
+                continue
+            rows.append(row)
             print({k: rows[-1].get(k) for k in COLS}, flush=True)
     print_table(rows, COLS)
-    write_result("zoo", rows, epochs=a.epochs, nll_k=a.nll_k, nll_images=a.nll_images, fid_images=a.fid_images)
+    if missing:
+        print("missing (not yet trained and evaluated):", ", ".join(missing))
+    write_result("zoo", rows, epochs=a.epochs, nll_k=a.nll_k, nll_images=a.nll_images, fid_images=a.fid_images, missing=missing)
 
 
 if __name__ == "__main__":
