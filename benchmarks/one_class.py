@@ -1,0 +1,112 @@
+"""Anomaly detection with the library's default detector configuration (a conv `vae`, score
+`combo` = mean of the z-scored reconstruction MSE and latent-GMM density), beside the plain
+reconstruction-MSE and negative-ELBO scores of the same models:
+
+1. the one-class protocol (`vaelab.detect.one_class_protocol`, i.e. `vaelab bench one-class`) on
+   Fashion-MNIST and MNIST: train on one class, score the whole test set, ROC-AUC per class, with
+   the Grad2VAE paper's means beside it (its per-class values are not reproduced here);
+2. the OOD study layout built from MNIST (`vaelab data build-ood-study`: 32x32, digits 0-4
+   in-distribution, two representative sets of 1,052 images with 5% anomalies): a VAE trained on
+   the unlabeled in-distribution set, ROC-AUC / PR-AUC on both representative sets and the
+   confusion matrix at the study's normalised threshold 0.3 (`vaelab detect`).
+
+Targets (detection issue): mean ROC-AUC >= 0.94 (Fashion-MNIST), >= 0.975 (MNIST), the 10-class
+protocol of one dataset in under 30 minutes on the 2-core machine; >= 0.95 on both study sets.
+
+    VAELAB_DATA=../shared/data python benchmarks/one_class.py [--epochs 10] [--seeds 1] [--jobs 1] [--runs DIR]
+    python benchmarks/one_class.py --datasets mnist --classes 0,1 --epochs 1 --study-epochs 1 --dry-run   # smoke test
+
+Rerunning into the same --runs reuses finished (class, seed) runs. --dry-run writes the JSON into a
+temporary directory, never into benchmarks/results.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+import _common  # noqa: E402
+from _common import write_result  # noqa: E402
+
+SEED_PAPER = {"fashion-mnist": 0.964, "mnist": 0.9823}  # Grad2VAE, Table 1 means (as the issue quotes them)
+TARGET = {"fashion-mnist": 0.94, "mnist": 0.975}
+SCORES = "combo,mse,nelbo"
+
+
+def study(a: argparse.Namespace, runs: Path) -> dict:
+    from vaelab.api import detect_run
+    from vaelab.config import parse_set
+    from vaelab.detect.study import build_ood_study
+    from vaelab.train import RunConfig, fit
+
+    path = runs / "ood-study.npz"
+    if not path.is_file():
+        build_ood_study(path, seed=0)
+    run = runs / f"study-vae-e{a.study_epochs}"
+    if not (run / "trained").is_file():
+        if run.exists():
+            shutil.rmtree(run)  # an interrupted earlier call: train again
+        t0 = time.perf_counter()
+        cfg = RunConfig.build(a.model, parse_set(["data.name=npz", f"data.path={path}", f"train.epochs={a.study_epochs}",
+                                                  "train.progress_bar=false", "seed=0"] + a.set))
+        fit(cfg, run)
+        (run / "trained").write_text(f"{time.perf_counter() - t0:.1f}\n")
+    out = {"epochs": a.study_epochs, "train_seconds": float((run / "trained").read_text())}
+    for split in ("rep1", "rep2"):
+        _, m = detect_run(run, str(path), split=split, threshold=0.3, out=runs / f"study-detect-{split}")
+        out[split] = {k: m[k] for k in ("roc_auc", "pr_auc", "confusion_matrix", "tpr", "fpr", "precision", "f1", "n",
+                                        "n_anomalies") if k in m}
+        print(f"study {split}: ROC-AUC {m['roc_auc']:.4f}  PR-AUC {m['pr_auc']:.4f}  confusion at 0.3 "
+              f"{m['confusion_matrix']}", flush=True)
+    out["meets_target"] = all(out[s]["roc_auc"] >= 0.95 for s in ("rep1", "rep2"))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--datasets", default="fashion-mnist,mnist")
+    ap.add_argument("--model", default="vae")
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--seeds", type=int, default=1)
+    ap.add_argument("--classes", default=None, help="comma list (default: all ten)")
+    ap.add_argument("--scores", default=SCORES)
+    ap.add_argument("--jobs", type=int, default=1)
+    ap.add_argument("--set", action="append", default=[], help="run-config overrides, e.g. model.latent_dim=32")
+    ap.add_argument("--study-epochs", type=int, default=10, help="0: skip the OOD-study part")
+    ap.add_argument("--runs", default=None, help="keep the runs here (default: a temporary directory); reruns resume")
+    ap.add_argument("--dry-run", action="store_true", help="smoke test: write the JSON to a temporary directory")
+    a = ap.parse_args()
+
+    from vaelab.config import parse_set
+    from vaelab.detect import one_class_protocol
+
+    runs = Path(a.runs or tempfile.mkdtemp(prefix="vaelab-one-class-"))
+    classes = [int(c) for c in a.classes.split(",")] if a.classes else None
+    protocol = {}
+    for ds in a.datasets.split(","):
+        t0 = time.perf_counter()
+        r = one_class_protocol(ds, a.model, a.epochs, a.seeds, classes, a.scores, parse_set(a.set), runs / ds, jobs=a.jobs)
+        wall = time.perf_counter() - t0
+        default = r["scores"][0]
+        protocol[ds] = {"auroc": r["auroc"], "table": r["table"], "wall_seconds": wall,
+                        "mean_auroc": {s: r["auroc"][s]["mean"] for s in r["scores"]},
+                        "seed_paper_mean": SEED_PAPER.get(ds), "target": TARGET.get(ds),
+                        "meets_target": r["auroc"][default]["mean"] >= TARGET.get(ds, 1.0),
+                        "under_30_minutes": wall < 1800}
+        print(f"{ds}: mean ROC-AUC " + ", ".join(f"{s} {v:.4f}" for s, v in protocol[ds]["mean_auroc"].items())
+              + f" (seed paper {SEED_PAPER.get(ds)}, target {TARGET.get(ds)}), {wall:.0f} s", flush=True)
+    result = {"protocol": protocol}
+    if a.study_epochs > 0:
+        result["study"] = study(a, runs)
+    if a.dry_run:
+        _common.RESULTS = Path(tempfile.mkdtemp(prefix="vaelab-dry-run-"))
+    write_result("one_class", result, model=a.model, epochs=a.epochs, seeds=a.seeds, scores=a.scores, jobs=a.jobs,
+                 overrides=a.set, classes=classes, dry_run=a.dry_run)
+
+
+if __name__ == "__main__":
+    main()
