@@ -2,9 +2,29 @@
 metric with the CLI, and reuse a finished run of the same configuration instead of retraining."""
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 from pathlib import Path
+
+
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    """The options zoo.py and bidirectional.py share."""
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--datasets", default="fashion-mnist,mnist")
+    ap.add_argument("--runs", default=None, help="run directories (reused when already finished)")
+    ap.add_argument("--nll-k", type=int, default=1000)
+    ap.add_argument("--nll-images", type=int, default=500)
+    ap.add_argument("--fid-images", type=int, default=5000)
+    ap.add_argument("--finished-only", action="store_true", help="write the rows already evaluated in --runs; train nothing")
+
+
+def get_row(model: str, dataset: str, a: argparse.Namespace, runs: Path) -> dict | None:
+    """The evaluated row of (model, dataset): trained and evaluated now, or with --finished-only
+    the row of an earlier call (None when there is none)."""
+    if a.finished_only:
+        return finished(model, dataset, a.epochs, runs)
+    return run_and_evaluate(model, dataset, a.epochs, runs, a.nll_k, a.nll_images, a.fid_images)
 
 
 def finished(model: str, dataset: str, epochs: int, runs: Path) -> dict | None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import print_table, write_result  # noqa: E402
-from _zoo_runner import finished, run_and_evaluate  # noqa: E402
+from _zoo_runner import add_arguments, get_row  # noqa: E402
 
 PAIRS = [("vae", "bvae"), ("beta-vae", "beta-bvae"), ("beta-tcvae", "beta-tcbvae"), ("iwae", "biwae")]
 COLS = ["dataset", "model", "parameters", "param_ratio", "nelbo", "nll", "active_units", "psnr", "ssim", "probe_linear_acc"]
@@ -22,26 +22,16 @@ COLS = ["dataset", "model", "parameters", "param_ratio", "nelbo", "nll", "active
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--epochs", type=int, default=2)
-    ap.add_argument("--datasets", default="fashion-mnist,mnist")
-    ap.add_argument("--runs", default=None)
-    ap.add_argument("--nll-k", type=int, default=1000)
-    ap.add_argument("--nll-images", type=int, default=500)
-    ap.add_argument("--fid-images", type=int, default=5000)
-    ap.add_argument("--finished-only", action="store_true", help="write the pairs already evaluated in --runs; train nothing")
+    add_arguments(ap)
     a = ap.parse_args()
     runs = Path(a.runs or tempfile.mkdtemp(prefix="vaelab-bidir-"))
     rows, missing = [], []
     for ds in a.datasets.split(","):
         for uni, bi in PAIRS:
-            if a.finished_only:
-                u, b = finished(uni, ds, a.epochs, runs), finished(bi, ds, a.epochs, runs)
-                if u is None or b is None:
-                    missing.append(f"{ds}/{uni}+{bi}")
-                    continue
-            else:
-                u = run_and_evaluate(uni, ds, a.epochs, runs, a.nll_k, a.nll_images, a.fid_images)
-                b = run_and_evaluate(bi, ds, a.epochs, runs, a.nll_k, a.nll_images, a.fid_images)
+            u, b = get_row(uni, ds, a, runs), get_row(bi, ds, a, runs)
+            if u is None or b is None:
+                missing.append(f"{ds}/{uni}+{bi}")
+                continue
             for r in (u, b):
                 rows.append({k: r.get(k) for k in COLS if k != "param_ratio"} | {"param_ratio": r["parameters"] / u["parameters"]})
             d = {k: b[k] - u[k] for k in ("nelbo", "nll", "psnr", "ssim", "probe_linear_acc") if k in b and k in u}

@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import print_table, write_result  # noqa: E402
-from _zoo_runner import finished, run_and_evaluate  # noqa: E402
+from _zoo_runner import add_arguments, get_row  # noqa: E402
 
 MODELS = ["ae", "vae", "beta-vae", "beta-tcvae", "iwae", "bvae", "beta-bvae", "beta-tcbvae", "biwae"]
 COLS = ["dataset", "model", "parameters", "nll", "active_units", "fid_lenet", "fid_lenet_gmm", "psnr", "ssim",
@@ -31,21 +31,14 @@ COLS = ["dataset", "model", "parameters", "nll", "active_units", "fid_lenet", "f
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--epochs", type=int, default=2)
-    ap.add_argument("--datasets", default="fashion-mnist,mnist")
+    add_arguments(ap)
     ap.add_argument("--models", default=",".join(MODELS))
-    ap.add_argument("--runs", default=None, help="run directories (reused when already finished)")
-    ap.add_argument("--nll-k", type=int, default=1000)
-    ap.add_argument("--nll-images", type=int, default=500)
-    ap.add_argument("--fid-images", type=int, default=5000)
-    ap.add_argument("--finished-only", action="store_true", help="write the rows already evaluated in --runs; train nothing")
     a = ap.parse_args()
     runs = Path(a.runs or tempfile.mkdtemp(prefix="vaelab-zoo-"))
     rows, missing = [], []
     for ds in a.datasets.split(","):
         for m in a.models.split(","):
-            row = finished(m, ds, a.epochs, runs) if a.finished_only else \
-                run_and_evaluate(m, ds, a.epochs, runs, a.nll_k, a.nll_images, a.fid_images)
+            row = get_row(m, ds, a, runs)
             if row is None:
                 missing.append(f"{ds}/{m}")
                 continue
