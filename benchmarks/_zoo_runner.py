@@ -40,10 +40,13 @@ def run_and_evaluate(model: str, dataset: str, epochs: int, runs: Path, nll_k: i
     if result_file.is_file():
         return json.loads(result_file.read_text())
     if not (run / "metrics.json").is_file():
-        if run.exists():
-            subprocess.run(["rm", "-rf", str(run)], check=True)
-        cmd = ["vaelab", "train", model, "--data", dataset, "--epochs", str(epochs), "--latent-dim", "16", "--out", str(run),
-               "--set", "train.progress_bar=false", *(extra or [])]
+        if (run / "checkpoints" / "last.ckpt").is_file():  # a killed run: continue it, keep its epochs
+            cmd = ["vaelab", "train", "--resume", str(run), "--epochs", str(epochs), "--set", "train.progress_bar=false"]
+        else:
+            if run.exists():
+                subprocess.run(["rm", "-rf", str(run)], check=True)
+            cmd = ["vaelab", "train", model, "--data", dataset, "--epochs", str(epochs), "--latent-dim", "16", "--out", str(run),
+                   "--set", "train.progress_bar=false", *(extra or [])]
         print("$", " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     cmd = ["vaelab", "evaluate", str(run), "--metrics", "all", "--json", "--nll-k", str(nll_k),
