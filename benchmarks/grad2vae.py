@@ -14,7 +14,11 @@ one-class anomaly detection against the plain VAE, and its one-class table.
     parameters). Training continues epoch by epoch by resuming the run (the trainer's resume is
     exact: same batches, same noise), so the curve is that of one --conv-epochs run.
 (c) the one-class table of grad2vae through vaelab.detect.one_class_protocol (every class by
-    default, --table-epochs epochs, --seeds seeds).
+    default, --table-epochs epochs, --seeds seeds), beside the same protocol for each of
+    --table-baselines (default: the plain vae) at the same budget.
+
+A run of some parts keeps the other parts' results already in grad2vae.json (each part records
+the command and settings it ran with), so the parts can be run at different times.
 
 Results: benchmarks/results/grad2vae.json (--dry-run: a temporary directory instead).
 
@@ -31,6 +35,7 @@ parts. Smoke test (minutes):
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -42,6 +47,7 @@ import _common  # noqa: E402
 from _common import print_table, write_result  # noqa: E402
 
 DATASET = "fashion-mnist"
+PART_OF = {"attention_cost": "a", "convergence": "b", "one_class": "c", "one_class_baselines": "c"}
 CONV_MODELS = {"grad2vae": ("grad2vae", {}), "grad2vae-noatt": ("grad2vae", {"attention_weight": 0.0}), "vae": ("vae", {})}
 
 
@@ -149,13 +155,14 @@ def convergence(classes: list[int], epochs: int, limit: int | None, test_limit: 
     return rows
 
 
-def one_class_table(classes: list[int] | None, epochs: int, seeds: int, limit: int | None, test_limit: int | None,
-                    runs: Path) -> dict:
+def one_class_table(model: str, classes: list[int] | None, epochs: int, seeds: int, limit: int | None,
+                    test_limit: int | None, runs: Path) -> dict:
     from vaelab.detect import DEFAULT_SCORE, one_class_protocol
 
     overrides = {"data": {k: v for k, v in {"limit": limit, "test_limit": test_limit}.items() if v is not None}}
-    result = one_class_protocol(DATASET, "grad2vae", epochs, seeds, classes, DEFAULT_SCORE,
-                                overrides if overrides["data"] else None, runs / "one-class", log=print)
+    out = runs / "one-class" if model == "grad2vae" else runs / f"one-class-{model}"
+    result = one_class_protocol(DATASET, model, epochs, seeds, classes, DEFAULT_SCORE,
+                                overrides if overrides["data"] else None, out, log=print)
     return {k: result[k] for k in ("auroc", "classes", "seeds", "class_names", "scores", "epochs", "seconds", "table", "runs")}
 
 
@@ -171,6 +178,8 @@ def main() -> None:
     ap.add_argument("--table-classes", default=None, help="(c) normal classes (default: all 10)")
     ap.add_argument("--table-epochs", type=int, default=10, help="(c) epochs per run (default 10)")
     ap.add_argument("--seeds", type=int, default=1, help="(c) seeds per class (default 1)")
+    ap.add_argument("--table-baselines", default="vae", help="(c) models run through the same protocol beside grad2vae "
+                                                             "(comma list; default vae; '' for none)")
     ap.add_argument("--limit", type=int, default=None, help="(b, c) at most this many training images (default: all)")
     ap.add_argument("--test-limit", type=int, default=None, help="(b, c) at most this many test images (default: all)")
     ap.add_argument("--seed", type=int, default=0)
@@ -184,6 +193,8 @@ def main() -> None:
 
     # resuming a run epoch by epoch (part b): Lightning's CSV logger warns that the logs folder exists
     warnings.filterwarnings("ignore", ".*exists and is not empty.*")
+    from vaelab.detect import DEFAULT_SCORE
+
     parts = {p.strip() for p in a.parts.split(",") if p.strip()}
     runs = Path(a.runs or tempfile.mkdtemp(prefix="vaelab-grad2vae-"))
     device = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -214,14 +225,29 @@ def main() -> None:
     if "c" in parts:
         t0 = time.perf_counter()
         classes = [int(c) for c in a.table_classes.split(",")] if a.table_classes else None
-        out["one_class"] = one_class_table(classes, a.table_epochs, a.seeds, a.limit, a.test_limit, runs)
+        out["one_class"] = one_class_table("grad2vae", classes, a.table_epochs, a.seeds, a.limit, a.test_limit, runs)
+        out["one_class_baselines"] = {m: one_class_table(m, classes, a.table_epochs, a.seeds, a.limit, a.test_limit, runs)
+                                      for m in a.table_baselines.split(",") if m.strip()}
         seconds["c"] = time.perf_counter() - t0
+        means = {"grad2vae": out["one_class"]["auroc"][DEFAULT_SCORE]["mean"],
+                 **{m: r["auroc"][DEFAULT_SCORE]["mean"] for m, r in out["one_class_baselines"].items()}}
+        print("(c) mean ROC-AUC: " + ", ".join(f"{m} {v:.4f}" for m, v in means.items()))
     print(f"\nseconds per part: {', '.join(f'{k} {v:.0f}' for k, v in seconds.items())}")
     if a.dry_run:
         _common.RESULTS = Path(tempfile.mkdtemp(prefix="vaelab-dry-run-"))
-    write_result("grad2vae", out, dataset=DATASET, device=device, seconds_per_part=seconds, limit=a.limit,
-                 test_limit=a.test_limit, seed=a.seed, dry_run=a.dry_run,
-                 settings={k: v for k, v in vars(a).items() if k not in ("dry_run", "runs")})
+    settings = {k: v for k, v in vars(a).items() if k not in ("dry_run", "runs")}
+    command = " ".join(["python"] + sys.argv)
+    per_part = {p: {"command": command, "settings": settings, "seconds": seconds[p], "date": time.strftime("%Y-%m-%d")}
+                for p in seconds}
+    previous = _common.RESULTS / "grad2vae.json"
+    if previous.is_file():  # keep the parts this call did not run
+        old = json.loads(previous.read_text())
+        for key, part in PART_OF.items():
+            if part not in seconds and key in old.get("results", {}):
+                out[key] = old["results"][key]
+        for part, info in old.get("parts", {}).items():
+            per_part.setdefault(part, info)
+    write_result("grad2vae", out, dataset=DATASET, device=device, parts=dict(sorted(per_part.items())), dry_run=a.dry_run)
 
 
 if __name__ == "__main__":

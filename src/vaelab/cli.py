@@ -328,8 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
     lim = dt.add_mutually_exclusive_group()
     lim.add_argument("--threshold", type=float, help="flag normalised scores above this, in [0, 1) (e.g. 0.3)")
     lim.add_argument("--contamination", type=float, help="flag this fraction of the training data (default 0.1)")
-    dt.add_argument("--score", help="combo (default: mse + latent_gmm), mse, bce, nelbo, nll, mahalanobis or latent_gmm")
-    dt.add_argument("--combo", help="the scores --score combo averages (default mse,latent_gmm)")
+    dt.add_argument("--score", help="combo (default: mse + ssim + latent_knn + feature_gmm), mse, bce, ssim, nelbo, nll, "
+                                    "mahalanobis, latent_gmm, latent_knn, feature_knn or feature_gmm")
+    dt.add_argument("--combo", help="the scores --score combo averages (default mse,ssim,latent_knn,feature_gmm)")
     dt.add_argument("--combo-method", choices=["zscore", "rank"], help="how combo puts its members on one scale")
     dt.add_argument("--nll-k", type=int, help="importance samples for --score nll (default 100)")
     dt.add_argument("--n-samples", type=int, help="posterior samples for --score nelbo (default 1)")
@@ -345,8 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
     oc.add_argument("--epochs", type=int, default=10)
     oc.add_argument("--seeds", default="1", help="a count (3: seeds 0, 1, 2) or a comma list (0,4,7); default 1")
     oc.add_argument("--classes", help="comma-separated normal classes (default: all)")
-    oc.add_argument("--score", help="one score or a comma list (one column each): combo (default: mse + latent_gmm), "
-                                    "mse, bce, nelbo, nll, mahalanobis, latent_gmm")
+    oc.add_argument("--score", help="one score or a comma list (one column each): combo (default: mse + ssim + latent_knn "
+                                    "+ feature_gmm), mse, bce, ssim, nelbo, nll, mahalanobis, latent_gmm, latent_knn, "
+                                    "feature_knn, feature_gmm")
     oc.add_argument("--set", action="append", metavar="KEY=VALUE", help="any run-config key, e.g. model.arch=mlp")
     oc.add_argument("--out", help="output directory (default runs/one-class-DATA-MODEL-TIME); rerun into it to resume")
     oc.add_argument("--keep-checkpoints", action="store_true", help="keep each run's resumable checkpoint")

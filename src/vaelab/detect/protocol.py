@@ -64,7 +64,8 @@ def one_class_protocol(dataset: str, model_name: str = "vae", epochs: int = 10, 
         sc = make_score(s, **{k: v for k, v in (detector_options or {}).items() if k in ("combo", "combo_method")})
         if sc.needs_prior and not spec.cls.has_prior:
             raise ModelError(f"the {s!r} score needs a model with a prior (vae, iwae, bvae, ...); {model_name} is "
-                             "deterministic. Use mse, bce, mahalanobis, latent_gmm or combo of those")
+                             "deterministic. Use mse, bce, ssim, mahalanobis, latent_gmm, latent_knn, feature_knn, "
+                             "feature_gmm or a combo of those")
     seeds = list(range(seeds)) if isinstance(seeds, int) else _as_list(seeds, int)
     if not seeds or len(set(seeds)) != len(seeds):
         raise ConfigError(f"seeds must be a count >= 1 or distinct integers, got {seeds}")

@@ -14,7 +14,15 @@ batches under a seed, so the same images give the same scores.
 | `nll`         | -log p(x), importance-sampled with `nll_k` samples                | prior  |
 | `mahalanobis` | distance of E[z|x] to the training codes' mean (Ledoit-Wolf cov.) | any    |
 | `latent_gmm`  | -log density of E[z|x] under a Gaussian mixture of training codes | any    |
-| `combo`       | mean of the members' z-scores (or ranks); default mse + latent_gmm | members|
+| `ssim`        | 1 - SSIM of decode(E[z|x]) against x (structure, not pixel error)  | any    |
+| `latent_knn`  | mean distance of the standardised E[z|x] to its k nearest training codes | any |
+| `feature_knn` | the same on the encoder's features (before the latent heads), PCA-whitened | any |
+| `feature_gmm` | -log density of the whitened encoder features under a Gaussian mixture | any |
+| `combo`       | mean of the members' z-scores (or ranks); see DEFAULT_COMBO        | members|
+
+Scores fitted on the training images (the kNN ones) score those images leave-one-out in
+``training_scores`` (an image is not its own neighbour), so the statistics a detector or a combo
+takes from the training set describe images it has not seen.
 """
 from __future__ import annotations
 
@@ -67,6 +75,11 @@ class Score:
     def batch(self, model: Autoencoder, x: torch.Tensor) -> torch.Tensor:  # overridden
         raise NotImplementedError
 
+    def training_scores(self, model: Autoencoder, images: torch.Tensor, batch_size: int = 500, seed: int = 0) -> torch.Tensor:
+        """The scores of the (fitted-on) training images: by default ``score_images``; overridden
+        where a training image would otherwise be scored against itself."""
+        return score_images(model, self, images, batch_size, seed)
+
 
 @torch.no_grad()
 def score_images(model: Autoencoder, score: Score, images: torch.Tensor, batch_size: int = 500, seed: int = 0) -> torch.Tensor:
@@ -106,6 +119,20 @@ class BCEScore(Score):
     def batch(self, model: Autoencoder, x: torch.Tensor) -> torch.Tensor:
         p = model.decode(model.encode(x).mean).mean.clamp(1e-6, 1 - 1e-6)
         return F.binary_cross_entropy(p, x, reduction="none").flatten(1).sum(1)
+
+
+class SSIMScore(Score):
+    """1 - SSIM of decode(E[z|x]) against x, per image (Gaussian window 11, sigma 1.5, over the
+    valid region: the reconstruction metric's ``ssim_per_image``, which agrees with scikit-image):
+    sensitive to wrong structure (edges, texture) where the squared error is dominated by bright areas."""
+
+    name = "ssim"
+
+    def batch(self, model: Autoencoder, x: torch.Tensor) -> torch.Tensor:
+        from ..evaluate.image_quality import ssim_per_image
+
+        rec = model.mean_image(model.decode(model.encode(x).mean)).float()
+        return 1.0 - ssim_per_image(rec, x.float())
 
 
 # -- likelihood bounds -------------------------------------------------------------------------
@@ -198,6 +225,126 @@ class LatentGMMScore(Score):
         return torch.from_numpy(-self.gmm_.score_samples(z.numpy()))
 
 
+# -- representation density: k nearest neighbours, feature mixtures -------------------------------
+@torch.no_grad()
+def encoder_outputs(model: Autoencoder, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    """``model.features`` (the encoder's output before the latent heads) of every image, float64 on the CPU."""
+    model.eval()
+    return torch.cat([model.features(x).double().cpu() for x in iter_batches(images, batch_size, model_device(model))])
+
+
+class Whitener:
+    """Centre, project on the top ``dims`` principal components of the training vectors, and scale
+    each to unit variance (whitening). ``dims=None`` keeps every coordinate and only standardises
+    it (no rotation): what the latent scores use, a code being low-dimensional already."""
+
+    def __init__(self, dims: int | None = None):
+        self.dims = dims
+
+    def fit(self, v: torch.Tensor) -> "Whitener":
+        self.mean_ = v.mean(0)
+        c = v - self.mean_
+        if self.dims is None or self.dims >= v.shape[1]:
+            self.components_ = None
+            self.scale_ = c.std(0).clamp_min(1e-6)
+        else:
+            _, sv, vt = torch.linalg.svd(c, full_matrices=False)
+            k = max(1, min(self.dims, len(v) - 1))
+            self.components_ = vt[:k].T.contiguous()  # [D, k]
+            self.scale_ = (sv[:k] / max(len(v) - 1, 1) ** 0.5).clamp_min(1e-6)
+        return self
+
+    def transform(self, v: torch.Tensor) -> torch.Tensor:
+        c = v - self.mean_
+        if self.components_ is not None:
+            c = c @ self.components_
+        return c / self.scale_
+
+
+def _knn_mean_distance(ref: torch.Tensor, query: torch.Tensor, k: int, skip_self: bool = False,
+                       chunk: int = 2048) -> torch.Tensor:
+    """Mean Euclidean distance of each query row to its k nearest rows of ``ref`` (with
+    ``skip_self`` the query is ``ref`` and each row's nearest, itself, is left out)."""
+    out = []
+    kk = min(k + int(skip_self), len(ref))
+    for i in range(0, len(query), chunk):
+        d = torch.cdist(query[i : i + chunk], ref).topk(kk, dim=1, largest=False).values
+        out.append((d[:, 1:] if skip_self else d).mean(1))
+    return torch.cat(out) if out else torch.zeros(0, dtype=ref.dtype)
+
+
+class _RepresentationScore(Score):
+    """A density score on a per-image vector (the latent means or the encoder's features), whitened
+    with statistics of the training images."""
+
+    source: ClassVar[str] = "latent"  # or "feature"
+
+    def __init__(self, dims: int | None = None):
+        if dims is not None and dims < 1:
+            raise ConfigError(f"{self.name}: the whitened dimension must be >= 1, got {dims}")
+        self.dims = dims
+
+    def vectors(self, model: Autoencoder, x: torch.Tensor) -> torch.Tensor:
+        v = model.encode(x).mean if self.source == "latent" else model.features(x)  # source "feature"
+        return self.whitener_.transform(v.double().cpu())
+
+    def fit(self, model: Autoencoder, images: torch.Tensor, batch_size: int = 500, seed: int = 0) -> "_RepresentationScore":
+        super().fit(model, images, batch_size, seed)
+        v = (latent_means if self.source == "latent" else encoder_outputs)(model, images, batch_size)
+        if len(v) < 2:
+            raise ModelError(f"the {self.name} score needs at least 2 training images")
+        self.whitener_ = Whitener(self.dims).fit(v)
+        self.train_, self.fit_images_ = self.whitener_.transform(v), images
+        return self
+
+
+class KNNScore(_RepresentationScore):
+    """Mean distance to the ``k`` nearest training images in a whitened representation: the latent
+    means, standardised per unit (``latent_knn``), or the encoder's features projected on their top
+    ``dims`` principal components and whitened (``feature_knn``; the nearest-neighbour detector of
+    Bergman et al. 2020, on the autoencoder's own encoder). Training images are scored leave-one-out."""
+
+    def __init__(self, source: str = "latent", k: int = 5, dims: int | None = None):
+        if k < 1:
+            raise ConfigError(f"knn_k (neighbours of the {source}_knn score) must be >= 1, got {k}")
+        super().__init__(dims)
+        self.source, self.k = source, k
+        self.name = f"{source}_knn"  # type: ignore[misc]
+
+    def batch(self, model: Autoencoder, x: torch.Tensor) -> torch.Tensor:
+        return _knn_mean_distance(self.train_, self.vectors(model, x), self.k)
+
+    def training_scores(self, model: Autoencoder, images: torch.Tensor, batch_size: int = 500, seed: int = 0) -> torch.Tensor:
+        if images is not getattr(self, "fit_images_", None):  # other images: no image of theirs is a neighbour
+            return super().training_scores(model, images, batch_size, seed)
+        return _knn_mean_distance(self.train_, self.train_, self.k, skip_self=True)
+
+
+class FeatureGMMScore(_RepresentationScore):
+    """-log density of the encoder's whitened features (top ``dims`` principal components) under a
+    full-covariance Gaussian mixture of the training images' (scikit-learn)."""
+
+    name = "feature_gmm"
+    source = "feature"
+
+    def __init__(self, gmm_components: int = 5, dims: int = 64, reg_covar: float = 1e-4):
+        if gmm_components < 1:
+            raise ConfigError(f"gmm_components must be >= 1, got {gmm_components}")
+        super().__init__(dims)
+        self.gmm_components, self.reg_covar = gmm_components, reg_covar
+
+    def fit(self, model: Autoencoder, images: torch.Tensor, batch_size: int = 500, seed: int = 0) -> "FeatureGMMScore":
+        from sklearn.mixture import GaussianMixture
+
+        super().fit(model, images, batch_size, seed)
+        self.gmm_ = GaussianMixture(min(self.gmm_components, len(self.train_)), covariance_type="full",
+                                    reg_covar=self.reg_covar, random_state=seed, n_init=1).fit(self.train_.numpy())
+        return self
+
+    def batch(self, model: Autoencoder, x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(-self.gmm_.score_samples(self.vectors(model, x).numpy()))
+
+
 # -- combinations ---------------------------------------------------------------------------------
 class ComboScore(Score):
     """The mean over member scores of each one's standardised value: ``method='zscore'``
@@ -226,14 +373,22 @@ class ComboScore(Score):
         cols = []
         for m in self.members:
             m.fit(model, images, batch_size, seed)
-            cols.append(score_images(model, m, images, batch_size, seed))
+            cols.append(m.training_scores(model, images, batch_size, seed))
         train = torch.stack(cols, 1)  # [N, M]
+        self.fit_images_, self.train_scores_ = images, train
         self.mean_, self.std_ = train.mean(0), train.std(0, unbiased=False).clamp_min(1e-12)
         self.sorted_ = train.sort(0).values.T.contiguous()  # [M, N]
         return self
 
+    def training_scores(self, model: Autoencoder, images: torch.Tensor, batch_size: int = 500, seed: int = 0) -> torch.Tensor:
+        if images is getattr(self, "fit_images_", None):  # the images fit() just scored
+            return self._combine(self.train_scores_)
+        return self._combine(torch.stack([m.training_scores(model, images, batch_size, seed) for m in self.members], 1))
+
     def batch(self, model: Autoencoder, x: torch.Tensor) -> torch.Tensor:
-        s = torch.stack([m.batch(model, x).double().cpu() for m in self.members], 1)  # [B, M]
+        return self._combine(torch.stack([m.batch(model, x).double().cpu() for m in self.members], 1))
+
+    def _combine(self, s: torch.Tensor) -> torch.Tensor:  # [B, M] member scores -> [B]
         if self.method == "zscore":
             return ((s - self.mean_) / self.std_).mean(1)
         ref = self.sorted_  # mid-rank of each value among the training scores of its member
@@ -242,7 +397,9 @@ class ComboScore(Score):
         return ((lo + hi).double() / (2.0 * ref.shape[1])).mean(0)
 
 
-DEFAULT_COMBO = ("mse", "latent_gmm")
+# Chosen in benchmarks/one_class.py (README, "One-class anomaly detection"): pixel error, structural
+# error, and two densities (latent codes, encoder features) fail on different normal classes.
+DEFAULT_COMBO = ("mse", "ssim", "latent_knn", "feature_gmm")
 
 SCORES: dict[str, tuple[Callable[..., Score], str]] = {
     "mse": (lambda **o: MSEScore(), "mean squared reconstruction error of decode(E[z|x])"),
@@ -252,11 +409,19 @@ SCORES: dict[str, tuple[Callable[..., Score], str]] = {
     "mahalanobis": (lambda **o: MahalanobisScore(), "Mahalanobis distance of E[z|x] to the training codes"),
     "latent_gmm": (lambda gmm_components=5, **o: LatentGMMScore(gmm_components),
                    "-log density of E[z|x] under a Gaussian mixture of the training codes"),
+    "ssim": (lambda **o: SSIMScore(), "1 - SSIM of decode(E[z|x]) against x"),
+    "latent_knn": (lambda knn_k=5, **o: KNNScore("latent", knn_k),
+                   "mean distance of the standardised E[z|x] to its k nearest training codes"),
+    "feature_knn": (lambda knn_k=5, feature_dims=64, **o: KNNScore("feature", knn_k, feature_dims),
+                    "mean distance of the whitened encoder features to their k nearest training images'"),
+    "feature_gmm": (lambda gmm_components=5, feature_dims=64, **o: FeatureGMMScore(gmm_components, feature_dims),
+                    "-log density of the whitened encoder features under a Gaussian mixture"),
 }
 
 
 def make_score(name: str, combo: Sequence[str] = DEFAULT_COMBO, combo_method: str = "zscore", **options) -> Score:
-    """The score called ``name`` (one of SCORES or 'combo'); ``options``: n_samples, nll_k, gmm_components."""
+    """The score called ``name`` (one of SCORES or 'combo'); ``options``: n_samples, nll_k, gmm_components,
+    knn_k, feature_dims."""
     if name == "combo":
         if isinstance(combo, str):
             combo = [c.strip() for c in combo.split(",") if c.strip()]
