@@ -36,7 +36,7 @@ def _as_list(v: str | Sequence[Any] | None, kind: type = str) -> list[Any] | Non
     return [kind(p) for p in v]
 
 
-def one_class_protocol(dataset: str, model_name: str = "vae", epochs: int = 10, seeds: Sequence[int] | int = (0,),
+def one_class_protocol(dataset: str, model_name: str = "vae", epochs: int = 20, seeds: Sequence[int] | int = (0,),
                        classes: Sequence[int] | None = None, score: str | Sequence[str] = DEFAULT_SCORE,
                        overrides: dict[str, Any] | None = None, out_dir: str | Path = "runs/one-class",
                        keep_checkpoints: bool = False, detector_options: dict[str, Any] | None = None,
