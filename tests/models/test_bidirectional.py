@@ -163,7 +163,7 @@ def test_decoder_is_the_transpose_of_the_encoder_conv():
 
 
 # -- parameter budget --------------------------------------------------------------------------
-@pytest.mark.parametrize("arch", ["conv", "mlp"])
+@pytest.mark.parametrize("arch", ["conv", "mlp", "resnet"])
 @pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)], ids=["28x28x1", "32x32x3"])
 def test_about_half_the_parameters_of_the_unidirectional_twin(arch, shape):
     for bi, uni in TWIN.items():
@@ -334,3 +334,19 @@ def test_trains_one_epoch_and_reloads(name, arch, tmp_path):
     assert again["nelbo"] == pytest.approx(metrics["nelbo"], rel=1e-6)
     if name == "beta-tcbvae":
         assert model.config.dataset_size == metrics["n_train"]
+
+
+@pytest.mark.parametrize("name", ["vae", "ae", "iwae"])
+def test_unidirectional_resnet_mirrors_the_bidirectional_layout(name):
+    """arch=resnet exists for the unidirectional models too (the twin the parameter budget is measured
+    against): the same layers as BiResNet, each direction with its own weights."""
+    m = build(make_config(name, {"arch": "resnet", "latent_dim": 8, "res_blocks": 2}), (1, 28, 28))
+    bi = build(make_config("bvae", {"arch": "resnet", "latent_dim": 8, "res_blocks": 2}), (1, 28, 28))
+    x = torch.rand(3, 1, 28, 28)
+    assert m.features(x).shape == bi.features(x).shape == (3, 256)
+    assert m.reconstruct(x).shape == x.shape
+    convs = sorted(tuple(mod.weight.shape) for mod in m.encoder.modules() if isinstance(mod, torch.nn.Conv2d))
+    biconvs = sorted(tuple(mod.weight.shape) for mod in bi.modules() if hasattr(mod, "weight") and mod.weight.dim() == 4)
+    assert len(convs) == 2 + 2 * 2 * 2 and convs == biconvs  # the encoder's kernels match the shared ones one for one
+    with pytest.raises(ConfigError, match="res_blocks"):
+        make_config(name, {"arch": "resnet", "res_blocks": 0})

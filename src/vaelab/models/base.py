@@ -23,7 +23,8 @@ class ModelConfig:
 
     name: str = "vae"
     latent_dim: int = 16
-    arch: Literal["conv", "mlp", "linear", "unet"] = "conv"  # unet: the deterministic AEs only
+    arch: Literal["conv", "resnet", "mlp", "linear", "unet"] = "conv"  # unet: the deterministic AEs only
+    res_blocks: int = 1  # residual blocks per resolution stage when arch=resnet
     conv_channels: list[int] | None = None  # None: chosen from the image size
     hidden_dim: int = 256
     mlp_hidden: list[int] = field(default_factory=lambda: [512, 256])
@@ -38,6 +39,8 @@ class ModelConfig:
             raise ConfigError(f"model.latent_dim must be >= 1, got {self.latent_dim}")
         if self.activation not in ACTIVATIONS:
             raise ConfigError(f"unknown activation {self.activation!r}; choose one of: {', '.join(ACTIVATIONS)}")
+        if self.res_blocks < 1:
+            raise ConfigError(f"model.res_blocks (residual blocks per resolution, arch=resnet) must be >= 1, got {self.res_blocks}")
         if self.gaussian_std <= 0:
             raise ConfigError(f"model.gaussian_std must be > 0, got {self.gaussian_std}")
         if self.arch == "unet" and not self.supports_unet:
@@ -84,7 +87,7 @@ class Autoencoder(nn.Module):
         self.encoder, self.decoder, self.feature_dim = build_networks(
             config.arch, self.image_shape, config.latent_dim, self.image_shape[0],
             conv_channels=config.conv_channels, hidden_dim=config.hidden_dim,
-            mlp_hidden=config.mlp_hidden, activation=config.activation,
+            mlp_hidden=config.mlp_hidden, activation=config.activation, res_blocks=config.res_blocks,
         )
 
     # -- the contract --------------------------------------------------------------------------

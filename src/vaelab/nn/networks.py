@@ -84,6 +84,69 @@ class ConvDecoder(nn.Module):
         return self.deconv(self.fc(z).view(-1, *self.start))
 
 
+class ResBlock(nn.Module):
+    """x + conv2(act(conv1(x))), two 3x3 convolutions at constant resolution."""
+
+    def __init__(self, channels: int, activation: str = "relu"):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, 1, 1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, 1, 1)
+        self.act = make_activation(activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(self.act(self.conv1(x)))
+
+
+class ResEncoder(nn.Module):
+    """Per entry of ``channels``: conv k4 s2 p1 (halves the map) -> act -> ``blocks`` ResBlocks;
+    then flatten -> linear -> act. The unidirectional twin of vaelab.nn.BiResNet's forward pass."""
+
+    def __init__(self, shape: tuple[int, int, int], channels: list[int], hidden_dim: int, activation: str = "relu",
+                 blocks: int = 1):
+        super().__init__()
+        if blocks < 1:
+            raise ConfigError(f"model.res_blocks must be >= 1, got {blocks}")
+        c, h, w = shape
+        layers: list[nn.Module] = []
+        for out in channels:
+            if h % 2 or w % 2:
+                raise ConfigError(f"cannot halve a {h}x{w} feature map; use fewer conv channels or data.size")
+            layers += [nn.Conv2d(c, out, 4, 2, 1), make_activation(activation), *(ResBlock(out, activation) for _ in range(blocks))]
+            c, h, w = out, h // 2, w // 2
+        self.features = nn.Sequential(*layers)
+        self.feature_shape = (c, h, w)
+        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, hidden_dim), make_activation(activation))
+        self.out_dim = hidden_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x))
+
+
+class ResDecoder(nn.Module):
+    """The mirror of ResEncoder with its own weights (BiResNet's backward pass, unshared):
+    linear -> act -> linear, then per stage from the deepest: ``blocks`` ResBlocks -> act ->
+    transposed conv k4 s2 p1 (doubles the map); the last gives ``out_channels``."""
+
+    def __init__(self, shape: tuple[int, int, int], channels: list[int], latent_dim: int, hidden_dim: int,
+                 out_channels: int, activation: str = "relu", blocks: int = 1):
+        super().__init__()
+        c, h, w = shape
+        sh, sw = h // 2 ** len(channels), w // 2 ** len(channels)
+        self.start = (channels[-1], sh, sw)
+        self.fc = nn.Sequential(nn.Linear(latent_dim, hidden_dim), make_activation(activation),
+                                nn.Linear(hidden_dim, channels[-1] * sh * sw))
+        layers: list[nn.Module] = []
+        rev = list(reversed(channels))
+        for i, cin in enumerate(rev):
+            cout = out_channels if i == len(rev) - 1 else rev[i + 1]
+            layers += [*(ResBlock(cin, activation) for _ in range(blocks)), make_activation(activation),
+                       nn.ConvTranspose2d(cin, cout, 4, 2, 1)]
+        self.deconv = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.deconv(self.fc(z).view(-1, *self.start))
+
+
 class MLPEncoder(nn.Module):
     def __init__(self, shape: tuple[int, int, int], hidden: list[int], activation: str = "relu"):
         super().__init__()
@@ -128,8 +191,9 @@ class LinearDecoder(nn.Module):
 
 
 def build_networks(arch: str, shape: tuple[int, int, int], latent_dim: int, out_channels: int, *,
-                   conv_channels: list[int] | None, hidden_dim: int, mlp_hidden: list[int], activation: str) -> tuple[nn.Module, nn.Module, int]:
-    """(encoder, decoder, encoder feature size) for ``arch`` in {'conv', 'mlp', 'linear', 'unet'}.
+                   conv_channels: list[int] | None, hidden_dim: int, mlp_hidden: list[int], activation: str,
+                   res_blocks: int = 1) -> tuple[nn.Module, nn.Module, int]:
+    """(encoder, decoder, encoder feature size) for ``arch`` in {'conv', 'resnet', 'mlp', 'linear', 'unet'}.
     'unet': the decoder takes the encoder's skip tensors as well as the code (see vaelab.nn.unet)."""
     if arch == "unet":
         from .unet import UNetDecoder, UNetEncoder
@@ -142,10 +206,15 @@ def build_networks(arch: str, shape: tuple[int, int, int], latent_dim: int, out_
         enc = ConvEncoder(shape, chans, hidden_dim, activation)
         dec = ConvDecoder(shape, chans, latent_dim, hidden_dim, out_channels, activation)
         return enc, dec, enc.out_dim
+    if arch == "resnet":
+        chans = conv_channels or auto_conv_channels(shape[1])
+        enc = ResEncoder(shape, chans, hidden_dim, activation, res_blocks)
+        dec = ResDecoder(shape, chans, latent_dim, hidden_dim, out_channels, activation, res_blocks)
+        return enc, dec, enc.out_dim
     if arch == "linear":  # no hidden layer, no activation: the code head is the whole encoder
         d = math.prod(shape)
         return nn.Flatten(), LinearDecoder(shape, latent_dim, out_channels), d
     if arch == "mlp":
         enc = MLPEncoder(shape, mlp_hidden, activation)
         return enc, MLPDecoder(shape, mlp_hidden, latent_dim, out_channels, activation), enc.out_dim
-    raise ConfigError(f"unknown architecture {arch!r}; choose 'conv', 'mlp', 'linear' or 'unet'")
+    raise ConfigError(f"unknown architecture {arch!r}; choose 'conv', 'resnet', 'mlp', 'linear' or 'unet'")
