@@ -196,35 +196,6 @@ class MahalanobisScore(Score):
         return torch.einsum("bi,ij,bj->b", d, self.precision_.to(x.device), d).clamp_min(0).sqrt()
 
 
-class LatentGMMScore(Score):
-    """-log density of E[z|x] under a full-covariance Gaussian mixture (scikit-learn) fitted to the
-    standardised training codes."""
-
-    name = "latent_gmm"
-
-    def __init__(self, gmm_components: int = 5, reg_covar: float = 1e-4):
-        if gmm_components < 1:
-            raise ConfigError(f"gmm_components must be >= 1, got {gmm_components}")
-        self.gmm_components, self.reg_covar = gmm_components, reg_covar
-
-    def fit(self, model: Autoencoder, images: torch.Tensor, batch_size: int = 500, seed: int = 0) -> "LatentGMMScore":
-        from sklearn.mixture import GaussianMixture
-
-        super().fit(model, images, batch_size, seed)
-        z = latent_means(model, images, batch_size)
-        if len(z) < 2:
-            raise ModelError("the latent_gmm score needs at least 2 training images to fit a mixture")
-        self.mean_, self.scale_ = z.mean(0), z.std(0).clamp_min(1e-6)
-        k = min(self.gmm_components, len(z))
-        self.gmm_ = GaussianMixture(k, covariance_type="full", reg_covar=self.reg_covar, random_state=seed,
-                                    n_init=1).fit(((z - self.mean_) / self.scale_).numpy())
-        return self
-
-    def batch(self, model: Autoencoder, x: torch.Tensor) -> torch.Tensor:
-        z = (model.encode(x).mean.double().cpu() - self.mean_) / self.scale_
-        return torch.from_numpy(-self.gmm_.score_samples(z.numpy()))
-
-
 # -- representation density: k nearest neighbours, feature mixtures -------------------------------
 @torch.no_grad()
 def encoder_outputs(model: Autoencoder, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
@@ -275,17 +246,19 @@ def _knn_mean_distance(ref: torch.Tensor, query: torch.Tensor, k: int, skip_self
 
 class _RepresentationScore(Score):
     """A density score on a per-image vector (the latent means or the encoder's features), whitened
-    with statistics of the training images."""
+    with statistics of the training images. ``source``: 'latent' or 'feature'; the score is named
+    SOURCE_KIND (latent_knn, feature_gmm, ...)."""
 
-    source: ClassVar[str] = "latent"  # or "feature"
-
-    def __init__(self, dims: int | None = None):
+    def __init__(self, source: str, kind: str, dims: int | None = None):
+        if source not in ("latent", "feature"):
+            raise ConfigError(f"a representation score reads 'latent' or 'feature' vectors, got {source!r}")
+        self.source, self.name = source, f"{source}_{kind}"  # type: ignore[misc]
         if dims is not None and dims < 1:
             raise ConfigError(f"{self.name}: the whitened dimension must be >= 1, got {dims}")
         self.dims = dims
 
     def vectors(self, model: Autoencoder, x: torch.Tensor) -> torch.Tensor:
-        v = model.encode(x).mean if self.source == "latent" else model.features(x)  # source "feature"
+        v = model.encode(x).mean if self.source == "latent" else model.features(x)
         return self.whitener_.transform(v.double().cpu())
 
     def fit(self, model: Autoencoder, images: torch.Tensor, batch_size: int = 500, seed: int = 0) -> "_RepresentationScore":
@@ -307,9 +280,8 @@ class KNNScore(_RepresentationScore):
     def __init__(self, source: str = "latent", k: int = 5, dims: int | None = None):
         if k < 1:
             raise ConfigError(f"knn_k (neighbours of the {source}_knn score) must be >= 1, got {k}")
-        super().__init__(dims)
-        self.source, self.k = source, k
-        self.name = f"{source}_knn"  # type: ignore[misc]
+        super().__init__(source, "knn", dims)
+        self.k = k
 
     def batch(self, model: Autoencoder, x: torch.Tensor) -> torch.Tensor:
         return _knn_mean_distance(self.train_, self.vectors(model, x), self.k)
@@ -320,20 +292,18 @@ class KNNScore(_RepresentationScore):
         return _knn_mean_distance(self.train_, self.train_, self.k, skip_self=True)
 
 
-class FeatureGMMScore(_RepresentationScore):
-    """-log density of the encoder's whitened features (top ``dims`` principal components) under a
-    full-covariance Gaussian mixture of the training images' (scikit-learn)."""
+class GMMScore(_RepresentationScore):
+    """-log density under a full-covariance Gaussian mixture (scikit-learn) fitted to the training
+    images' whitened representation: the latent means standardised per unit (``latent_gmm``), or the
+    encoder's features projected on their top ``dims`` principal components and whitened (``feature_gmm``)."""
 
-    name = "feature_gmm"
-    source = "feature"
-
-    def __init__(self, gmm_components: int = 5, dims: int = 64, reg_covar: float = 1e-4):
+    def __init__(self, source: str = "latent", gmm_components: int = 5, dims: int | None = None, reg_covar: float = 1e-4):
         if gmm_components < 1:
             raise ConfigError(f"gmm_components must be >= 1, got {gmm_components}")
-        super().__init__(dims)
+        super().__init__(source, "gmm", dims)
         self.gmm_components, self.reg_covar = gmm_components, reg_covar
 
-    def fit(self, model: Autoencoder, images: torch.Tensor, batch_size: int = 500, seed: int = 0) -> "FeatureGMMScore":
+    def fit(self, model: Autoencoder, images: torch.Tensor, batch_size: int = 500, seed: int = 0) -> "GMMScore":
         from sklearn.mixture import GaussianMixture
 
         super().fit(model, images, batch_size, seed)
@@ -407,14 +377,14 @@ SCORES: dict[str, tuple[Callable[..., Score], str]] = {
     "nelbo": (lambda n_samples=1, **o: NELBOScore(n_samples), "negative ELBO (needs a VAE-type model)"),
     "nll": (lambda nll_k=100, **o: NLLScore(nll_k), "importance-sampled -log p(x) (needs a VAE-type model)"),
     "mahalanobis": (lambda **o: MahalanobisScore(), "Mahalanobis distance of E[z|x] to the training codes"),
-    "latent_gmm": (lambda gmm_components=5, **o: LatentGMMScore(gmm_components),
+    "latent_gmm": (lambda gmm_components=5, **o: GMMScore("latent", gmm_components),
                    "-log density of E[z|x] under a Gaussian mixture of the training codes"),
     "ssim": (lambda **o: SSIMScore(), "1 - SSIM of decode(E[z|x]) against x"),
     "latent_knn": (lambda knn_k=5, **o: KNNScore("latent", knn_k),
                    "mean distance of the standardised E[z|x] to its k nearest training codes"),
     "feature_knn": (lambda knn_k=5, feature_dims=64, **o: KNNScore("feature", knn_k, feature_dims),
                     "mean distance of the whitened encoder features to their k nearest training images'"),
-    "feature_gmm": (lambda gmm_components=5, feature_dims=64, **o: FeatureGMMScore(gmm_components, feature_dims),
+    "feature_gmm": (lambda gmm_components=5, feature_dims=64, **o: GMMScore("feature", gmm_components, feature_dims),
                     "-log density of the whitened encoder features under a Gaussian mixture"),
 }
 

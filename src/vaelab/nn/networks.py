@@ -40,15 +40,32 @@ def auto_conv_channels(height: int, base: int = 32, max_channels: int = 256) -> 
     return chans
 
 
+class ResBlock(nn.Module):
+    """x + conv2(act(conv1(x))), two 3x3 convolutions at constant resolution."""
+
+    def __init__(self, channels: int, activation: str = "relu"):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, 1, 1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, 1, 1)
+        self.act = make_activation(activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(self.act(self.conv1(x)))
+
+
 class ConvEncoder(nn.Module):
-    def __init__(self, shape: tuple[int, int, int], channels: list[int], hidden_dim: int, activation: str = "relu"):
+    """Per entry of ``channels``: conv k4 s2 p1 (halves the map) -> act [-> ``blocks`` ResBlocks];
+    then flatten -> linear -> act."""
+
+    def __init__(self, shape: tuple[int, int, int], channels: list[int], hidden_dim: int, activation: str = "relu",
+                 blocks: int = 0):
         super().__init__()
         c, h, w = shape
         layers: list[nn.Module] = []
         for out in channels:
             if h % 2 or w % 2:
                 raise ConfigError(f"cannot halve a {h}x{w} feature map; use fewer conv channels or data.size")
-            layers += [nn.Conv2d(c, out, 4, 2, 1), make_activation(activation)]
+            layers += [nn.Conv2d(c, out, 4, 2, 1), make_activation(activation), *(ResBlock(out, activation) for _ in range(blocks))]
             c, h, w = out, h // 2, w // 2
         self.features = nn.Sequential(*layers)
         self.feature_shape = (c, h, w)
@@ -84,42 +101,15 @@ class ConvDecoder(nn.Module):
         return self.deconv(self.fc(z).view(-1, *self.start))
 
 
-class ResBlock(nn.Module):
-    """x + conv2(act(conv1(x))), two 3x3 convolutions at constant resolution."""
-
-    def __init__(self, channels: int, activation: str = "relu"):
-        super().__init__()
-        self.conv1 = nn.Conv2d(channels, channels, 3, 1, 1)
-        self.conv2 = nn.Conv2d(channels, channels, 3, 1, 1)
-        self.act = make_activation(activation)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv2(self.act(self.conv1(x)))
-
-
-class ResEncoder(nn.Module):
-    """Per entry of ``channels``: conv k4 s2 p1 (halves the map) -> act -> ``blocks`` ResBlocks;
-    then flatten -> linear -> act. The unidirectional twin of vaelab.nn.BiResNet's forward pass."""
+class ResEncoder(ConvEncoder):
+    """ConvEncoder with ``blocks`` (>= 1) ResBlocks after each down-sampling conv: the unidirectional
+    twin of vaelab.nn.BiResNet's forward pass."""
 
     def __init__(self, shape: tuple[int, int, int], channels: list[int], hidden_dim: int, activation: str = "relu",
                  blocks: int = 1):
-        super().__init__()
         if blocks < 1:
             raise ConfigError(f"model.res_blocks must be >= 1, got {blocks}")
-        c, h, w = shape
-        layers: list[nn.Module] = []
-        for out in channels:
-            if h % 2 or w % 2:
-                raise ConfigError(f"cannot halve a {h}x{w} feature map; use fewer conv channels or data.size")
-            layers += [nn.Conv2d(c, out, 4, 2, 1), make_activation(activation), *(ResBlock(out, activation) for _ in range(blocks))]
-            c, h, w = out, h // 2, w // 2
-        self.features = nn.Sequential(*layers)
-        self.feature_shape = (c, h, w)
-        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, hidden_dim), make_activation(activation))
-        self.out_dim = hidden_dim
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.features(x))
+        super().__init__(shape, channels, hidden_dim, activation, blocks)
 
 
 class ResDecoder(nn.Module):
