@@ -86,6 +86,15 @@ def test_existing_run_dir_refused(run_dir):
     assert p.returncode == 2 and "already holds a run" in p.stderr
 
 
+def test_help_lists_every_anomaly_score_and_the_default_combo():
+    """The CLI keeps its own copy (so that --help does not import torch): it must match vaelab.detect."""
+    from vaelab import cli as cli_module
+    from vaelab.detect import DEFAULT_COMBO, SCORES
+
+    assert cli_module._SCORES == tuple(SCORES) and cli_module._DEFAULT_COMBO == tuple(DEFAULT_COMBO)
+    assert "patch_mse" in cli("detect", "--help").stdout
+
+
 def test_datasets_and_models_listing():
     out = cli("datasets").stdout
     for name in ("mnist", "fashion-mnist", "cifar10", "celeba64", "digits", "folder", "npz"):

@@ -9,6 +9,11 @@ from typing import Any
 
 from .errors import VaelabError
 
+# For --help without importing torch; tests/test_cli.py checks them against vaelab.detect.
+_SCORES = ("mse", "bce", "patch_mse", "ssim", "nelbo", "nll", "mahalanobis", "latent_gmm", "latent_knn", "feature_knn",
+           "feature_gmm")
+_DEFAULT_COMBO = ("mse", "ssim", "latent_knn", "feature_gmm")
+
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     from .config import deep_merge, parse_set
@@ -157,7 +162,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
     from .api import detect_run
 
     opts: dict[str, Any] = {k: v for k, v in {"combo": args.combo, "combo_method": args.combo_method, "nll_k": args.nll_k,
-                                              "n_samples": args.n_samples}.items() if v is not None}
+                                              "n_samples": args.n_samples, "patch_size": args.patch_size}.items()
+                            if v is not None}
     anomaly = [int(c) for c in args.anomaly_classes.split(",")] if args.anomaly_classes else None
     out, metrics = detect_run(args.run_dir, args.data, args.split, args.score, args.threshold, args.contamination,
                               args.out, anomaly, **opts)
@@ -328,12 +334,12 @@ def build_parser() -> argparse.ArgumentParser:
     lim = dt.add_mutually_exclusive_group()
     lim.add_argument("--threshold", type=float, help="flag normalised scores above this, in [0, 1) (e.g. 0.3)")
     lim.add_argument("--contamination", type=float, help="flag this fraction of the training data (default 0.1)")
-    dt.add_argument("--score", help="combo (default: mse + ssim + latent_knn + feature_gmm), mse, bce, ssim, nelbo, nll, "
-                                    "mahalanobis, latent_gmm, latent_knn, feature_knn or feature_gmm")
-    dt.add_argument("--combo", help="the scores --score combo averages (default mse,ssim,latent_knn,feature_gmm)")
+    dt.add_argument("--score", help=f"combo (default: {' + '.join(_DEFAULT_COMBO)}) or one of {', '.join(_SCORES)}")
+    dt.add_argument("--combo", help=f"the scores --score combo averages (default {','.join(_DEFAULT_COMBO)})")
     dt.add_argument("--combo-method", choices=["zscore", "rank"], help="how combo puts its members on one scale")
     dt.add_argument("--nll-k", type=int, help="importance samples for --score nll (default 100)")
     dt.add_argument("--n-samples", type=int, help="posterior samples for --score nelbo (default 1)")
+    dt.add_argument("--patch-size", type=int, help="window in pixels of the patch_mse score (default 7)")
     dt.add_argument("--anomaly-classes", help="comma-separated labels that mark anomalies in a labelled set")
     dt.add_argument("--out", help="report directory (default RUN_DIR/detect-DATA-TIME)")
     dt.set_defaults(func=cmd_detect)
@@ -346,9 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
     oc.add_argument("--epochs", type=int, default=20, help="per class (default 20: the benchmarked configuration)")
     oc.add_argument("--seeds", default="1", help="a count (3: seeds 0, 1, 2) or a comma list (0,4,7); default 1")
     oc.add_argument("--classes", help="comma-separated normal classes (default: all)")
-    oc.add_argument("--score", help="one score or a comma list (one column each): combo (default: mse + ssim + latent_knn "
-                                    "+ feature_gmm), mse, bce, ssim, nelbo, nll, mahalanobis, latent_gmm, latent_knn, "
-                                    "feature_knn, feature_gmm")
+    oc.add_argument("--score", help=f"one score or a comma list (one column each): combo (default: "
+                                    f"{' + '.join(_DEFAULT_COMBO)}) or any of {', '.join(_SCORES)}")
     oc.add_argument("--set", action="append", metavar="KEY=VALUE", help="any run-config key, e.g. model.arch=mlp")
     oc.add_argument("--out", help="output directory (default runs/one-class-DATA-MODEL-TIME); rerun into it to resume")
     oc.add_argument("--keep-checkpoints", action="store_true", help="keep each run's resumable checkpoint")

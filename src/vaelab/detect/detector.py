@@ -59,7 +59,7 @@ class AutoencoderDetector(BaseEstimator):
         None: ``fit`` trains ``model_name`` on X with vaelab's trainer (``epochs``, ``overrides`` as
         nested run-config keys, e.g. ``{"model": {"arch": "mlp"}}``; into ``train_dir``, or a
         temporary directory that is removed). Otherwise ``fit`` only scores X to set the threshold.
-    score : one of 'mse', 'bce', 'ssim', 'nelbo', 'nll', 'mahalanobis', 'latent_gmm', 'latent_knn',
+    score : one of 'mse', 'patch_mse', 'bce', 'ssim', 'nelbo', 'nll', 'mahalanobis', 'latent_gmm', 'latent_knn',
         'feature_knn', 'feature_gmm', 'combo' (default: 'combo' of DEFAULT_COMBO = 'mse', 'ssim',
         'latent_knn' and 'feature_gmm', each z-scored by its training scores; needs no prior, so any model works).
     contamination : fraction of the training data flagged: the threshold is the (1 - contamination)
@@ -69,6 +69,7 @@ class AutoencoderDetector(BaseEstimator):
     combo, combo_method : the member scores of 'combo' and how they are put on one scale.
     n_samples, nll_k, gmm_components : options of the nelbo, nll and latent_gmm / feature_gmm scores.
     knn_k, feature_dims : neighbours of the kNN scores; principal components kept of the encoder's features.
+    patch_size : the window (pixels) of the patch_mse score.
 
     Learned state: ``model_``, ``score_``, ``decision_scores_`` (the training set's anomaly scores),
     ``threshold_``, ``labels_`` (1 = flagged), ``raw_min_`` / ``raw_max_`` (the normalisation).
@@ -79,7 +80,8 @@ class AutoencoderDetector(BaseEstimator):
     def __init__(self, model: Autoencoder | str | Path | None = None, score: str = DEFAULT_SCORE,
                  contamination: float | None = 0.1, threshold: float | None = None, normalize: bool = True, *,
                  combo: Sequence[str] = DEFAULT_COMBO, combo_method: str = "zscore", n_samples: int = 1,
-                 nll_k: int = 100, gmm_components: int = 5, knn_k: int = 5, feature_dims: int = 64, model_name: str = "vae", epochs: int = 10,
+                 nll_k: int = 100, gmm_components: int = 5, knn_k: int = 5, feature_dims: int = 64,
+                 patch_size: int = 7, model_name: str = "vae", epochs: int = 10,
                  overrides: dict[str, Any] | None = None, train_dir: str | Path | None = None,
                  batch_size: int = 500, seed: int = 0):
         self.model = model
@@ -94,6 +96,7 @@ class AutoencoderDetector(BaseEstimator):
         self.gmm_components = gmm_components
         self.knn_k = knn_k
         self.feature_dims = feature_dims
+        self.patch_size = patch_size
         self.model_name = model_name
         self.epochs = epochs
         self.overrides = overrides
@@ -123,7 +126,7 @@ class AutoencoderDetector(BaseEstimator):
     def _make_score(self) -> Score:
         return make_score(self.score, combo=self.combo, combo_method=self.combo_method, n_samples=self.n_samples,
                           nll_k=self.nll_k, gmm_components=self.gmm_components, knn_k=self.knn_k,
-                          feature_dims=self.feature_dims)
+                          feature_dims=self.feature_dims, patch_size=self.patch_size)
 
     def _train(self, X: Any, images: torch.Tensor) -> Autoencoder:
         from ..config import deep_merge

@@ -133,14 +133,19 @@ def _one_run(cfg: RunConfig, c: int, seed: int, scores: list[str], run_dir: Path
 
     done = run_dir / "result.json"
     requested = json.loads(json.dumps(cfg.to_dict()))  # as asked, before training fills in the image shape
+    specs = {s: _score_spec(s, detector_options) for s in scores}
     prev: dict[str, Any] = {}
     if done.is_file():
         prev = json.loads(done.read_text())
         if prev.get("requested_config") != requested or prev.get("detector_options", {}) != detector_options:
             raise ConfigError(f"{run_dir} holds a run of another configuration; choose another --out for this one")
-        if set(scores) <= set(prev["auroc"]):
-            say(f"class {c} seed {seed}: done before, " + ", ".join(f"{s} {prev['auroc'][s]:.4f}" for s in scores))
-            return prev
+    # a score is reused only if it was computed under the same definition (a changed default
+    # combo or window is scored again from the saved model)
+    kept = [s for s in prev.get("auroc", {}) if prev.get("score_specs", {}).get(s) == _score_spec(s, detector_options)]
+    todo = [s for s in scores if s not in kept]
+    if prev and not todo:
+        say(f"class {c} seed {seed}: done before, " + ", ".join(f"{s} {prev['auroc'][s]:.4f}" for s in scores))
+        return prev
     t0 = time.perf_counter()
     if done.is_file() or (run_dir / "model.safetensors").is_file() and not (run_dir / CHECKPOINT).is_file():
         model, (train, _, test) = load_run_model(run_dir), load_data(cfg.data, cfg.seed)  # trained: score it (again)
@@ -152,8 +157,12 @@ def _one_run(cfg: RunConfig, c: int, seed: int, scores: list[str], run_dir: Path
     train_seconds = prev.get("train_seconds", time.perf_counter() - t0)
     y = (test.labels != c).numpy().astype(np.int64)
     row: dict[str, Any] = {"class": c, "seed": seed, "n_train": len(train), "n_test": len(test),
-                           "train_seconds": train_seconds, "auroc": {}, "average_precision": {}, "score_seconds": {}}
-    for s in scores:
+                           "train_seconds": train_seconds, "auroc": {}, "average_precision": {}, "score_seconds": {},
+                           "score_specs": {}}
+    for s in kept:
+        for k in ("auroc", "average_precision", "score_seconds", "score_specs"):
+            row[k][s] = prev[k][s]
+    for s in todo:
         t1 = time.perf_counter()
         det = AutoencoderDetector(model, s, normalize=False, seed=seed, batch_size=cfg.train.eval_batch_size,
                                   **detector_options).fit(train)
@@ -161,12 +170,18 @@ def _one_run(cfg: RunConfig, c: int, seed: int, scores: list[str], run_dir: Path
         row["auroc"][s] = float(roc_auc_score(y, raw))
         row["average_precision"][s] = float(average_precision_score(y, raw))
         row["score_seconds"][s] = time.perf_counter() - t1
+        row["score_specs"][s] = specs[s]
     row.update({"requested_config": requested, "detector_options": detector_options, "run_dir": str(run_dir)})
     atomic_write_json(done, row)
     if not keep_checkpoints and (run_dir / CHECKPOINT).is_file():
         (run_dir / CHECKPOINT).unlink()
     say(f"class {c} seed {seed}: " + ", ".join(f"{s} {row['auroc'][s]:.4f}" for s in scores) + f" ({train_seconds:.0f} s)")
     return row
+
+
+def _score_spec(score: str, detector_options: dict[str, Any]) -> str:
+    """The definition of ``score`` under the detector's options (see Score.spec)."""
+    return AutoencoderDetector(score=score, **detector_options)._make_score().spec()
 
 
 def summarise(runs: list[dict[str, Any]], scores: list[str], classes: list[int], seeds: list[int],
