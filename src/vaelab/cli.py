@@ -10,7 +10,7 @@ from typing import Any
 from .errors import VaelabError
 
 # For --help without importing torch; tests/test_cli.py checks them against vaelab.detect.
-_SCORES = ("mse", "bce", "patch_mse", "ssim", "nelbo", "nll", "mahalanobis", "latent_gmm", "latent_knn", "feature_knn",
+_SCORES = ("mse", "bce", "patch_mse", "nelbo", "nll", "mahalanobis", "latent_gmm", "ssim", "latent_knn", "feature_knn",
            "feature_gmm")
 _DEFAULT_COMBO = ("mse", "ssim", "latent_knn", "feature_gmm")
 
