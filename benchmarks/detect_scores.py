@@ -51,7 +51,7 @@ def _cached(cache: Path, stamp: np.ndarray, members: list[str], compute) -> dict
     have: dict[str, np.ndarray] = {}
     if cache.is_file():
         c = np.load(cache)
-        if np.array_equal(c["stamp"], stamp):
+        if "stamp" in c.files and np.array_equal(c["stamp"], stamp):
             have = {k: c[k] for k in c.files}
     missing = [m for m in members if f"tr_{_key(m)}" not in have]
     if missing:
@@ -137,7 +137,7 @@ def main() -> None:
     ap.add_argument("--runs", required=True, help="the --runs (or --out parent) of a one-class protocol run")
     ap.add_argument("--datasets", default="fashion-mnist,mnist")
     ap.add_argument("--members", default=MEMBERS)
-    ap.add_argument("--patch-sizes", default="3,5,7,9,11",
+    ap.add_argument("--patch-sizes", default="3,5,7,9,11,13,15",
                     help="windows of patch_mse tried as single scores; the best joins the combinations ('' : none)")
     ap.add_argument("--max-members", type=int, default=4)
     ap.add_argument("--top", type=int, default=15, help="combinations listed (default 15)")
