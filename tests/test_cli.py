@@ -90,8 +90,10 @@ def test_help_lists_every_anomaly_score_and_the_default_combo():
     """The CLI keeps its own copy (so that --help does not import torch): it must match vaelab.detect."""
     from vaelab import cli as cli_module
     from vaelab.detect import DEFAULT_COMBO, SCORES
+    from vaelab.detect.scores import DEFAULT_PATCH_SIZE
 
     assert cli_module._SCORES == tuple(SCORES) and cli_module._DEFAULT_COMBO == tuple(DEFAULT_COMBO)
+    assert cli_module._DEFAULT_PATCH_SIZE == DEFAULT_PATCH_SIZE
     assert "patch_mse" in cli("detect", "--help").stdout
 
 

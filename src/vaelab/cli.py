@@ -12,7 +12,8 @@ from .errors import VaelabError
 # For --help without importing torch; tests/test_cli.py checks them against vaelab.detect.
 _SCORES = ("mse", "bce", "patch_mse", "nelbo", "nll", "mahalanobis", "latent_gmm", "ssim", "latent_knn", "feature_knn",
            "feature_gmm")
-_DEFAULT_COMBO = ("mse", "ssim", "latent_knn", "feature_gmm")
+_DEFAULT_COMBO = ("ssim", "latent_gmm", "feature_knn", "patch_mse")
+_DEFAULT_PATCH_SIZE = 15
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -339,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     dt.add_argument("--combo-method", choices=["zscore", "rank"], help="how combo puts its members on one scale")
     dt.add_argument("--nll-k", type=int, help="importance samples for --score nll (default 100)")
     dt.add_argument("--n-samples", type=int, help="posterior samples for --score nelbo (default 1)")
-    dt.add_argument("--patch-size", type=int, help="window in pixels of the patch_mse score (default 7)")
+    dt.add_argument("--patch-size", type=int, help=f"window in pixels of the patch_mse score (default {_DEFAULT_PATCH_SIZE})")
     dt.add_argument("--anomaly-classes", help="comma-separated labels that mark anomalies in a labelled set")
     dt.add_argument("--out", help="report directory (default RUN_DIR/detect-DATA-TIME)")
     dt.set_defaults(func=cmd_detect)

@@ -14,7 +14,7 @@ from ..data import SOURCES, ImageSet
 from ..errors import ConfigError, DataError, ModelError
 from ..models import Autoencoder
 from ..train import load_run_model
-from .scores import DEFAULT_COMBO, SCORE_NAMES, Score, make_score, score_images
+from .scores import DEFAULT_COMBO, DEFAULT_PATCH_SIZE, SCORE_NAMES, Score, make_score, score_images
 
 # reconstruction error and latent density, each z-scored against the training set: see the README
 DEFAULT_SCORE = "combo"
@@ -60,8 +60,8 @@ class AutoencoderDetector(BaseEstimator):
         nested run-config keys, e.g. ``{"model": {"arch": "mlp"}}``; into ``train_dir``, or a
         temporary directory that is removed). Otherwise ``fit`` only scores X to set the threshold.
     score : one of 'mse', 'patch_mse', 'bce', 'ssim', 'nelbo', 'nll', 'mahalanobis', 'latent_gmm', 'latent_knn',
-        'feature_knn', 'feature_gmm', 'combo' (default: 'combo' of DEFAULT_COMBO = 'mse', 'ssim',
-        'latent_knn' and 'feature_gmm', each z-scored by its training scores; needs no prior, so any model works).
+        'feature_knn', 'feature_gmm', 'combo' (default: 'combo' of DEFAULT_COMBO = 'ssim', 'latent_gmm',
+        'feature_knn' and 'patch_mse', each z-scored by its training scores; needs no prior, so any model works).
     contamination : fraction of the training data flagged: the threshold is the (1 - contamination)
         quantile of ``decision_scores_``. Ignored when ``threshold`` is given.
     threshold : an explicit threshold on ``decision_function`` (in [0, 1) when ``normalize``).
@@ -81,7 +81,7 @@ class AutoencoderDetector(BaseEstimator):
                  contamination: float | None = 0.1, threshold: float | None = None, normalize: bool = True, *,
                  combo: Sequence[str] = DEFAULT_COMBO, combo_method: str = "zscore", n_samples: int = 1,
                  nll_k: int = 100, gmm_components: int = 5, knn_k: int = 5, feature_dims: int = 64,
-                 patch_size: int = 7, model_name: str = "vae", epochs: int = 10,
+                 patch_size: int = DEFAULT_PATCH_SIZE, model_name: str = "vae", epochs: int = 10,
                  overrides: dict[str, Any] | None = None, train_dir: str | Path | None = None,
                  batch_size: int = 500, seed: int = 0):
         self.model = model
