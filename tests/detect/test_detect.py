@@ -310,6 +310,13 @@ def test_one_class_protocol_end_to_end(tmp_path):
     assert again["auroc"]["mahalanobis"]["per_class"]["1"]["mean"] == saved["auroc"]["mahalanobis"]["per_class"]["1"]["mean"]
     row2 = json.loads(done.read_text())
     assert row2["score_specs"]["mahalanobis"] == "mahalanobis()" and row2["score_seconds"]["mse"] == row["score_seconds"]["mse"]
+    # a run finished by an older vaelab, whose saved config lacks a key added since, is still reused
+    del row2["requested_config"]["model"]["res_blocks"]
+    done.write_text(json.dumps(row2))
+    logs.clear()
+    one_class_protocol("digits", "vae", epochs=1, seeds=1, classes=[1], score="mse", overrides=over, out_dir=tmp_path,
+                       log=logs.append)
+    assert sum("done before" in ln for ln in logs) == 1
     with pytest.raises(ConfigError, match="sets data.classes"):
         one_class_protocol("digits", overrides={"data": {"classes": [1]}}, out_dir=tmp_path / "x", log=None)
     with pytest.raises(ModelError, match="needs a model with a prior"):  # refused before any training

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..config import deep_merge
 from ..data import DataConfig, load_data, load_split
-from ..errors import ConfigError, ModelError
+from ..errors import ConfigError, ModelError, VaelabError
 from ..fileio import atomic_write_json, atomic_write_text
 from ..models import get_spec
 from ..train import CHECKPOINT, RunConfig, fit
@@ -137,7 +137,7 @@ def _one_run(cfg: RunConfig, c: int, seed: int, scores: list[str], run_dir: Path
     prev: dict[str, Any] = {}
     if done.is_file():
         prev = json.loads(done.read_text())
-        if prev.get("requested_config") != requested or prev.get("detector_options", {}) != detector_options:
+        if _as_current(prev.get("requested_config")) != requested or prev.get("detector_options", {}) != detector_options:
             raise ConfigError(f"{run_dir} holds a run of another configuration; choose another --out for this one")
     # a score is reused only if it was computed under the same definition (a changed default
     # combo or window is scored again from the saved model)
@@ -177,6 +177,15 @@ def _one_run(cfg: RunConfig, c: int, seed: int, scores: list[str], run_dir: Path
         (run_dir / CHECKPOINT).unlink()
     say(f"class {c} seed {seed}: " + ", ".join(f"{s} {row['auroc'][s]:.4f}" for s in scores) + f" ({train_seconds:.0f} s)")
     return row
+
+
+def _as_current(requested: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A run's saved config as this version writes it: keys added since take their defaults, so a
+    newer vaelab still recognises (and reuses) the runs an older one finished."""
+    try:
+        return json.loads(json.dumps(RunConfig.from_dict(requested).to_dict())) if requested else requested
+    except VaelabError:
+        return requested
 
 
 def _score_spec(score: str, detector_options: dict[str, Any]) -> str:
