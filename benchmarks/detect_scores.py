@@ -124,6 +124,28 @@ def study_scores(run_dir: Path, members: list[str]) -> dict[str, tuple[np.ndarra
     return {r: (c[f"y_{r}"], {m: (c[f"tr_{_key(m)}"], c[f"{r}_{_key(m)}"]) for m in members}) for r in ("rep1", "rep2")}
 
 
+def study_by_digit(run_dir: Path, st: dict, combo: tuple[str, ...]) -> dict[str, dict[str, dict[str, float]]]:
+    """Per representative set, per anomaly digit (MNIST's label, from the file's provenance indices):
+    how many, and the ROC-AUC of ``combo`` on those anomalies against all the normal images."""
+    from sklearn.metrics import roc_auc_score
+
+    from vaelab.data import SOURCES
+    from vaelab.train import RunConfig
+
+    d = np.load(RunConfig.load(run_dir / "config.yaml").data.path)
+    digits_of = SOURCES["mnist"].load("test").labels.numpy()
+    out = {}
+    for r, key in (("rep1", "index_test"), ("rep2", "index_rep2")):
+        y, sc = st[r]
+        z = np.mean([(sc[m][1] - sc[m][0].mean()) / max(sc[m][0].std(), 1e-12) for m in combo], 0)
+        digits = digits_of[d[key]]
+        out[r] = {}
+        for dg in sorted(set(digits[y == 1].tolist())):
+            sel = (y == 0) | ((y == 1) & (digits == dg))
+            out[r][str(dg)] = {"n": int(((y == 1) & (digits == dg)).sum()), "roc_auc": float(roc_auc_score(y[sel], z[sel]))}
+    return out
+
+
 def combo_auroc(y: np.ndarray, sc: dict[str, tuple[np.ndarray, np.ndarray]], combos: list[tuple[str, ...]]) -> dict[str, float]:
     """ROC-AUC of each combination, members z-scored by their training scores and averaged (as `combo`)."""
     from sklearn.metrics import roc_auc_score
@@ -211,6 +233,10 @@ def main() -> None:
         print("\nOOD study (held out), ROC-AUC rep1 / rep2:")
         for c in shown:
             print(f"  {study['rep1'][c]:.4f} / {study['rep2'][c]:.4f}  {c}")
+        study["by_digit"] = study_by_digit(Path(a.study), st, tuple(chosen.split("+")))
+        for r, rows_ in study["by_digit"].items():
+            print(f"  {r}, the chosen combo, each anomaly digit against all normal images: "
+                  + ", ".join(f"{d}: n={v['n']} ROC-AUC {v['roc_auc']:.3f}" for d, v in rows_.items()))
     write_result("detect_scores", {"single": single, "patch_window": patch, "combinations": rows[: max(a.top, 50)],
                                    "chosen": rows[rank.index(chosen)],
                                    "default": rows[rank.index(default)] if default in means else None,
