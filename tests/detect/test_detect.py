@@ -166,6 +166,9 @@ def test_patch_mse_ranks_a_local_defect_above_spread_error_of_the_same_total():
         def mean_image(self, p):
             return p
 
+        def reconstruct(self, x):
+            return self.mean_image(self.decode(self.encode(x).mean))
+
     target = torch.zeros(2, 1, 16, 16)
     x = torch.zeros(2, 1, 16, 16)
     x[0] += 0.6 / 16  # spread: every pixel off by 0.0375, total squared error 256 * 0.0375^2 = 0.36

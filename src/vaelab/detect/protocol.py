@@ -25,7 +25,7 @@ from ..fileio import atomic_write_json, atomic_write_text
 from ..models import get_spec
 from ..train import CHECKPOINT, RunConfig, fit
 from .detector import DEFAULT_SCORE, AutoencoderDetector, load_run_model
-from .scores import SCORE_NAMES, make_score
+from .scores import SCORE_NAMES, make_score, prior_free_scores
 
 
 def _as_list(v: str | Sequence[Any] | None, kind: type = str) -> list[Any] | None:
@@ -64,8 +64,7 @@ def one_class_protocol(dataset: str, model_name: str = "vae", epochs: int = 20, 
         sc = make_score(s, **{k: v for k, v in (detector_options or {}).items() if k in ("combo", "combo_method")})
         if sc.needs_prior and not spec.cls.has_prior:
             raise ModelError(f"the {s!r} score needs a model with a prior (vae, iwae, bvae, ...); {model_name} is "
-                             "deterministic. Use mse, bce, ssim, mahalanobis, latent_gmm, latent_knn, feature_knn, "
-                             "feature_gmm or a combo of those")
+                             f"deterministic. Use {', '.join(prior_free_scores())} or a combo of those")
     seeds = list(range(seeds)) if isinstance(seeds, int) else _as_list(seeds, int)
     if not seeds or len(set(seeds)) != len(seeds):
         raise ConfigError(f"seeds must be a count >= 1 or distinct integers, got {seeds}")
@@ -141,7 +140,8 @@ def _one_run(cfg: RunConfig, c: int, seed: int, scores: list[str], run_dir: Path
             raise ConfigError(f"{run_dir} holds a run of another configuration; choose another --out for this one")
     # a score is reused only if it was computed under the same definition (a changed default
     # combo or window is scored again from the saved model)
-    kept = [s for s in prev.get("auroc", {}) if prev.get("score_specs", {}).get(s) == _score_spec(s, detector_options)]
+    kept = [s for s in prev.get("auroc", {})
+            if prev.get("score_specs", {}).get(s) == (specs.get(s) or _score_spec(s, detector_options))]
     todo = [s for s in scores if s not in kept]
     if prev and not todo:
         say(f"class {c} seed {seed}: done before, " + ", ".join(f"{s} {prev['auroc'][s]:.4f}" for s in scores))

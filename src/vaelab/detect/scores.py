@@ -75,7 +75,7 @@ class Score:
         if self.needs_prior and not model.has_prior:
             raise ModelError(
                 f"the {self.name!r} score needs a model with a prior and a posterior density (a VAE, IWAE, BVAE...); "
-                f"{model.config.name} is deterministic. Use score='mse', 'bce', 'mahalanobis' or 'latent_gmm'"
+                f"{model.config.name} is deterministic. Use one of: {', '.join(prior_free_scores())}"
             )
 
     def fit(self, model: Autoencoder, images: torch.Tensor, batch_size: int = 500, seed: int = 0) -> "Score":
@@ -117,8 +117,7 @@ class MSEScore(Score):
     name = "mse"
 
     def batch(self, model: Autoencoder, x: torch.Tensor) -> torch.Tensor:
-        rec = model.mean_image(model.decode(model.encode(x).mean))
-        return (rec - x).pow(2).flatten(1).mean(1)
+        return (model.reconstruct(x) - x).pow(2).flatten(1).mean(1)
 
 
 # patch_mse's window: of 3, 5, ..., 15 pixels, the best single score on the one-class runs of both
@@ -141,8 +140,7 @@ class PatchMSEScore(Score):
         self.patch_size = patch_size
 
     def batch(self, model: Autoencoder, x: torch.Tensor) -> torch.Tensor:
-        rec = model.mean_image(model.decode(model.encode(x).mean))
-        err = (rec - x).pow(2).mean(1, keepdim=True)  # [B, 1, H, W]
+        err = (model.reconstruct(x) - x).pow(2).mean(1, keepdim=True)  # [B, 1, H, W]
         k = (min(self.patch_size, err.shape[-2]), min(self.patch_size, err.shape[-1]))
         return F.avg_pool2d(err, k, stride=1).flatten(1).amax(1)
 
@@ -167,8 +165,7 @@ class SSIMScore(Score):
     def batch(self, model: Autoencoder, x: torch.Tensor) -> torch.Tensor:
         from ..evaluate.image_quality import ssim_per_image
 
-        rec = model.mean_image(model.decode(model.encode(x).mean)).float()
-        return 1.0 - ssim_per_image(rec, x.float())
+        return 1.0 - ssim_per_image(model.reconstruct(x).float(), x.float())
 
 
 # -- likelihood bounds -------------------------------------------------------------------------
@@ -430,6 +427,11 @@ SCORES: dict[str, tuple[Callable[..., Score], str]] = {
     "feature_gmm": (lambda gmm_components=5, feature_dims=64, **o: GMMScore("feature", gmm_components, feature_dims),
                     "-log density of the whitened encoder features under a Gaussian mixture"),
 }
+
+
+def prior_free_scores() -> list[str]:
+    """The scores any model can back (no prior or posterior density needed)."""
+    return [n for n, (make, _) in SCORES.items() if not make().needs_prior]
 
 
 def make_score(name: str, combo: Sequence[str] = DEFAULT_COMBO, combo_method: str = "zscore", **options) -> Score:
