@@ -1,6 +1,7 @@
 """Anomaly detection with the library's default detector configuration (a conv `vae` trained 20
-epochs, score `combo` = mean of the z-scored reconstruction MSE, SSIM error, latent kNN distance and
-encoder-feature GMM density; see benchmarks/detect_scores.py for how they were chosen), beside the
+epochs, score `combo` = mean of the z-scored SSIM error, latent GMM density, encoder-feature kNN
+distance and windowed reconstruction error `patch_mse`, i.e. vaelab.detect.DEFAULT_COMBO; see
+benchmarks/detect_scores.py for how they were chosen), beside the
 plain reconstruction-MSE and negative-ELBO scores of the same models:
 
 1. the one-class protocol (`vaelab.detect.one_class_protocol`, i.e. `vaelab bench one-class`) on
