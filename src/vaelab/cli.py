@@ -203,7 +203,8 @@ def cmd_data_build_ood_study(args: argparse.Namespace) -> int:
         classes = [int(c) for c in args.classes.split(",") if c.strip()]
     except ValueError:
         raise ConfigError(f"--classes takes comma-separated digits such as 0,1,2,3,4; got {args.classes!r}") from None
-    sizes = build_ood_study(args.out, args.seed, classes, args.n_labeled, args.n_normal, args.anomaly_fraction)
+    sizes = build_ood_study(args.out, args.seed, classes, args.n_labeled, args.n_normal, args.anomaly_fraction,
+                            dataset=args.data)
     print(json.dumps(sizes))
     print(f"wrote {Path(args.out).resolve()}")
     return 0
@@ -366,8 +367,10 @@ def build_parser() -> argparse.ArgumentParser:
     dl_sub = dl.add_subparsers(dest="data_command", required=True)
     bo = dl_sub.add_parser("build-ood-study", help="the OOD study's layout from MNIST (32x32, 5 classes, ~5%% anomalies)")
     bo.add_argument("--out", required=True, help="the .npz to write")
+    bo.add_argument("--data", default="mnist", choices=("mnist", "fashion-mnist"),
+                    help="the images: mnist (the study's; default) or fashion-mnist (the same layout on other images)")
     bo.add_argument("--seed", type=int, default=0)
-    bo.add_argument("--classes", default="0,1,2,3,4", help="in-distribution digits (default 0,1,2,3,4)")
+    bo.add_argument("--classes", default="0,1,2,3,4", help="in-distribution classes (default 0,1,2,3,4)")
     bo.add_argument("--n-labeled", type=int, default=1000, help="labeled in-distribution images (default 1000)")
     bo.add_argument("--n-normal", type=int, default=1000, help="in-distribution images per representative set (default 1000)")
     bo.add_argument("--anomaly-fraction", type=float, default=0.05,

@@ -401,6 +401,35 @@ def test_ood_study_layout(study):
     assert s.anomalies("rep1").sum() == 52 and s.anomalies("labeled").sum() == 0 and s.anomalies("train") is None
 
 
+def test_study_layout_from_fashion_mnist_images(tmp_path):
+    """The same layout from another 10-class grayscale source (given here as in-memory sets): the
+    labels follow the chosen classes, the provenance indices point at the source's images and the
+    file says where they came from. A colour source is refused with the ones that work."""
+    from vaelab.data import ImageSet
+    from vaelab.detect import build_ood_study
+
+    g = torch.Generator().manual_seed(0)
+
+    def images(n_per_class: int) -> ImageSet:
+        y = torch.arange(10).repeat_interleave(n_per_class)
+        return ImageSet(torch.randint(0, 256, (len(y), 1, 28, 28), generator=g, dtype=torch.uint8), y, "fashion-mnist")
+
+    train, test = images(30), images(45)
+    sizes = build_ood_study(tmp_path / "fm.npz", classes=(5, 6, 7, 8, 9), n_labeled=50, n_normal=100,
+                            mnist=(train, test), dataset="fashion-mnist")
+    assert sizes == {"train": 100, "labeled": 50, "rep1": 105, "rep2": 105, "anomalies_per_rep": 5}
+    z = np.load(tmp_path / "fm.npz")
+    assert str(z["source"]) == "fashion-mnist" and z["classes"].tolist() == [5, 6, 7, 8, 9]
+    np.testing.assert_array_equal(z["y_labeled"], train.labels[z["index_labeled"]].numpy() - 5)
+    for y, idx in (("y_test", "index_test"), ("y_rep2", "index_rep2")):
+        cls = test.labels[z[idx]].numpy()
+        np.testing.assert_array_equal(z[y], np.where(cls >= 5, cls - 5, 5))
+    np.testing.assert_array_equal(z["x_rep2"][:, 2:30, 2:30], test.images[z["index_rep2"], 0].numpy())
+    with pytest.raises(ConfigError, match="fashion-mnist"):
+        build_ood_study(tmp_path / "c.npz", mnist=(train, test), dataset="cifar10")
+    assert not (tmp_path / "c.npz").exists()
+
+
 def test_own_file_in_study_layout(tmp_path):
     x = np.random.default_rng(0).integers(0, 256, (20, 8, 8), dtype=np.uint8)
     np.savez(tmp_path / "mine.npz", x_train=x, x_test=x[:10], y_test=np.r_[np.zeros(8), [5, 5]].astype(np.int64),

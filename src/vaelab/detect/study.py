@@ -1,6 +1,7 @@
-"""The OOD study's data layout, built from MNIST, its loader, and the sets `vaelab detect` scores.
+"""The OOD study's data layout, built from MNIST (or Fashion-MNIST), its loader, and the sets
+`vaelab detect` scores.
 
-The layout (one .npz, images uint8 N x 32 x 32, MNIST's 28 x 28 digits padded with 2 black pixels):
+The layout (one .npz, images uint8 N x 32 x 32, the 28 x 28 images padded with 2 black pixels):
 
 | key                        | what                                                                    |
 |----------------------------|-------------------------------------------------------------------------|
@@ -9,11 +10,16 @@ The layout (one .npz, images uint8 N x 32 x 32, MNIST's 28 x 28 digits padded wi
 | `x_test`, `y_test`         | representative set 1: ~95% in-distribution (labels 0..K-1) and ~5%     |
 |                            | anomalies from the other digits, labelled K (`anomaly_label`)           |
 | `x_rep2`, `y_rep2`         | representative set 2, drawn the same way, disjoint from set 1           |
-| `classes`                  | the K in-distribution MNIST digits (default 0..4, so K = 5)             |
+| `classes`                  | the K in-distribution classes (default 0..4, so K = 5)                  |
 | `anomaly_label`            | K, the label of the anomalies (1 element)                               |
-| `index_train`, `index_labeled` | the images' indices in MNIST's training split (provenance)          |
-| `index_test`, `index_rep2` | the images' indices in MNIST's test split                               |
+| `index_train`, `index_labeled` | the images' indices in the source's training split (provenance)     |
+| `index_test`, `index_rep2` | the images' indices in the source's test split                          |
 | `seed`                     | the seed that drew the sets (1 element)                                 |
+| `source`                   | the dataset the images come from (`mnist` by default)                   |
+
+The study itself is built from MNIST. The same layout from Fashion-MNIST (`dataset="fashion-mnist"`,
+`vaelab data build-ood-study --data fashion-mnist`) is a task of the same shape on other images:
+benchmarks/detect_scores.py uses it to choose the default score without looking at the MNIST study.
 
 Representative set 1 is stored as `x_test`/`y_test`, so the generic `npz` source trains on
 `x_train` and tests on it: `vaelab train vae --data npz --set data.path=study.npz`. A file of
@@ -29,6 +35,7 @@ import numpy as np
 import torch
 
 from ..data import SOURCES, DataConfig, ImageSet, load_split
+from ..data.sources import IdxSource
 from ..data.parsers import images_to_tensor, load_npz
 from ..errors import ConfigError, DataError
 from ..fileio import atomic_path
@@ -44,14 +51,16 @@ def _anomaly_count(n_normal: int, fraction: float) -> int:
 
 def build_ood_study(out: str | Path, seed: int = 0, classes: Sequence[int] = (0, 1, 2, 3, 4), n_labeled: int = 1000,
                     n_normal: int = 1000, anomaly_fraction: float = 0.05,
-                    mnist: tuple[ImageSet, ImageSet] | None = None) -> dict[str, int]:
-    """Write the study layout built from MNIST to ``out`` (.npz) and return the set sizes.
+                    mnist: tuple[ImageSet, ImageSet] | None = None, dataset: str = "mnist") -> dict[str, int]:
+    """Write the study layout built from ``dataset`` (MNIST by default; any grayscale labelled
+    source with 10 classes, i.e. also fashion-mnist) to ``out`` (.npz) and return the set sizes.
 
-    In-distribution: the digits ``classes``. From MNIST's training split, ``n_labeled`` images
+    In-distribution: the classes ``classes``. From the training split, ``n_labeled`` images
     (equal numbers per class) form the labeled set and all the other in-distribution images the
     unlabeled training set. From the test split, each representative set takes ``n_normal``
     in-distribution images and ``int(n_normal * f / (1 - f))`` anomalies (f = anomaly_fraction;
-    52 for 1000 and 5%: 1,052 images), shuffled. ``mnist``: (train, test) ImageSets, else loaded."""
+    52 for 1000 and 5%: 1,052 images), shuffled. ``mnist``: (train, test) ImageSets of ``dataset``,
+    else loaded."""
     classes = [int(c) for c in classes]
     if len(set(classes)) != len(classes) or not classes or not all(0 <= c <= 9 for c in classes) or len(classes) > 9:
         raise ConfigError(f"classes must be 1 to 9 distinct digits 0..9 (the rest are the anomalies), got {classes}")
@@ -59,12 +68,17 @@ def build_ood_study(out: str | Path, seed: int = 0, classes: Sequence[int] = (0,
         raise ConfigError(f"anomaly_fraction must be in (0, 0.5), got {anomaly_fraction}")
     if n_labeled < 0 or n_labeled % len(classes):
         raise ConfigError(f"n_labeled must be a non-negative multiple of the {len(classes)} classes, got {n_labeled}")
+    grayscale = [n for n, s in SOURCES.items() if isinstance(s, IdxSource)]  # 28x28 grayscale, 10 classes
+    if dataset not in grayscale:
+        raise ConfigError(f"the OOD study layout is built from a grayscale 10-class dataset: one of {', '.join(grayscale)}; "
+                          f"got {dataset!r}")
+    name = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}.get(dataset, dataset)
     if mnist is None:
-        src = SOURCES["mnist"]
+        src = SOURCES[dataset]
         mnist = (src.load("train"), src.load("test"))
     train, test = mnist
     if train.labels is None or test.labels is None:
-        raise DataError("the OOD study is built from labelled MNIST; the given sets have no labels")
+        raise DataError(f"the OOD study is built from labelled {name}; the given sets have no labels")
     rng = np.random.default_rng(seed)
     cls = torch.as_tensor(classes)
     label_of = np.full(10, len(classes), dtype=np.int64)  # digit -> its label: index in classes, or the anomaly label
@@ -76,7 +90,7 @@ def build_ood_study(out: str | Path, seed: int = 0, classes: Sequence[int] = (0,
     for c in classes:
         idx = np.flatnonzero(train.labels.numpy() == c)
         if len(idx) < per_class:
-            raise DataError(f"MNIST's training split has {len(idx)} images of digit {c}, fewer than the {per_class} asked")
+            raise DataError(f"{name}'s training split has {len(idx)} images of class {c}, fewer than the {per_class} asked")
         labeled_idx.append(rng.choice(idx, per_class, replace=False))
     labeled_idx = np.sort(np.concatenate(labeled_idx)) if labeled_idx else np.zeros(0, np.int64)
     in_train = np.flatnonzero(torch.isin(train.labels, cls).numpy())
@@ -87,7 +101,7 @@ def build_ood_study(out: str | Path, seed: int = 0, classes: Sequence[int] = (0,
     anomaly_pool = rng.permutation(np.flatnonzero(~torch.isin(test.labels, cls).numpy()))
     n_anom = _anomaly_count(n_normal, anomaly_fraction)
     if len(normal_pool) < 2 * n_normal or len(anomaly_pool) < 2 * n_anom:
-        raise DataError(f"MNIST's test split has {len(normal_pool)} in-distribution and {len(anomaly_pool)} other images; "
+        raise DataError(f"{name}'s test split has {len(normal_pool)} in-distribution and {len(anomaly_pool)} other images; "
                         f"two representative sets need {2 * n_normal} and {2 * n_anom}. Ask for a smaller n_normal")
     reps = []
     for r in range(2):
@@ -107,7 +121,7 @@ def build_ood_study(out: str | Path, seed: int = 0, classes: Sequence[int] = (0,
         "x_test": images(test, reps[0]), "y_test": labels(test, reps[0]), "index_test": reps[0].astype(np.int64),
         "x_rep2": images(test, reps[1]), "y_rep2": labels(test, reps[1]), "index_rep2": reps[1].astype(np.int64),
         "classes": np.asarray(classes, dtype=np.int64), "anomaly_label": np.asarray([len(classes)], dtype=np.int64),
-        "seed": np.asarray([seed], dtype=np.int64),
+        "seed": np.asarray([seed], dtype=np.int64), "source": np.asarray(dataset),
     }
     out = Path(out)
     with atomic_path(out) as tmp:
