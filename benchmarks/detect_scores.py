@@ -208,11 +208,12 @@ def main() -> None:
             print(f"{ds} {d.name}: " + ", ".join(f"{m} {v:.4f}" for m, v in single.items()), flush=True)
 
     validation = {}  # "RUN/rep1" -> (y, member scores)
+    validation_single = {}  # "RUN/rep1" -> {single score: ROC-AUC}
     for v in a.validate:
         for r, ysc in study_scores(Path(v), singles).items():
-            validation[f"{Path(v).name}/{r}"] = ysc
-            print(f"validation {Path(v).name}/{r}: " + ", ".join(f"{m} {x:.4f}" for m, x in combo_auroc(*ysc, [(m,) for m in singles]).items()),
-                  flush=True)
+            key = f"{Path(v).name}/{r}"
+            validation[key], validation_single[key] = ysc, combo_auroc(*ysc, [(m,) for m in singles])
+            print(f"validation {key}: " + ", ".join(f"{m} {x:.4f}" for m, x in validation_single[key].items()), flush=True)
 
     def means_of(combos: list[tuple[str, ...]]) -> dict[str, dict[str, float]]:
         """Per combination: the one-class mean of each dataset and, with --validate, 'validation'."""
@@ -271,14 +272,14 @@ def main() -> None:
         for r, rows_ in study["by_digit"].items():
             print(f"  {r}, the chosen combo, each anomaly digit against all normal images: "
                   + ", ".join(f"{d}: n={v['n']} ROC-AUC {v['roc_auc']:.3f}" for d, v in rows_.items()))
-    import yaml
+    from vaelab.train import RunConfig
 
-    model_cfg = yaml.safe_load((Path(a.runs) / a.datasets.split(",")[0] / "runs" / runs_used[a.datasets.split(",")[0]][0]
-                                / "config.yaml").read_text()).get("model", {})
+    ds0, names = next(iter(runs_used.items()))
+    model_cfg = RunConfig.load(Path(a.runs) / ds0 / "runs" / names[0] / "config.yaml").to_dict()["model"]
     write_result(a.name, {"single": single, "patch_window": patch, "combinations": rows[: max(a.top, 50)],
                                    "chosen": rows[rank.index(chosen)],
                                    "default": rows[rank.index(default)] if default in means else None,
-                                   "study": study,
+                                   "study": study, "validation_single": validation_single or None,
                                    "per_run": {ds: {m: [combo_auroc(y, sc, [(m,)])[m] for y, sc in scored[ds]] for m in singles}
                                                for ds in scored}},
                  runs=runs_used, validation_runs=a.validate, objective="mean of the one-class mean over datasets and the "

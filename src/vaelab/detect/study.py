@@ -18,8 +18,8 @@ The layout (one .npz, images uint8 N x 32 x 32, the 28 x 28 images padded with 2
 | `source`                   | the dataset the images come from (`mnist` by default)                   |
 
 The study itself is built from MNIST. The same layout from Fashion-MNIST (`dataset="fashion-mnist"`,
-`vaelab data build-ood-study --data fashion-mnist`) is a task of the same shape on other images:
-benchmarks/detect_scores.py uses it to choose the default score without looking at the MNIST study.
+`vaelab data build-ood-study --data fashion-mnist`) is a task of the same shape on other images
+(benchmarks/detect_scores.py --validate).
 
 Representative set 1 is stored as `x_test`/`y_test`, so the generic `npz` source trains on
 `x_train` and tests on it: `vaelab train vae --data npz --set data.path=study.npz`. A file of
@@ -35,8 +35,8 @@ import numpy as np
 import torch
 
 from ..data import SOURCES, DataConfig, ImageSet, load_split
-from ..data.sources import IdxSource
 from ..data.parsers import images_to_tensor, load_npz
+from ..data.sources import IdxSource
 from ..errors import ConfigError, DataError
 from ..fileio import atomic_path
 
@@ -72,13 +72,12 @@ def build_ood_study(out: str | Path, seed: int = 0, classes: Sequence[int] = (0,
     if dataset not in grayscale:
         raise ConfigError(f"the OOD study layout is built from a grayscale 10-class dataset: one of {', '.join(grayscale)}; "
                           f"got {dataset!r}")
-    name = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}.get(dataset, dataset)
     if mnist is None:
         src = SOURCES[dataset]
         mnist = (src.load("train"), src.load("test"))
     train, test = mnist
     if train.labels is None or test.labels is None:
-        raise DataError(f"the OOD study is built from labelled {name}; the given sets have no labels")
+        raise DataError(f"the OOD study is built from labelled {dataset}; the given sets have no labels")
     rng = np.random.default_rng(seed)
     cls = torch.as_tensor(classes)
     label_of = np.full(10, len(classes), dtype=np.int64)  # digit -> its label: index in classes, or the anomaly label
@@ -90,7 +89,7 @@ def build_ood_study(out: str | Path, seed: int = 0, classes: Sequence[int] = (0,
     for c in classes:
         idx = np.flatnonzero(train.labels.numpy() == c)
         if len(idx) < per_class:
-            raise DataError(f"{name}'s training split has {len(idx)} images of class {c}, fewer than the {per_class} asked")
+            raise DataError(f"{dataset}'s training split has {len(idx)} images of class {c}, fewer than the {per_class} asked")
         labeled_idx.append(rng.choice(idx, per_class, replace=False))
     labeled_idx = np.sort(np.concatenate(labeled_idx)) if labeled_idx else np.zeros(0, np.int64)
     in_train = np.flatnonzero(torch.isin(train.labels, cls).numpy())
@@ -101,7 +100,7 @@ def build_ood_study(out: str | Path, seed: int = 0, classes: Sequence[int] = (0,
     anomaly_pool = rng.permutation(np.flatnonzero(~torch.isin(test.labels, cls).numpy()))
     n_anom = _anomaly_count(n_normal, anomaly_fraction)
     if len(normal_pool) < 2 * n_normal or len(anomaly_pool) < 2 * n_anom:
-        raise DataError(f"{name}'s test split has {len(normal_pool)} in-distribution and {len(anomaly_pool)} other images; "
+        raise DataError(f"{dataset}'s test split has {len(normal_pool)} in-distribution and {len(anomaly_pool)} other images; "
                         f"two representative sets need {2 * n_normal} and {2 * n_anom}. Ask for a smaller n_normal")
     reps = []
     for r in range(2):
