@@ -59,7 +59,7 @@ def _study_seed(a: argparse.Namespace, runs: Path, path: Path, seed: int) -> dic
     for split in ("rep1", "rep2"):
         _, m = detect_run(run, str(path), split=split, threshold=0.3, out=runs / f"study-detect-{split}{suffix}")
         out[split] = {k: m[k] for k in ("roc_auc", "pr_auc", "confusion_matrix", "tpr", "fpr", "precision", "f1", "n",
-                                        "n_anomalies") if k in m}
+                                        "n_anomalies", "calibration_flagged_fraction") if k in m}
         print(f"study seed {seed} {split}: ROC-AUC {m['roc_auc']:.4f}  PR-AUC {m['pr_auc']:.4f}  confusion at 0.3 "
               f"{m['confusion_matrix']}", flush=True)
     return out
