@@ -165,6 +165,13 @@ def cmd_detect(args: argparse.Namespace) -> int:
     opts: dict[str, Any] = {k: v for k, v in {"combo": args.combo, "combo_method": args.combo_method, "nll_k": args.nll_k,
                                               "n_samples": args.n_samples, "patch_size": args.patch_size}.items()
                             if v is not None}
+    if args.norm_range is not None:
+        from .errors import ConfigError
+
+        try:
+            opts["norm_range"] = tuple(float(q) for q in args.norm_range.split(","))
+        except ValueError:
+            raise ConfigError(f"--norm-range takes two quantiles LOW,HIGH, e.g. 0.5,0.99; got {args.norm_range!r}") from None
     anomaly = [int(c) for c in args.anomaly_classes.split(",")] if args.anomaly_classes else None
     out, metrics = detect_run(args.run_dir, args.data, args.split, args.score, args.threshold, args.contamination,
                               args.out, anomaly, **opts)
@@ -336,6 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
     lim = dt.add_mutually_exclusive_group()
     lim.add_argument("--threshold", type=float, help="flag normalised scores above this, in [0, 1) (e.g. 0.3)")
     lim.add_argument("--contamination", type=float, help="flag this fraction of the training data (default 0.1)")
+    dt.add_argument("--norm-range", metavar="LOW,HIGH",
+                    help="quantiles of the training scores that the normalised score maps to 0 and 1 (default 0,1: "
+                         "min and max; 0.5,0.99 keeps a fixed --threshold's false-alarm rate stable across models)")
     dt.add_argument("--score", help=f"combo (default: {' + '.join(_DEFAULT_COMBO)}) or one of {', '.join(_SCORES)}")
     dt.add_argument("--combo", help=f"the scores --score combo averages (default {','.join(_DEFAULT_COMBO)})")
     dt.add_argument("--combo-method", choices=["zscore", "rank"], help="how combo puts its members on one scale")

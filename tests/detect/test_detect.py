@@ -458,3 +458,35 @@ def test_cli_detect_on_the_study_layout(study, tmp_path, capsys):
     assert m["data"].endswith("(rep2)") and m["threshold"] == 0.3 and m["n"] == 1052 and m["n_anomalies"] == 52
     assert 0 <= m["roc_auc"] <= 1 and m["tp"] + m["fn"] == 52 and m["n_flagged"] == m["tp"] + m["fp"]
     assert f"report: {(rep / 'report.html').resolve()}" in capsys.readouterr().out
+    # --norm-range: the median training score maps to 0, so about half the normal images sit at 0
+    assert main(["detect", str(tmp_path / "run"), "--data", str(study), "--split", "rep2", "--score", "nelbo",
+                 "--threshold", "0.3", "--norm-range", "0.5,0.99", "--out", str(tmp_path / "q")]) == 0
+    q = json.loads((tmp_path / "q" / "metrics.json").read_text())
+    assert q["norm_range"] == [0.5, 0.99] and m["norm_range"] == [0.0, 1.0]
+    assert q["roc_auc"] == pytest.approx(m["roc_auc"], abs=1e-9)  # an affine map: the same order
+    # 0.3 lies between the anchors (the median and the 99th percentile): it flags 1-50% of the training split
+    assert 0.01 - 1.5 / q["n_calibration"] <= q["calibration_flagged_fraction"] <= 0.5 + 1.5 / q["n_calibration"]
+    for bad in ("0.5", "a,b", "0.9,0.5"):
+        assert main(["detect", str(tmp_path / "run"), "--data", str(study), "--norm-range", bad]) == 2
+
+
+def test_norm_range_anchors_the_normalisation_at_training_quantiles(fitted, synthetic):
+    normal, held_out, noise = synthetic
+    model = fitted[0].model_
+    minmax = AutoencoderDetector(model, "mse", threshold=0.3).fit(normal)
+    same = AutoencoderDetector(model, "mse", threshold=0.3, norm_range=(0, 1)).fit(normal)
+    raw = minmax.raw_scores(normal)
+    assert (minmax.raw_min_, minmax.raw_max_) == (raw.min(), raw.max()) == (same.raw_min_, same.raw_max_)
+    q = AutoencoderDetector(model, "mse", threshold=0.3, norm_range=(0.5, 0.9)).fit(normal)
+    assert (q.raw_min_, q.raw_max_) == pytest.approx(tuple(np.quantile(raw, [0.5, 0.9])), rel=1e-6)
+    # the median maps to 0 and the 90th percentile to 1: half the training scores clip to 0, a tenth to 1
+    assert abs((q.decision_scores_ == 0).mean() - 0.5) <= 1.5 / len(normal)
+    assert abs((q.decision_scores_ >= 1).mean() - 0.1) <= 1.5 / len(normal)
+    # an affine map of the raw score, so the unclipped scores keep the images' order
+    for x in (held_out, noise):
+        np.testing.assert_allclose(q.decision_function(x, clip=False),
+                                   (q.raw_scores(x) - q.raw_min_) / (q.raw_max_ - q.raw_min_), rtol=1e-6)
+    assert q.raw_threshold_ == pytest.approx(q.raw_min_ + 0.3 * (q.raw_max_ - q.raw_min_))
+    for bad in [(0.9, 0.5), (0.5, 0.5), (-0.1, 1), (0, 1.5), (0.5,), "0,1", (0, float("nan"))]:
+        with pytest.raises(ConfigError, match="norm_range is two quantiles"):
+            AutoencoderDetector(model, "mse", norm_range=bad).fit(normal)

@@ -66,19 +66,25 @@ class AutoencoderDetector(BaseEstimator):
         quantile of ``decision_scores_``. Ignored when ``threshold`` is given.
     threshold : an explicit threshold on ``decision_function`` (in [0, 1) when ``normalize``).
     normalize : min-max scale the scores with the training scores' range and clip to [0, 1].
+    norm_range : the quantiles of the training scores that ``normalize`` maps to 0 and 1 (default
+        (0, 1): their min and max). The max can be one extreme training image, so a fixed threshold
+        such as 0.3 flags very different shares of normal images from one model to the next; anchors
+        such as (0.5, 0.99) (the median and the 99th percentile) keep that share stable.
     combo, combo_method : the member scores of 'combo' and how they are put on one scale.
     n_samples, nll_k, gmm_components : options of the nelbo, nll and latent_gmm / feature_gmm scores.
     knn_k, feature_dims : neighbours of the kNN scores; principal components kept of the encoder's features.
     patch_size : the window (pixels) of the patch_mse score.
 
     Learned state: ``model_``, ``score_``, ``decision_scores_`` (the training set's anomaly scores),
-    ``threshold_``, ``labels_`` (1 = flagged), ``raw_min_`` / ``raw_max_`` (the normalisation).
+    ``threshold_``, ``labels_`` (1 = flagged), ``raw_min_`` / ``raw_max_`` (the normalisation: the raw
+    scores that map to 0 and 1, the training scores' ``norm_range`` quantiles).
     ``decision_function``: higher = more anomalous (PyOD); ``score_samples`` = -decision_function
     (higher = more normal, scikit-learn); ``predict``: 1 = anomaly, 0 = normal (PyOD).
     """
 
     def __init__(self, model: Autoencoder | str | Path | None = None, score: str = DEFAULT_SCORE,
                  contamination: float | None = 0.1, threshold: float | None = None, normalize: bool = True, *,
+                 norm_range: Sequence[float] = (0.0, 1.0),
                  combo: Sequence[str] = DEFAULT_COMBO, combo_method: str = "zscore", n_samples: int = 1,
                  nll_k: int = 100, gmm_components: int = 5, knn_k: int = 5, feature_dims: int = 64,
                  patch_size: int = DEFAULT_PATCH_SIZE, model_name: str = "vae", epochs: int = 10,
@@ -89,6 +95,7 @@ class AutoencoderDetector(BaseEstimator):
         self.contamination = contamination
         self.threshold = threshold
         self.normalize = normalize
+        self.norm_range = norm_range
         self.combo = combo
         self.combo_method = combo_method
         self.n_samples = n_samples
@@ -120,6 +127,10 @@ class AutoencoderDetector(BaseEstimator):
             if self.normalize and not 0 <= self.threshold < 1:
                 raise ConfigError(f"with normalize=True scores lie in [0, 1]: give a threshold in [0, 1) "
                                   f"(e.g. 0.3), not {self.threshold}; or set normalize=False for a raw threshold")
+        r = tuple(self.norm_range) if isinstance(self.norm_range, (tuple, list)) else ()
+        if len(r) != 2 or not all(isinstance(q, (int, float)) and math.isfinite(q) for q in r) or not 0 <= r[0] < r[1] <= 1:
+            raise ConfigError(f"norm_range is two quantiles 0 <= low < high <= 1 of the training scores, mapped to 0 and 1 "
+                              f"(e.g. (0, 1), the min and max, or (0.5, 0.99)); got {self.norm_range!r}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
 
@@ -164,7 +175,9 @@ class AutoencoderDetector(BaseEstimator):
         self.model_ = model
         self.score_ = self._make_score().fit(model, images, self.batch_size, self.seed)
         raw = self.score_.training_scores(model, images, self.batch_size, self.seed).numpy()
-        self.raw_min_, self.raw_max_ = float(raw.min()), float(raw.max())
+        lo, hi = (float(q) for q in self.norm_range)
+        # (0, 1): exactly the min and max; np.quantile interpolates linearly between training scores
+        self.raw_min_, self.raw_max_ = (float(v) for v in np.quantile(raw, [lo, hi]))
         self.decision_scores_ = self._scale(raw, clip=True)
         if self.threshold is not None:
             self.threshold_ = float(self.threshold)
