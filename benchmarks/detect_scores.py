@@ -15,7 +15,8 @@ in-distribution, one with 5-9), scored on their two representative sets. The obj
 then the mean of (a) its one-class mean over the datasets and (b) its mean ROC-AUC over the
 validation sets; without --validate, (a) alone. The library's default was chosen without it: with it
 the rule picks ssim+mahalanobis+feature_knn, which the MNIST study scores 0.917 / 0.928 against the
-default's 0.946 / 0.961 (benchmarks/results/detect_scores_validate.json; README, "Which score").
+default's 0.946 / 0.961 (both with the three-stage study VAE, `one_class.py --study-set none`;
+benchmarks/results/detect_scores_validate.json; README, "Which score").
 
 It reports each single score (patch_mse at each of --patch-sizes windows; the window with the best
 objective joins the combinations), the combinations ranked by objective, the chosen one (the best

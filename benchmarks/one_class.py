@@ -50,10 +50,9 @@ def _study_seed(a: argparse.Namespace, runs: Path, path: Path, seed: int) -> dic
     from vaelab.config import parse_set
     from vaelab.train import RunConfig, fit
 
-    suffix = "" if seed == 0 else f"-s{seed}"  # seed 0 keeps the name earlier runs have
-    # study-only overrides name the run, so that a finished run of another network is never reused
-    tag = "".join(f"-{re.sub(r'[^A-Za-z0-9]+', '_', o).strip('_')}" for o in a.study_set)
-    suffix = tag + suffix
+    # study-only overrides name the run, so that a finished run of another network is never reused;
+    # seed 0 has no seed suffix (the name earlier runs have)
+    suffix = "".join(f"-{re.sub(r'[^A-Za-z0-9]+', '_', o).strip('_')}" for o in a.study_set) + (f"-s{seed}" if seed else "")
     run = runs / f"study-vae-e{a.study_epochs}{suffix}"
     if not (run / "trained").is_file():
         if run.exists():

@@ -479,6 +479,8 @@ def test_norm_range_anchors_the_normalisation_at_training_quantiles(fitted, synt
     assert (minmax.raw_min_, minmax.raw_max_) == (raw.min(), raw.max()) == (same.raw_min_, same.raw_max_)
     q = AutoencoderDetector(model, "mse", threshold=0.3, norm_range=(0.5, 0.9)).fit(normal)
     assert (q.raw_min_, q.raw_max_) == pytest.approx(tuple(np.quantile(raw, [0.5, 0.9])), rel=1e-6)
+    arr = AutoencoderDetector(model, "mse", threshold=0.3, norm_range=np.array([0.5, 0.9])).fit(normal)  # numpy works too
+    assert (arr.raw_min_, arr.raw_max_) == (q.raw_min_, q.raw_max_)
     # the median maps to 0 and the 90th percentile to 1: half the training scores clip to 0, a tenth to 1
     assert abs((q.decision_scores_ == 0).mean() - 0.5) <= 1.5 / len(normal)
     assert abs((q.decision_scores_ >= 1).mean() - 0.1) <= 1.5 / len(normal)

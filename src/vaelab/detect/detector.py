@@ -127,8 +127,11 @@ class AutoencoderDetector(BaseEstimator):
             if self.normalize and not 0 <= self.threshold < 1:
                 raise ConfigError(f"with normalize=True scores lie in [0, 1]: give a threshold in [0, 1) "
                                   f"(e.g. 0.3), not {self.threshold}; or set normalize=False for a raw threshold")
-        r = tuple(self.norm_range) if isinstance(self.norm_range, (tuple, list)) else ()
-        if len(r) != 2 or not all(isinstance(q, (int, float)) and math.isfinite(q) for q in r) or not 0 <= r[0] < r[1] <= 1:
+        try:  # any two numbers: a tuple, a list, a numpy array (not a string such as "0,1")
+            r = () if isinstance(self.norm_range, str) else tuple(float(q) for q in self.norm_range)
+        except (TypeError, ValueError):
+            r = ()
+        if len(r) != 2 or not all(math.isfinite(q) for q in r) or not 0 <= r[0] < r[1] <= 1:
             raise ConfigError(f"norm_range is two quantiles 0 <= low < high <= 1 of the training scores, mapped to 0 and 1 "
                               f"(e.g. (0, 1), the min and max, or (0.5, 0.99)); got {self.norm_range!r}")
         if self.batch_size < 1:
