@@ -1,6 +1,7 @@
 """The user-facing jobs, composing the stages: train -> evaluate -> figures -> report."""
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -12,9 +13,14 @@ from .data import ImageSet, load_data, load_split
 from .evaluate import DEFAULT_METRICS, evaluate
 from .generate import interpolate, latent_traversal, make_sampler
 from .fileio import atomic_write_json
+from .errors import VaelabError
 from .models import Autoencoder
 from .report import loss_curves, save_grid, write_report
+from .report.figures import image_format
 from .train import RunConfig, fit, load_run_model
+from .train.run import epochs_done, run_lock
+
+log = logging.getLogger("vaelab")
 
 
 def default_run_dir(model: str, data: str) -> Path:
@@ -28,11 +34,38 @@ def load_run(run_dir: str | Path) -> Autoencoder:
 
 def train_run(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = False,
               data: tuple[ImageSet, ImageSet, ImageSet] | None = None) -> tuple[Path, dict[str, Any]]:
-    """Train, evaluate on the test split, draw the figures and write report.html."""
+    """Train, evaluate on the test split, draw the figures and write report.html.
+
+    With ``resume``: continue ``run_dir`` from its last checkpoint up to ``cfg.train.epochs``; a
+    run stopped before its first checkpoint starts again from the beginning; a finished run is
+    left as it is (its metrics are returned), unless its weights or metrics were lost, which are
+    written again from the checkpoint."""
     run_dir = Path(run_dir) if run_dir else default_run_dir(cfg.model.name, cfg.data.name)
+    if resume:
+        if not run_dir.is_dir():
+            from .errors import CheckpointError
+
+            raise CheckpointError(f"{run_dir} does not exist; --resume takes the directory of an earlier run")
+        with run_lock(run_dir):  # a run another process is training is refused before its files are read
+            done = epochs_done(run_dir)
+        if done is None:
+            if not (run_dir / "config.yaml").is_file():
+                from .errors import CheckpointError
+
+                raise CheckpointError(f"{run_dir} is not a vaelab run (no config.yaml); train a new run into it instead")
+            log.info("%s was stopped before its first checkpoint: training it from the beginning", run_dir)
+            resume = False
+        elif cfg.train.epochs < done:
+            from .errors import ConfigError
+
+            raise ConfigError(f"{run_dir} has already trained {done} epochs, so --epochs {cfg.train.epochs} would end "
+                              f"before where it is. To train longer, pass --epochs N with N > {done}")
+        elif cfg.train.epochs == done:
+            return run_dir, _finished_run(run_dir, cfg, done, data)
     t0 = time.perf_counter()
     model, (train, val, test) = fit(cfg, run_dir, resume=resume, data=data)
     train_seconds = time.perf_counter() - t0
+    log.info("trained in %.1f s; evaluating on %d test images and drawing the report", train_seconds, len(test))
     metrics = evaluate(model, test, DEFAULT_METRICS, batch_size=cfg.train.eval_batch_size, seed=cfg.seed, train=train)
     metrics.update({"train_seconds": train_seconds, "parameters": model.num_parameters(),
                     "n_train": len(train), "n_val": len(val), "n_test": len(test)})
@@ -41,40 +74,113 @@ def train_run(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = 
     return run_dir, metrics
 
 
-def make_figures(run_dir: Path, model: Autoencoder, test: ImageSet, seed: int = 0, train: ImageSet | None = None) -> list[tuple[str, Path]]:
+def _finished_run(run_dir: Path, cfg: RunConfig, done: int,
+                  data: tuple[ImageSet, ImageSet, ImageSet] | None) -> dict[str, Any]:
+    """A resumed run that has already trained every epoch: nothing is trained or changed; lost
+    weights are written again from the checkpoint, and lost metrics (a run killed while it was
+    being evaluated) are computed again."""
+    import json
+
+    from .errors import CheckpointError
+    from .train.run import restore_weights
+
+    try:
+        model = load_run(run_dir)
+    except CheckpointError as e:
+        log.info("%s; writing model.safetensors again from the checkpoint", str(e).split(". ")[0])
+        model = restore_weights(run_dir, cfg)
+    try:
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        if isinstance(metrics, dict) and metrics:
+            log.info("%s is finished (%d of %d epochs); nothing changed. To train longer: vaelab train --resume %s "
+                     "--epochs N with N > %d", run_dir, done, cfg.train.epochs, run_dir, done)
+            return metrics
+    except (OSError, ValueError):
+        pass
+    log.info("%s finished training but has no metrics.json: evaluating it again", run_dir)
+    train, val, test = data if data is not None else load_data(cfg.data, cfg.seed)
+    metrics = evaluate(model, test, DEFAULT_METRICS, batch_size=cfg.train.eval_batch_size, seed=cfg.seed, train=train)
+    metrics.update({"parameters": model.num_parameters(), "n_train": len(train), "n_val": len(val), "n_test": len(test)})
+    atomic_write_json(run_dir / "metrics.json", metrics)
+    make_report(run_dir, model, cfg, metrics, test, train)
+    return metrics
+
+
+class _Figures:
+    """The report's figures, each drawn on its own: a figure that cannot be drawn for this run's
+    data (one test image, constant codes, a single class...) becomes a note in the report naming
+    the figure and why, instead of ending the run."""
+
+    def __init__(self) -> None:
+        self.figs: list[tuple[str, Path]] = []
+        self.notes: list[str] = []
+
+    def add(self, what: str, draw: Any) -> None:
+        try:
+            result = draw()
+        except VaelabError as e:
+            self.notes.append(f"No {what}: {e}")
+            return
+        except Exception as e:  # noqa: BLE001 - a figure never ends a run; the note says what went wrong
+            log.warning("the %s could not be drawn (%s: %s)", what, type(e).__name__, e)
+            self.notes.append(f"No {what}: drawing it failed ({type(e).__name__}: {e})")
+            return
+        if result is None:
+            return
+        for caption, path in result if isinstance(result, list) else [result]:
+            self.figs.append((caption, path))
+
+
+def make_figures(run_dir: Path, model: Autoencoder, test: ImageSet, seed: int = 0, train: ImageSet | None = None,
+                 notes: list[str] | None = None) -> list[tuple[str, Path]]:
+    """The run report's figures; what cannot be drawn is explained in ``notes`` (appended to)."""
     fig = run_dir / "figures"
-    figs: list[tuple[str, Path]] = []
+    F = _Figures()
     curves = loss_curves(run_dir / "logs" / "metrics.csv", fig / "loss_curves.png")
     if curves:
-        figs.append(("Loss terms: training (every step) and validation (every epoch)", curves))
+        F.figs.append(("Loss terms: training (every step) and validation (every epoch)", curves))
     n = min(16, len(test))
+    if n == 0:
+        F.notes.append("The test split is empty: no reconstructions, samples or latent figures")
+        if notes is not None:
+            notes += F.notes
+        return F.figs
     x = test.subset(torch.arange(n)).float().to(next(model.parameters()).device)
-    rec = model.reconstruct(x)
-    figs.append(("Reconstructions: originals (odd rows) above their reconstructions (even rows)",
-                 save_grid(_interleave_rows(x, rec, 8), fig / "reconstructions.png", nrow=8)))
+    F.add("reconstructions", lambda: ("Reconstructions: originals (odd rows) above their reconstructions (even rows)",
+                                      save_grid(_interleave_rows(x, model.reconstruct(x), 8), fig / "reconstructions.png", nrow=8)))
     if hasattr(model, "denoise"):
-        noisy, den = model.denoise(x[:8], torch.Generator().manual_seed(seed))
-        figs.append(("Denoising: clean (top), corrupted (middle), denoised (bottom)",
-                     save_grid(torch.cat([x[:8], noisy, den]), fig / "denoising.png", nrow=8)))
+        def denoising():
+            noisy, den = model.denoise(x[:8], torch.Generator().manual_seed(seed))
+            return ("Denoising: clean (top), corrupted (middle), denoised (bottom)",
+                    save_grid(torch.cat([x[:8], noisy, den]), fig / "denoising.png", nrow=8))
+        F.add("denoising figure", denoising)
     if model.has_prior:
         g = torch.Generator().manual_seed(seed)
-        figs.append(("Samples from the prior N(0, I)", save_grid(model.sample(64, g), fig / "samples.png", nrow=8)))
+        F.add("prior samples", lambda: ("Samples from the prior N(0, I)", save_grid(model.sample(64, g), fig / "samples.png", nrow=8)))
     if train is not None and len(train) >= 50:
-        gmm = make_sampler("gmm", seed=seed).fit(model, train)
-        figs.append(("Samples from a 10-component Gaussian mixture fitted to the training codes",
-                     save_grid(gmm.sample(64), fig / "samples_gmm.png", nrow=8)))
+        log.info("fitting a Gaussian mixture to %d training codes for the report's samples", len(train))
+        F.add("GMM samples", lambda: ("Samples from a 10-component Gaussian mixture fitted to the training codes",
+                                      save_grid(make_sampler("gmm", seed=seed).fit(model, train).sample(64),
+                                                fig / "samples_gmm.png", nrow=8)))
     if n >= 2:
-        rows = [interpolate(model, x[2 * i], x[2 * i + 1], 10, "linear") for i in range(min(4, n // 2))]
-        figs.append(("Linear interpolation between pairs of test images (10 steps)", save_grid(torch.cat(rows), fig / "interpolation.png", nrow=10)))
+        F.add("interpolation", lambda: ("Linear interpolation between pairs of test images (10 steps)", save_grid(
+            torch.cat([interpolate(model, x[2 * i], x[2 * i + 1], 10, "linear") for i in range(min(4, n // 2))]),
+            fig / "interpolation.png", nrow=10)))
+    else:
+        F.notes.append("No interpolation: it needs two test images, and the test split has one")
     units = list(range(min(model.latent_dim, 10)))
-    figs.append((f"Latent traversals of units {units[0]}..{units[-1]} over [-3, 3] (one row per unit)",
-                 save_grid(latent_traversal(model, x[0], 3.0, 9, units), fig / "traversal.png", nrow=9)))
+    F.add("latent traversals", lambda: (f"Latent traversals of units {units[0]}..{units[-1]} over [-3, 3] (one row per unit)",
+                                        save_grid(latent_traversal(model, x[0], 3.0, 9, units), fig / "traversal.png", nrow=9)))
     from .report.latent import latent_map
 
-    lm = latent_map(model, test, fig / "latent_map.png", seed=seed)
-    if lm:
-        figs.append(("Latent map of the test set, coloured by label", lm))
-    return figs
+    def lmap():
+        path = latent_map(model, test, fig / "latent_map.png", seed=seed)
+        return ("Latent map of the test set, coloured by label" if test.labels is not None
+                else "Latent map of the test set", path)
+    F.add("latent map", lmap)
+    if notes is not None:
+        notes += F.notes
+    return F.figs
 
 
 def _interleave_rows(a: torch.Tensor, b: torch.Tensor, per_row: int) -> torch.Tensor:
@@ -87,11 +193,18 @@ def _interleave_rows(a: torch.Tensor, b: torch.Tensor, per_row: int) -> torch.Te
 
 def make_report(run_dir: Path, model: Autoencoder, cfg: RunConfig, metrics: dict[str, Any], test: ImageSet,
                 train: ImageSet | None = None) -> Path:
-    figs = make_figures(run_dir, model, test, cfg.seed, train) + _attention_figures(run_dir, model, cfg, test)
+    log.info("drawing the report's figures")
+    fig_notes: list[str] = []
+    figs = make_figures(run_dir, model, test, cfg.seed, train, fig_notes)
+    F = _Figures()
+    F.add("attention figures", lambda: _attention_figures(run_dir, model, cfg, test))
+    figs += F.figs
     title = f"vaelab run: {cfg.model.name} on {cfg.data.name}"
     notes = [f"Run directory: {run_dir.resolve()}", f"{metrics.get('parameters', model.num_parameters()):,} parameters; "
              f"{cfg.train.epochs} epochs; latent dimension {cfg.model.latent_dim}. Losses are in nats per image "
              "(summed over pixels, averaged over images)."]
+    data_notes = list(dict.fromkeys((train.notes if train is not None else []) + test.notes))
+    notes += [f"Data: {n}" for n in data_notes] + fig_notes + F.notes
     return write_report(run_dir, title, dump_yaml(cfg.to_dict()), metrics, figs, notes)
 
 
@@ -150,6 +263,8 @@ def evaluate_run(run_dir: str | Path, metrics: list[str] | None = None, update_r
 
 def sample_run(run_dir: str | Path, n: int, out: str | Path, seed: int = 0, sampler: str = "prior") -> Path:
     """``n`` new images from the prior, or from a GMM fitted to the training codes."""
+    _positive("-n (images to draw)", n)
+    image_format(out)
     run_dir = Path(run_dir)
     model = load_run(run_dir)
     train = None
@@ -159,16 +274,31 @@ def sample_run(run_dir: str | Path, n: int, out: str | Path, seed: int = 0, samp
     return save_grid(make_sampler(sampler, seed=seed).fit(model, train).sample(n), out)
 
 
-def _test_images(run_dir: Path, n: int, start: int = 0) -> tuple[Autoencoder, torch.Tensor]:
+def _positive(what: str, value: int, least: int = 1) -> None:
+    if value < least:
+        from .errors import ConfigError
+
+        raise ConfigError(f"{what} must be at least {least}, got {value}")
+
+
+def _test_images(run_dir: Path, n: int, start: int = 0, what: str = "test images") -> tuple[Autoencoder, torch.Tensor]:
     cfg = RunConfig.load(run_dir / "config.yaml")
     model = load_run(run_dir)
     test = load_split(cfg.data, "test", apply_class_filter=False)
-    return model, test.subset(torch.arange(start, min(start + n, len(test)))).float()
+    if start < 0 or start + n > len(test):
+        from .errors import ConfigError
+
+        raise ConfigError(f"{what}: the test split of {cfg.data.name} has {len(test)} images (indices 0..{len(test) - 1}); "
+                          f"images {start}..{start + n - 1} were asked for")
+    return model, test.subset(torch.arange(start, start + n)).float()
 
 
 def interpolate_run(run_dir: str | Path, out: str | Path, pairs: int = 4, steps: int = 10, mode: str = "linear") -> Path:
     """Rows of ``steps`` images between consecutive pairs of test images."""
-    model, x = _test_images(Path(run_dir), 2 * pairs)
+    _positive("--pairs", pairs)
+    _positive("--steps", steps, 2)
+    image_format(out)
+    model, x = _test_images(Path(run_dir), 2 * pairs, what=f"--pairs {pairs} needs {2 * pairs} test images")
     rows = [interpolate(model, x[2 * i], x[2 * i + 1], steps, mode) for i in range(len(x) // 2)]
     return save_grid(torch.cat(rows), out, nrow=steps)
 
@@ -176,12 +306,27 @@ def interpolate_run(run_dir: str | Path, out: str | Path, pairs: int = 4, steps:
 def traverse_run(run_dir: str | Path, out: str | Path, index: int = 0, span: float = 3.0, steps: int = 9,
                  units: list[int] | None = None) -> Path:
     """One row per latent unit, swept over [-span, span] around the code of test image ``index``."""
-    model, x = _test_images(Path(run_dir), 1, index)
+    _positive("--steps", steps, 2)
+    image_format(out)
+    if span <= 0:
+        from .errors import ConfigError
+
+        raise ConfigError(f"--span must be positive (the sweep is [-span, span]), got {span}")
+    model, x = _test_images(Path(run_dir), 1, index, what=f"--index {index}")
+    if units is not None:
+        bad = [u for u in units if not 0 <= u < model.latent_dim]
+        if bad or not units:
+            from .errors import ConfigError
+
+            raise ConfigError(f"--units {','.join(map(str, units))}: the model has {model.latent_dim} latent units, "
+                              f"numbered 0..{model.latent_dim - 1}" + (f"; {bad} are outside" if bad else ""))
     return save_grid(latent_traversal(model, x[0], span, steps, units), out, nrow=steps)
 
 
 def reconstruct_run(run_dir: str | Path, out: str | Path, n: int = 32, noisy: bool = False) -> Path:
     """Test images above their reconstructions; with ``noisy`` (denoising models) clean / corrupted / denoised rows."""
+    _positive("-n (images)", n)
+    image_format(out)
     run_dir = Path(run_dir)
     cfg = RunConfig.load(run_dir / "config.yaml")
     model = load_run(run_dir)
@@ -255,6 +400,11 @@ def detect_run(run_dir: str | Path, data: str, split: str | None = None, score: 
     from .fileio import atomic_write_text
 
     run_dir = Path(run_dir)
+    if out is not None and Path(out).exists() and (not Path(out).is_dir() or any(Path(out).iterdir())):
+        from .errors import ConfigError
+
+        raise ConfigError(f"--out {out} already exists and is not empty; the report would overwrite what is there. "
+                          "Choose a new or empty directory")
     cfg = RunConfig.load(run_dir / "config.yaml")
     model = load_run(run_dir)
     target, y, desc = load_detection_set(data, cfg.data, split, anomaly_classes)
@@ -263,6 +413,7 @@ def detect_run(run_dir: str | Path, data: str, split: str | None = None, score: 
     det = AutoencoderDetector(model, score, contamination=contamination if contamination is not None else 0.1,
                               threshold=threshold, seed=cfg.seed, batch_size=cfg.train.eval_batch_size,
                               **detector_options).fit(train)
+    log.info("scoring %d images of %s", len(target), desc)
     s = det.decision_function(target, clip=False)  # unclipped: images beyond the training range keep their order
     flagged = (s > det.threshold_).astype(np.int64)  # = det.predict(target), without scoring twice
     stem = Path(data).stem if Path(data).suffix else Path(data).name
@@ -277,10 +428,17 @@ def detect_run(run_dir: str | Path, data: str, split: str | None = None, score: 
     if y is not None:
         metrics.update({k: v for k, v in evaluate_detection(y, s, det.threshold_).items() if k != "threshold"})
     atomic_write_json(out / "metrics.json", metrics)
+    import csv
+    import io
+
     labels = target.labels.tolist() if target.labels is not None else [""] * len(target)
-    rows = ["index,score,flagged,label,anomaly"] + [
-        f"{i},{v:.6g},{f},{lab},{'' if y is None else int(y[i])}" for i, (v, f, lab) in enumerate(zip(s, flagged, labels))]
-    atomic_write_text(out / "scores.csv", "\n".join(rows) + "\n")
+    files = target.files or [""] * len(target)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")  # file names may hold commas or quotes
+    w.writerow(["index", "file", "score", "flagged", "label", "anomaly"])
+    for i, (v, f, lab, name) in enumerate(zip(s, flagged, labels, files)):
+        w.writerow([i, name, f"{v:.6g}", f, lab, "" if y is None else int(y[i])])
+    atomic_write_text(out / "scores.csv", buf.getvalue())
     figs = detection_figures(out / "figures", s, det.threshold_, y, metrics, score)
     idx = np.argsort(-s)[: min(max_flagged, int(flagged.sum()))]
     if len(idx):
@@ -341,6 +499,10 @@ def explain_run(run_dir: str | Path, method: str = "grad2", data: str | None = N
         raise ConfigError(f"explain at least one image (n >= 1), got n={n}")
     if anomaly and method != "gradcam":
         raise ConfigError("the anomaly variant belongs to gradcam; use --method gradcam --anomaly")
+    if out is not None:
+        from .fileio import figure_format
+
+        figure_format(out)
     cfg = RunConfig.load(run_dir / "config.yaml")
     model = load_run(run_dir)
     if method == "grad2":

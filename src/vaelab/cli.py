@@ -395,15 +395,36 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _log_to_stderr() -> None:
+    """vaelab's progress and notes (the 'vaelab' logger) go to stderr, one line each; stdout keeps
+    the results (JSON, paths)."""
+    import logging
+
+    logger = logging.getLogger("vaelab")
+    if not any(getattr(h, "_vaelab_cli", False) for h in logger.handlers):
+        h = logging.StreamHandler(sys.stderr)
+        h.setFormatter(logging.Formatter("vaelab: %(message)s"))
+        h._vaelab_cli = True  # type: ignore[attr-defined]
+        logger.addHandler(h)
+    logger.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _log_to_stderr()
     try:
         return args.func(args)
     except VaelabError as e:
+        from .train.run import Interrupted
+
+        if isinstance(e, Interrupted):
+            print(f"vaelab: {e}", file=sys.stderr)
+            return 130
         print(f"vaelab: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("vaelab: interrupted; the last completed epoch's checkpoint is kept (resume with --resume)", file=sys.stderr)
+        print("vaelab: interrupted; a training run keeps its last checkpoint (resume it with vaelab train --resume RUN)",
+              file=sys.stderr)
         return 130
 
 

@@ -31,6 +31,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        # a writer may have replaced the temporary file with one of its own (safetensors writes a
+        # private 0600 file and renames it): the final file gets the umask's mode all the same
+        os.chmod(tmp_path, 0o666 & ~_umask())
         fsync_file(tmp_path)
         os.replace(tmp_path, path)
         fsync_dir(path.parent)
@@ -102,15 +105,35 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+# what a matplotlib figure is written as, by the file name's suffix
+FIGURE_FORMATS = {".png": "png", ".pdf": "pdf", ".svg": "svg", ".jpg": "jpeg", ".jpeg": "jpeg"}
+
+
+def figure_format(path: str | os.PathLike) -> str:
+    """The format a figure file's suffix names; refuses a directory or a suffix matplotlib does not write."""
+    from .errors import ConfigError
+
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"--out {p} is a directory; give a file name inside it, e.g. {p / 'figure.png'}")
+    fmt = FIGURE_FORMATS.get(p.suffix.lower())
+    if fmt is None:
+        raise ConfigError(f"--out {p}: cannot tell the figure format from {p.suffix or 'a name without a suffix'!r}; "
+                          f"end the name with one of {', '.join(FIGURE_FORMATS)}")
+    return fmt
+
+
 def atomic_write_figure(fig: Any, path: str | os.PathLike, dpi: int = 90) -> Path:
-    """Lay out a matplotlib figure, write it as PNG atomically, and close it."""
+    """Lay out a matplotlib figure, write it atomically in the format its suffix names (PNG, PDF,
+    SVG, JPEG), and close it."""
     import io
 
     import matplotlib.pyplot as plt
 
+    fmt = figure_format(path)
     fig.tight_layout()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
+    fig.savefig(buf, format=fmt, dpi=dpi)
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
     return Path(path)

@@ -45,7 +45,13 @@ def _prepare(s: ImageSet, cfg: DataConfig) -> ImageSet:
 
 def load_split(cfg: DataConfig, split: str, apply_class_filter: bool = True) -> ImageSet:
     """One split ('train' or 'test') with the config's transforms (class filter optional)."""
-    s = get_source(cfg.name).load(split, cfg.path)
+    src = get_source(cfg.name)
+    if src.takes_image_options:  # decodes files itself: it brings mixed sizes and modes to the run's
+        from .folder import FolderOptions
+
+        s = src.load(split, cfg.path, FolderOptions(cfg.size, cfg.resize_mode, cfg.channels))
+    else:
+        s = src.load(split, cfg.path)
     if len(s) == 0:
         from ..errors import DataError
 

@@ -19,6 +19,8 @@ class ImageSet:
     name: str = "images"
     class_names: list[str] = field(default_factory=list)
     factors: torch.Tensor | None = None  # (N, K) discrete ground-truth factors, when known
+    files: list[str] | None = None  # each image's file, relative to its folder (a folder source)
+    notes: list[str] = field(default_factory=list)  # what the loader did (files skipped, images converted)
 
     def __post_init__(self) -> None:
         x = self.images
@@ -40,6 +42,8 @@ class ImageSet:
                     "give one integer label per image"
                 )
             self.labels = self.labels.long()
+        if self.files is not None and len(self.files) != len(x):
+            raise DataError(f"{self.name}: {len(x)} images but {len(self.files)} file names")
         if self.factors is not None and (self.factors.ndim != 2 or len(self.factors) != len(x)):
             raise DataError(f"{self.name}: factors must have shape (N, K) with N = {len(x)}, got {tuple(self.factors.shape)}")
 
@@ -77,6 +81,8 @@ class ImageSet:
             name or self.name,
             list(self.class_names),
             None if self.factors is None else self.factors[index],
+            None if self.files is None else [self.files[i] for i in index.tolist()],
+            list(self.notes),
         )
 
     def select_classes(self, keep: Sequence[int] | None = None, drop: Sequence[int] | None = None) -> "ImageSet":
@@ -131,7 +137,7 @@ class ImageSet:
         else:  # ITU-R 601 luma, as PIL's convert("L")
             w = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
             x = (self.images.float() * w).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
-        return ImageSet(x, self.labels, self.name, self.class_names, self.factors)
+        return ImageSet(x, self.labels, self.name, self.class_names, self.factors, self.files, self.notes)
 
     def to_size(self, size: int | None, mode: str = "pad") -> "ImageSet":
         """Make images size x size: 'pad' centres them on black (28 -> 32), 'resize' resamples."""
@@ -148,4 +154,4 @@ class ImageSet:
             x = x.round().clamp(0, 255).to(torch.uint8)
         else:
             raise DataError(f"unknown resize mode {mode!r}; use 'pad' or 'resize'")
-        return ImageSet(x, self.labels, self.name, self.class_names, self.factors)
+        return ImageSet(x, self.labels, self.name, self.class_names, self.factors, self.files, self.notes)

@@ -186,11 +186,31 @@ _PIL_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-def decode_image(data: bytes, source: str, mode: str | None = None) -> np.ndarray:
-    """Decode one image file (PNG/JPEG/...) to H x W x C uint8.
+def _scale_to_8bit(im, source: str) -> np.ndarray:
+    """A 16-bit or 32-bit integer / float single-channel image as uint8, scaled, not clipped:
+    16-bit values 0..65535 map to 0..255 (divided by 257, rounded)."""
+    a = np.asarray(im)
+    if im.mode.startswith("I;16"):
+        return np.round(a.astype(np.float64) / 257.0).astype(np.uint8)
+    hi = float(a.max()) if a.size else 0.0
+    lo = float(a.min()) if a.size else 0.0
+    if im.mode == "F" and lo >= 0 and hi <= 1:
+        return np.round(a.astype(np.float64) * 255).astype(np.uint8)
+    if lo >= 0 and hi <= 255:
+        return np.round(a).astype(np.uint8)
+    if lo >= 0 and hi <= 65535:
+        return np.round(a.astype(np.float64) / 257.0).astype(np.uint8)
+    raise DataError(f"{source}: a {im.mode}-mode image with values {lo:g}..{hi:g}, outside 0..65535; "
+                    "save it as an 8- or 16-bit image")
 
-    The size in the header is checked before the pixels are decoded (at most 67 M pixels);
-    Pillow raises many kinds of exceptions on damaged files, all of which become a DataError."""
+
+def decode_image(data: bytes, source: str, mode: str | None = None, return_mode: bool = False):
+    """Decode one image file (PNG/JPEG/...) to H x W x C uint8 (and, with ``return_mode``, the
+    file's own Pillow mode, e.g. 'RGBA', 'P', 'I;16').
+
+    16-bit images are scaled to 8 bits, not clipped. The size in the header is checked before the
+    pixels are decoded (at most 67 M pixels); Pillow raises many kinds of exceptions on damaged
+    files, all of which become a DataError."""
     from PIL import Image
 
     try:
@@ -202,16 +222,23 @@ def decode_image(data: bytes, source: str, mode: str | None = None) -> np.ndarra
                     raise DataError(f"{source}: declares {w} x {h} pixels; not an image vaelab can use "
                                     f"(at most {_MAX_PIXELS} pixels). Remove or replace the file")
                 im.load()
-                if mode is None:
-                    mode = "L" if im.mode in ("1", "L", "I", "I;16", "F", "LA") else "RGB"
-                arr = np.asarray(im.convert(mode))
+                own = im.mode
+                if own.startswith("I") or own == "F":  # 16/32-bit gray: scale, do not clip
+                    arr = _scale_to_8bit(im, source)
+                    if mode == "RGB":
+                        arr = np.repeat(arr[:, :, None], 3, axis=2)
+                else:
+                    if mode is None:
+                        mode = "L" if own in ("1", "L", "LA") else "RGB"
+                    arr = np.asarray(im.convert(mode))
     except DataError:
         raise
     except (*_PIL_ERRORS, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise DataError(f"{source}: not a readable image ({type(e).__name__}: {e}); remove or replace the file") from None
     if arr.dtype != np.uint8 or arr.ndim not in (2, 3) or arr.size == 0:
         raise DataError(f"{source}: decodes to an unusable array {arr.dtype} {arr.shape}; remove or replace the file")
-    return arr[:, :, None] if arr.ndim == 2 else arr
+    arr = arr[:, :, None] if arr.ndim == 2 else arr
+    return (arr, own) if return_mode else arr
 
 
 def images_to_tensor(arr: np.ndarray, source: str) -> torch.Tensor:

@@ -15,6 +15,7 @@ import torch
 from ..errors import DataError
 from ..fileio import atomic_path
 from .download import RemoteFile, cache_dir, data_roots, download
+from .folder import IMAGE_SUFFIXES, FolderCache, FolderOptions, read_folder  # noqa: F401
 from .imageset import ImageSet
 from .parsers import decode_image, images_to_tensor, load_npz, read_cifar10_bin, read_idx
 
@@ -35,6 +36,7 @@ class Source:
     needs_path: bool = False
     remote: tuple[RemoteFile, ...] = ()
     class_names: list[str] = field(default_factory=list)
+    takes_image_options = False  # a source that decodes image files itself takes FolderOptions in load()
 
     def candidates(self) -> list[Path]:
         return [root / d for root in data_roots() for d in self.dirnames]
@@ -290,12 +292,14 @@ DIGITS = DigitsSource("digits", "scikit-learn's bundled 8x8 digits, 1,797 images
 
 
 # --------------------------------------------------------------------------------------------
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
-
-
 class FolderSource(Source):
     """A directory of images, optionally one sub-directory per class, optionally train/ and test/
-    sub-directories; without those, 10% of the images (seeded) form the test split."""
+    sub-directories; without those, 10% of the images (seeded) form the test split, and the split
+    'all' is every image (what `vaelab detect` scores). Reading is in data/folder.py."""
+
+    takes_image_options = True  # load() takes the run's size / resize_mode / channels
+
+    _cache = FolderCache()  # one per process: the last folder read
 
     def _complete(self, d: Path) -> bool:
         return d.is_dir()
@@ -303,36 +307,23 @@ class FolderSource(Source):
     def locate(self) -> Path | None:
         return None
 
-    def _read_dir(self, d: Path) -> ImageSet:
-        subdirs = sorted(p for p in d.iterdir() if p.is_dir())
-        files: list[tuple[Path, int]] = []
-        if subdirs:
-            for label, sd in enumerate(subdirs):
-                files += [(p, label) for p in sorted(sd.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES]
-        files += [(p, -1) for p in sorted(d.iterdir()) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
-        if not files:
-            raise DataError(f"{d}: no images found (looked for {sorted(IMAGE_SUFFIXES)})")
-        arrays = [decode_image(p.read_bytes(), str(p)) for p, _ in files]
-        shapes = {a.shape for a in arrays}
-        if len(shapes) > 1:
-            raise DataError(
-                f"{d}: images have different sizes {sorted(shapes)[:4]}; resize them to one size first "
-                "(or use the data option size=N with resize_mode=resize after making them square)"
-            )
-        labels = [lab for _, lab in files]
-        y = torch.tensor(labels) if subdirs and min(labels) >= 0 else None
-        return ImageSet(images_to_tensor(np.stack(arrays), str(d)), y, d.name, [s.name for s in subdirs] if y is not None else [])
-
-    def load(self, split: str, path: str | None = None) -> ImageSet:
+    def load(self, split: str, path: str | None = None, options: FolderOptions | None = None) -> ImageSet:
         if not path:
             raise DataError("the folder source needs a path: --set data.path=/path/to/images")
         d = Path(path).expanduser()
         if not d.is_dir():
             raise DataError(f"folder {d} does not exist or is not a directory")
+        opt = options or FolderOptions()
         if (d / "train").is_dir() and (d / "test").is_dir():
-            return self._read_dir(d / split)
-        train, test = self._read_dir(d).split(0.1, seed=0)
-        return train if split == "train" else ImageSet(test.images, test.labels, train.name, train.class_names)
+            if split == "all":
+                raise DataError(f"{d} has train/ and test/ sub-folders: choose one of them (split train or test)")
+            return read_folder(d / split, opt)
+        full = self._cache.get(d, opt)
+        if split == "all":
+            return full
+        train, test = full.split(0.1, seed=0)
+        return train if split == "train" else ImageSet(test.images, test.labels, train.name, train.class_names,
+                                                       files=test.files, notes=test.notes)
 
 
 FOLDER = FolderSource("folder", "your own directory of images (class sub-directories optional)", (), "set data.path to the directory", needs_path=True)

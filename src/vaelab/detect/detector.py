@@ -1,6 +1,8 @@
 """The autoencoder anomaly detector, in the scikit-learn / PyOD estimator shape."""
 from __future__ import annotations
 
+import logging
+
 import math
 import tempfile
 from pathlib import Path
@@ -19,6 +21,8 @@ from .scores import DEFAULT_COMBO, DEFAULT_PATCH_SIZE, SCORE_NAMES, Score, make_
 # reconstruction error and latent density, each z-scored against the training set: see the README
 DEFAULT_SCORE = "combo"
 
+
+log = logging.getLogger("vaelab")
 
 def as_images(X: Any, name: str = "X") -> torch.Tensor:
     """An ImageSet, or a uint8 / float-in-[0, 1] array or tensor of images (N, C, H, W), (N, H, W)
@@ -176,6 +180,7 @@ class AutoencoderDetector(BaseEstimator):
         else:
             raise ConfigError(f"model must be None, an Autoencoder or a run directory; got {type(self.model).__name__}")
         self.model_ = model
+        log.info("fitting the %r score on %d training images", self.score, len(images))
         self.score_ = self._make_score().fit(model, images, self.batch_size, self.seed)
         raw = self.score_.training_scores(model, images, self.batch_size, self.seed).numpy()
         lo, hi = (float(q) for q in self.norm_range)

@@ -28,6 +28,9 @@ takes from the training set describe images it has not seen.
 """
 from __future__ import annotations
 
+import logging
+import time
+
 from typing import Callable, ClassVar, Iterator, Sequence
 
 import torch
@@ -38,6 +41,8 @@ from ..evaluate.likelihood import log_likelihood
 from ..models import Autoencoder
 from ..objectives import kl_to_standard_normal
 
+
+log = logging.getLogger("vaelab")
 
 def model_device(model: Autoencoder) -> torch.device:
     return next(model.parameters()).device
@@ -377,9 +382,12 @@ class ComboScore(Score):
     def fit(self, model: Autoencoder, images: torch.Tensor, batch_size: int = 500, seed: int = 0) -> "ComboScore":
         self.check(model)
         cols = []
-        for m in self.members:
+        for i, m in enumerate(self.members, 1):
+            t0 = time.perf_counter()
             m.fit(model, images, batch_size, seed)
             cols.append(m.training_scores(model, images, batch_size, seed))
+            log.info("score %d of %d (%s) fitted on %d images in %.1f s", i, len(self.members), m.spec(), len(images),
+                     time.perf_counter() - t0)
         train = torch.stack(cols, 1)  # [N, M]
         self.fit_images_, self.train_scores_ = images, train
         self.mean_, self.std_ = train.mean(0), train.std(0, unbiased=False).clamp_min(1e-12)

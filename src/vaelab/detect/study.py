@@ -238,12 +238,16 @@ def load_detection_set(data: str, like: DataConfig, split: str | None = None,
     else:
         raise DataError(f"{data!r} is neither a file, a folder nor a dataset name; choose one of: {', '.join(SOURCES)}")
     if study is None:
-        split = split or "test"
-        if split not in ("train", "test"):
-            raise ConfigError(f"--split for a dataset is train or test, got {split!r} (rep1, rep2, labeled are OOD-study sets)")
+        # a folder of images without train/ and test/ sub-folders is scored whole
+        whole = cfg.name == "folder" and not ((path / "train").is_dir() and (path / "test").is_dir())
+        split = split or ("all" if whole else "test")
+        allowed = ("all", "train", "test") if whole else ("train", "test")
+        if split not in allowed:
+            raise ConfigError(f"--split for {'a folder' if whole else 'a dataset'} is {' or '.join(allowed)}, got {split!r} "
+                              "(rep1, rep2, labeled are OOD-study sets)")
         cfg.size, cfg.channels, cfg.resize_mode = like.size, like.channels, like.resize_mode
         s = load_split(cfg, split, apply_class_filter=False)
-        desc = f"{data} ({split})"
+        desc = f"{data} ({'every image' if split == 'all' else split})"
     else:
         s = s.to_channels(like.channels).to_size(like.size, like.resize_mode)
     y = None

@@ -26,19 +26,41 @@ def image_grid(images: torch.Tensor, nrow: int | None = None, pad: int = 2, pad_
     return (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
 
 
-def png_bytes(arr: np.ndarray, scale: int = 1) -> bytes:
+# the image formats an output file name may ask for, by suffix (Pillow writes each)
+IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".pdf": "PDF", ".tif": "TIFF", ".tiff": "TIFF",
+                 ".webp": "WEBP", ".bmp": "BMP"}
+
+
+def image_format(path: str | Path) -> str:
+    """The format an output image's suffix names; an existing directory, no suffix or an unknown
+    one is refused with the formats vaelab can write."""
+    from ..errors import ConfigError
+
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"--out {p} is a directory; give a file name inside it, e.g. {p / 'figure.png'}")
+    fmt = IMAGE_FORMATS.get(p.suffix.lower())
+    if fmt is None:
+        raise ConfigError(f"--out {p}: cannot tell the image format from {p.suffix or 'a name without a suffix'!r}; "
+                          f"end the name with one of {', '.join(IMAGE_FORMATS)}")
+    return fmt
+
+
+def png_bytes(arr: np.ndarray, scale: int = 1, fmt: str = "PNG") -> bytes:
+    """An H x W x 3 uint8 array encoded as ``fmt`` (PNG by default; JPEG at quality 95)."""
     from PIL import Image
 
     im = Image.fromarray(arr)
     if scale > 1:
         im = im.resize((im.width * scale, im.height * scale), Image.NEAREST)
     buf = io.BytesIO()
-    im.save(buf, format="PNG")
+    im.save(buf, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
     return buf.getvalue()
 
 
 def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None, scale: int = 2) -> Path:
-    atomic_write_bytes(path, png_bytes(image_grid(images, nrow), scale))
+    """Write a grid of images in the format the file name's suffix names (.png, .jpg, .pdf, ...)."""
+    atomic_write_bytes(path, png_bytes(image_grid(images, nrow), scale, image_format(path)))
     return Path(path)
 
 

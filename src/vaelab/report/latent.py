@@ -1,6 +1,7 @@
 """The latent map: a 2-D scatter of latent means coloured by label (t-SNE when d > 2)."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,8 @@ from ..data import ImageSet
 from ..fileio import atomic_write_figure
 from ..models import Autoencoder, embed_images
 
+log = logging.getLogger("vaelab")
+
 
 def latent_map(model: Autoencoder, data: ImageSet, out: Path, max_points: int = 2000, seed: int = 0) -> Path | None:
     import matplotlib
@@ -16,14 +19,27 @@ def latent_map(model: Autoencoder, data: ImageSet, out: Path, max_points: int = 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from ..errors import DataError
+
     sub = data.limit(max_points, seed)
     z = embed_images(model, sub).double().numpy()
-    if z.shape[1] == 2:
+    if not np.isfinite(z).all():
+        raise DataError("some latent means are not finite (the model diverged)")
+    distinct = len(np.unique(z.round(6), axis=0))
+    if z.shape[1] == 1:
+        xy, how = np.stack([z[:, 0], np.zeros(len(z))], 1), "latent means"
+    elif z.shape[1] == 2:
         xy, how = z, "latent means"
+    elif distinct < 5:
+        # t-SNE needs a few distinct points; on identical codes scikit-learn's Barnes-Hut tree can crash the process
+        raise DataError(f"the {len(z)} test images have {distinct} distinct latent mean(s) (identical images, or a model "
+                        "that ignores its input), and a t-SNE map needs at least 5")
     else:
         from sklearn.manifold import TSNE
 
-        xy = TSNE(2, init="pca", random_state=seed, perplexity=min(30, max(5, len(z) // 4))).fit_transform(z)
+        log.info("t-SNE of %d latent means for the report's latent map", len(z))
+        perplexity = float(min(30, max(1, (len(z) - 1) // 3)))
+        xy = TSNE(2, init="pca", random_state=seed, perplexity=perplexity).fit_transform(z)
         how = f"t-SNE of {z.shape[1]}-d latent means"
     fig, ax = plt.subplots(figsize=(6, 5))
     if sub.labels is not None:

@@ -7,6 +7,7 @@ import io
 import logging
 import os
 import pickle
+import signal
 import warnings
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -28,6 +29,7 @@ from .config import RunConfig, TrainConfig
 from .lit import LitAutoencoder, loss_takes_labels, make_loader, visible_labels
 
 CHECKPOINT = "checkpoints/last.ckpt"
+log = logging.getLogger("vaelab")
 
 
 @contextmanager
@@ -189,6 +191,8 @@ def _check_data(train: ImageSet, val: ImageSet, test: ImageSet, cfg: RunConfig) 
 def _quiet_lightning() -> None:
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    # a resumed run keeps its earlier log rows aside (_stash_metrics) and merges them back: nothing is lost
+    warnings.filterwarnings("ignore", ".*Previous log files in this directory will be deleted.*")
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*GPU available but not used.*")
     warnings.filterwarnings("ignore", ".*LeafSpec.*")
@@ -246,6 +250,60 @@ def _no_distribution_checks() -> Iterator[None]:
         torch.distributions.Distribution.set_default_validate_args(before)
 
 
+def epochs_done(run_dir: str | Path) -> int | None:
+    """How many whole epochs the run's resumable checkpoint has trained, or None without one."""
+    ckpt = Path(run_dir) / CHECKPOINT
+    if not ckpt.is_file():
+        return None
+    try:
+        state = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)
+        return int(state["loops"]["fit_loop"]["epoch_progress"]["total"]["processed"])
+    except Exception as e:  # noqa: BLE001 - any damage: say so with the fix
+        raise CheckpointError(f"{ckpt} is not a readable training checkpoint ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0][:200] if str(e) else ''}); it is truncated or damaged. "
+                              "Train a new run, or restore the file") from None
+
+
+def check_new_run_dir(run_dir: Path) -> bool:
+    """May a new run be trained into ``run_dir``? Yes if it does not exist or is empty, or if it
+    holds a run stopped before its first checkpoint (nothing trained to lose: returns True, the
+    caller says it takes the directory over). A run with a checkpoint or weights, a file, or a
+    non-empty directory that is not a vaelab run (the user's own files) is refused."""
+    if not run_dir.exists():
+        return False
+    if not run_dir.is_dir():
+        raise ConfigError(f"--out {run_dir} is an existing file, not a directory; choose a directory for the run")
+    entries = [p.name for p in run_dir.iterdir() if p.name != ".lock"]
+    if not entries:
+        return False
+    if (run_dir / "config.yaml").is_file():
+        if (run_dir / CHECKPOINT).exists() or (run_dir / "model.safetensors").exists():
+            raise TrainingError(f"{run_dir} already holds a run; resume it with `vaelab train --resume {run_dir}`, "
+                                "or choose another --out")
+        return True
+    shown = ", ".join(sorted(entries)[:5]) + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
+    raise TrainingError(f"{run_dir} is not empty and is not a vaelab run (it holds {shown}); a run writes config.yaml, "
+                        "report.html, metrics.json and figures/ there and would overwrite your files. Choose a new or "
+                        "empty directory for --out")
+
+
+class Interrupted(TrainingError):
+    """Training was stopped by Ctrl-C (SIGINT); the message says how to resume."""
+
+
+def _interrupted_message(run_dir: Path) -> str:
+    done = None
+    try:
+        done = epochs_done(run_dir)
+    except CheckpointError:
+        pass
+    if done is None:
+        return (f"interrupted before the first checkpoint of {run_dir}; `vaelab train --resume {run_dir}` starts it "
+                "again from the beginning")
+    return (f"interrupted; {run_dir} keeps its last checkpoint ({done} whole epochs done). Resume with "
+            f"`vaelab train --resume {run_dir}`: the result is bit-identical to an uninterrupted run")
+
+
 def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False,
         data: tuple[ImageSet, ImageSet, ImageSet] | None = None) -> tuple[Autoencoder, tuple[ImageSet, ImageSet, ImageSet]]:
     """Train ``cfg`` into ``run_dir``; with ``resume`` continue from its last checkpoint.
@@ -268,8 +326,8 @@ def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False,
     # start every process with this same call)
     trainer = make_trainer(t, run_dir, model_callbacks(model, run_dir, train), has_val=len(val) > 0)
     main = trainer.global_rank == 0
-    if main and not resume and (run_dir / "config.yaml").exists():
-        raise TrainingError(f"{run_dir} already holds a run; resume it with --resume, or choose another --out")
+    if main and not resume and check_new_run_dir(run_dir):
+        log.info("%s holds a run stopped before its first checkpoint; starting it again", run_dir)
     with run_lock(run_dir) if main else nullcontext():
         # a semi-supervised model (its loss takes labels=) sees the labels of model.n_labels training
         # images (all when unset), -1 for the rest; validation batches carry no labels
@@ -288,7 +346,14 @@ def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False,
         with warnings.catch_warnings(), _no_distribution_checks():
             # the loader is resumable (ResumableLoader): Lightning's caution does not apply
             warnings.filterwarnings("ignore", ".*checkpoint that ended before the epoch ended.*")
-            trainer.fit(lit, loader, val_loader, ckpt_path=str(ckpt) if resume else None, weights_only=True)
+            try:
+                trainer.fit(lit, loader, val_loader, ckpt_path=str(ckpt) if resume else None, weights_only=True)
+            except SystemExit:
+                # Lightning turns Ctrl-C into a graceful stop and sys.exit(1), leaving SIGINT ignored
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+                if trainer.interrupted:
+                    raise Interrupted(_interrupted_message(run_dir)) from None
+                raise
         if lit.skipped_steps:
             warnings.warn(f"{lit.skipped_steps} steps with a non-finite loss were skipped")
         model.to(memory_format=torch.contiguous_format)  # the fast path's channels_last layout stays inside training
@@ -310,5 +375,29 @@ def load_run_model(run_dir: str | Path) -> Autoencoder:
     cfg = RunConfig.load(run_dir / "config.yaml")
     weights = run_dir / "model.safetensors"
     if not weights.is_file():
+        if (run_dir / CHECKPOINT).is_file():
+            raise CheckpointError(f"{run_dir} has no model.safetensors, but {run_dir / CHECKPOINT} holds the weights: "
+                                  f"`vaelab train --resume {run_dir}` writes model.safetensors again from it")
         raise CheckpointError(f"{run_dir} has no model.safetensors yet (training never finished an epoch)")
-    return load_weights(build(cfg.model), weights).eval()
+    try:
+        return load_weights(build(cfg.model), weights).eval()
+    except CheckpointError as e:
+        if (run_dir / CHECKPOINT).is_file() and ("corrupt" in str(e) or "not a readable" in str(e)):
+            raise CheckpointError(f"{e}. {run_dir / CHECKPOINT} still holds the weights: "
+                                  f"`vaelab train --resume {run_dir}` writes model.safetensors again from it") from None
+        raise
+
+
+def restore_weights(run_dir: str | Path, cfg: RunConfig) -> Autoencoder:
+    """The model of the run's resumable checkpoint, written again as model.safetensors (for a
+    finished run whose weights file was lost or damaged)."""
+    run_dir = Path(run_dir)
+    model = build(cfg.model)
+    state = torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=True)
+    sd = {k[len("model."):]: v for k, v in state["state_dict"].items() if k.startswith("model.")}
+    problem = describe_mismatch(model.state_dict(), sd)
+    if problem:
+        raise CheckpointError(f"{run_dir / CHECKPOINT} does not fit the run's config ({problem})")
+    model.load_state_dict(sd)
+    save_weights(model, run_dir / "model.safetensors")
+    return model.eval()
