@@ -230,16 +230,38 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    import dataclasses
-
-    from .models import MODELS
+    from .config import describe_fields
+    from .models import MODELS, make_config
 
     for name, spec in MODELS.items():
-        own = [f.name for f in dataclasses.fields(spec.cls.config_class) if f.name not in ("name", "image_shape")]
         print(f"{name:<16} {spec.description}")
-        if args.verbose:
-            print(f"{'':<16} options: {', '.join('model.' + o for o in own)}")
+        if args.verbose:  # each option with this model's default (registry defaults applied) and its meaning
+            cfg = make_config(name)
+            for line in describe_fields(type(cfg), "model.", skip=("name", "image_shape")):
+                key = line.split(" = ", 1)[0].strip()[len("model."):]
+                shown, _, meaning = line.split(" = ", 1)[1].partition("  -- ")
+                default = getattr(cfg, key)
+                from .config import json_like
+
+                value = "null" if default is None else json_like(default)
+                print(f"{'':<4}{'model.' + key + ' = ' + value:<40}" + (f" {meaning}" if meaning else ""))
     return 0
+
+
+def _config_keys_help() -> str:
+    """Every data.* / train.* key and the model keys all models share, with defaults and meanings."""
+    from .config import describe_fields
+    from .data import DataConfig
+    from .models import ModelConfig
+    from .train.config import TrainConfig
+
+    parts = ["", "config keys (--set KEY=VALUE; KEY=null for none, lists as [a,b]):", "data:"]
+    parts += describe_fields(DataConfig, "data.")
+    parts += ["train:"] + describe_fields(TrainConfig, "train.")
+    parts += ["model (every model; `vaelab models -v` lists each model's own options and defaults):"]
+    parts += describe_fields(ModelConfig, "model.", skip=("name", "image_shape"))
+    parts += ["  seed = 0  -- random seed of the run"]
+    return "\n".join(parts) + "\n"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -249,14 +271,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"vaelab {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train a model into a run directory")
+    t = sub.add_parser("train", help="train a model into a run directory",
+                       description="Train MODEL into a run directory. Every config key below can be set with "
+                                   "--set KEY=VALUE; the options --data, --epochs, ... are shortcuts for the commonest.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    t.format_help = lambda: argparse.ArgumentParser.format_help(t) + _config_keys_help()  # type: ignore[method-assign]
     t.add_argument("model", nargs="?", help="model name (see `vaelab models`)")
-    t.add_argument("--data", help="dataset name (see `vaelab datasets`); default fashion-mnist")
-    t.add_argument("--epochs", type=int)
-    t.add_argument("--latent-dim", type=int)
-    t.add_argument("--batch-size", type=int)
-    t.add_argument("--lr", type=float)
-    t.add_argument("--seed", type=int)
+    t.add_argument("--data", help="dataset name (see `vaelab datasets`); default fashion-mnist (data.name)")
+    t.add_argument("--epochs", type=int, help="passes over the training data (train.epochs, default 10); with --resume, "
+                                              "the new total")
+    t.add_argument("--latent-dim", type=int, help="size of the latent code (model.latent_dim, default 16)")
+    t.add_argument("--batch-size", type=int, help="images per optimisation step (train.batch_size, default 128)")
+    t.add_argument("--lr", type=float, help="learning rate (train.lr, default 0.001)")
+    t.add_argument("--seed", type=int, help="random seed; the same seed gives the same run on one machine (default 0)")
     t.add_argument("--out", help="run directory (default runs/MODEL-DATA-TIME); never overwritten")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="any config key, e.g. model.beta=4, train.schedule=onecycle")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")

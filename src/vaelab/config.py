@@ -195,3 +195,76 @@ def check_version(found: str, source: str) -> None:
     if ours is not None and theirs[1] != ours[1]:
         warnings.warn(f"{source} was written by vaelab {found}, this is vaelab {__version__} (another minor version); "
                       "it is read as if it were current", UserWarning, stacklevel=3)
+
+
+def field_help(cls: type) -> dict[str, str]:
+    """Each dataclass field's meaning, read from where it is defined: the comment at the end of its
+    line, else the comment lines just above it (through the class's base classes). Fields without
+    a comment map to ''. Used by `vaelab train --help` and `vaelab models -v`."""
+    import inspect
+    import io
+    import tokenize
+
+    out: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass) or klass is object:
+            continue
+        try:
+            src = inspect.getsource(klass)
+        except (OSError, TypeError):
+            continue
+        names = {f.name for f in dataclasses.fields(klass)}
+        above: list[str] = []
+        line_tokens: list[tokenize.TokenInfo] = []
+        try:
+            tokens = list(tokenize.generate_tokens(io.StringIO(src).readline))
+        except (tokenize.TokenError, SyntaxError):
+            continue
+        for tok in tokens:
+            if tok.type == tokenize.COMMENT and not line_tokens:
+                above.append(tok.string.lstrip("#").strip())
+                continue
+            if tok.type in (tokenize.NEWLINE, tokenize.NL):
+                if line_tokens:
+                    first = line_tokens[0]
+                    is_field = (first.type == tokenize.NAME and first.string in names and len(line_tokens) > 1
+                                and line_tokens[1].string == ":")
+                    if is_field:
+                        trailing = [t.string.lstrip("#").strip() for t in line_tokens if t.type == tokenize.COMMENT]
+                        out[first.string] = trailing[0] if trailing else " ".join(above)
+                    above = []
+                elif tok.type == tokenize.NL and not above:
+                    pass
+                line_tokens = []
+                continue
+            if tok.type in (tokenize.INDENT, tokenize.DEDENT):
+                continue
+            line_tokens.append(tok)
+    return {f.name: out.get(f.name, "") for f in dataclasses.fields(cls)}
+
+
+def describe_fields(cls: type, prefix: str, skip: tuple[str, ...] = ()) -> list[str]:
+    """One line per field: ``prefix.name = default  meaning``."""
+    helps = field_help(cls)
+    lines = []
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            default = f.default_factory()  # type: ignore[misc]
+        else:
+            default = "(required)"
+        shown = "null" if default is None else json_like(default)
+        meaning = helps.get(f.name, "")
+        lines.append(f"  {prefix}{f.name} = {shown}" + (f"  -- {meaning}" if meaning else ""))
+    return lines
+
+
+def json_like(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(json_like(v) for v in value) + "]"
+    return str(value)

@@ -15,15 +15,15 @@ SOURCES.setdefault(DSPRITES.name, DSPRITES)
 
 @dataclass
 class DataConfig:
-    name: str = "fashion-mnist"
+    name: str = "fashion-mnist"  # a source of `vaelab datasets` (mnist, cifar10, folder, npz, ...)
     path: str | None = None  # for the folder and npz sources
     val_fraction: float = 0.1  # of the training split, held out for validation
     classes: list[int] | None = None  # keep only these classes (training and validation)
-    drop_classes: list[int] | None = None
+    drop_classes: list[int] | None = None  # leave these classes out (training and validation)
     limit: int | None = None  # at most this many training images (seeded subset)
-    test_limit: int | None = None
-    size: int | None = None  # make images size x size
-    resize_mode: Literal["pad", "resize"] = "pad"
+    test_limit: int | None = None  # at most this many test images (seeded subset)
+    size: int | None = None  # make images size x size (a folder of mixed sizes needs it)
+    resize_mode: Literal["pad", "resize"] = "pad"  # pad: centre on black; resize: resample
     channels: int | None = None  # 1 (grayscale) or 3 (RGB)
 
     def __post_init__(self) -> None:

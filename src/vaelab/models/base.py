@@ -1,9 +1,10 @@
 """The model contract every family meets, and the pieces they share."""
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
@@ -77,6 +78,7 @@ class Autoencoder(nn.Module):
         self.image_shape = tuple(config.image_shape)
         self.latent_dim = config.latent_dim
         self.build_networks(config)
+        self.input_checks = True  # the trainer turns the value-range check off: its batches are uint8 / 255
         if config.likelihood == "gaussian" and config.learn_std:
             self.log_std = nn.Parameter(torch.tensor(math.log(config.gaussian_std)))
         else:
@@ -112,6 +114,35 @@ class Autoencoder(nn.Module):
                 f"got {tuple(x.shape)}. Resize the data (data.size, data.channels) or train a model for this shape."
             )
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Every model's ``encode`` and ``loss`` check their input first (check_values), so a
+        model written in one file gets the same checks as the built-in ones."""
+        super().__init_subclass__(**kwargs)
+        for name in ("encode", "loss"):
+            fn = cls.__dict__.get(name)
+            if fn is not None and not getattr(fn, "_checks_input", False):
+                setattr(cls, name, _checking_input(fn))
+
+    def check_values(self, x: Any) -> None:
+        """Images reach a model as floats in [0, 1]: a uint8 tensor or 0..255 floats is refused with
+        the fix, instead of a raw torch error or a silently huge loss. The value check costs a
+        reduction per batch; it is skipped inside function transforms (vmap, jvp), for CUDA batches
+        while training (a host sync per step) and while vaelab's trainer feeds uint8 / 255 batches."""
+        if not isinstance(x, torch.Tensor) or len(self.image_shape) != 3:
+            return
+        if not x.is_floating_point():
+            raise ModelError(f"{self.config.name} takes images as floats in [0, 1], got a {x.dtype} tensor; "
+                             "convert uint8 images with x.float() / 255")
+        if not self.input_checks or (x.is_cuda and self.training) or x.numel() == 0:
+            return
+        if torch._C._functorch.is_functorch_wrapped_tensor(x):
+            return
+        lo, hi = torch.aminmax(x.detach())
+        lo, hi = float(lo), float(hi)
+        if lo < -1e-6 or hi > 1 + 1e-6:
+            fix = "divide 0..255 images by 255" if hi > 1.5 else "clamp or rescale them to [0, 1]"
+            raise ModelError(f"{self.config.name} takes images with values in [0, 1], got values in [{lo:.4g}, {hi:.4g}]; {fix}")
+
     @staticmethod
     def mean_image(px: Distribution) -> torch.Tensor:
         """The likelihood's mean as an image in [0, 1]."""
@@ -141,6 +172,16 @@ class Autoencoder(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def _checking_input(fn: Any) -> Any:
+    @functools.wraps(fn)
+    def checked(self: Autoencoder, x: Any, *args: Any, **kwargs: Any) -> Any:
+        self.check_values(x)
+        return fn(self, x, *args, **kwargs)
+
+    checked._checks_input = True  # type: ignore[attr-defined]
+    return checked
 
 
 @torch.no_grad()

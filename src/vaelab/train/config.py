@@ -19,34 +19,35 @@ PRECISIONS = ("32", "bf16-mixed", "16-mixed")
 
 @dataclass
 class TrainConfig:
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 1e-3
-    optimizer: Literal["adam", "adamw"] = "adam"
-    weight_decay: float = 0.0
+    epochs: int = 10  # passes over the training split
+    batch_size: int = 128  # training images per optimisation step
+    lr: float = 1e-3  # learning rate (the peak one for schedule=onecycle)
+    optimizer: Literal["adam", "adamw"] = "adam"  # adam or adamw (decoupled weight decay)
+    weight_decay: float = 0.0  # L2 penalty (adam) or decoupled decay (adamw)
+    # learning-rate schedule: constant; step (lr *= step_gamma after each of step_milestones); onecycle
     schedule: Literal["constant", "step", "onecycle"] = "constant"
     step_milestones: list[int] = field(default_factory=lambda: [50])  # epochs after which lr *= step_gamma
-    step_gamma: float = 0.01
+    step_gamma: float = 0.01  # lr factor at each step_milestones epoch (schedule=step)
     kl_warmup_steps: int = 0  # KL weight rises linearly from 0 to 1 over this many steps
-    grad_clip: float | None = None
-    nan_policy: Literal["stop", "skip"] = "stop"
+    grad_clip: float | None = None  # clip the gradient norm to this; null: no clipping
+    nan_policy: Literal["stop", "skip"] = "stop"  # a non-finite loss stops training (keeping the last checkpoint) or skips the step
     # besides the one after every epoch, write the resumable checkpoint every this many optimisation
     # steps (atomically), so a killed run loses at most this many steps; None: only after epochs
     checkpoint_every_n_steps: int | None = 200
-    accelerator: str = "auto"
-    devices: int | str = 1
-    num_nodes: int = 1
-    strategy: str = "auto"
-    progress_bar: bool = True
-    eval_batch_size: int = 1000
+    accelerator: str = "auto"  # Lightning's accelerator: auto, cpu, gpu
+    devices: int | str = 1  # devices per node (Lightning)
+    num_nodes: int = 1  # machines (Lightning DDP)
+    strategy: str = "auto"  # Lightning's strategy: auto, ddp, ...
+    progress_bar: bool = True  # show the progress bar while training
+    eval_batch_size: int = 1000  # images per batch when evaluating and scoring
     # speed switches (see README, "Speed"). fast: the fused Adam/AdamW step and, on the CPU, the
     # channels_last layout for conv networks and an allocator that keeps freed memory; all measured
     # faster and all deterministic; false gives the plain fp32 eager reference path.
     # precision: Lightning's "32", "bf16-mixed" (autocast; CPU and GPU) or "16-mixed" (GPU only).
     # compile: torch.compile the model's loss.
-    fast: bool = True
-    precision: str | int = "32"
-    compile: bool = False
+    fast: bool = True  # fused Adam step, channels_last and a caching allocator on the CPU (deterministic); false: the plain reference path
+    precision: str | int = "32"  # "32", "bf16-mixed" (CPU and GPU) or "16-mixed" (GPU only)
+    compile: bool = False  # torch.compile the model's loss
 
     def __post_init__(self) -> None:
         for k in ("epochs", "batch_size", "eval_batch_size"):

@@ -346,6 +346,7 @@ def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False,
         with warnings.catch_warnings(), _no_distribution_checks():
             # the loader is resumable (ResumableLoader): Lightning's caution does not apply
             warnings.filterwarnings("ignore", ".*checkpoint that ended before the epoch ended.*")
+            model.input_checks = False  # batches are uint8 / 255: no per-step value check
             try:
                 trainer.fit(lit, loader, val_loader, ckpt_path=str(ckpt) if resume else None, weights_only=True)
             except SystemExit:
@@ -354,6 +355,7 @@ def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False,
                 if trainer.interrupted:
                     raise Interrupted(_interrupted_message(run_dir)) from None
                 raise
+        model.input_checks = True
         if lit.skipped_steps:
             warnings.warn(f"{lit.skipped_steps} steps with a non-finite loss were skipped")
         model.to(memory_format=torch.contiguous_format)  # the fast path's channels_last layout stays inside training
