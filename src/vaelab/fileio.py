@@ -109,18 +109,24 @@ def _json_default(o: Any) -> Any:
 FIGURE_FORMATS = {".png": "png", ".pdf": "pdf", ".svg": "svg", ".jpg": "jpeg", ".jpeg": "jpeg"}
 
 
-def figure_format(path: str | os.PathLike) -> str:
-    """The format a figure file's suffix names; refuses a directory or a suffix matplotlib does not write."""
+def output_format(path: str | os.PathLike, formats: dict[str, str], what: str = "figure") -> str:
+    """The format an output file's suffix names in ``formats`` (suffix -> format); an existing
+    directory, no suffix or another suffix is refused, naming the suffixes that work."""
     from .errors import ConfigError
 
     p = Path(path)
     if p.is_dir():
-        raise ConfigError(f"--out {p} is a directory; give a file name inside it, e.g. {p / 'figure.png'}")
-    fmt = FIGURE_FORMATS.get(p.suffix.lower())
+        raise ConfigError(f"--out {p} is a directory; give a file name inside it, e.g. {p / (what + '.png')}")
+    fmt = formats.get(p.suffix.lower())
     if fmt is None:
-        raise ConfigError(f"--out {p}: cannot tell the figure format from {p.suffix or 'a name without a suffix'!r}; "
-                          f"end the name with one of {', '.join(FIGURE_FORMATS)}")
+        raise ConfigError(f"--out {p}: cannot tell the {what} format from {p.suffix or 'a name without a suffix'!r}; "
+                          f"end the name with one of {', '.join(formats)}")
     return fmt
+
+
+def figure_format(path: str | os.PathLike) -> str:
+    """The format a matplotlib figure file's suffix names (png, pdf, svg, jpeg)."""
+    return output_format(path, FIGURE_FORMATS)
 
 
 def atomic_write_figure(fig: Any, path: str | os.PathLike, dpi: int = 90) -> Path:

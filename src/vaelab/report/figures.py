@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..fileio import atomic_write_bytes, atomic_write_figure
+from ..fileio import atomic_write_bytes, atomic_write_figure, output_format
 
 
 def image_grid(images: torch.Tensor, nrow: int | None = None, pad: int = 2, pad_value: float = 1.0) -> np.ndarray:
@@ -32,18 +32,8 @@ IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".pdf": "PDF", 
 
 
 def image_format(path: str | Path) -> str:
-    """The format an output image's suffix names; an existing directory, no suffix or an unknown
-    one is refused with the formats vaelab can write."""
-    from ..errors import ConfigError
-
-    p = Path(path)
-    if p.is_dir():
-        raise ConfigError(f"--out {p} is a directory; give a file name inside it, e.g. {p / 'figure.png'}")
-    fmt = IMAGE_FORMATS.get(p.suffix.lower())
-    if fmt is None:
-        raise ConfigError(f"--out {p}: cannot tell the image format from {p.suffix or 'a name without a suffix'!r}; "
-                          f"end the name with one of {', '.join(IMAGE_FORMATS)}")
-    return fmt
+    """The format an output image's suffix names (Pillow writes each of IMAGE_FORMATS)."""
+    return output_format(path, IMAGE_FORMATS, "image")
 
 
 def png_bytes(arr: np.ndarray, scale: int = 1, fmt: str = "PNG") -> bytes:
