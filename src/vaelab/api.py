@@ -158,9 +158,9 @@ def make_figures(run_dir: Path, model: Autoencoder, test: ImageSet, seed: int = 
         g = torch.Generator().manual_seed(seed)
         F.add("prior samples", lambda: ("Samples from the prior N(0, I)", save_grid(model.sample(64, g), fig / "samples.png", nrow=8)))
     if train is not None and len(train) >= 50:
-        log.info("fitting a Gaussian mixture to %d training codes for the report's samples", len(train))
+        log.info("fitting a Gaussian mixture to %d training codes for the report's samples", min(len(train), 10_000))
         F.add("GMM samples", lambda: ("Samples from a 10-component Gaussian mixture fitted to the training codes",
-                                      save_grid(make_sampler("gmm", seed=seed).fit(model, train).sample(64),
+                                      save_grid(make_sampler("gmm", seed=seed, max_fit_images=10_000).fit(model, train).sample(64),
                                                 fig / "samples_gmm.png", nrow=8)))
     if n >= 2:
         F.add("interpolation", lambda: ("Linear interpolation between pairs of test images (10 steps)", save_grid(

@@ -13,7 +13,10 @@ from ..models import Autoencoder, embed_images
 log = logging.getLogger("vaelab")
 
 
-def latent_map(model: Autoencoder, data: ImageSet, out: Path, max_points: int = 2000, seed: int = 0) -> Path | None:
+def latent_map(model: Autoencoder, data: ImageSet, out: Path, max_points: int = 1000, seed: int = 0,
+               tsne_iterations: int = 500) -> Path | None:
+    """A scatter of the latent means of up to ``max_points`` images (t-SNE beyond 2 dimensions,
+    ``tsne_iterations`` steps: 1,000 points and 500 steps keep it to seconds after training)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -39,7 +42,7 @@ def latent_map(model: Autoencoder, data: ImageSet, out: Path, max_points: int = 
 
         log.info("t-SNE of %d latent means for the report's latent map", len(z))
         perplexity = float(min(30, max(1, (len(z) - 1) // 3)))
-        xy = TSNE(2, init="pca", random_state=seed, perplexity=perplexity).fit_transform(z)
+        xy = TSNE(2, init="pca", random_state=seed, perplexity=perplexity, max_iter=tsne_iterations).fit_transform(z)
         how = f"t-SNE of {z.shape[1]}-d latent means"
     fig, ax = plt.subplots(figsize=(6, 5))
     if sub.labels is not None:
