@@ -427,9 +427,21 @@ def _log_to_stderr() -> None:
     the results (JSON, paths)."""
     import logging
 
+    class StderrHandler(logging.StreamHandler):
+        """Writes to the sys.stderr of the moment, not the one of its creation: main() may run
+        several times in one process (a notebook, a test) with stderr redirected in between."""
+
+        @property  # type: ignore[override]
+        def stream(self):
+            return sys.stderr
+
+        @stream.setter
+        def stream(self, _value) -> None:
+            pass
+
     logger = logging.getLogger("vaelab")
     if not any(getattr(h, "_vaelab_cli", False) for h in logger.handlers):
-        h = logging.StreamHandler(sys.stderr)
+        h = StderrHandler()
         h.setFormatter(logging.Formatter("vaelab: %(message)s"))
         h._vaelab_cli = True  # type: ignore[attr-defined]
         logger.addHandler(h)
