@@ -84,16 +84,19 @@ def _finished_run(run_dir: Path, cfg: RunConfig, done: int,
     from .errors import CheckpointError
     from .train.run import restore_weights
 
+    restored = False
     try:
         model = load_run(run_dir)
     except CheckpointError as e:
         log.info("%s; writing model.safetensors again from the checkpoint", str(e).split(". ")[0])
         model = restore_weights(run_dir, cfg)
+        log.info("%s written again from the checkpoint", run_dir / "model.safetensors")
+        restored = True
     try:
         metrics = json.loads((run_dir / "metrics.json").read_text())
         if isinstance(metrics, dict) and metrics:
-            log.info("%s is finished (%d of %d epochs); nothing changed. To train longer: vaelab train --resume %s "
-                     "--epochs N with N > %d", run_dir, done, cfg.train.epochs, run_dir, done)
+            log.info("%s is finished (%d of %d epochs); nothing %schanged. To train longer: vaelab train --resume %s "
+                     "--epochs N with N > %d", run_dir, done, cfg.train.epochs, "else " if restored else "", run_dir, done)
             return metrics
     except (OSError, ValueError):
         pass
