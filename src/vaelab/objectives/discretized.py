@@ -1,0 +1,436 @@
+"""Discretised likelihoods for 8-bit images: a discretised Gaussian and a PixelCNN++ mixture of
+discretised logistics (Salimans et al., 2017; Kingma et al., 2016).
+
+An 8-bit sub-pixel takes one of 256 values k / 255 (k = 0..255) once fed to a model as a float in
+[0, 1]. These distributions put a probability mass on each of those 256 values: the value is
+mapped to the [-1, 1] scale (``y = 2 x - 1``), bin ``k`` covers ``[c_k - 1/255, c_k + 1/255]``
+around its centre ``c_k = 2 k / 255 - 1``, and the two extreme bins absorb the tails, so that
+bin 0 covers ``(-inf, -1 + 1/255]`` and bin 255 covers ``[1 - 1/255, +inf)``. The mass of a bin is
+the continuous distribution's probability of that interval, so the 256 masses of a sub-pixel sum
+to one. Locations and scales live on the [-1, 1] scale, as in PixelCNN++.
+
+``log_prob`` returns a log-probability *mass*, summed over the event dimensions (the last three,
+``(C, H, W)``, by default; ``event_dims=1`` serves vectors): it is never positive, and
+``-log_prob / (num_dims * ln 2)`` is an honest code length in bits per dimension
+(see :func:`bits_per_dim`). Values off the 1/255 grid are rounded to the nearest level.
+
+Numerics: the masses are computed in log space without subtracting two CDFs that are both close
+to one. For the logistic, ``sigmoid(v) - sigmoid(u) = sigmoid(v) sigmoid(-u) (1 - exp(u - v))``
+is exact at any scale. For the Gaussian, an interior bin is moved to the lower tail by symmetry
+and its log mass is ``log Phi(v) + log(1 - Phi(u) / Phi(v))``; when the bin is narrow against the
+scale, that difference would cancel, and the midpoint rule with its second-order correction
+(``log phi(m) + log w + log1p(w^2 (m^2 - 1) / 24)``) takes over, as PixelCNN++ falls back to the
+density times the bin width. Values and gradients are finite for log-scales in about [-40, 40]
+in float32 (scales of 1e-17 to 1e17).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch.distributions import Distribution, constraints
+
+from ..errors import ConfigError, ModelError
+
+__all__ = [
+    "LEVELS",
+    "DiscretizedGaussian",
+    "DiscretizedLogisticMixture",
+    "bits_per_dim",
+    "from_params",
+    "num_params",
+    "to_levels",
+]
+
+LEVELS = 256
+_HALF = 1.0 / 255.0                          # half a bin on the [-1, 1] scale
+_LOG_WIDTH = math.log(2.0 / 255.0)
+_LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
+_MIDPOINT_BELOW = 0.05                       # w * (1 + |m|) under which the midpoint rule is used
+_ASYMPTOTIC_BELOW = -20.0                    # log Phi(x) from its asymptotic series below this
+_CHUNK = 16                                  # thresholds per step when computing means
+
+
+def bits_per_dim(nll_nats, num_dims: int):
+    """Converts a negative log-likelihood in nats into bits per dimension:
+    ``nll_nats / (num_dims * ln 2)``.
+
+    The number is an honest code length only when ``nll_nats`` is minus the log of a probability
+    *mass* over the 256 levels, as the discretised likelihoods of this module return: it is then
+    never negative, the uniform model scores exactly 8 bits per dimension, and an arithmetic coder
+    driven by the model would need that many bits on average. Minus a continuous log-density (a
+    Gaussian or a Bernoulli on grey levels) has no such meaning: it changes with the scale of the
+    data, may be negative, and is not a bits-per-dimension figure.
+    """
+    return nll_nats / (num_dims * math.log(2.0))
+
+
+def to_levels(x: torch.Tensor) -> torch.Tensor:
+    """Maps values in [0, 1] to their 8-bit level ``k`` in 0..255 (as floats), rounding to the
+    nearest level and clamping outside the range."""
+    return torch.round(x * 255.0).clamp(0.0, 255.0)
+
+
+def _centre(k: torch.Tensor) -> torch.Tensor:
+    return k * (2.0 / 255.0) - 1.0
+
+
+def _quantise(y: torch.Tensor) -> torch.Tensor:
+    """Clamps draws on the [-1, 1] scale and returns the level of the bin each one falls in."""
+    return torch.round((y.clamp(-1.0, 1.0) + 1.0) * 127.5)
+
+
+def _log1mexp(d: torch.Tensor) -> torch.Tensor:
+    """Returns log(1 - exp(d)) for d < 0, accurate in absolute terms everywhere."""
+    return torch.log(-torch.expm1(d))
+
+
+def _log_ndtr(x: torch.Tensor) -> torch.Tensor:
+    """Returns log Phi(x), from the asymptotic series far in the lower tail, where torch's
+    log_ndtr loses its gradient to the cancellation of x^2 / 2 against the result."""
+    tail = x < _ASYMPTOTIC_BELOW
+    xa = torch.where(tail, x, torch.full_like(x, _ASYMPTOTIC_BELOW))
+    r = xa.reciprocal().square()
+    series = -0.5 * xa * xa - torch.log(-xa) - _LOG_SQRT_2PI + torch.log1p(r * (-1.0 + r * (3.0 - 15.0 * r)))
+    return torch.where(tail, series, torch.special.log_ndtr(torch.where(tail, torch.zeros_like(x), x)))
+
+
+def _gaussian_log_mass(k: torch.Tensor, loc: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
+    """Returns the log mass of level ``k`` under the discretised N(loc, exp(log_scale)^2),
+    broadcasting its arguments."""
+    inv_s = torch.exp(-log_scale)
+    m = (_centre(k) - loc) * inv_s               # standardised bin centre
+    h = _HALF * inv_s                            # standardised half-width
+    low, high = k == 0, k == LEVELS - 1
+    interior = ~(low | high)
+    zero = torch.zeros_like(m)
+    # Each branch sees harmless inputs where it is not selected, so no inf or NaN reaches the
+    # gradient through torch.where.
+    lp_low = _log_ndtr(torch.where(low, m + h, zero))
+    lp_high = _log_ndtr(torch.where(high, h - m, zero))
+    a = -m.abs()                                 # the mass is symmetric in m: use the lower tail
+    mid = interior & (2.0 * h * (1.0 - a) < _MIDPOINT_BELOW)
+    exact = interior & ~mid
+    ae = torch.where(exact, a, -torch.ones_like(a))
+    he = torch.where(exact, h, torch.full_like(h, 0.5))
+    lv, lu = _log_ndtr(ae + he), _log_ndtr(ae - he)
+    lp_exact = lv + _log1mexp(lu - lv)
+    am = torch.where(mid, a, zero)
+    wm = torch.where(mid, 2.0 * h, zero)
+    log_wm = torch.where(mid, _LOG_WIDTH - log_scale, zero)
+    lp_mid = -0.5 * am * am - _LOG_SQRT_2PI + log_wm + torch.log1p(wm * wm * (am * am - 1.0) / 24.0)
+    return torch.where(low, lp_low, torch.where(high, lp_high, torch.where(mid, lp_mid, lp_exact)))
+
+
+def _logistic_log_mass(k: torch.Tensor, loc: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
+    """Returns the log mass of level ``k`` under the discretised logistic(loc, exp(log_scale)),
+    broadcasting its arguments."""
+    inv_s = torch.exp(-log_scale)
+    centred = _centre(k) - loc
+    plus = (centred + _HALF) * inv_s
+    minus = (centred - _HALF) * inv_s
+    upper, lower = F.logsigmoid(plus), F.logsigmoid(-minus)
+    interior = upper + lower + _log1mexp(-(2.0 * _HALF) * inv_s)
+    return torch.where(k == 0, upper, torch.where(k == LEVELS - 1, lower, interior))
+
+
+def _expected_level(survival, like: torch.Tensor) -> torch.Tensor:
+    """Returns E[k] / 255 of a discretised variable, (1/255) sum_{k=1}^{255} P(Y >= t_k) with t_k
+    the lower edge of bin k; ``survival(t)`` maps thresholds [n] to probabilities [..., n]."""
+    edges = -1.0 + (2.0 * torch.arange(1, LEVELS, dtype=like.dtype, device=like.device) - 1.0) / 255.0
+    total = torch.zeros_like(like)
+    for chunk in edges.split(_CHUNK):
+        total = total + survival(chunk).sum(-1)
+    return total / 255.0
+
+
+def _event_dims(event_dims: int) -> int:
+    if not isinstance(event_dims, int) or event_dims < 0:
+        raise ModelError(f"event_dims must be a non-negative integer, got {event_dims!r}; use 3 for "
+                         "images (C, H, W) or 1 for vectors")
+    return event_dims
+
+
+class DiscretizedGaussian(Distribution):
+    """Models the sub-pixels of 8-bit images in [0, 1] as independent discretised Gaussians.
+
+    ``loc`` and ``log_scale`` live on the [-1, 1] scale (``loc = 0`` is mid-grey; ``loc`` outside
+    [-1, 1] is allowed and piles mass on an extreme bin). The last ``event_dims`` dimensions form
+    the event (``(C, H, W)`` by default), so ``log_prob`` returns one log-probability mass per
+    image, in nats.
+    """
+
+    arg_constraints = {"loc": constraints.real, "log_scale": constraints.real}
+    has_rsample = False
+
+    def __init__(self, loc: torch.Tensor, log_scale: torch.Tensor, event_dims: int = 3,
+                 validate_args: bool | None = None):
+        e = _event_dims(event_dims)
+        self.loc, self.log_scale = torch.broadcast_tensors(torch.as_tensor(loc), torch.as_tensor(log_scale))
+        if self.loc.dim() < e:
+            raise ModelError(f"loc has shape {tuple(self.loc.shape)}, fewer than event_dims={e} dimensions")
+        self.event_dims = e
+        shape = self.loc.shape
+        super().__init__(shape[:len(shape) - e], shape[len(shape) - e:], validate_args=validate_args)
+
+    @property
+    def support(self):
+        return constraints.independent(constraints.unit_interval, self.event_dims)
+
+    def _sum_event(self, t: torch.Tensor) -> torch.Tensor:
+        return t.sum(tuple(range(-self.event_dims, 0))) if self.event_dims else t
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        """Returns the log-probability mass of ``value`` (levels k / 255), summed over the event
+        dimensions."""
+        if self._validate_args:
+            self._validate_sample(value)
+        return self._sum_event(_gaussian_log_mass(to_levels(value), self.loc, self.log_scale))
+
+    def bin_log_probs(self, value: torch.Tensor | None = None) -> torch.Tensor:
+        """Returns the log-probabilities of all 256 levels of every sub-pixel, shape
+        ``batch + event + (256,)``. The sub-pixels are independent, so ``value`` (accepted for a
+        common interface with the conditional mixture) changes nothing."""
+        k = torch.arange(LEVELS, dtype=self.loc.dtype, device=self.loc.device)
+        return _gaussian_log_mass(k, self.loc.unsqueeze(-1), self.log_scale.unsqueeze(-1))
+
+    @property
+    def mean(self) -> torch.Tensor:
+        """Gives the exact expected value in [0, 1] of every discretised (clamped, quantised)
+        sub-pixel, from 255 CDF evaluations per sub-pixel."""
+        loc, inv_s = self.loc.unsqueeze(-1), torch.exp(-self.log_scale).unsqueeze(-1)
+        return _expected_level(lambda t: torch.special.ndtr((loc - t) * inv_s), self.loc)
+
+    def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
+        """Draws levels k / 255: a Gaussian draw on the [-1, 1] scale, clamped and quantised."""
+        shape = self._extended_shape(sample_shape)
+        with torch.no_grad():
+            noise = torch.randn(shape, dtype=self.loc.dtype, device=self.loc.device)
+            return _quantise(self.loc + torch.exp(self.log_scale) * noise) / 255.0
+
+
+class DiscretizedLogisticMixture(Distribution):
+    """Models the sub-pixels of 8-bit images in [0, 1] with PixelCNN++ mixtures of K discretised
+    logistics.
+
+    Shapes, with ``event = (C, H, W)`` (or any ``event_dims`` trailing dimensions) and the mixture
+    components in the dimension just before the event:
+
+    - ``means``, ``log_scales``: ``batch + (K,) + event``, on the [-1, 1] scale.
+    - without ``coeffs``: ``logit_probs`` broadcasts to the same shape; every sub-pixel is its own
+      mixture, independent of the others.
+    - with ``coeffs`` (Salimans et al., 2017; images with ``C = 3`` and ``event_dims = 3``):
+      ``logit_probs`` is ``batch + (K, 1, H, W)``, one component draw per pixel shared by its
+      three channels, and ``coeffs`` is ``batch + (K, 3, H, W)`` holding the coefficients
+      (alpha, beta, gamma) that shift the component means by the pixel's own earlier channels:
+      ``mu_g + alpha * r`` and ``mu_b + beta * r + gamma * g``, with r and g on the [-1, 1] scale.
+      The coefficients are used as given (:func:`from_params` bounds them with tanh).
+
+    ``log_prob`` returns one log-probability mass per image (per event), in nats. With ``coeffs``
+    the three channels of a pixel are dependent; ``bin_log_probs`` and ``mean`` document what
+    they return then.
+    """
+
+    has_rsample = False
+
+    def __init__(self, logit_probs: torch.Tensor, means: torch.Tensor, log_scales: torch.Tensor,
+                 coeffs: torch.Tensor | None = None, event_dims: int = 3, validate_args: bool | None = None):
+        e = _event_dims(event_dims)
+        self.conditional = coeffs is not None
+        means, log_scales = torch.broadcast_tensors(torch.as_tensor(means), torch.as_tensor(log_scales))
+        if means.dim() < e + 1:
+            raise ModelError(f"means has shape {tuple(means.shape)}; it needs a component dimension "
+                             f"before the event_dims={e} event dimensions")
+        shape = means.shape
+        self.event_dims, self.n_mix = e, shape[-e - 1]
+        logit_probs = torch.as_tensor(logit_probs)
+        if self.conditional:
+            if e != 3 or shape[-3] != 3:
+                raise ModelError(f"coeffs condition the green and blue means on the red and green values, "
+                                 f"so they need RGB images: means of shape batch + (K, 3, H, W), got "
+                                 f"{tuple(shape)} with event_dims={e}; pass coeffs=None for other images")
+            if logit_probs.dim() < 4 or logit_probs.shape[-3] != 1:
+                raise ModelError(f"with coeffs, logit_probs holds one weight per component and pixel, "
+                                 f"shape batch + (K, 1, H, W); got {tuple(logit_probs.shape)}")
+            self.logit_probs = logit_probs.expand(shape[:-4] + (self.n_mix, 1) + shape[-2:])
+            self.coeffs = torch.as_tensor(coeffs).expand(shape)
+        else:
+            self.logit_probs = logit_probs.expand(shape)
+            self.coeffs = None
+        self.means, self.log_scales = means, log_scales
+        super().__init__(shape[:len(shape) - e - 1], shape[len(shape) - e:], validate_args=validate_args)
+
+    @property
+    def arg_constraints(self):
+        names = ("logit_probs", "means", "log_scales") + (("coeffs",) if self.conditional else ())
+        return {name: constraints.real for name in names}
+
+    @property
+    def support(self):
+        return constraints.independent(constraints.unit_interval, self.event_dims)
+
+    @property
+    def _component_dim(self) -> int:
+        return -self.event_dims - 1
+
+    def _sum_event(self, t: torch.Tensor) -> torch.Tensor:
+        return t.sum(tuple(range(-self.event_dims, 0))) if self.event_dims else t
+
+    def _conditional_means(self, r: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """Returns the component means of (R, G, B) given red and green values ``r``, ``g`` on the
+        [-1, 1] scale (each shaped like one channel, ``... x H x W`` with the component dimension)."""
+        mu_r, mu_g, mu_b = self.means.unbind(-3)
+        alpha, beta, gamma = self.coeffs.unbind(-3)
+        return torch.stack(torch.broadcast_tensors(mu_r, mu_g + alpha * r, mu_b + beta * r + gamma * g), dim=-3)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        """Returns the log-probability mass of ``value`` (levels k / 255), summed over the event
+        dimensions."""
+        if self._validate_args:
+            self._validate_sample(value)
+        kdim = self._component_dim
+        k = to_levels(value).unsqueeze(kdim)
+        if not self.conditional:
+            lp = _logistic_log_mass(k, self.means, self.log_scales)
+            return self._sum_event(torch.logsumexp(F.log_softmax(self.logit_probs, dim=kdim) + lp, dim=kdim))
+        c = _centre(k)
+        means = self._conditional_means(c[..., 0, :, :], c[..., 1, :, :])
+        lp = _logistic_log_mass(k, means, self.log_scales).sum(-3)                  # [..., K, H, W]
+        log_w = F.log_softmax(self.logit_probs, dim=-4).squeeze(-3)
+        return torch.logsumexp(log_w + lp, dim=-3).sum((-2, -1))
+
+    def bin_log_probs(self, value: torch.Tensor | None = None) -> torch.Tensor:
+        """Returns the log-probabilities of all 256 levels of every sub-pixel, shape
+        ``batch + event + (256,)``.
+
+        Without ``coeffs`` these are the marginals of the independent sub-pixels and ``value`` is
+        not needed. With ``coeffs`` they are the chain-rule conditionals given ``value``: red's
+        marginal log p(r = k), green's log p(g = k | r), blue's log p(b = k | r, g), with r and g
+        read from ``value`` and the component weights updated by them; gathering them at
+        ``value``'s levels and summing gives ``log_prob(value)``.
+        """
+        levels = torch.arange(LEVELS, dtype=self.means.dtype, device=self.means.device)
+        kdim = self._component_dim - 1                                             # with the bin dim
+        if not self.conditional:
+            lp = _logistic_log_mass(levels, self.means.unsqueeze(-1), self.log_scales.unsqueeze(-1))
+            log_w = F.log_softmax(self.logit_probs, dim=self._component_dim).unsqueeze(-1)
+            return torch.logsumexp(log_w + lp, dim=kdim)
+        if value is None:
+            raise ModelError("with coeffs the green and blue levels depend on the red and green values: "
+                             "pass the image they condition on, bin_log_probs(value)")
+        k = to_levels(value).unsqueeze(-4)
+        c = _centre(k)
+        means = self._conditional_means(c[..., 0, :, :], c[..., 1, :, :])          # [..., K, 3, H, W]
+        observed = _logistic_log_mass(k, means, self.log_scales)
+        before = observed.cumsum(-3) - observed                                    # earlier channels
+        prefix = F.log_softmax(self.logit_probs, dim=-4) + before                  # [..., K, 3, H, W]
+        lp = _logistic_log_mass(levels, means.unsqueeze(-1), self.log_scales.unsqueeze(-1))
+        joint = torch.logsumexp(prefix.unsqueeze(-1) + lp, dim=-5)                # [..., 3, H, W, 256]
+        return joint - torch.logsumexp(prefix, dim=-4).unsqueeze(-1)
+
+    @property
+    def mean(self) -> torch.Tensor:
+        """Gives the expected value in [0, 1] of every sub-pixel. Without ``coeffs`` it is exact for
+        the discretised (clamped, quantised) variable. With ``coeffs`` red's is exact; green's and
+        blue's shift each component's mean by that component's own expected red (and green)
+        value, a plug-in that ignores the non-linearity of clamping and quantising (exact when the
+        coefficients are zero, close away from 0 and 1)."""
+        kdim = self._component_dim
+        weights = F.softmax(self.logit_probs, dim=kdim)
+
+        def expected(loc, log_scale):
+            loc_, inv_s = loc.unsqueeze(-1), torch.exp(-log_scale).unsqueeze(-1)
+            return _expected_level(lambda t: torch.sigmoid((loc_ - t) * inv_s), loc)
+
+        if not self.conditional:
+            return (weights * expected(self.means, self.log_scales)).sum(kdim)
+        mu_r, mu_g, mu_b = self.means.unbind(-3)
+        s_r, s_g, s_b = self.log_scales.unbind(-3)
+        alpha, beta, gamma = self.coeffs.unbind(-3)
+        e_r = expected(mu_r, s_r)
+        e_g = expected(mu_g + alpha * (2.0 * e_r - 1.0), s_g)
+        e_b = expected(mu_b + beta * (2.0 * e_r - 1.0) + gamma * (2.0 * e_g - 1.0), s_b)
+        return (weights * torch.stack([e_r, e_g, e_b], dim=-3)).sum(-4)
+
+    def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
+        """Draws levels k / 255: a component from the weights (one per pixel with ``coeffs``), a
+        logistic draw on the [-1, 1] scale, clamped and quantised. With ``coeffs`` green's and
+        blue's means shift by the already quantised red and green draws, so the samples follow
+        exactly the distribution that ``log_prob`` scores."""
+        sample_shape = torch.Size(sample_shape)
+        kdim = self._component_dim
+        full = sample_shape + self.means.shape
+        with torch.no_grad():
+            logits = self.logit_probs.expand(sample_shape + self.logit_probs.shape)
+            u = torch.rand(logits.shape, dtype=logits.dtype, device=logits.device)
+            tiny = torch.finfo(logits.dtype).tiny
+            gumbel = -torch.log(-torch.log(u.clamp(min=tiny)))          # u < 1, so -log(u) > 0
+            d = len(full) + kdim
+            index = (logits + gumbel).argmax(kdim, keepdim=True).expand(full[:d] + (1,) + full[d + 1:])
+
+            def pick(t):
+                return t.expand(full).gather(kdim, index).squeeze(kdim)
+
+            loc, log_scale = pick(self.means), pick(self.log_scales)
+            eps = torch.finfo(loc.dtype).eps
+            u = torch.rand(loc.shape, dtype=loc.dtype, device=loc.device).clamp(eps, 1.0 - eps)
+            noise = torch.exp(log_scale) * (torch.log(u) - torch.log1p(-u))
+            if not self.conditional:
+                return _quantise(loc + noise) / 255.0
+            coeffs = pick(self.coeffs)
+            (mu_r, mu_g, mu_b), (alpha, beta, gamma), (n_r, n_g, n_b) = (
+                loc.unbind(-3), coeffs.unbind(-3), noise.unbind(-3))
+            r = _quantise(mu_r + n_r)
+            g = _quantise(mu_g + alpha * _centre(r) + n_g)
+            b = _quantise(mu_b + beta * _centre(r) + gamma * _centre(g) + n_b)
+            return torch.stack([r, g, b], dim=-3) / 255.0
+
+
+def num_params(n_mix: int, channels: int, conditional: bool = False) -> int:
+    """Returns the number of decoder output channels P that :func:`from_params` splits into a
+    :class:`DiscretizedLogisticMixture` of ``n_mix`` components over ``channels`` channels:
+    ``3 * n_mix * channels`` without coefficients, ``10 * n_mix`` with them (RGB only)."""
+    if not isinstance(n_mix, int) or n_mix < 1:
+        raise ConfigError(f"n_mix must be a positive integer, got {n_mix!r}")
+    if not isinstance(channels, int) or channels < 1:
+        raise ConfigError(f"channels must be a positive integer, got {channels!r}")
+    if conditional:
+        if channels != 3:
+            raise ConfigError(f"a conditional mixture couples R, G and B, so it needs channels=3, got "
+                              f"{channels}; use conditional=False for {channels}-channel images")
+        return n_mix * (1 + 3 * channels)
+    return 3 * n_mix * channels
+
+
+def from_params(params: torch.Tensor, n_mix: int, channels: int, conditional: bool = False,
+                validate_args: bool | None = None) -> DiscretizedLogisticMixture:
+    """Splits a decoder output of shape ``[..., P, H, W]`` (P from :func:`num_params`) into a
+    :class:`DiscretizedLogisticMixture`. Along P, with K = ``n_mix``, C = ``channels`` and each
+    group component-major (index ``j * C + c`` for component j, channel c):
+
+    - ``conditional=False``: ``[logit_probs (K*C) | means (K*C) | log_scales (K*C)]``.
+    - ``conditional=True`` (C = 3): ``[logit_probs (K) | means (3K) | log_scales (3K) | coeffs (3K)]``,
+      the coefficients (alpha, beta, gamma) passed through tanh, as in PixelCNN++.
+
+    Log-scales are used as given, without a lower clamp.
+    """
+    P = num_params(n_mix, channels, conditional)
+    if params.dim() < 3 or params.shape[-3] != P:
+        raise ModelError(f"decoder output has shape {tuple(params.shape)}, but a {n_mix}-component "
+                         f"{'conditional ' if conditional else ''}mixture over {channels} channels needs "
+                         f"[..., {P}, H, W]; size the decoder's last layer with num_params({n_mix}, "
+                         f"{channels}, {conditional})")
+    lead, hw = params.shape[:-3], params.shape[-2:]
+    K, C = n_mix, channels
+
+    def split(t, c):
+        return t.reshape(lead + (K, c) + hw)
+
+    if not conditional:
+        logits, means, log_scales = params.split(K * C, dim=-3)
+        return DiscretizedLogisticMixture(split(logits, C), split(means, C), split(log_scales, C),
+                                          validate_args=validate_args)
+    logits, means, log_scales, coeffs = params.split([K, 3 * K, 3 * K, 3 * K], dim=-3)
+    return DiscretizedLogisticMixture(split(logits, 1), split(means, 3), split(log_scales, 3),
+                                      torch.tanh(split(coeffs, 3)), validate_args=validate_args)
