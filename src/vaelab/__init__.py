@@ -4,11 +4,20 @@ __version__ = "0.1.0"
 from .errors import CheckpointError, ConfigError, DataError, ModelError, TrainingError, VaelabError  # noqa: E402
 
 
-def load(run_dir):
-    """The trained model of a run directory (config.yaml + model.safetensors), in eval mode."""
+def load(run_dir, encoder=None, decoder=None):
+    """The trained model of a run directory (config.yaml + model.safetensors), in eval mode. A run
+    trained with networks of your own takes the same (untrained) ``encoder`` and ``decoder``."""
     from .api import load_run
 
-    return load_run(run_dir)
+    return load_run(run_dir, encoder, decoder)
 
 
-__all__ = ["CheckpointError", "ConfigError", "DataError", "ModelError", "TrainingError", "VaelabError", "load", "__version__"]
+def register_model(name, description=None, **defaults):
+    """Class decorator that makes a model class (a subclass of vaelab.models.Autoencoder) the
+    model ``name`` of every vaelab command; see vaelab.models.registry."""
+    from .models.registry import register_model as register
+
+    return register(name, description, **defaults)
+
+
+__all__ = ["CheckpointError", "ConfigError", "DataError", "ModelError", "TrainingError", "VaelabError", "load", "register_model", "__version__"]

@@ -27,14 +27,21 @@ def default_run_dir(model: str, data: str) -> Path:
     return Path("runs") / f"{model}-{data}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def load_run(run_dir: str | Path) -> Autoencoder:
-    """The trained model of ``run_dir`` in eval mode; refuses weights of another model or shape."""
-    return load_run_model(run_dir)
+def load_run(run_dir: str | Path, encoder: torch.nn.Module | None = None, decoder: torch.nn.Module | None = None) -> Autoencoder:
+    """The trained model of ``run_dir`` in eval mode; refuses weights of another model or shape. A
+    run trained with networks of your own takes the same (untrained) ``encoder`` and ``decoder``."""
+    return load_run_model(run_dir, encoder, decoder)
 
 
 def train_run(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = False,
-              data: tuple[ImageSet, ImageSet, ImageSet] | None = None) -> tuple[Path, dict[str, Any]]:
+              data: tuple[ImageSet, ImageSet, ImageSet] | None = None, encoder: torch.nn.Module | None = None,
+              decoder: torch.nn.Module | None = None) -> tuple[Path, dict[str, Any]]:
     """Train, evaluate on the test split, draw the figures and write report.html.
+
+    ``encoder`` / ``decoder``: networks of your own instead of the ones ``cfg.model.arch`` builds
+    (encoder: (B, *example shape) -> the posterior's parameters, (B, 2 * latent_dim) for a VAE
+    (mean, then log-variance) or (B, latent_dim) for an AE; decoder: (B, latent_dim) -> (B, *example
+    shape), the likelihood's parameters). Resuming or loading such a run takes them again.
 
     With ``resume``: continue ``run_dir`` from its last checkpoint up to ``cfg.train.epochs``; a
     run stopped before its first checkpoint starts again from the beginning; a finished run is
@@ -61,9 +68,9 @@ def train_run(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = 
             raise ConfigError(f"{run_dir} has already trained {done} epochs, so --epochs {cfg.train.epochs} would end "
                               f"before where it is. To train longer, pass --epochs N with N > {done}")
         elif cfg.train.epochs == done:
-            return run_dir, _finished_run(run_dir, cfg, done, data)
+            return run_dir, _finished_run(run_dir, cfg, done, data, encoder, decoder)
     t0 = time.perf_counter()
-    model, (train, val, test) = fit(cfg, run_dir, resume=resume, data=data)
+    model, (train, val, test) = fit(cfg, run_dir, resume=resume, data=data, encoder=encoder, decoder=decoder)
     train_seconds = time.perf_counter() - t0
     log.info("trained in %.1f s; evaluating on %d test images and drawing the report", train_seconds, len(test))
     metrics = evaluate(model, test, DEFAULT_METRICS, batch_size=cfg.train.eval_batch_size, seed=cfg.seed, train=train)
@@ -74,8 +81,8 @@ def train_run(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = 
     return run_dir, metrics
 
 
-def _finished_run(run_dir: Path, cfg: RunConfig, done: int,
-                  data: tuple[ImageSet, ImageSet, ImageSet] | None) -> dict[str, Any]:
+def _finished_run(run_dir: Path, cfg: RunConfig, done: int, data: tuple[ImageSet, ImageSet, ImageSet] | None,
+                  encoder: torch.nn.Module | None = None, decoder: torch.nn.Module | None = None) -> dict[str, Any]:
     """A resumed run that has already trained every epoch: nothing is trained or changed; lost
     weights are written again from the checkpoint, and lost metrics (a run killed while it was
     being evaluated) are computed again."""
@@ -86,10 +93,10 @@ def _finished_run(run_dir: Path, cfg: RunConfig, done: int,
 
     restored = False
     try:
-        model = load_run(run_dir)
+        model = load_run(run_dir, encoder, decoder)
     except CheckpointError as e:
         log.info("%s; writing model.safetensors again from the checkpoint", str(e).split(". ")[0])
-        model = restore_weights(run_dir, cfg)
+        model = restore_weights(run_dir, cfg, encoder, decoder)
         log.info("%s written again from the checkpoint", run_dir / "model.safetensors")
         restored = True
     try:
@@ -148,18 +155,28 @@ def make_figures(run_dir: Path, model: Autoencoder, test: ImageSet, seed: int = 
         if notes is not None:
             notes += F.notes
         return F.figs
+    if test.is_vector:
+        F.notes.append("The data are vectors: reconstructions, samples, interpolations and traversals are image grids "
+                       "and are left out; the metrics hold the reconstruction error")
+        _latent_map_figure(F, model, test, fig, seed)
+        if notes is not None:
+            notes += F.notes
+        return F.figs
     x = test.subset(torch.arange(n)).float().to(next(model.parameters()).device)
     F.add("reconstructions", lambda: ("Reconstructions: originals (odd rows) above their reconstructions (even rows)",
                                       save_grid(_interleave_rows(x, model.reconstruct(x), 8), fig / "reconstructions.png", nrow=8)))
-    if hasattr(model, "denoise"):
+    if model.denoises:
         def denoising():
             noisy, den = model.denoise(x[:8], torch.Generator().manual_seed(seed))
             return ("Denoising: clean (top), corrupted (middle), denoised (bottom)",
                     save_grid(torch.cat([x[:8], noisy, den]), fig / "denoising.png", nrow=8))
         F.add("denoising figure", denoising)
-    if model.has_prior:
+    if model.can_sample:
+        from .objectives import describe_prior
+
         g = torch.Generator().manual_seed(seed)
-        F.add("prior samples", lambda: ("Samples from the prior N(0, I)", save_grid(model.sample(64, g), fig / "samples.png", nrow=8)))
+        F.add("prior samples", lambda: (f"Samples from the prior {describe_prior(model.prior())}",
+                                        save_grid(model.sample(64, g), fig / "samples.png", nrow=8)))
     if train is not None and len(train) >= 50:
         log.info("fitting a Gaussian mixture to %d training codes for the report's samples", min(len(train), 10_000))
         F.add("GMM samples", lambda: ("Samples from a 10-component Gaussian mixture fitted to the training codes",
@@ -172,8 +189,15 @@ def make_figures(run_dir: Path, model: Autoencoder, test: ImageSet, seed: int = 
     else:
         F.notes.append("No interpolation: it needs two test images, and the test split has one")
     units = list(range(min(model.latent_dim, 10)))
-    F.add("latent traversals", lambda: (f"Latent traversals of units {units[0]}..{units[-1]} over [-3, 3] (one row per unit)",
+    F.add("latent traversals", lambda: (f"Latent traversals of units {units[0]}..{units[-1]} over the prior's mean +- 3 standard deviations (one row per unit)",
                                         save_grid(latent_traversal(model, x[0], 3.0, 9, units), fig / "traversal.png", nrow=9)))
+    _latent_map_figure(F, model, test, fig, seed)
+    if notes is not None:
+        notes += F.notes
+    return F.figs
+
+
+def _latent_map_figure(F: "_Figures", model: Autoencoder, test: ImageSet, fig: Path, seed: int) -> None:
     from .report.latent import latent_map
 
     def lmap():
@@ -181,9 +205,6 @@ def make_figures(run_dir: Path, model: Autoencoder, test: ImageSet, seed: int = 
         return ("Latent map of the test set, coloured by label" if test.labels is not None
                 else "Latent map of the test set", path)
     F.add("latent map", lmap)
-    if notes is not None:
-        notes += F.notes
-    return F.figs
 
 
 def _interleave_rows(a: torch.Tensor, b: torch.Tensor, per_row: int) -> torch.Tensor:
@@ -336,10 +357,7 @@ def reconstruct_run(run_dir: str | Path, out: str | Path, n: int = 32, noisy: bo
     test = load_split(cfg.data, "test", apply_class_filter=False)
     x = test.subset(torch.arange(min(n, len(test)))).float()
     if noisy:
-        if not hasattr(model, "denoise"):
-            from .errors import ModelError
-
-            raise ModelError(f"--noisy needs a denoising model; {cfg.model.name} has no corruption process")
+        model.require("denoises", "--noisy")
         rows = []
         for i in range(0, len(x), 8):
             corrupted, den = model.denoise(x[i : i + 8], torch.Generator().manual_seed(i))
@@ -444,7 +462,7 @@ def detect_run(run_dir: str | Path, data: str, split: str | None = None, score: 
     atomic_write_text(out / "scores.csv", buf.getvalue())
     figs = detection_figures(out / "figures", s, det.threshold_, y, metrics, score)
     idx = np.argsort(-s)[: min(max_flagged, int(flagged.sum()))]
-    if len(idx):
+    if len(idx) and not target.is_vector:
         figs.append((f"The {len(idx)} highest-scoring flagged images of {int(flagged.sum())} (highest first)",
                      save_grid(target.subset(torch.as_tensor(idx.copy())).float(), out / "figures" / "flagged.png", nrow=8)))
     settings = {"run_dir": str(run_dir.resolve()), "model": cfg.model.name, "data": desc, "score": score,

@@ -231,8 +231,9 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
 def cmd_models(args: argparse.Namespace) -> int:
     from .config import describe_fields
-    from .models import MODELS, make_config
+    from .models import MODELS, load_entry_points, make_config
 
+    load_entry_points()
     for name, spec in MODELS.items():
         print(f"{name:<16} {spec.description}")
         if args.verbose:  # each option with this model's default (registry defaults applied) and its meaning
@@ -419,7 +420,20 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("models", help="every model by name")
     m.add_argument("-v", "--verbose", action="store_true", help="also list each model's options")
     m.set_defaults(func=cmd_models)
+    _add_import_option(sub)
     return p
+
+
+def _add_import_option(sub: argparse._SubParsersAction) -> None:
+    """--import MODULE on every command (and sub-command): models of your own become known."""
+    for parser in {id(sp): sp for sp in sub.choices.values()}.values():
+        nested = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if nested:
+            _add_import_option(nested[0])
+            continue
+        parser.add_argument("--import", dest="imports", action="append", metavar="MODULE",
+                            help="a module (dotted name, or a .py file) that registers models of your own with "
+                                 "@vaelab.register_model; repeatable")
 
 
 def _log_to_stderr() -> None:
@@ -452,6 +466,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _log_to_stderr()
     try:
+        if getattr(args, "imports", None):
+            from .models import import_models
+
+            import_models(args.imports)
         return args.func(args)
     except VaelabError as e:
         from .train.run import Interrupted

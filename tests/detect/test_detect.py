@@ -247,7 +247,7 @@ def test_detector_errors_name_the_problem(fitted, synthetic):
     normal = synthetic[0]
     ae = build(make_config("ae", {"arch": "mlp", "mlp_hidden": [16], "latent_dim": 2}), (1, 16, 16))
     for score in ("nll", "nelbo"):
-        with pytest.raises(ModelError, match="deterministic"):
+        with pytest.raises(ModelError, match="has_density"):
             AutoencoderDetector(ae, score).fit(normal)
     AutoencoderDetector(ae, "latent_gmm").fit(normal)  # latent scores need no prior
     with pytest.raises(ConfigError, match="unknown anomaly score"):
@@ -322,7 +322,7 @@ def test_one_class_protocol_end_to_end(tmp_path):
     assert sum("done before" in ln for ln in logs) == 1
     with pytest.raises(ConfigError, match="sets data.classes"):
         one_class_protocol("digits", overrides={"data": {"classes": [1]}}, out_dir=tmp_path / "x", log=None)
-    with pytest.raises(ModelError, match="needs a model with a prior"):  # refused before any training
+    with pytest.raises(ModelError, match="has_density"):  # refused before any training
         one_class_protocol("digits", "ae", score="mse,nll", out_dir=tmp_path / "y", log=None)
     assert not (tmp_path / "y").exists()
 

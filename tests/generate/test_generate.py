@@ -19,7 +19,7 @@ def test_prior_sampler_is_seeded():
     c = make_sampler("prior", seed=2).fit(m).sample(5)
     assert a.shape == (5, 1, 6, 6) and torch.equal(a, b) and not torch.equal(a, c)
     assert a.min() >= 0 and a.max() <= 1
-    with pytest.raises(ModelError, match="no prior"):
+    with pytest.raises(ModelError, match="can_sample = False"):
         make_sampler("prior").fit(small("ae"))
 
 

@@ -14,7 +14,7 @@ from vaelab.data import DataConfig, load_data
 from vaelab.errors import ConfigError, ModelError
 from vaelab.models import build, make_config
 from vaelab.train import RunConfig, TrainConfig
-from vaelab.train.lit import LitAutoencoder, labelled_indices, loss_takes_labels, make_loader, visible_labels
+from vaelab.train.lit import LitAutoencoder, labelled_indices, make_loader, visible_labels
 
 SHAPE = (1, 8, 8)
 
@@ -123,7 +123,7 @@ def test_trainer_gives_labels_only_to_models_that_take_them():
     x, y = torch.rand(8, *SHAPE), labels_with_gaps(8)
     for name, takes in (("vae", False), ("ssvae", True)):
         model = mk(name)
-        assert loss_takes_labels(model) is takes
+        assert model.takes_labels is takes
         lit = LitAutoencoder(model, TrainConfig(), steps_per_epoch=1)
         out = lit._loss((x, y), kl_weight=1.0)
         assert ("label_nll" in out.terms) is takes

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import torch
 from typing import Literal
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from .imageset import ImageSet
 from .sources import SOURCES, Source, get_source
 from .synthetic import DSPRITES, SHAPES
@@ -25,6 +27,10 @@ class DataConfig:
     size: int | None = None  # make images size x size (a folder of mixed sizes needs it)
     resize_mode: Literal["pad", "resize"] = "pad"  # pad: centre on black; resize: resample
     channels: int | None = None  # 1 (grayscale) or 3 (RGB)
+    label_column: str | None = None  # csv source: the column of integer class labels (header name or 0-based index)
+    standardize: bool = True  # vectors: centre and scale each column by the training split's mean and std
+    center: list[float] | None = None  # vectors: the column means subtracted (filled in from the training split)
+    scale: list[float] | None = None  # vectors: the column standard deviations divided by (filled in likewise)
 
     def __post_init__(self) -> None:
         if self.name not in SOURCES:
@@ -40,13 +46,40 @@ class DataConfig:
 
 
 def _prepare(s: ImageSet, cfg: DataConfig) -> ImageSet:
+    if s.is_vector:
+        s = _standardized(s, cfg)
     return s.to_channels(cfg.channels).to_size(cfg.size, cfg.resize_mode)
+
+
+def _standardized(s: ImageSet, cfg: DataConfig) -> ImageSet:
+    """Vectors standardised with the run's recorded statistics (unchanged when there are none)."""
+    if cfg.center is None or cfg.scale is None:
+        return s
+    if len(cfg.center) != s.shape[0] or len(cfg.scale) != s.shape[0]:
+        raise DataError(f"{s.name}: {s.shape[0]} columns, but the run standardises {len(cfg.center)}; give the "
+                        "columns the model was trained on")
+    center, scale = torch.tensor(cfg.center), torch.tensor(cfg.scale)
+    return ImageSet((s.images - center) / scale, s.labels, s.name, s.class_names, s.factors, s.files, s.notes)
+
+
+def fit_standardizer(train: ImageSet, cfg: DataConfig) -> None:
+    """Record the training split's column means and standard deviations in ``cfg`` (vectors with
+    ``standardize``; a constant column keeps scale 1), so every later split, and every later
+    command on the run, is standardised the same way."""
+    if not train.is_vector or not cfg.standardize or cfg.center is not None:
+        return
+    x = train.images.double()
+    sd = x.std(0, unbiased=False)
+    sd = torch.where(sd > 1e-12, sd, torch.ones_like(sd))
+    cfg.center, cfg.scale = x.mean(0).tolist(), sd.tolist()
 
 
 def load_split(cfg: DataConfig, split: str, apply_class_filter: bool = True) -> ImageSet:
     """One split ('train' or 'test') with the config's transforms (class filter optional)."""
     src = get_source(cfg.name)
-    if src.takes_image_options:  # decodes files itself: it brings mixed sizes and modes to the run's
+    if cfg.name == "csv":
+        s = src.load(split, cfg.path, cfg.label_column)
+    elif src.takes_image_options:  # decodes files itself: it brings mixed sizes and modes to the run's
         from .folder import FolderOptions
 
         s = src.load(split, cfg.path, FolderOptions(cfg.size, cfg.resize_mode, cfg.channels))
@@ -65,6 +98,9 @@ def load_data(cfg: DataConfig, seed: int = 0) -> tuple[ImageSet, ImageSet, Image
     """(train, validation, test). The class filter applies to train and validation, not to test,
     so that one-class work sees every class at test time; ``test_limit`` subsamples the test set."""
     train = load_split(cfg, "train").limit(cfg.limit, seed)
+    if train.is_vector and cfg.standardize and cfg.center is None:  # the statistics of the (limited) training split
+        fit_standardizer(train, cfg)
+        train = _standardized(train, cfg)
     train, val = train.split(cfg.val_fraction, seed)
     test = load_split(cfg, "test", apply_class_filter=False).limit(cfg.test_limit, seed)
     return train, val, test

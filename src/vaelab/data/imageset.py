@@ -10,9 +10,16 @@ import torch.nn.functional as F
 from ..errors import DataError
 
 
+def to_unit_float(x: torch.Tensor) -> torch.Tensor:
+    """What a model takes: uint8 pixels as floats in [0, 1] (x / 255), float data (vectors, images
+    already in [0, 1]) as float32. Every stage turns stored data into model input with this."""
+    return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+
+
 @dataclass
 class ImageSet:
-    """Images as a uint8 tensor (N, C, H, W) and optional int64 labels (N,)."""
+    """Images as a uint8 tensor (N, C, H, W), or vectors as a float32 tensor (N, D) (tabular
+    data), and optional int64 labels (N,)."""
 
     images: torch.Tensor
     labels: torch.Tensor | None = None
@@ -26,6 +33,18 @@ class ImageSet:
         x = self.images
         if not isinstance(x, torch.Tensor):
             raise DataError(f"{self.name}: images must be a torch tensor, got {type(x).__name__}")
+        if x.ndim == 2:  # vectors: N x D numbers (tabular data), float32
+            if not x.is_floating_point():
+                self.images = x = x.float()
+            elif x.dtype != torch.float32:
+                self.images = x = x.float()
+            if x.shape[1] < 1:
+                raise DataError(f"{self.name}: vectors must have at least one column, got shape {tuple(x.shape)}")
+            if not torch.isfinite(x).all():
+                bad = int((~torch.isfinite(x)).any(1).sum())
+                raise DataError(f"{self.name}: {bad} rows hold NaN or infinite values; drop or impute them before loading")
+            self._check_labels_and_extras(x)
+            return
         if x.dtype != torch.uint8:
             raise DataError(
                 f"{self.name}: images must be uint8 in [0, 255], got {x.dtype}; "
@@ -35,6 +54,9 @@ class ImageSet:
             raise DataError(f"{self.name}: images must have shape (N, C, H, W), got {tuple(x.shape)}")
         if x.shape[1] not in (1, 3):
             raise DataError(f"{self.name}: expected 1 or 3 channels, got {x.shape[1]} (shape {tuple(x.shape)})")
+        self._check_labels_and_extras(x)
+
+    def _check_labels_and_extras(self, x: torch.Tensor) -> None:
         if self.labels is not None:
             if self.labels.ndim != 1 or len(self.labels) != len(x):
                 raise DataError(
@@ -66,12 +88,17 @@ class ImageSet:
         return int(self.images.shape[0])
 
     @property
-    def shape(self) -> tuple[int, int, int]:
-        """(C, H, W) of one image."""
+    def shape(self) -> tuple[int, ...]:
+        """(C, H, W) of one image, or (D,) of one vector."""
         return tuple(self.images.shape[1:])  # type: ignore[return-value]
 
+    @property
+    def is_vector(self) -> bool:
+        """True for N x D vectors (tabular data), False for images."""
+        return self.images.ndim == 2
+
     def float(self) -> torch.Tensor:
-        return self.images.float().div_(255.0)
+        return to_unit_float(self.images)
 
     def subset(self, index: torch.Tensor | Sequence[int], name: str | None = None) -> "ImageSet":
         index = torch.as_tensor(index, dtype=torch.long)
@@ -128,7 +155,11 @@ class ImageSet:
 
     # -- transforms ------------------------------------------------------------------------------
     def to_channels(self, channels: int | None) -> "ImageSet":
-        if channels is None or channels == self.shape[0]:
+        if channels is None:
+            return self
+        if self.is_vector:
+            raise DataError(f"{self.name}: data.channels is for images; this set holds vectors of {self.shape[0]} numbers")
+        if channels == self.shape[0]:
             return self
         if channels not in (1, 3):
             raise DataError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels}")
@@ -141,7 +172,11 @@ class ImageSet:
 
     def to_size(self, size: int | None, mode: str = "pad") -> "ImageSet":
         """Make images size x size: 'pad' centres them on black (28 -> 32), 'resize' resamples."""
-        if size is None or (self.shape[1] == size and self.shape[2] == size):
+        if size is None:
+            return self
+        if self.is_vector:
+            raise DataError(f"{self.name}: data.size is for images; this set holds vectors of {self.shape[0]} numbers")
+        if self.shape[1] == size and self.shape[2] == size:
             return self
         _, h, w = self.shape
         if mode == "pad":

@@ -330,8 +330,9 @@ FOLDER = FolderSource("folder", "your own directory of images (class sub-directo
 
 
 class NpzSource(Source):
-    """Arrays you saved with numpy.savez: x_train (and y_train, x_test, y_test), or x (and y).
-    Images are uint8 N x H x W, N x H x W x C or N x C x H x W, or floats in [0, 1]."""
+    """Arrays you saved with numpy.savez: x_train (and y_train, x_test, y_test), or x (and y; 10%
+    held out as the test split). Images are uint8 N x H x W, N x H x W x C or N x C x H x W, or
+    floats in [0, 1]; an N x D array is N vectors of D numbers (tabular data)."""
 
     def _complete(self, d: Path) -> bool:
         return d.is_file()
@@ -350,6 +351,8 @@ class NpzSource(Source):
             x, y = z[f"x_{split}"], z.get(f"y_{split}")
         elif "x" in z:
             full = self._make(z["x"], z.get("y"), p)
+            if split == "all":
+                return full
             train, test = full.split(0.1, seed=0)
             return train if split == "train" else ImageSet(test.images, test.labels, full.name)
         else:
@@ -357,29 +360,113 @@ class NpzSource(Source):
         return self._make(x, y, p)
 
     def _make(self, x: np.ndarray, y: np.ndarray | None, p: Path) -> ImageSet:
-        if x.ndim not in (3, 4):
-            raise DataError(f"{p}: images must be an array N x H x W, N x H x W x C or N x C x H x W; got shape {x.shape}")
+        if x.ndim not in (2, 3, 4):
+            raise DataError(f"{p}: images must be an array N x H x W, N x H x W x C or N x C x H x W, or vectors N x D; "
+                            f"got shape {x.shape}")
         if x.size == 0:
-            raise DataError(f"{p}: the image array is empty (shape {x.shape})")
+            raise DataError(f"{p}: the array is empty (shape {x.shape})")
+        labels = _labels(y, len(x), p)
+        if x.ndim == 2:  # vectors
+            if x.dtype.kind not in "fiub":
+                raise DataError(f"{p}: vectors must be numbers, got dtype {x.dtype}")
+            return ImageSet(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), labels, p.stem)
         if x.dtype.kind == "f":
             if not np.isfinite(x).all():
                 raise DataError(f"{p}: images contain NaN or infinite values; clean them first")
             if x.min() < 0 or x.max() > 1:
                 raise DataError(f"{p}: float images must be in [0, 1]; found [{x.min():.3g}, {x.max():.3g}]")
             x = np.round(x.astype(np.float64) * 255).astype(np.uint8)
-        labels = None
-        if y is not None:
-            if y.dtype.kind not in "iu" or y.shape != (len(x),):
-                raise DataError(f"{p}: labels must be {len(x)} integers, got {y.dtype} {y.shape}")
-            if y.min() < 0 or int(y.max()) > np.iinfo(np.int64).max:
-                raise DataError(f"{p}: labels must be class numbers 0, 1, 2, ...; found {y.min()} .. {y.max()}")
-            labels = torch.from_numpy(y.astype(np.int64))
         return ImageSet(images_to_tensor(x, str(p)), labels, p.stem)
 
 
+def _labels(y: np.ndarray | None, n: int, p: Path) -> torch.Tensor | None:
+    if y is None:
+        return None
+    if y.dtype.kind not in "iu" or y.shape != (n,):
+        raise DataError(f"{p}: labels must be {n} integers, got {y.dtype} {y.shape}")
+    if y.min() < 0 or int(y.max()) > np.iinfo(np.int64).max:
+        raise DataError(f"{p}: labels must be class numbers 0, 1, 2, ...; found {y.min()} .. {y.max()}")
+    return torch.from_numpy(y.astype(np.int64))
+
+
+class CsvSource(Source):
+    """A CSV file of numbers, one example per row (tabular data): vectors of every column but the
+    label column (``data.label_column``: its header name or 0-based index; integer classes). A
+    first row with any non-numeric cell is the header. 10% of the rows (seeded) form the test
+    split; the split 'all' is every row (what `vaelab detect` scores)."""
+
+    def _complete(self, d: Path) -> bool:
+        return d.is_file()
+
+    def locate(self) -> Path | None:
+        return None
+
+    def load(self, split: str, path: str | None = None, label_column: str | None = None) -> ImageSet:
+        import csv
+
+        if not path:
+            raise DataError("the csv source needs a path: --set data.path=/path/to/table.csv")
+        p = Path(path).expanduser()
+        if not p.is_file():
+            raise DataError(f"csv file {p} does not exist")
+        try:
+            with open(p, newline="", encoding="utf-8-sig") as f:
+                rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
+        except (OSError, UnicodeDecodeError, csv.Error) as e:
+            raise DataError(f"{p}: cannot be read as a CSV text file ({e})") from None
+        if not rows:
+            raise DataError(f"{p}: the file holds no rows")
+
+        def number(c: str) -> bool:
+            try:
+                float(c)
+                return True
+            except ValueError:
+                return False
+
+        header = rows[0] if not all(number(c) for c in rows[0]) else None
+        body = rows[1:] if header else rows
+        width = len(rows[0])
+        bad = [i + (2 if header else 1) for i, r in enumerate(body) if len(r) != width]
+        if bad:
+            raise DataError(f"{p}: rows {bad[:5]} have another number of columns than the first ({width})")
+        col = None
+        if label_column is not None:
+            names = header or []
+            if label_column in names:
+                col = names.index(label_column)
+            elif label_column.lstrip("-").isdigit() and -width <= int(label_column) < width:
+                col = int(label_column) % width
+            else:
+                raise DataError(f"{p}: no label column {label_column!r}; columns: {names or list(range(width))}")
+        try:
+            table = np.array([[float(c) for c in r] for r in body], dtype=np.float64)
+        except ValueError:
+            where = next((i + (2 if header else 1), j) for i, r in enumerate(body) for j, c in enumerate(r) if not number(c))
+            raise DataError(f"{p}: row {where[0]}, column {where[1]} is not a number ({body[where[0] - (2 if header else 1)][where[1]]!r}); "
+                            "a CSV source holds numbers only (encode categories as numbers first)") from None
+        if len(table) == 0:
+            raise DataError(f"{p}: the file has a header but no rows")
+        y = None
+        if col is not None:
+            y = table[:, col]
+            if not np.all(y == np.round(y)):
+                raise DataError(f"{p}: the label column {label_column!r} must hold integer classes")
+            y = y.astype(np.int64)
+            table = np.delete(table, col, axis=1)
+        full = ImageSet(torch.from_numpy(table.astype(np.float32)), None if y is None else _labels(y, len(y), p), p.stem)
+        if split == "all":
+            return full
+        train, test = full.split(0.1, seed=0)
+        return train if split == "train" else ImageSet(test.images, test.labels, full.name)
+
+
+CSV = CsvSource("csv", "a CSV file of numbers, one example per row (tabular data; data.label_column optional)", (),
+                "set data.path to the .csv file", needs_path=True)
+
 NPZ = NpzSource("npz", "arrays you saved with numpy.savez (x_train, y_train, x_test, y_test)", (), "set data.path to the .npz file", needs_path=True)
 
-SOURCES: dict[str, Source] = {s.name: s for s in (MNIST, FASHION_MNIST, CIFAR10, CELEBA64, DIGITS, FOLDER, NPZ)}
+SOURCES: dict[str, Source] = {s.name: s for s in (MNIST, FASHION_MNIST, CIFAR10, CELEBA64, DIGITS, FOLDER, NPZ, CSV)}
 
 
 def get_source(name: str) -> Source:

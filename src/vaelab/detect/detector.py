@@ -16,7 +16,7 @@ from ..data import SOURCES, ImageSet
 from ..errors import ConfigError, DataError, ModelError
 from ..models import Autoencoder
 from ..train import load_run_model
-from .scores import DEFAULT_COMBO, DEFAULT_PATCH_SIZE, SCORE_NAMES, Score, make_score, score_images
+from .scores import DEFAULT_COMBO, DEFAULT_PATCH_SIZE, SCORE_NAMES, VECTOR_COMBO, Score, make_score, score_images
 
 # reconstruction error and latent density, each z-scored against the training set: see the README
 DEFAULT_SCORE = "combo"
@@ -33,6 +33,13 @@ def as_images(X: Any, name: str = "X") -> torch.Tensor:
         X = torch.from_numpy(np.ascontiguousarray(X))
     if not isinstance(X, torch.Tensor):
         raise DataError(f"{name}: expected an ImageSet or an array / tensor of images, got {type(X).__name__}")
+    if X.ndim == 2:  # vectors (tabular data): any finite numbers
+        if len(X) == 0:
+            raise DataError(f"{name}: no vectors")
+        X = X.float()
+        if not torch.isfinite(X).all():
+            raise DataError(f"{name}: vectors must be finite; drop or impute the rows with NaN or infinite values")
+        return X
     if X.ndim == 3:
         X = X.unsqueeze(1)
     elif X.ndim == 4 and X.shape[1] not in (1, 3) and X.shape[-1] in (1, 3):
@@ -141,8 +148,12 @@ class AutoencoderDetector(BaseEstimator):
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
 
-    def _make_score(self) -> Score:
-        return make_score(self.score, combo=self.combo, combo_method=self.combo_method, n_samples=self.n_samples,
+    def _make_score(self, model: Autoencoder | None = None) -> Score:
+        combo = self.combo
+        if model is not None and model.is_vector and self.score == "combo" and tuple(combo) == DEFAULT_COMBO:
+            combo = VECTOR_COMBO
+            log.info("vectors: the default combo keeps its members defined on vectors, %s", " + ".join(combo))
+        return make_score(self.score, combo=combo, combo_method=self.combo_method, n_samples=self.n_samples,
                           nll_k=self.nll_k, gmm_components=self.gmm_components, knn_k=self.knn_k,
                           feature_dims=self.feature_dims, patch_size=self.patch_size)
 
@@ -181,7 +192,7 @@ class AutoencoderDetector(BaseEstimator):
             raise ConfigError(f"model must be None, an Autoencoder or a run directory; got {type(self.model).__name__}")
         self.model_ = model
         log.info("fitting the %r score on %d training images", self.score, len(images))
-        self.score_ = self._make_score().fit(model, images, self.batch_size, self.seed)
+        self.score_ = self._make_score(model).fit(model, images, self.batch_size, self.seed)
         raw = self.score_.training_scores(model, images, self.batch_size, self.seed).numpy()
         lo, hi = (float(q) for q in self.norm_range)
         # (0, 1): exactly the min and max; np.quantile interpolates linearly between training scores

@@ -25,7 +25,7 @@ from ..fileio import atomic_write_json, atomic_write_text
 from ..models import get_spec
 from ..train import CHECKPOINT, RunConfig, fit
 from .detector import DEFAULT_SCORE, AutoencoderDetector, load_run_model
-from .scores import SCORE_NAMES, make_score, prior_free_scores
+from .scores import SCORE_NAMES, make_score, density_free_scores
 
 
 def _as_list(v: str | Sequence[Any] | None, kind: type = str) -> list[Any] | None:
@@ -62,9 +62,9 @@ def one_class_protocol(dataset: str, model_name: str = "vae", epochs: int = 20, 
     spec = get_spec(model_name)
     for s in scores:  # refuse before training what cannot be scored after it
         sc = make_score(s, **{k: v for k, v in (detector_options or {}).items() if k in ("combo", "combo_method")})
-        if sc.needs_prior and not spec.cls.has_prior:
-            raise ModelError(f"the {s!r} score needs a model with a prior (vae, iwae, bvae, ...); {model_name} is "
-                             f"deterministic. Use {', '.join(prior_free_scores())} or a combo of those")
+        if sc.needs_density and not spec.cls.has_density:
+            raise ModelError(f"the {s!r} score needs a model with a posterior density and a prior (has_density: vae, iwae, "
+                             f"bvae, ...); {model_name} has none. Use {', '.join(density_free_scores())} or a combo of those")
     seeds = list(range(seeds)) if isinstance(seeds, int) else _as_list(seeds, int)
     if not seeds or len(set(seeds)) != len(seeds):
         raise ConfigError(f"seeds must be a count >= 1 or distinct integers, got {seeds}")

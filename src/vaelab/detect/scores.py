@@ -36,10 +36,10 @@ from typing import Callable, ClassVar, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
+from ..data.imageset import to_unit_float
 from ..errors import ConfigError, ModelError
 from ..evaluate.likelihood import log_likelihood
 from ..models import Autoencoder
-from ..objectives import kl_to_standard_normal
 
 
 log = logging.getLogger("vaelab")
@@ -52,7 +52,7 @@ def iter_batches(images: torch.Tensor, batch_size: int, device: torch.device) ->
     """Float batches in [0, 1] on ``device`` from uint8 (or float) images, by indexing."""
     for i in range(0, len(images), batch_size):
         x = images[i : i + batch_size].to(device)
-        yield x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+        yield to_unit_float(x)
 
 
 @torch.no_grad()
@@ -66,7 +66,8 @@ class Score:
     """Base class: ``fit`` (optional state from the training images), ``batch`` (the score)."""
 
     name: ClassVar[str] = ""
-    needs_prior: ClassVar[bool] = False
+    needs_density: ClassVar[bool] = False
+    image_only: ClassVar[bool] = False  # defined on images only (windows, structure, pixel values in [0, 1])
 
     def spec(self) -> str:
         """What the score computes, e.g. 'patch_mse(patch_size=15)': its name and constructor
@@ -77,10 +78,13 @@ class Score:
         return f"{self.name}(" + ", ".join(f"{k}={v!r}" for k, v in sorted(params.items())) + ")"
 
     def check(self, model: Autoencoder) -> None:
-        if self.needs_prior and not model.has_prior:
+        if self.image_only and getattr(model, "is_vector", False):
+            raise ModelError(f"the {self.name!r} score is defined for images; this model's data are vectors. Use one of: "
+                             f"{', '.join(vector_scores())}")
+        if self.needs_density and not model.has_density:
             raise ModelError(
-                f"the {self.name!r} score needs a model with a prior and a posterior density (a VAE, IWAE, BVAE...); "
-                f"{model.config.name} is deterministic. Use one of: {', '.join(prior_free_scores())}"
+                f"the {self.name!r} score needs a model with a posterior density and a prior (has_density: a VAE, IWAE, "
+                f"BVAE...); {model.config.name} has none. Use one of: {', '.join(density_free_scores())}"
             )
 
     def fit(self, model: Autoencoder, images: torch.Tensor, batch_size: int = 500, seed: int = 0) -> "Score":
@@ -138,6 +142,7 @@ class PatchMSEScore(Score):
     reconstruction makes everywhere; the window's maximum keeps it."""
 
     name = "patch_mse"
+    image_only = True
 
     def __init__(self, patch_size: int = DEFAULT_PATCH_SIZE):
         if not isinstance(patch_size, int) or isinstance(patch_size, bool) or patch_size < 1:
@@ -154,6 +159,7 @@ class BCEScore(Score):
     """Binary cross-entropy of the reconstruction decode(E[z|x]) against x, summed over pixels."""
 
     name = "bce"
+    image_only = True
 
     def batch(self, model: Autoencoder, x: torch.Tensor) -> torch.Tensor:
         p = model.decode(model.encode(x).mean).mean.clamp(1e-6, 1 - 1e-6)
@@ -166,6 +172,7 @@ class SSIMScore(Score):
     sensitive to wrong structure (edges, texture) where the squared error is dominated by bright areas."""
 
     name = "ssim"
+    image_only = True
 
     def batch(self, model: Autoencoder, x: torch.Tensor) -> torch.Tensor:
         from ..evaluate.image_quality import ssim_per_image
@@ -179,7 +186,7 @@ class NELBOScore(Score):
     one batched pass) plus the analytic KL to the N(0, I) prior."""
 
     name = "nelbo"
-    needs_prior = True
+    needs_density = True
 
     def __init__(self, n_samples: int = 1):
         if n_samples < 1:
@@ -188,18 +195,15 @@ class NELBOScore(Score):
 
     def batch(self, model: Autoencoder, x: torch.Tensor) -> torch.Tensor:
         q = model.encode(x)
-        k, b = self.n_samples, x.shape[0]
-        z = q.sample((k,))
-        px = model.decode(z.reshape(k * b, -1))
-        rec = -px.log_prob(x.unsqueeze(0).expand(k, *x.shape).reshape(k * b, *x.shape[1:])).view(k, b).mean(0)
-        return rec + kl_to_standard_normal(q)
+        _, log_px_z = model.log_weights(x, self.n_samples, q)
+        return -log_px_z.mean(0) + model.kl(q)
 
 
 class NLLScore(Score):
     """-log p(x) by importance sampling with ``nll_k`` samples (vaelab.evaluate.likelihood)."""
 
     name = "nll"
-    needs_prior = True
+    needs_density = True
 
     def __init__(self, nll_k: int = 100):
         if nll_k < 1:
@@ -369,8 +373,8 @@ class ComboScore(Score):
         self.members, self.method = list(members), method
 
     @property
-    def needs_prior(self) -> bool:  # type: ignore[override]
-        return any(m.needs_prior for m in self.members)
+    def needs_density(self) -> bool:  # type: ignore[override]
+        return any(m.needs_density for m in self.members)
 
     def spec(self) -> str:
         return f"combo({self.method}: " + " + ".join(m.spec() for m in self.members) + ")"
@@ -437,9 +441,18 @@ SCORES: dict[str, tuple[Callable[..., Score], str]] = {
 }
 
 
-def prior_free_scores() -> list[str]:
+# on vectors (tabular data) the default combo keeps its members that are not image-only
+VECTOR_COMBO = tuple(c for c in DEFAULT_COMBO if not SCORES[c][0]().image_only)
+
+
+def vector_scores() -> list[str]:
+    """The scores defined on vectors as well as images."""
+    return [n for n, (make, _) in SCORES.items() if not make().image_only]
+
+
+def density_free_scores() -> list[str]:
     """The scores any model can back (no prior or posterior density needed)."""
-    return [n for n, (make, _) in SCORES.items() if not make().needs_prior]
+    return [n for n, (make, _) in SCORES.items() if not make().needs_density]
 
 
 def make_score(name: str, combo: Sequence[str] = DEFAULT_COMBO, combo_method: str = "zscore", **options) -> Score:

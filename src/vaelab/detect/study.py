@@ -231,6 +231,8 @@ def load_detection_set(data: str, like: DataConfig, split: str | None = None,
             name = split or "rep1"
             s = study.get(name)
             desc = f"{path} ({name})"
+        elif path.suffix.lower() == ".csv":
+            cfg = DataConfig(name="csv", path=str(path), label_column=like.label_column)
         else:
             cfg = DataConfig(name="npz", path=str(path))
     elif path.is_dir():
@@ -246,6 +248,7 @@ def load_detection_set(data: str, like: DataConfig, split: str | None = None,
             raise ConfigError(f"--split for {'a folder' if whole else 'a dataset'} is {' or '.join(allowed)}, got {split!r} "
                               "(rep1, rep2, labeled are OOD-study sets)")
         cfg.size, cfg.channels, cfg.resize_mode = like.size, like.channels, like.resize_mode
+        cfg.center, cfg.scale = like.center, like.scale  # vectors: standardised as the run's training data
         s = load_split(cfg, split, apply_class_filter=False)
         desc = f"{data} ({'every image' if split == 'all' else split})"
     else:

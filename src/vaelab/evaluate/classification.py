@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from ..data.imageset import to_unit_float
 from ..data import ImageSet
 from ..models import Autoencoder
 
@@ -18,6 +19,6 @@ def accuracy(model: Autoencoder, data: ImageSet, batch_size: int = 1000, **_) ->
     dev = next(model.parameters()).device
     hits = torch.zeros((), dtype=torch.long, device=dev)
     for i in range(0, len(data), batch_size):
-        x = data.images[i : i + batch_size].to(dev).float().div_(255.0)
+        x = to_unit_float(data.images[i : i + batch_size].to(dev))
         hits += (predict(x) == data.labels[i : i + batch_size].to(dev)).sum()
     return {"accuracy": float(hits) / len(data)}

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data.imageset import to_unit_float
 from ..data import ImageSet
 from ..data.download import cache_dir
 from ..errors import ConfigError
@@ -82,7 +83,7 @@ def train_lenet(train: ImageSet, seed: int = 0, epochs: int = 2, batch_size: int
             perm = torch.randperm(len(train), generator=g)
             for i in range(0, len(train), batch_size):
                 idx = perm[i : i + batch_size]
-                loss = F.cross_entropy(net(train.images[idx].float() / 255), train.labels[idx])
+                loss = F.cross_entropy(net(to_unit_float(train.images[idx])), train.labels[idx])
                 opt.zero_grad()
                 loss.backward()
                 opt.step()

@@ -6,6 +6,7 @@ import torch
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 from torchmetrics.image.fid import _compute_fid
 
+from ..data.imageset import to_unit_float
 from ..data import ImageSet
 from ..models import Autoencoder
 from .features import FeatureNet, feature_net_for
@@ -14,7 +15,7 @@ from .features import FeatureNet, feature_net_for
 def _batches(data: ImageSet, batch_size: int, device: torch.device, n: int | None = None):
     n = len(data) if n is None else min(n, len(data))
     for i in range(0, n, batch_size):
-        yield data.images[i : min(i + batch_size, n)].to(device).float().div_(255.0)
+        yield to_unit_float(data.images[i : min(i + batch_size, n)].to(device))
 
 
 def ssim_per_image(a: torch.Tensor, b: torch.Tensor, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
@@ -32,16 +33,21 @@ def ssim_per_image(a: torch.Tensor, b: torch.Tensor, window: int = 11, sigma: fl
 @torch.no_grad()
 def reconstruction(model: Autoencoder, data: ImageSet, batch_size: int = 1000, **_) -> dict[str, float]:
     """Per-pixel MSE, PSNR (dB) and SSIM (see ssim_per_image) of decode(E[z|x]) against x in
-    [0, 1]; PSNR and SSIM are computed per image and averaged over the set."""
+    [0, 1]; PSNR and SSIM are computed per image and averaged over the set. Vectors get the MSE per
+    entry (of the standardised values) only: PSNR and SSIM are defined for images."""
     model.eval()
     dev = next(model.parameters()).device
     se = psnr = ssim = 0.0
     for x in _batches(data, batch_size, dev):
         r = model.reconstruct(x)
-        se += float((r - x).pow(2).mean(dim=(1, 2, 3)).double().sum())
+        se += float((r - x).pow(2).flatten(1).mean(1).double().sum())
+        if data.is_vector:
+            continue
         psnr += float(peak_signal_noise_ratio(r, x, data_range=1.0, reduction="none", dim=(1, 2, 3)).double().sum())
         ssim += float(ssim_per_image(r, x).double().sum())
     n = len(data)
+    if data.is_vector:
+        return {"mse": se / n}
     return {"mse": se / n, "psnr": psnr / n, "ssim": ssim / n}
 
 
@@ -72,14 +78,14 @@ def fid(model: Autoencoder, data: ImageSet, batch_size: int = 1000, seed: int = 
     dev = next(model.parameters()).device
     net = feature_net_for(fid_features, data, train, seed).to(dev)
     n = min(fid_images, len(data))
-    real = data.images[:n].to(dev).float().div_(255.0)
+    real = to_unit_float(data.images[:n].to(dev))
     real_f = _features(net, real, batch_size)
     out: dict[str, float] = {}
     rec = torch.cat([model.reconstruct(real[i : i + batch_size]) for i in range(0, n, batch_size)])
     out[f"rfid_{fid_features}"] = frechet_distance(_features(net, rec, batch_size), real_f)
-    if model.has_prior or train is not None:
+    if model.can_sample or train is not None:
         for name in samplers:
-            if name == "prior" and not model.has_prior:
+            if name == "prior" and not model.can_sample:
                 continue
             if name == "gmm" and train is None:
                 continue

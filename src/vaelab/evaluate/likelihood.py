@@ -12,8 +12,8 @@ from typing import Iterator
 
 import torch
 from torch import nn
-from torch.distributions import Independent, Normal
 
+from ..data.imageset import to_unit_float
 from ..data import ImageSet
 from ..errors import ModelError
 from ..models import Autoencoder
@@ -23,17 +23,6 @@ from ..models import Autoencoder
 # one thread: ~7,500 at 250-500, ~6,300 at 1,000, ~5,500 at 20,000); a GPU wants large batches
 MAX_DECODED = {"cpu": 512}
 MAX_DECODED_ACCELERATOR = 16_384
-
-
-def log_importance_weights(model: Autoencoder, x: torch.Tensor, k: int, q=None) -> torch.Tensor:
-    """[k, B] log p(x|z) + log p(z) - log q(z|x) for z ~ q(z|x)."""
-    q = model.encode(x) if q is None else q
-    z = q.sample((k,))
-    b = x.shape[0]
-    px = model.decode(z.reshape(k * b, -1))
-    log_px_z = px.log_prob(x.unsqueeze(0).expand(k, *x.shape).reshape(k * b, *x.shape[1:])).view(k, b)
-    log_pz = Independent(Normal(torch.zeros_like(z), torch.ones_like(z)), 1).log_prob(z)
-    return log_px_z + log_pz - q.log_prob(z)
 
 
 @contextmanager
@@ -57,8 +46,7 @@ def _cpu_channels_last(model: nn.Module, x: torch.Tensor) -> Iterator[torch.Tens
 def log_likelihood(model: Autoencoder, x: torch.Tensor, k: int = 1000, max_decoded: int | None = None) -> torch.Tensor:
     """Per-image importance-sampled log p(x) with ``k`` samples; at most ``max_decoded`` images
     are decoded at once (memory bound; None: MAX_DECODED for the device)."""
-    if not model.has_prior:
-        raise ModelError(f"NLL needs a model with a prior and a posterior density; {model.config.name} is deterministic")
+    model.require("has_density", "the importance-sampled NLL")
     if k < 1:
         raise ModelError(f"the number of importance samples must be >= 1, got {k}")
     if max_decoded is None:
@@ -70,7 +58,7 @@ def log_likelihood(model: Autoencoder, x: torch.Tensor, k: int = 1000, max_decod
         done = 0
         while done < k:
             c = min(chunk, k - done)
-            lw = log_importance_weights(model, x, c, q).double()
+            lw = model.log_weights(x, c, q)[0].double()
             acc = torch.logaddexp(acc, torch.logsumexp(lw, 0))
             done += c
     return acc - math.log(k)
@@ -82,7 +70,7 @@ def nll(model: Autoencoder, data: ImageSet, batch_size: int = 100, seed: int = 0
     """Negative log-likelihood in nats per image and bits per dimension, on the first
     ``nll_images`` images of the set (all by default), ``nll_k`` importance samples each.
     The sum stays on the device until the end (no host sync per batch)."""
-    if not model.has_prior:
+    if not model.has_density:
         return {}
     model.eval()
     n = len(data) if nll_images is None else min(nll_images, len(data))
@@ -92,7 +80,7 @@ def nll(model: Autoencoder, data: ImageSet, batch_size: int = 100, seed: int = 0
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for i in range(0, n, bs):
-            x = data.images[i : min(i + bs, n)].to(dev).float().div_(255.0)
+            x = to_unit_float(data.images[i : min(i + bs, n)].to(dev))
             total -= log_likelihood(model, x, nll_k).sum()
     total = float(total)
     dims = math.prod(data.shape)

@@ -5,10 +5,13 @@ Options every metric accepts (and ignores when it does not need them): ``batch_s
 """
 from __future__ import annotations
 
+import logging
+
 from typing import Any, Callable
 
 import torch
 
+from ..data.imageset import to_unit_float
 from ..data import ImageSet
 from ..errors import ConfigError
 from ..models import Autoencoder
@@ -32,7 +35,7 @@ def elbo_terms(model: Autoencoder, data: ImageSet, batch_size: int = 1000, seed:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for i in range(0, len(data), batch_size):
-            out = model.loss(data.images[i : i + batch_size].to(dev).float().div_(255.0))
+            out = model.loss(to_unit_float(data.images[i : i + batch_size].to(dev)))
             for k, v in out.terms.items():
                 sums[k] = sums.get(k, 0) + v.double().sum()
     return {k: float(v) / len(data) for k, v in sums.items()}
@@ -42,7 +45,7 @@ def elbo_terms(model: Autoencoder, data: ImageSet, batch_size: int = 1000, seed:
 def active_units(model: Autoencoder, data: ImageSet, batch_size: int = 1000, threshold: float = 0.01, **_) -> dict[str, float]:
     """Units u with Cov_x(E_q[z_u | x]) > threshold (Burda et al.). Defined for stochastic
     posteriors only: a deterministic AE returns nothing."""
-    if not model.has_prior:
+    if not model.has_density:
         return {}
     from ..models import embed_images
 
@@ -62,6 +65,7 @@ METRICS: dict[str, Callable[..., dict[str, Any]]] = {
     "accuracy": accuracy,
 }
 DEFAULT_METRICS = ("elbo", "recon", "au", "accuracy")
+IMAGE_ONLY_METRICS = ("fid",)  # skipped, with a note, on vectors
 ALL_METRICS = tuple(METRICS)
 
 
@@ -73,5 +77,8 @@ def evaluate(model: Autoencoder, data: ImageSet, metrics: tuple[str, ...] | list
         raise ConfigError(f"unknown metric(s) {unknown}; choose from: {', '.join(METRICS)} (or all)")
     out: dict[str, Any] = {}
     for m in metrics:
+        if data.is_vector and m in IMAGE_ONLY_METRICS:
+            logging.getLogger("vaelab").info("note: %s is defined for images only; skipped on vectors", m)
+            continue
         out.update(METRICS[m](model, data, **options))
     return out

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data.imageset import to_unit_float
 from ..data import ImageSet
 from ..errors import ConfigError
 from ..models import Autoencoder, embed_images
@@ -77,7 +78,7 @@ def encoder_features(model: Autoencoder, data: ImageSet, batch_size: int = 1000)
     """``model.features`` (the frozen encoder's output before the latent heads) of every image."""
     model.eval()
     dev = next(model.parameters()).device
-    return torch.cat([model.features(data.images[i : i + batch_size].to(dev).float().div_(255.0)).cpu()
+    return torch.cat([model.features(to_unit_float(data.images[i : i + batch_size].to(dev))).cpu()
                       for i in range(0, len(data), batch_size)])
 
 

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data.imageset import to_unit_float
 from ..errors import ModelError
 from ..models.grad2vae import normalize_maps
 
@@ -206,7 +207,7 @@ def normal_statistics(model: nn.Module, images: Any, batch_size: int = 500) -> N
     try:
         for i in range(0, len(x_all), batch_size):
             x = x_all[i : i + batch_size].to(_device(model))
-            x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+            x = to_unit_float(x)
             q = model.encode(x)
             mus.append(q.mean.double().cpu())
             v = _variance(q)

@@ -9,21 +9,19 @@ from ..models import Autoencoder, embed_images
 
 
 class PriorSampler:
-    """z ~ N(0, I), the VAE prior."""
+    """z ~ p(z), the model's ``prior()``."""
 
     def __init__(self, seed: int = 0):
         self.seed = seed
         self.model_: Autoencoder | None = None
 
     def fit(self, model: Autoencoder, train: ImageSet | None = None) -> "PriorSampler":
-        if not model.has_prior:
-            raise ModelError(f"{model.config.name} has no prior; use the gmm sampler, which fits a density to its codes")
+        model.require("can_sample", "the prior sampler (use the gmm sampler, which fits a density to any model's codes)")
         self.model_ = model
         return self
 
     def sample_latents(self, n: int) -> torch.Tensor:
-        g = torch.Generator().manual_seed(self.seed)
-        return torch.randn(n, self.model_.latent_dim, generator=g)
+        return self.model_.sample_prior(n, torch.Generator().manual_seed(self.seed)).cpu()
 
     @torch.no_grad()
     def sample(self, n: int, batch_size: int = 1000) -> torch.Tensor:

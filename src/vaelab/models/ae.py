@@ -13,6 +13,7 @@ from torch.func import jacrev, vmap
 from ..errors import ConfigError
 from ..objectives import PointMass
 from .base import Autoencoder, LossOutput, ModelConfig
+from .registry import register_model
 
 CODE_ACTIVATIONS = {"none": nn.Identity, "sigmoid": nn.Sigmoid, "relu": nn.ReLU, "tanh": nn.Tanh}
 
@@ -26,6 +27,8 @@ class AEConfig(ModelConfig):
     code_activation: Literal["none", "sigmoid", "relu", "tanh"] = "none"
 
 
+@register_model("linear-ae", "linear encoder and decoder; with squared error it spans the PCA subspace", arch="linear")
+@register_model("ae", "undercomplete autoencoder (deterministic code)")
 class AE(Autoencoder):
     """Undercomplete AE. With ``arch=linear`` and the Gaussian likelihood (squared error) its
     decoder spans the principal subspace of the data (tested against scikit-learn's PCA).
@@ -38,10 +41,14 @@ class AE(Autoencoder):
     not reconstructions). ``encode(x)`` stays a point mass at the code."""
 
     config_class = AEConfig
+    custom_networks = True
 
-    def __init__(self, config: AEConfig):
-        super().__init__(config)
-        self.code = nn.Sequential(nn.Linear(self.feature_dim, config.latent_dim), CODE_ACTIVATIONS[config.code_activation]())
+    def __init__(self, config: AEConfig, encoder: nn.Module | None = None, decoder: nn.Module | None = None):
+        if encoder is not None and config.arch == "unet":
+            raise ConfigError("model.arch=unet builds its own networks; with encoder= / decoder= leave model.arch as it is")
+        super().__init__(config, encoder, decoder)
+        head = nn.Identity() if getattr(self, "own_networks", False) else nn.Linear(self.feature_dim, config.latent_dim)
+        self.code = nn.Sequential(head, CODE_ACTIVATIONS[config.code_activation]())
 
     def code_of(self, x: torch.Tensor) -> torch.Tensor:
         return self.code(self.encoder(x))
@@ -103,6 +110,7 @@ def bernoulli_kl(p: float, p_hat: torch.Tensor, eps: float = 1e-6) -> torch.Tens
     return p * torch.log(p / p_hat) + (1 - p) * torch.log((1 - p) / (1 - p_hat))
 
 
+@register_model("sparse-ae", "AE + sparsity on the code: KL to a target rate, or L1")
 class SparseAE(AE):
     """AE + lambda * sparsity. 'l1': sum_j |h_j| per image. 'kl': sum_j KL(p || p_hat_j) with
     p_hat_j the mean activation of code unit j over the minibatch (a batch-level penalty, shown
@@ -138,10 +146,12 @@ class DenoisingAEConfig(AEConfig):
             raise ConfigError(f"model.drop_prob must be in [0, 1), got {self.drop_prob}")
 
 
+@register_model("denoising-ae", "AE trained on Gaussian- or masking-corrupted inputs, scored on clean ones")
 class DenoisingAE(AE):
     """Trained on corrupted inputs, scored against the clean ones: -log p(x | code(corrupt(x)))."""
 
     config_class = DenoisingAEConfig
+    denoises = True
 
     def corrupt(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         c = self.config
@@ -179,6 +189,7 @@ class ContractiveAEConfig(AEConfig):
                               "set model.arch=linear and model.code_activation=sigmoid, or use jacobian=exact")
 
 
+@register_model("contractive-ae", "AE + squared Frobenius norm of the encoder Jacobian")
 class ContractiveAE(AE):
     """AE + lambda * ||d code / d x||_F^2 (Rifai et al. 2011)."""
 

@@ -10,9 +10,10 @@ import torch
 from torch import nn
 from torch.distributions import Distribution
 
+from ..data.imageset import to_unit_float
 from ..errors import ConfigError, ModelError
 from ..nn import ACTIVATIONS, build_networks
-from ..objectives import pixel_likelihood
+from ..objectives import importance_log_weights, kl_to_prior, pixel_likelihood, standard_normal
 
 
 @dataclass
@@ -34,6 +35,7 @@ class ModelConfig:
     gaussian_std: float = 1.0  # fixed std, or the initial one when learn_std
     learn_std: bool = False  # learn one shared std of the Gaussian likelihood
     image_shape: list[int] | None = None
+    networks: str | None = None  # set when trained with your own encoder and decoder (their classes)
 
     def __post_init__(self) -> None:
         if self.latent_dim < 1:
@@ -48,12 +50,25 @@ class ModelConfig:
             raise ConfigError(f"model.arch=unet is for the deterministic autoencoders (ae, denoising-ae, sparse-ae, "
                               f"contractive-ae), not {self.name}: a U-Net's decoder sees the input through its skips, so "
                               "its likelihood would no longer be p(x | z) alone. Use model.arch=conv, or one of those models")
-        if self.image_shape is not None and (len(self.image_shape) != 3 or self.image_shape[0] not in (1, 3)):
-            raise ConfigError(f"model.image_shape must be [C, H, W] with C in 1, 3; got {self.image_shape}")
+        if self.image_shape is not None and not (len(self.image_shape) == 1 and self.image_shape[0] >= 1) and (
+                len(self.image_shape) != 3 or self.image_shape[0] not in (1, 3)):
+            raise ConfigError(f"model.image_shape must be [C, H, W] with C in 1, 3 (images) or [D] (vectors); got {self.image_shape}")
 
-    def fill_from_data(self, n_train: int | None, image_shape: tuple[int, int, int]) -> None:
-        """Complete what only the training data can tell (the image shape; some models more)."""
+    def fill_from_data(self, n_train: int | None, image_shape: tuple[int, ...]) -> None:
+        """Complete what only the training data can tell (the example's shape; some models more).
+        On vectors (shape (D,)) the image networks do not apply: an architecture left at its
+        default becomes ``mlp`` and a likelihood left at Bernoulli becomes Gaussian (vectors are
+        real numbers, standardised by default); an image architecture asked for is refused."""
         self.image_shape = list(image_shape)
+        if len(image_shape) == 1:
+            chosen = getattr(self, "_set_keys", set())
+            if self.arch in ("conv", "resnet", "unet"):
+                if "arch" in chosen:
+                    raise ConfigError(f"model.arch={self.arch} is for images; these data are vectors of {image_shape[0]} "
+                                      "numbers: use model.arch=mlp (the default for vectors) or linear")
+                self.arch = "mlp"
+            if self.likelihood == "bernoulli" and "likelihood" not in chosen:
+                self.likelihood = "gaussian"
 
 
 @dataclass
@@ -65,24 +80,85 @@ class LossOutput:
 
 
 class Autoencoder(nn.Module):
-    """encode(x) -> Posterior, decode(z) -> Likelihood, loss(x) -> LossOutput."""
+    """The model contract: encode(x) -> posterior q(z|x), decode(z) -> likelihood p(x|z),
+    prior() -> p(z), loss(x) -> LossOutput; all distributions are torch.distributions objects.
+
+    A model declares what it can do in class attributes, read by every job that needs one (a job
+    refuses a model that lacks it, naming the capability and the models that have it):
+    ``can_sample`` (new samples from ``prior()``), ``has_density`` (q(z|x) and p(z) are densities:
+    ELBO, importance-sampled NLL, the ``nelbo``/``nll`` scores), ``takes_labels`` (``loss`` takes
+    ``labels=``), ``denoises`` (has ``denoise``), ``explains`` (has attention maps of its own),
+    ``custom_networks`` (accepts your own ``encoder=``/``decoder=``)."""
 
     config_class: ClassVar[type[ModelConfig]] = ModelConfig
-    has_prior: ClassVar[bool] = False  # can sample new images from p(z)
+    can_sample: ClassVar[bool] = False
+    has_density: ClassVar[bool] = False
+    takes_labels: ClassVar[bool] = False
+    denoises: ClassVar[bool] = False
+    explains: ClassVar[bool] = False
+    custom_networks: ClassVar[bool] = False
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, encoder: nn.Module | None = None, decoder: nn.Module | None = None):
         super().__init__()
         if config.image_shape is None:
             raise ModelError("model config has no image_shape; build models with vaelab.models.build(config, image_shape)")
         self.config = config
         self.image_shape = tuple(config.image_shape)
         self.latent_dim = config.latent_dim
-        self.build_networks(config)
+        if encoder is None and decoder is None:
+            if config.networks:
+                raise ModelError(f"this {config.name} was trained with networks of your own ({config.networks}); pass the "
+                                 "same encoder= and decoder= (e.g. vaelab.load(run_dir, encoder=..., decoder=...))")
+            self.build_networks(config)
+        else:
+            self.use_networks(encoder, decoder)
         self.input_checks = True  # the trainer turns the value-range check off: its batches are uint8 / 255
         if config.likelihood == "gaussian" and config.learn_std:
             self.log_std = nn.Parameter(torch.tensor(math.log(config.gaussian_std)))
         else:
             self.register_buffer("log_std", torch.tensor(math.log(config.gaussian_std)), persistent=False)
+
+    def posterior_width(self) -> int:
+        """How many numbers per example the posterior's parameters take (what your own encoder
+        outputs): latent_dim for a point mass; a Gaussian posterior overrides it with 2 * latent_dim."""
+        return self.latent_dim
+
+    def use_networks(self, encoder: nn.Module | None, decoder: nn.Module | None) -> None:
+        """Your own networks. ``encoder``: (B, *example shape) -> (B, posterior_width()), the
+        posterior's parameters (a VAE: the mean, then the log-variance, latent_dim each; an AE: the
+        code). ``decoder``: (B, latent_dim) -> (B, *example shape), the likelihood's parameters
+        (Bernoulli logits or the Gaussian mean). Both are checked on a batch of zeros."""
+        name = self.config.name
+        if not self.custom_networks:
+            raise ModelError(f"{name} builds its own networks and takes no encoder= / decoder= (custom_networks = False). "
+                             f"Models that do: {', '.join(_models_with('custom_networks'))}")
+        if encoder is None or decoder is None:
+            raise ModelError(f"{name}: pass both encoder= and decoder= (one of them is missing)")
+        if not isinstance(encoder, nn.Module) or not isinstance(decoder, nn.Module):
+            raise ModelError(f"{name}: encoder and decoder must be torch.nn.Module objects, got "
+                             f"{type(encoder).__name__} and {type(decoder).__name__}")
+        width = self.posterior_width()
+        with torch.no_grad():
+            try:
+                h = encoder(torch.zeros(2, *self.image_shape))
+            except Exception as e:
+                raise ModelError(f"{name}: your encoder fails on a batch of shape (2, {', '.join(map(str, self.image_shape))}) "
+                                 f"({type(e).__name__}: {e})") from e
+            if not isinstance(h, torch.Tensor) or tuple(h.shape) != (2, width):
+                raise ModelError(f"{name}: your encoder must map (B, {', '.join(map(str, self.image_shape))}) to (B, {width}) "
+                                 f"(the posterior's parameters for latent_dim={self.latent_dim}); it gave "
+                                 f"{tuple(h.shape) if isinstance(h, torch.Tensor) else type(h).__name__}")
+            try:
+                out = decoder(torch.zeros(2, self.latent_dim))
+            except Exception as e:
+                raise ModelError(f"{name}: your decoder fails on a batch of codes of shape (2, {self.latent_dim}) "
+                                 f"({type(e).__name__}: {e})") from e
+            if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, *self.image_shape):
+                raise ModelError(f"{name}: your decoder must map (B, {self.latent_dim}) to (B, {', '.join(map(str, self.image_shape))}) "
+                                 f"(the likelihood's parameters); it gave {tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}")
+        self.encoder, self.decoder, self.feature_dim = encoder, decoder, width
+        self.own_networks = True
+        self.config.networks = f"{type(encoder).__module__}.{type(encoder).__qualname__} / {type(decoder).__module__}.{type(decoder).__qualname__}"
 
     def build_networks(self, config: ModelConfig) -> None:
         """Set ``encoder``, ``decoder`` and ``feature_dim``; a family with other networks overrides this."""
@@ -99,16 +175,51 @@ class Autoencoder(nn.Module):
     def decode(self, z: torch.Tensor) -> Distribution:
         return self.likelihood(self.decoder(z))
 
+    def prior(self) -> Distribution:
+        """p(z), a distribution over latent vectors (event shape (latent_dim,)): the standard normal
+        unless a model overrides it (a learned mixture, a flow, ...). Whatever needs p(z) - the KL,
+        IWAE, the NLL, the likelihood scores, the prior sampler, traversal spans - asks this."""
+        p = next(iter(self.parameters()), None)
+        return standard_normal(self.latent_dim, device=None if p is None else p.device,
+                               dtype=None if p is None or not p.is_floating_point() else p.dtype)
+
     def loss(self, x: torch.Tensor, kl_weight: float | torch.Tensor = 1.0) -> LossOutput:
         raise NotImplementedError
+
+    # -- bounds shared by every model with a density -----------------------------------------------
+    def kl(self, q: Distribution, z: torch.Tensor | None = None) -> torch.Tensor:
+        """KL(q(z|x) || prior()) per sample, analytic or Monte Carlo at ``z`` (objectives.kl_to_prior)."""
+        return kl_to_prior(q, self.prior(), z)
+
+    def log_weights(self, x: torch.Tensor, k: int, q: Distribution | None = None,
+                    kl_weight: float | torch.Tensor = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """([k, B] log importance weights log p(x|z) + log p(z) - log q(z|x), [k, B] log p(x|z)) for
+        k samples of q(z|x) (encoded here unless given), decoded in one batched call."""
+        self.require("has_density", "importance weights")
+        q = self.encode(x) if q is None else q
+        return importance_log_weights(x, q, self.decode, self.prior(), k, kl_weight)
+
+    def require(self, capability: str, what: str) -> None:
+        """Refuse ``what`` unless this model declares ``capability`` (see the class docstring)."""
+        from .registry import require
+
+        require(self, capability, what)
 
     # -- shared helpers ----------------------------------------------------------------------
     def likelihood(self, params: torch.Tensor) -> Distribution:
         std = self.log_std.exp().clamp_min(1e-3) if self.config.likelihood == "gaussian" else None
-        return pixel_likelihood(self.config.likelihood, params, std)
+        return pixel_likelihood(self.config.likelihood, params, std, len(self.image_shape))
+
+    @property
+    def is_vector(self) -> bool:
+        """True for a model of N x D vectors (tabular data), False for images."""
+        return len(self.image_shape) == 1
 
     def check_input(self, x: torch.Tensor) -> None:
-        if x.ndim != 4 or tuple(x.shape[1:]) != self.image_shape:
+        if x.ndim != 1 + len(self.image_shape) or tuple(x.shape[1:]) != self.image_shape:
+            if self.is_vector:
+                raise ModelError(f"{self.config.name} expects vectors of shape (N, {self.image_shape[0]}); got {tuple(x.shape)}. "
+                                 "Give the same columns the model was trained on")
             raise ModelError(
                 f"{self.config.name} expects images of shape (N, {', '.join(map(str, self.image_shape))}); "
                 f"got {tuple(x.shape)}. Resize the data (data.size, data.channels) or train a model for this shape."
@@ -128,7 +239,15 @@ class Autoencoder(nn.Module):
         the fix, instead of a raw torch error or a silently huge loss. The value check costs a
         reduction per batch; it is skipped inside function transforms (vmap, jvp), for CUDA batches
         while training (a host sync per step) and while vaelab's trainer feeds uint8 / 255 batches."""
-        if not isinstance(x, torch.Tensor) or len(self.image_shape) != 3:
+        if not isinstance(x, torch.Tensor):
+            return
+        if self.is_vector:
+            if x.is_floating_point() and self.config.likelihood == "bernoulli" and self.input_checks and x.numel() \
+                    and not torch._C._functorch.is_functorch_wrapped_tensor(x):
+                lo, hi = (float(v) for v in torch.aminmax(x.detach()))
+                if lo < -1e-6 or hi > 1 + 1e-6:
+                    raise ModelError(f"{self.config.name} has a Bernoulli likelihood, which takes values in [0, 1]; got "
+                                     f"[{lo:.4g}, {hi:.4g}]. Use model.likelihood=gaussian for real-valued vectors")
             return
         if not x.is_floating_point():
             raise ModelError(f"{self.config.name} takes images as floats in [0, 1], got a {x.dtype} tensor; "
@@ -168,12 +287,21 @@ class Autoencoder(nn.Module):
         return self.mean_image(self.decode(self.encode(x).mean))
 
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        if not self.has_prior:
-            raise ModelError(f"{self.config.name} has no prior to sample from; use a VAE, or a GMM sampler fitted on its codes")
+    def sample_prior(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` codes drawn from ``prior()``; the same ``generator`` state gives the same codes."""
+        self.require("can_sample", "sampling from the prior")
+        p = self.prior()
+        if generator is None:
+            return p.sample((n,))
         dev = next(self.parameters()).device
-        z = torch.randn(n, self.latent_dim, generator=generator).to(dev)
-        return self.mean_image(self.decode(z))
+        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+            torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
+            return p.sample((n,))
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` new examples: the likelihood's mean at codes drawn from ``prior()``."""
+        return self.mean_image(self.decode(self.sample_prior(n, generator)))
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -189,11 +317,28 @@ def _checking_input(fn: Any) -> Any:
     return checked
 
 
+def _models_with(capability: str) -> list[str]:
+    from .registry import models_with
+
+    return models_with(capability)
+
+
+class Split(nn.Module):
+    """Columns [start, stop) of a (B, F) tensor: a posterior head over your own encoder's output."""
+
+    def __init__(self, start: int, stop: int):
+        super().__init__()
+        self.start, self.stop = start, stop
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return h[:, self.start : self.stop]
+
+
 @torch.no_grad()
 def embed_images(model: Autoencoder, data, batch_size: int = 1000) -> torch.Tensor:
     """Posterior means E[z|x] of every image of an ImageSet, on the CPU (what probes, samplers and
     detectors use as the representation)."""
     model.eval()
     dev = next(model.parameters()).device
-    return torch.cat([model.embed(data.images[i : i + batch_size].to(dev).float().div_(255.0)).cpu()
+    return torch.cat([model.embed(to_unit_float(data.images[i : i + batch_size].to(dev))).cpu()
                       for i in range(0, len(data), batch_size)])

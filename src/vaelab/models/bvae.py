@@ -30,6 +30,7 @@ from torch.distributions import Distribution
 
 from ..errors import ConfigError
 from ..nn import build_bidirectional
+from .registry import register_model
 from .vae import IWAE, VAE, BetaTCVAE, BetaTCVAEConfig, IWAEConfig, VAEConfig
 
 BiArch = Literal["conv", "mlp", "resnet"]
@@ -54,12 +55,14 @@ class BVAEConfig(VAEConfig):
         check_bidirectional_options(self)
 
 
+@register_model("beta-bvae", "bidirectional VAE with the KL weighted by beta (default 4)", beta=4.0)
+@register_model("bvae", "bidirectional VAE: one network encodes forward and decodes backward through the same weights (BELBO)")
 class BVAE(VAE):
     """VAE whose encoder and decoder are the forward and backward passes of one network.
     loss = rec + beta * kl_weight * KL (the negative BELBO when beta = 1)."""
 
     config_class = BVAEConfig
-    has_prior = True
+    custom_networks = False  # its one network serves as encoder and decoder
 
     def build_networks(self, config: BVAEConfig) -> None:
         """One bidirectional network instead of an encoder and a decoder."""
@@ -99,6 +102,7 @@ class BetaTCBVAEConfig(BetaTCVAEConfig):
         check_bidirectional_options(self)
 
 
+@register_model("beta-tcbvae", "bidirectional beta-TCVAE: MI, TC and dimension-wise KL on the shared network")
 class BetaTCBVAE(BetaTCVAE, BVAE):
     """Bidirectional beta-TCVAE: BetaTCVAE's loss and dataset-size check (method order
     BetaTCBVAE -> BetaTCVAE -> BVAE -> VAE), BVAE's shared network."""
@@ -118,6 +122,7 @@ class BIWAEConfig(IWAEConfig):
         check_bidirectional_options(self)
 
 
+@register_model("biwae", "bidirectional importance-weighted autoencoder, k samples vectorised")
 class BIWAE(IWAE, BVAE):
     """Bidirectional IWAE: log (1/k) sum_k p_b(x|z_k) p(z_k) / q_f(z_k|x), the k samples decoded
     in one batched backward pass (IWAE's code, BVAE's network)."""

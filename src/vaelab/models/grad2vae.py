@@ -64,8 +64,9 @@ from torch.func import grad, jvp, vmap
 
 from ..errors import ConfigError, ModelError
 from ..nn import make_activation
-from ..objectives import diag_gaussian, kl_to_standard_normal
+from ..objectives import diag_gaussian
 from .base import LossOutput
+from .registry import register_model
 from .vae import VAE, VAEConfig
 
 DEFAULT_CHANNELS = [8, 16]
@@ -83,6 +84,12 @@ class Grad2VAEConfig(VAEConfig):
     attention_weight: float = 1.0  # weight of ||x - x_att||^2; 0: the attention is not computed in the loss
     attention_source: Literal["z", "mu"] = "z"  # differentiate the reparameterised sample, or the mean
     attention_chunk: int = 256  # images per attention pass (bounds the memory of big evaluation batches)
+
+    def fill_from_data(self, n_train: int | None, image_shape: tuple[int, ...]) -> None:
+        if len(image_shape) == 1:
+            raise ConfigError(f"grad2vae is convolutional (its attention lives on the first conv layer's feature map); "
+                              f"these data are vectors of {image_shape[0]} numbers: use vae, iwae or ae")
+        super().fill_from_data(n_train, image_shape)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -128,11 +135,13 @@ class Grad2Decoder(nn.Module):
         return self.head(self.features(z))
 
 
+@register_model("grad2vae", "conv VAE with online second-order attention (d^2 z_i / dL_e1^2 @ 1) fused into its decoder")
 class Grad2VAE(VAE):
     """The VAE above; ``attention_maps(x)`` gives per-image maps for figures and the callback."""
 
     config_class = Grad2VAEConfig
-    has_prior = True
+    explains = True
+    custom_networks = False  # its networks are the paper's
 
     def build_networks(self, config: Grad2VAEConfig) -> None:
         c, h, w = self.image_shape
@@ -219,7 +228,7 @@ class Grad2VAE(VAE):
         z = mu + torch.exp(0.5 * logvar) * eps
         p = self.decoder.features(z)  # the penultimate map, shared by the plain and the attention path
         rec = -self.likelihood(self.decoder.head(p)).log_prob(x)
-        kl = kl_to_standard_normal(q)
+        kl = self.kl(q, z)
         total = rec + (c.beta * kl_weight) * kl
         terms = {"rec": rec, "kl": kl, "nelbo": rec + kl}
         if c.attention_weight > 0:
@@ -269,8 +278,8 @@ def normalize_maps(m: torch.Tensor) -> torch.Tensor:
 
 
 def check_grad2vae(model: object, what: str = "this") -> None:
-    """Refuse a model that has no second-order attention of its own."""
-    if not isinstance(model, Grad2VAE):
+    """Refuse a model that has no attention of its own (``explains`` is False)."""
+    if not getattr(model, "explains", False):
         name = getattr(getattr(model, "config", None), "name", type(model).__name__)
         raise ModelError(f"{what} needs the second-order attention of a grad2vae model; this is a {name}. Use the "
                          "gradient attention (method gradcam) for any conv VAE, or train grad2vae")

@@ -29,8 +29,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, ModelError
-from ..objectives import diag_gaussian, kl_to_standard_normal
+from ..objectives import diag_gaussian
 from .base import LossOutput
+from .registry import register_model
 from .vae import VAE, VAEConfig
 
 
@@ -71,13 +72,15 @@ class SSVAEConfig(VAEConfig):
         return self.dataset_size / n
 
 
+@register_model("ssvae", "semi-supervised VAE: ELBO on every image + xi * label NLL of a classifier on z (model.n_labels)")
 class SSVAE(VAE):
     """VAE + xi * label NLL of a classifier on the latent code, for the images whose label is known."""
 
     config_class = SSVAEConfig
+    takes_labels = True
 
-    def __init__(self, config: SSVAEConfig):
-        super().__init__(config)
+    def __init__(self, config: SSVAEConfig, encoder: nn.Module | None = None, decoder: nn.Module | None = None):
+        super().__init__(config, encoder, decoder)
         d, k, hid = config.latent_dim, config.n_classes, config.classifier_hidden
         self.classifier = nn.Linear(d, k) if hid == 0 else nn.Sequential(nn.Linear(d, hid), nn.ReLU(), nn.Linear(hid, k))
 
@@ -102,7 +105,7 @@ class SSVAE(VAE):
         q = diag_gaussian(mu, logvar)
         z = q.rsample()
         rec = -self.decode(z).log_prob(x)
-        kl = kl_to_standard_normal(q)
+        kl = self.kl(q, z)
         per_image = rec + (c.beta * kl_weight) * kl
         terms = {"rec": rec, "kl": kl, "nelbo": rec + kl}
         if labels is not None:

@@ -7,12 +7,13 @@ from typing import Literal
 
 import torch
 from torch import nn
-from torch.distributions import Independent, Normal
+from torch.distributions import Independent
 
 from ..errors import ConfigError, ModelError
-from ..objectives import diag_gaussian, kl_to_standard_normal, log_mean_exp
+from ..objectives import diag_gaussian, log_mean_exp
 from ..objectives.tc import tc_decomposition
-from .base import Autoencoder, LossOutput, ModelConfig
+from .base import Autoencoder, LossOutput, ModelConfig, Split
+from .registry import register_model
 
 
 @dataclass
@@ -26,19 +27,32 @@ class VAEConfig(ModelConfig):
             raise ConfigError(f"model.beta must be >= 0, got {self.beta}")
 
 
+@register_model("beta-vae", "VAE with the KL weighted by beta (default 4)", beta=4.0)
+@register_model("vae", "variational autoencoder, Bernoulli or Gaussian likelihood")
 class VAE(Autoencoder):
-    """loss = rec + beta * kl_weight * KL(q(z|x) || N(0, I)) (analytic KL). With beta = 1 this
-    is the negative ELBO; the 'beta-vae' entry is this class with beta = 4 by default."""
+    """loss = rec + beta * kl_weight * KL(q(z|x) || p(z)), p(z) = ``prior()`` (the standard normal
+    unless a subclass overrides it; the KL is analytic when both are Gaussian, Monte Carlo at the
+    reconstruction's z otherwise). With beta = 1 this is the negative ELBO; the 'beta-vae' entry is
+    this class with beta = 4 by default."""
 
     config_class = VAEConfig
-    has_prior = True
+    can_sample = True
+    has_density = True
+    custom_networks = True
 
-    def __init__(self, config: VAEConfig):
-        super().__init__(config)
+    def __init__(self, config: VAEConfig, encoder: nn.Module | None = None, decoder: nn.Module | None = None):
+        super().__init__(config, encoder, decoder)
         self.build_heads(config)
 
+    def posterior_width(self) -> int:
+        return 2 * self.latent_dim
+
     def build_heads(self, config: VAEConfig) -> None:
-        """The posterior's mean and log-variance heads on the encoder features."""
+        """The posterior's mean and log-variance heads on the encoder features; with your own
+        encoder, its output's first and second halves."""
+        if getattr(self, "own_networks", False):
+            self.mu, self.logvar = Split(0, config.latent_dim), Split(config.latent_dim, 2 * config.latent_dim)
+            return
         self.mu = nn.Linear(self.feature_dim, config.latent_dim)
         self.logvar = nn.Linear(self.feature_dim, config.latent_dim)
 
@@ -53,7 +67,7 @@ class VAE(Autoencoder):
         q = self.encode(x)
         z = q.rsample()
         rec = -self.decode(z).log_prob(x)
-        kl = kl_to_standard_normal(q)
+        kl = self.kl(q, z)
         loss = (rec + (self.config.beta * kl_weight) * kl).mean()
         return LossOutput(loss, {"rec": rec, "kl": kl, "nelbo": rec + kl})
 
@@ -82,17 +96,18 @@ class BetaTCVAEConfig(VAEConfig):
             self.dataset_size = n_train
 
 
+@register_model("beta-tcvae", "ELBO split into index-code MI, total correlation, dimension-wise KL, each weighted")
 class BetaTCVAE(VAE):
     """loss = rec + alpha * MI + beta * TC + gamma * dimension-wise KL, the three estimated on the
     minibatch (see vaelab.objectives.tc). The analytic KL is logged beside them."""
 
     config_class = BetaTCVAEConfig
 
-    def __init__(self, config: BetaTCVAEConfig):
+    def __init__(self, config: BetaTCVAEConfig, encoder: nn.Module | None = None, decoder: nn.Module | None = None):
         if config.dataset_size is None:
             raise ModelError("beta-tcvae needs the training-set size for its q(z) estimator: set model.dataset_size=N "
                              "(vaelab train fills it in from the data)")
-        super().__init__(config)
+        super().__init__(config, encoder, decoder)
 
     def loss(self, x: torch.Tensor, kl_weight: float | torch.Tensor = 1.0) -> LossOutput:
         c = self.config
@@ -103,7 +118,7 @@ class BetaTCVAE(VAE):
         if x.shape[0] < 2:
             raise ModelError("beta-tcvae estimates q(z) from the minibatch: use batches of at least 2 images")
         t = tc_decomposition(z, mu, logvar, c.dataset_size, c.estimator)
-        kl = kl_to_standard_normal(q)
+        kl = self.kl(q, z)
         reg = c.alpha * t["mi"] + c.beta * t["tc"] + c.gamma * t["dwkl"]
         loss = (rec + kl_weight * reg).mean()
         return LossOutput(loss, {"rec": rec, "kl": kl, "nelbo": rec + kl, "mi": t["mi"], "tc": t["tc"], "dwkl": t["dwkl"]})
@@ -121,6 +136,7 @@ class IWAEConfig(VAEConfig):
             raise ConfigError(f"model.k (importance samples) must be >= 1, got {self.k}")
 
 
+@register_model("iwae", "importance-weighted autoencoder, k samples vectorised")
 class IWAE(VAE):
     """Importance-weighted bound (Burda et al.): log (1/k) sum_k p(x, z_k) / q(z_k | x), all k
     samples decoded in one batched pass. loss = -bound; with k = 1 it is the ELBO with a
@@ -128,19 +144,10 @@ class IWAE(VAE):
 
     config_class = IWAEConfig
 
-    def log_weights(self, x: torch.Tensor, k: int, kl_weight: float | torch.Tensor = 1.0) -> tuple[torch.Tensor, torch.Tensor, Independent]:
-        """([k, B] log importance weights, [k, B] log p(x|z), q)."""
-        q = self.encode(x)
-        z = q.rsample((k,))  # [k, B, d]
-        b = x.shape[0]
-        px = self.decode(z.reshape(k * b, -1))
-        log_px_z = px.log_prob(x.unsqueeze(0).expand(k, *x.shape).reshape(k * b, *x.shape[1:])).view(k, b)
-        prior = Independent(Normal(torch.zeros_like(z), torch.ones_like(z)), 1)
-        return log_px_z + kl_weight * (prior.log_prob(z) - q.log_prob(z)), log_px_z, q
-
     def loss(self, x: torch.Tensor, kl_weight: float | torch.Tensor = 1.0) -> LossOutput:
-        lw, log_px_z, q = self.log_weights(x, self.config.k, kl_weight)
+        q = self.encode(x)
+        lw, log_px_z = self.log_weights(x, self.config.k, q, kl_weight)
         bound = log_mean_exp(lw, 0)
-        kl = kl_to_standard_normal(q)
+        kl = self.kl(q)
         rec = -log_px_z[0]
         return LossOutput(-bound.mean(), {"iwae": -bound, "rec": rec, "kl": kl, "nelbo": rec + kl})

@@ -1,6 +1,7 @@
 """Building blocks sized from the image shape: MLP and convolutional encoders and decoders."""
 from .bidirectional import BI_ARCHS, BiConv2d, BiConvNet, BiLinear, BiMLP, BiResBlock, BiResNet, build_bidirectional
-from .networks import ACTIVATIONS, ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder, auto_conv_channels, build_networks, make_activation
+from .build import build_networks
+from .networks import ACTIVATIONS, ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder, auto_conv_channels, make_activation
 from .unet import UNetDecoder, UNetEncoder
 
 __all__ = ["ACTIVATIONS", "BI_ARCHS", "BiConv2d", "BiConvNet", "BiLinear", "BiMLP", "BiResBlock", "BiResNet", "ConvDecoder",

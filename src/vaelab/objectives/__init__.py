@@ -49,13 +49,43 @@ def diag_gaussian(mu: torch.Tensor, logvar: torch.Tensor) -> Independent:
     return Independent(Normal(mu, torch.exp(0.5 * logvar)), 1)
 
 
-def standard_normal(like: torch.Tensor) -> Independent:
-    return Independent(Normal(torch.zeros_like(like), torch.ones_like(like)), 1)
+def standard_normal(latent_dim: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Independent:
+    """N(0, I) over R^latent_dim: the default prior p(z) of every model (``Autoencoder.prior``).
+    This is the one place it is built."""
+    loc = torch.zeros(latent_dim, device=device, dtype=dtype)
+    return Independent(Normal(loc, torch.ones_like(loc), validate_args=False), 1)
 
 
-def kl_to_standard_normal(q: Distribution) -> torch.Tensor:
-    """KL(q || N(0, I)), analytic through torch.distributions' dispatch; per sample."""
-    return kl_divergence(q, standard_normal(q.mean))
+def describe_prior(p: Distribution) -> str:
+    """A short name of a prior for captions: 'N(0, I)' for the standard normal, else its type."""
+    base = p.base_dist if isinstance(p, Independent) else p
+    if isinstance(base, Normal) and bool((base.loc == 0).all()) and bool((base.scale == 1).all()):
+        return "N(0, I)"
+    return f"the model's prior ({type(base).__name__})"
+
+
+def kl_to_prior(q: Distribution, prior: Distribution, z: torch.Tensor | None = None) -> torch.Tensor:
+    """KL(q(z|x) || p(z)) per sample: analytic when torch.distributions knows it for the pair (two
+    Gaussians), else the one-sample Monte Carlo estimate log q(z) - log p(z) at ``z`` (a draw from
+    q, the one the reconstruction used; drawn here when not given). The choice is made here only."""
+    try:
+        return kl_divergence(q, prior)
+    except NotImplementedError:
+        z = q.rsample() if z is None else z
+        return q.log_prob(z) - prior.log_prob(z)
+
+
+def importance_log_weights(x: torch.Tensor, q: Distribution, decode, prior: Distribution, k: int,
+                           kl_weight: float | torch.Tensor = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """([k, B] log importance weights, [k, B] log p(x|z)) for z_1..z_k ~ q(z|x), all k samples
+    decoded in one batched call of ``decode`` (z -> a distribution over x):
+    log w = log p(x|z) + kl_weight * (log p(z) - log q(z|x)). IWAE's bound, the importance-sampled
+    NLL and the detector's likelihood scores all use this."""
+    z = q.rsample((k,))  # [k, B, d]
+    b = x.shape[0]
+    px = decode(z.reshape(k * b, *z.shape[2:]))
+    log_px_z = px.log_prob(x.unsqueeze(0).expand(k, *x.shape).reshape(k * b, *x.shape[1:])).view(k, b)
+    return log_px_z + kl_weight * (prior.log_prob(z) - q.log_prob(z)), log_px_z
 
 
 def gaussian_kl_closed_form(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -63,14 +93,16 @@ def gaussian_kl_closed_form(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Ten
     return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(-1)
 
 
-def pixel_likelihood(kind: str, params: torch.Tensor, std: torch.Tensor | float | None = None) -> Independent:
-    """p(x|z) over (C, H, W). Bernoulli: ``params`` are logits (targets may be grey levels in
-    [0, 1], the usual 'continuous targets' use). Gaussian: ``params`` is the mean."""
+def pixel_likelihood(kind: str, params: torch.Tensor, std: torch.Tensor | float | None = None,
+                     event_dims: int = 3) -> Independent:
+    """p(x|z) over one example: (C, H, W) for images (``event_dims`` 3), (D,) for vectors (1).
+    Bernoulli: ``params`` are logits (targets may be grey levels in [0, 1], the usual 'continuous
+    targets' use). Gaussian: ``params`` is the mean."""
     if kind == "bernoulli":
-        return Independent(Bernoulli(logits=params, validate_args=False), 3)
+        return Independent(Bernoulli(logits=params, validate_args=False), event_dims)
     if kind == "gaussian":
         scale = torch.as_tensor(std if std is not None else 1.0, dtype=params.dtype, device=params.device)
-        return Independent(Normal(params, scale.expand_as(params), validate_args=False), 3)
+        return Independent(Normal(params, scale.expand_as(params), validate_args=False), event_dims)
     raise ValueError(f"unknown likelihood {kind!r}; choose one of {LIKELIHOODS}")
 
 

@@ -11,7 +11,8 @@ from ..config import check_version, deep_merge, dump_yaml, from_dict, load_yaml,
 from ..data import DataConfig
 from ..errors import CheckpointError, ConfigError
 from ..fileio import atomic_write_text
-from ..models import ModelConfig, make_config
+from ..models import MODELS, ModelConfig, make_config
+from ..models.registry import import_models, load_entry_points, model_imports
 
 
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")
@@ -90,9 +91,10 @@ class RunConfig:
         if not isinstance(d, dict):
             raise ConfigError(f"a run config is a mapping with data, model, train and seed; got {type(d).__name__}")
         d = dict(d)
+        imports = d.pop("imports", None) or []
         unknown = sorted(str(k) for k in set(d) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
-            raise ConfigError(f"unknown top-level key(s) {unknown}; valid: data, model, train, seed, vaelab_version")
+            raise ConfigError(f"unknown top-level key(s) {unknown}; valid: data, model, train, seed, vaelab_version, imports")
         model = d.get("model") or {}
         if not isinstance(model, dict) or "name" not in model:
             raise ConfigError("the config needs model.name (e.g. vae)")
@@ -101,6 +103,17 @@ class RunConfig:
         seed = d.get("seed", 0)
         if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
             raise ConfigError(f"seed must be an integer in [0, 2**32), got {seed!r}")
+        if model["name"] not in MODELS and imports:
+            # a model of the user's own (trained with --import): the run names the module that defines it
+            if not isinstance(imports, list) or not all(isinstance(m, str) for m in imports):
+                raise ConfigError(f"imports must be a list of module names or .py paths, got {imports!r}")
+            load_entry_points()
+            if model["name"] not in MODELS:
+                try:
+                    import_models(imports)
+                except ConfigError as e:
+                    raise ConfigError(f"model {model['name']!r} of this run is defined in {', '.join(imports)}, which "
+                                      f"cannot be imported ({e}); put it on PYTHONPATH or pass --import MODULE") from None
         version = d.get("vaelab_version", __version__)
         if not isinstance(version, str):
             raise ConfigError(f"vaelab_version must be text such as {__version__!r}, got {version!r}")
@@ -118,8 +131,12 @@ class RunConfig:
         return cls.from_dict(deep_merge({"model": {"name": model}}, overrides or {}))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"vaelab_version": self.vaelab_version, "seed": self.seed, "model": to_dict(self.model),
-                "data": to_dict(self.data), "train": to_dict(self.train)}
+        d = {"vaelab_version": self.vaelab_version, "seed": self.seed, "model": to_dict(self.model),
+             "data": to_dict(self.data), "train": to_dict(self.train)}
+        imports = model_imports(self.model.name)
+        if imports:  # a model of the user's own: where loading the run finds it again
+            d["imports"] = imports
+        return d
 
     def save(self, path: Path) -> None:
         atomic_write_text(path, dump_yaml(self.to_dict()))

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import ctypes
-import inspect
 import math
 import sys
 from typing import Any, Iterator
@@ -12,6 +11,7 @@ import torch
 import torch.distributed
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ..data.imageset import to_unit_float
 from .. import __version__
 from ..errors import TrainingError
 from ..models import Autoencoder
@@ -46,7 +46,7 @@ class InMemoryImages(Dataset):
 
     def __getitem__(self, idx: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         idx = idx.to(self.images.device, non_blocking=True)
-        x = self.images[idx].float().div_(255.0)
+        x = to_unit_float(self.images[idx])
         return x if self.labels is None else (x, self.labels[idx])
 
 
@@ -71,11 +71,6 @@ def visible_labels(labels: torch.Tensor, n_visible: int | None, seed: int) -> to
     out = torch.full_like(labels, -1)
     out[keep] = labels[keep]
     return out
-
-
-def loss_takes_labels(model: Autoencoder) -> bool:
-    """Whether ``model.loss`` accepts ``labels=`` (semi-supervised models); the others never see labels."""
-    return "labels" in inspect.signature(model.loss).parameters
 
 
 class EpochBatchSampler(Sampler):
@@ -237,7 +232,7 @@ class LitAutoencoder(pl.LightningModule):
         super().__init__()
         self.model, self.cfg, self.steps_per_epoch = model, cfg, steps_per_epoch
         self.skipped_steps = 0
-        self.takes_labels = loss_takes_labels(model)
+        self.takes_labels = model.takes_labels
         self.channels_last = False  # decided in setup, where the device is known
         self._loss_fn = model.loss
         self._pending: list[tuple[int, int, tuple[str, ...], torch.Tensor, dict[str, float]]] = []

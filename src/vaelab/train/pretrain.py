@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data.imageset import to_unit_float
 from .. import __version__
 from ..config import check_version, deep_merge, dump_yaml, from_dict, load_yaml, to_dict
 from ..data import DataConfig, ImageSet
@@ -197,7 +198,7 @@ def _device(cfg: PretrainConfig) -> torch.device:
 
 
 def _as_float(images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    return images.to(device).float().div_(255.0) if images.dtype == torch.uint8 else images.to(device).float()
+    return to_unit_float(images.to(device))
 
 
 @torch.no_grad()

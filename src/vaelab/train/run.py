@@ -26,7 +26,7 @@ from ..models import Autoencoder, build
 from ..models.persist import describe_mismatch, save_weights
 from .callbacks import model_callbacks
 from .config import RunConfig, TrainConfig
-from .lit import LitAutoencoder, loss_takes_labels, make_loader, visible_labels
+from .lit import LitAutoencoder, make_loader, visible_labels
 
 CHECKPOINT = "checkpoints/last.ckpt"
 log = logging.getLogger("vaelab")
@@ -305,8 +305,10 @@ def _interrupted_message(run_dir: Path) -> str:
 
 
 def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False,
-        data: tuple[ImageSet, ImageSet, ImageSet] | None = None) -> tuple[Autoencoder, tuple[ImageSet, ImageSet, ImageSet]]:
+        data: tuple[ImageSet, ImageSet, ImageSet] | None = None, encoder: torch.nn.Module | None = None,
+        decoder: torch.nn.Module | None = None) -> tuple[Autoencoder, tuple[ImageSet, ImageSet, ImageSet]]:
     """Train ``cfg`` into ``run_dir``; with ``resume`` continue from its last checkpoint.
+    ``encoder`` / ``decoder``: networks of your own (see Autoencoder.use_networks).
 
     Returns the trained model and the (train, val, test) data it used. With several processes
     (train.strategy=ddp, devices x num_nodes > 1) every process calls this; the process of global
@@ -320,7 +322,7 @@ def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False,
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     train, val, test = data if data is not None else load_data(cfg.data, cfg.seed)
     _check_data(train, val, test, cfg)
-    model = build(cfg.model, train.shape, n_train=len(train))
+    model = build(cfg.model, train.shape, n_train=len(train), encoder=encoder, decoder=decoder)
     t = cfg.train
     # the Trainer first: it knows which process this is (Lightning's launcher, torchrun and SLURM all
     # start every process with this same call)
@@ -332,7 +334,7 @@ def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False,
         # a semi-supervised model (its loss takes labels=) sees the labels of model.n_labels training
         # images (all when unset), -1 for the rest; validation batches carry no labels
         labels = None
-        if loss_takes_labels(model) and train.labels is not None:
+        if model.takes_labels and train.labels is not None:
             labels = visible_labels(train.labels, getattr(cfg.model, "n_labels", None), cfg.seed)
         world = trainer.world_size
         loader = make_loader(train.images, t.batch_size, cfg.seed, shuffle=True, labels=labels, world_size=world)
@@ -366,9 +368,11 @@ def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False,
         return model, (train, val, test)
 
 
-def load_run_model(run_dir: str | Path) -> Autoencoder:
+def load_run_model(run_dir: str | Path, encoder: torch.nn.Module | None = None,
+                   decoder: torch.nn.Module | None = None) -> Autoencoder:
     """The trained model of a run directory (config.yaml + model.safetensors) in eval mode; refuses
-    weights of another model or shape. ``vaelab.load`` is this function."""
+    weights of another model or shape. ``vaelab.load`` is this function; a run trained with
+    networks of your own needs the same (untrained) ``encoder`` and ``decoder`` again."""
     from ..errors import CheckpointError
     from ..models.persist import load_weights
     from .config import RunConfig
@@ -382,7 +386,7 @@ def load_run_model(run_dir: str | Path) -> Autoencoder:
                                   f"`vaelab train --resume {run_dir}` writes model.safetensors again from it")
         raise CheckpointError(f"{run_dir} has no model.safetensors yet (training never finished an epoch)")
     try:
-        return load_weights(build(cfg.model), weights).eval()
+        return load_weights(build(cfg.model, encoder=encoder, decoder=decoder), weights).eval()
     except CheckpointError as e:
         if (run_dir / CHECKPOINT).is_file() and ("corrupt" in str(e) or "not a readable" in str(e)):
             raise CheckpointError(f"{e}. {run_dir / CHECKPOINT} still holds the weights: "
@@ -390,11 +394,12 @@ def load_run_model(run_dir: str | Path) -> Autoencoder:
         raise
 
 
-def restore_weights(run_dir: str | Path, cfg: RunConfig) -> Autoencoder:
+def restore_weights(run_dir: str | Path, cfg: RunConfig, encoder: torch.nn.Module | None = None,
+                    decoder: torch.nn.Module | None = None) -> Autoencoder:
     """The model of the run's resumable checkpoint, written again as model.safetensors (for a
     finished run whose weights file was lost or damaged)."""
     run_dir = Path(run_dir)
-    model = build(cfg.model)
+    model = build(cfg.model, encoder=encoder, decoder=decoder)
     state = torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=True)
     sd = {k[len("model."):]: v for k, v in state["state_dict"].items() if k.startswith("model.")}
     problem = describe_mismatch(model.state_dict(), sd)
