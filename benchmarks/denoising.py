@@ -43,7 +43,7 @@ def score(model, test, seed: int, batch_size: int = 500) -> dict[str, float]:
         x = test.images[i : i + batch_size].float().div_(255.0)
         noisy = model.corrupt(x, g)  # on the CPU, from the one generator: the same noise for every model
         den = model.reconstruct(noisy.to(dev)).cpu()
-        psnr = lambda a: float(peak_signal_noise_ratio(a, x, data_range=1.0, reduction="none", dim=(1, 2, 3)).double().sum())  # noqa: E731
+        psnr = lambda a: float(peak_signal_noise_ratio(a, x, data_range=1.0, reduction="none", dim=(1, 2, 3)).double().sum())  # noqa: E731, B023
         sums["psnr_noisy"] += psnr(noisy)
         sums["psnr_denoised"] += psnr(den)
         sums["ssim_denoised"] += float(ssim_per_image(den, x).double().sum())
