@@ -66,7 +66,7 @@ def main() -> None:
 
     from vaelab.config import parse_set
     from vaelab.data import DataConfig, load_data
-    from vaelab.train import RunConfig, fit, load_run_model
+    from vaelab.train import RunConfig, fit, load_run
 
     runs = Path(a.runs or tempfile.mkdtemp(prefix="vaelab-denoising-"))
     rows = []
@@ -80,7 +80,7 @@ def main() -> None:
                 run_dir = runs / f"{ds}-{noise}-{level}-{arch}"
                 done = run_dir / "denoising_train.json"
                 if done.is_file():  # finished by an earlier, interrupted call: reuse it
-                    model, seconds = load_run_model(run_dir), json.loads(done.read_text())["train_seconds"]
+                    model, seconds = load_run(run_dir), json.loads(done.read_text())["train_seconds"]
                 else:
                     if run_dir.exists():
                         shutil.rmtree(run_dir)

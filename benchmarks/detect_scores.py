@@ -95,7 +95,7 @@ def member_scores(run_dir: Path, members: list[str]) -> tuple[np.ndarray, dict[s
     kept in RUN_DIR/detect_scores.npz (tied to the weights file's size and mtime) so that a later
     call reuses them and computes only members it has not seen."""
     from vaelab.data import load_data
-    from vaelab.detect.detector import load_run_model
+    from vaelab.train import load_run
     from vaelab.train import RunConfig
 
     weights = run_dir / "model.safetensors"
@@ -103,7 +103,7 @@ def member_scores(run_dir: Path, members: list[str]) -> tuple[np.ndarray, dict[s
 
     def compute(missing: list[str]) -> dict[str, np.ndarray]:
         cfg = RunConfig.load(run_dir / "config.yaml")
-        model = load_run_model(run_dir)
+        model = load_run(run_dir)
         train, _, test = load_data(cfg.data, cfg.seed)
         y = (test.labels != cfg.data.classes[0]).numpy().astype(np.int64)
         out = _fit_and_score(model, train.images, {"te": test.images}, missing, cfg.train.eval_batch_size, cfg.seed)
@@ -119,7 +119,7 @@ def study_scores(run_dir: Path, members: list[str]) -> dict[str, tuple[np.ndarra
     both representative sets: {'rep1': (y, {member: (train, rep1)}), 'rep2': ...}; cached in
     RUN_DIR/study_scores.npz."""
     from vaelab.data import load_data
-    from vaelab.detect.detector import load_run_model
+    from vaelab.train import load_run
     from vaelab.detect.study import load_ood_study
     from vaelab.train import RunConfig
 
@@ -129,7 +129,7 @@ def study_scores(run_dir: Path, members: list[str]) -> dict[str, tuple[np.ndarra
     study = load_ood_study(cfg.data.path)
 
     def compute(missing: list[str]) -> dict[str, np.ndarray]:
-        model = load_run_model(run_dir)
+        model = load_run(run_dir)
         train = load_data(cfg.data, cfg.seed)[0]
         sets = {r: getattr(study, r).images for r in ("rep1", "rep2")}
         out = _fit_and_score(model, train.images, sets, missing, cfg.train.eval_batch_size, cfg.seed)

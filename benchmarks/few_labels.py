@@ -12,7 +12,7 @@ the training split unlabelled) on Fashion-MNIST and MNIST, mean and std over 3 s
   ssvae       the semi-supervised conv VAE (model.n_labels, model.xi): ELBO on every image + xi x
               label NLL of a classifier on the latent mean; its predict()
 
-Every method sees the same labelled images for a seed: vaelab.train.lit.labelled_indices. The
+Every method sees the same labelled images for a seed: vaelab.train.batches.labelled_indices. The
 VAE and the greedy pretraining are trained once per dataset and seed and shared by both label
 counts; fine-tuning, the baseline and the semi-supervised VAE once per label count.
 
@@ -47,8 +47,8 @@ def run_dataset(ds: str, a: argparse.Namespace, seed: int, runs: Path) -> list[d
     from vaelab.evaluate.representation import _fit_head, encoder_features
     from vaelab.models import embed_images
     from vaelab.train import RunConfig, fit
-    from vaelab.train.lit import labelled_indices
-    from vaelab.train.pretrain import PretrainConfig, accuracy, build_network, finetune, greedy_pretrain
+    from vaelab.train.batches import labelled_indices
+    from vaelab.pretrain import PretrainConfig, accuracy, build_network, finetune, greedy_pretrain
 
     data = load_data(DataConfig(name=ds, limit=a.limit, test_limit=a.test_limit, val_fraction=0.0), seed=0)
     train, _, test = data

@@ -34,7 +34,8 @@ def main() -> None:
     a = ap.parse_args()
 
     from vaelab.data import load_data
-    from vaelab.detect import DEFAULT_SCORE, AutoencoderDetector, load_ood_study, load_run_model
+    from vaelab.detect import DEFAULT_SCORE, AutoencoderDetector, load_ood_study
+    from vaelab.train import load_run
     from vaelab.train import RunConfig
 
     ranges = [tuple(float(q) for q in r.split(",")) for r in a.norm_ranges.split(";")]
@@ -42,7 +43,7 @@ def main() -> None:
     per_run, t0 = [], time.perf_counter()
     for run in a.runs:
         cfg = RunConfig.load(Path(run) / "config.yaml")
-        det = AutoencoderDetector(load_run_model(run), DEFAULT_SCORE, normalize=False, seed=cfg.seed,
+        det = AutoencoderDetector(load_run(run), DEFAULT_SCORE, normalize=False, seed=cfg.seed,
                                   batch_size=cfg.train.eval_batch_size).fit(load_data(cfg.data, cfg.seed)[0])
         train = det.decision_scores_
         sets = {s: (det.raw_scores(study.get(s)), study.anomalies(s)) for s in ("rep1", "rep2")}

@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from vaelab.train.lit import EpochBatchSampler
+from vaelab.train.batches import EpochBatchSampler
 
 # every process writes its final weights and the index batches it was given; the data and the model
 # are small and deterministic (a plain AE has no sampling noise), so that the single-process run
@@ -29,17 +29,17 @@ from safetensors.torch import save_file
 from vaelab.config import parse_set
 from vaelab.data import DataConfig, load_data
 from vaelab.train import RunConfig, fit
-from vaelab.train import lit
+from vaelab.train import batches
 
 out, devices = Path(sys.argv[1]), int(sys.argv[2])
 seen = []
-_iter = lit.EpochBatchSampler.__iter__
+_iter = batches.EpochBatchSampler.__iter__
 def recording(self):
     for b in _iter(self):
         if self.shuffle:
             seen.append(b.tolist())
         yield b
-lit.EpochBatchSampler.__iter__ = recording
+batches.EpochBatchSampler.__iter__ = recording
 
 cfg = RunConfig.build("ae", parse_set([
     "data.name=digits", "data.limit=320", "model.arch=mlp", "model.mlp_hidden=[32]", "model.latent_dim=2",

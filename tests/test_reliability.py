@@ -30,7 +30,7 @@ from vaelab.fileio import atomic_write_bytes, atomic_write_json, atomic_write_te
 from vaelab.models import build, make_config
 from vaelab.models.persist import save_weights
 from vaelab.train import CHECKPOINT, LitAutoencoder, RunConfig, TrainConfig, fit
-from vaelab.train.run import run_lock
+from vaelab.train.rundir import run_lock
 
 SRC = Path(vaelab.__file__).parent
 SMALL = ["data.name=digits", "model.arch=mlp", "model.mlp_hidden=[32]", "model.latent_dim=2",

@@ -18,7 +18,9 @@ from vaelab.evaluate.likelihood import log_likelihood
 from vaelab.models import build, make_config
 from vaelab.train import CHECKPOINT, RunConfig, TrainConfig, fit, make_loader
 from vaelab.train import lit as lit_module
-from vaelab.train.lit import InMemoryImages, LitAutoencoder, tune_cpu_allocator
+from vaelab.train.batches import InMemoryImages
+from vaelab.train.lit import LitAutoencoder
+from vaelab.train.speed import tune_cpu_allocator
 from vaelab.train.run import cpu_has_bf16
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.one_thread

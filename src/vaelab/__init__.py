@@ -7,7 +7,7 @@ from .errors import CheckpointError, ConfigError, DataError, ModelError, Trainin
 def load(run_dir, encoder=None, decoder=None):
     """The trained model of a run directory (config.yaml + model.safetensors), in eval mode. A run
     trained with networks of your own takes the same (untrained) ``encoder`` and ``decoder``."""
-    from .api import load_run
+    from .train.rundir import load_run
 
     return load_run(run_dir, encoder, decoder)
 

@@ -40,7 +40,6 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .api import train_run
-    from .config import deep_merge
     from .train import RunConfig
 
     if args.resume:
@@ -51,16 +50,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             from .errors import ConfigError
 
             raise ConfigError(f"{run_dir} is a {cfg.model.name} run; --resume cannot change the model to {args.model}")
-        if over:  # only the length of training may change on resume
-            allowed = {"train": {"epochs", "progress_bar", "accelerator", "devices", "num_nodes", "strategy", "eval_batch_size",
-                                 "checkpoint_every_n_steps"}}
-            bad = [f"{k}.{kk}" if isinstance(v, dict) else k for k, v in over.items()
-                   for kk in (v if isinstance(v, dict) else [None]) if not (k in allowed and kk in allowed[k])]
-            if bad:
-                from .errors import ConfigError
-
-                raise ConfigError(f"--resume continues a run as configured; only --epochs and how it runs (train.progress_bar, accelerator, devices, num_nodes, strategy, eval_batch_size) may change; got {bad}")
-            cfg = RunConfig.from_dict(deep_merge(cfg.to_dict(), over))
+        if over:
+            cfg = cfg.resumed_with(over)
         run_dir, metrics = train_run(cfg, run_dir, resume=True)
     else:
         if not args.model:
@@ -151,7 +142,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         over["seed"] = args.seed
     over = deep_merge(over, parse_set(args.set))
     from .api import pretrain_run  # the heavy imports, once the arguments are known to be good
-    from .train.pretrain import PretrainRunConfig
+    from .pretrain import PretrainRunConfig
 
     run_dir, metrics = pretrain_run(PretrainRunConfig.build(over), args.out)
     print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}))

@@ -14,7 +14,8 @@ from vaelab.data import DataConfig, load_data
 from vaelab.errors import ConfigError, ModelError
 from vaelab.models import build, make_config
 from vaelab.train import RunConfig, TrainConfig
-from vaelab.train.lit import LitAutoencoder, labelled_indices, make_loader, visible_labels
+from vaelab.train.batches import labelled_indices, make_loader, visible_labels
+from vaelab.train.lit import LitAutoencoder
 
 SHAPE = (1, 8, 8)
 

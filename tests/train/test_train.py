@@ -9,7 +9,7 @@ from vaelab.data import DataConfig, load_data
 from vaelab.errors import TrainingError
 from vaelab.models import VAE
 from vaelab.train import CHECKPOINT, EpochBatchSampler, RunConfig, fit, kl_warmup
-from vaelab.train.run import run_lock
+from vaelab.train.rundir import run_lock
 
 
 def small_cfg(*extra: str) -> RunConfig:

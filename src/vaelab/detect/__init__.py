@@ -5,7 +5,7 @@
 ``contamination``); ``evaluate_detection`` and ``detection_figures`` measure and draw it;
 ``one_class_protocol`` runs the one-class benchmark; ``build_ood_study`` / ``load_ood_study``
 make and read the OOD study's data layout."""
-from .detector import DEFAULT_SCORE, AutoencoderDetector, as_images, load_run_model
+from .detector import DEFAULT_SCORE, AutoencoderDetector, as_images
 from .evaluation import evaluate_detection
 from .figures import detection_figures
 from .protocol import format_table, one_class_protocol
@@ -14,4 +14,4 @@ from .study import OODStudy, build_ood_study, load_detection_set, load_ood_study
 
 __all__ = ["DEFAULT_COMBO", "DEFAULT_SCORE", "SCORES", "SCORE_NAMES", "AutoencoderDetector", "OODStudy", "Score", "as_images",
            "build_ood_study", "detection_figures", "evaluate_detection", "format_table", "load_detection_set",
-           "load_ood_study", "load_run_model", "make_score", "one_class_protocol", "score_images"]
+           "load_ood_study", "make_score", "one_class_protocol", "score_images"]

@@ -15,7 +15,7 @@ from sklearn.base import BaseEstimator
 from ..data import SOURCES, ImageSet
 from ..errors import ConfigError, DataError, ModelError
 from ..models import Autoencoder
-from ..train import load_run_model
+from ..train import load_run
 from .scores import DEFAULT_COMBO, DEFAULT_PATCH_SIZE, SCORE_NAMES, VECTOR_COMBO, Score, make_score, score_images
 
 # reconstruction error and latent density, each z-scored against the training set: see the README
@@ -185,7 +185,7 @@ class AutoencoderDetector(BaseEstimator):
         if self.model is None:
             model = self._train(X, images)
         elif isinstance(self.model, (str, Path)):
-            model = load_run_model(self.model)
+            model = load_run(self.model)
         elif isinstance(self.model, Autoencoder):
             model = self.model.eval()
         else:

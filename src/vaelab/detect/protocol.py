@@ -24,7 +24,8 @@ from ..errors import ConfigError, ModelError, VaelabError
 from ..fileio import atomic_write_json, atomic_write_text
 from ..models import get_spec
 from ..train import CHECKPOINT, RunConfig, fit
-from .detector import DEFAULT_SCORE, AutoencoderDetector, load_run_model
+from ..train import load_run
+from .detector import DEFAULT_SCORE, AutoencoderDetector
 from .scores import SCORE_NAMES, make_score, density_free_scores
 
 
@@ -148,7 +149,7 @@ def _one_run(cfg: RunConfig, c: int, seed: int, scores: list[str], run_dir: Path
         return prev
     t0 = time.perf_counter()
     if done.is_file() or (run_dir / "model.safetensors").is_file() and not (run_dir / CHECKPOINT).is_file():
-        model, (train, _, test) = load_run_model(run_dir), load_data(cfg.data, cfg.seed)  # trained: score it (again)
+        model, (train, _, test) = load_run(run_dir), load_data(cfg.data, cfg.seed)  # trained: score it (again)
     else:
         resume = (run_dir / CHECKPOINT).is_file()
         if not resume and (run_dir / "config.yaml").is_file():

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from ..data.imageset import to_unit_float
 from ..errors import ConfigError, ModelError
 from ..evaluate.likelihood import log_likelihood
-from ..models import Autoencoder
+from ..models import Autoencoder, embed_images
 
 
 log = logging.getLogger("vaelab")
@@ -59,7 +59,7 @@ def iter_batches(images: torch.Tensor, batch_size: int, device: torch.device) ->
 def latent_means(model: Autoencoder, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
     """E[z|x] of every image, float64 on the CPU."""
     model.eval()
-    return torch.cat([model.encode(x).mean.double().cpu() for x in iter_batches(images, batch_size, model_device(model))])
+    return embed_images(model, images, batch_size).double()
 
 
 class Score:
@@ -242,8 +242,7 @@ class MahalanobisScore(Score):
 @torch.no_grad()
 def encoder_outputs(model: Autoencoder, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
     """``model.features`` (the encoder's output before the latent heads) of every image, float64 on the CPU."""
-    model.eval()
-    return torch.cat([model.features(x).double().cpu() for x in iter_batches(images, batch_size, model_device(model))])
+    return embed_images(model, images, batch_size, "features").double()
 
 
 class Whitener:

@@ -7,16 +7,14 @@ estimate is exact arithmetic of the same k samples whatever the chunk size. Memo
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
-from typing import Iterator
 
 import torch
-from torch import nn
 
 from ..data.imageset import to_unit_float
 from ..data import ImageSet
 from ..errors import ModelError
 from ..models import Autoencoder
+from ..train.speed import cpu_channels_last
 
 # images per decoder call. On the CPU a few hundred keep the activations in cache and fresh memory
 # out of the allocator (decoded images per second of the conv VAE on 28x28, k = 200, 100 images,
@@ -25,21 +23,6 @@ MAX_DECODED = {"cpu": 512}
 MAX_DECODED_ACCELERATOR = 16_384
 
 
-@contextmanager
-def _cpu_channels_last(model: nn.Module, x: torch.Tensor) -> Iterator[torch.Tensor]:
-    """On the CPU, run a conv model in the channels_last layout (oneDNN's faster kernels for these
-    layers; ~1.3x for the conv VAE's decoder) and give its 4-d weights their layout back after."""
-    convs = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
-    if x.device.type != "cpu" or not convs or x.ndim != 4:
-        yield x
-        return
-    w = convs[0].weight
-    was = torch.channels_last if (w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()) else torch.contiguous_format
-    model.to(memory_format=torch.channels_last)
-    try:
-        yield x.contiguous(memory_format=torch.channels_last)
-    finally:
-        model.to(memory_format=was)
 
 
 @torch.no_grad()
@@ -51,7 +34,7 @@ def log_likelihood(model: Autoencoder, x: torch.Tensor, k: int = 1000, max_decod
         raise ModelError(f"the number of importance samples must be >= 1, got {k}")
     if max_decoded is None:
         max_decoded = MAX_DECODED.get(x.device.type, MAX_DECODED_ACCELERATOR)
-    with _cpu_channels_last(model, x) as x:
+    with cpu_channels_last(model, x) as x:
         q = model.encode(x)
         chunk = max(1, min(k, max_decoded // max(1, x.shape[0])))
         acc = torch.full((x.shape[0],), -math.inf, dtype=torch.float64, device=x.device)

@@ -7,7 +7,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.imageset import to_unit_float
 from ..data import ImageSet
 from ..errors import ConfigError
 from ..models import Autoencoder, embed_images
@@ -76,10 +75,7 @@ def _fit_head(xtr: torch.Tensor, ytr: torch.Tensor, xte: torch.Tensor, yte: torc
 @torch.no_grad()
 def encoder_features(model: Autoencoder, data: ImageSet, batch_size: int = 1000) -> torch.Tensor:
     """``model.features`` (the frozen encoder's output before the latent heads) of every image."""
-    model.eval()
-    dev = next(model.parameters()).device
-    return torch.cat([model.features(to_unit_float(data.images[i : i + batch_size].to(dev))).cpu()
-                      for i in range(0, len(data), batch_size)])
+    return embed_images(model, data, batch_size, "features")
 
 
 def few_label(model: Autoencoder, data: ImageSet, train: ImageSet | None = None, seed: int = 0, batch_size: int = 1000,

@@ -8,7 +8,8 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError
-from ..train.callbacks import draw_rows
+from ..data import ImageSet
+from ..plotting import draw_rows
 from .grad2 import grad2_attention
 from .gradcam import NormalStatistics, gradcam, gradcam_anomaly
 
@@ -53,3 +54,20 @@ def explanation_figure(model, x: torch.Tensor, path: str | Path, method: str = "
             model.train(was)
         rows = [("input", x, None), (label, x, maps), ("reconstruction", rec, None)]
     return draw_rows(rows, Path(path), title, col_titles)
+
+
+# -- explanations ---------------------------------------------------------------------------------
+def pick_examples(target: ImageSet, y: Any, n: int) -> tuple[torch.Tensor, list[str] | None]:
+    """``n`` images to explain: half normal, half anomalous when anomaly labels are known (the
+    first of each), else the first ``n``; and their column titles."""
+    if y is not None and 0 < int(y.sum()) < len(y):
+        yt = torch.as_tensor(y)
+        normal = torch.nonzero(yt == 0).flatten()[: n - n // 2]
+        anomalous = torch.nonzero(yt == 1).flatten()[: n // 2]
+        idx = torch.cat([normal, anomalous])
+        return idx, ["normal"] * len(normal) + ["anomaly"] * len(anomalous)
+    idx = torch.arange(min(n, len(target)))
+    if target.labels is None:
+        return idx, None
+    names = target.class_names
+    return idx, [names[int(c)] if names and int(c) < len(names) else str(int(c)) for c in target.labels[idx]]

@@ -34,7 +34,7 @@ from torch import nn
 
 from ..data.imageset import to_unit_float
 from ..errors import ModelError
-from ..models.grad2vae import normalize_maps
+from ..plotting import normalize_maps
 
 
 def _is_conv(m: nn.Module) -> bool:

@@ -68,6 +68,7 @@ from ..objectives import diag_gaussian
 from .base import LossOutput
 from .registry import register_model
 from .vae import VAE, VAEConfig
+from ..plotting import normalize_maps
 
 DEFAULT_CHANNELS = [8, 16]
 
@@ -270,11 +271,6 @@ class Grad2VAE(VAE):
         return self.attention_outputs(x, generator)["attention_reconstruction"]
 
 
-def normalize_maps(m: torch.Tensor) -> torch.Tensor:
-    """Min-max scale each map of [B, 1, H, W] to [0, 1]; a constant map becomes all zeros."""
-    lo = m.amin((1, 2, 3), keepdim=True)
-    span = m.amax((1, 2, 3), keepdim=True) - lo
-    return torch.where(span > 0, (m - lo) / span.clamp_min(torch.finfo(m.dtype).tiny), torch.zeros_like(m))
 
 
 def check_grad2vae(model: object, what: str = "this") -> None:

@@ -16,7 +16,7 @@ mean-ELBO + xi * mean-label-NLL. With xi = 0 the loss is the VAE's, term for ter
 Labels reach ``loss(x, kl_weight, labels=y)`` through the trainer: vaelab.train passes a labels
 tensor (-1 where unknown) to every model whose ``loss`` takes ``labels``, and shows it only the
 labels of ``model.n_labels`` training images (the seeded subset
-``vaelab.train.lit.labelled_indices``, which ``vaelab pretrain`` uses too). Without labels
+``vaelab.train.batches.labelled_indices``, which ``vaelab pretrain`` uses too). Without labels
 (evaluation, validation) the loss is the VAE's.
 """
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """Figures and the self-contained run report."""
-from .figures import image_grid, loss_curves, save_grid
+from ..plotting import image_grid, save_grid
+from .figures import loss_curves
 from .html import write_report
 
 __all__ = ["image_grid", "loss_curves", "save_grid", "write_report"]

@@ -1,62 +1,26 @@
 """Figures as PNG files: image grids (no torchvision) and per-term loss curves."""
 from __future__ import annotations
 
-import io
 import math
 from pathlib import Path
 
-import numpy as np
-import torch
 
-from ..fileio import atomic_write_bytes, atomic_write_figure, output_format
+from ..fileio import atomic_write_figure
 
 
-def image_grid(images: torch.Tensor, nrow: int | None = None, pad: int = 2, pad_value: float = 1.0) -> np.ndarray:
-    """(N, C, H, W) floats in [0, 1] -> H' x W' x 3 uint8 grid."""
-    x = images.detach().float().clamp(0, 1).cpu()
-    if x.shape[1] == 1:
-        x = x.expand(-1, 3, -1, -1)
-    n, c, h, w = x.shape
-    nrow = nrow or int(math.ceil(math.sqrt(n)))
-    rows = int(math.ceil(n / nrow))
-    grid = torch.full((3, rows * (h + pad) + pad, nrow * (w + pad) + pad), pad_value)
-    for i in range(n):
-        r, k = divmod(i, nrow)
-        grid[:, pad + r * (h + pad) : pad + r * (h + pad) + h, pad + k * (w + pad) : pad + k * (w + pad) + w] = x[i]
-    return (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
 
 
-# the image formats an output file name may ask for, by suffix (Pillow writes each)
-IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".pdf": "PDF", ".tif": "TIFF", ".tiff": "TIFF",
-                 ".webp": "WEBP", ".bmp": "BMP"}
 
 
-def image_format(path: str | Path) -> str:
-    """The format an output image's suffix names (Pillow writes each of IMAGE_FORMATS)."""
-    return output_format(path, IMAGE_FORMATS, "image")
 
 
-def png_bytes(arr: np.ndarray, scale: int = 1, fmt: str = "PNG") -> bytes:
-    """An H x W x 3 uint8 array encoded as ``fmt`` (PNG by default; JPEG at quality 95)."""
-    from PIL import Image
-
-    im = Image.fromarray(arr)
-    if scale > 1:
-        im = im.resize((im.width * scale, im.height * scale), Image.NEAREST)
-    buf = io.BytesIO()
-    im.save(buf, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
-    return buf.getvalue()
 
 
-def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None, scale: int = 2) -> Path:
-    """Write a grid of images in the format the file name's suffix names (.png, .jpg, .pdf, ...)."""
-    atomic_write_bytes(path, png_bytes(image_grid(images, nrow), scale, image_format(path)))
-    return Path(path)
 
 
 def read_metrics_csv(path: Path) -> list[dict[str, str]]:
     """The complete rows of a run's logs/metrics.csv (a torn last line is dropped)."""
-    from ..train.run import read_metrics_rows
+    from ..train.rundir import read_metrics_rows
 
     return read_metrics_rows(path) if path.is_file() else []
 

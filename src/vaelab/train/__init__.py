@@ -1,6 +1,8 @@
 """Training: the Lightning adapter, schedules, callbacks, run directories."""
 from .config import RunConfig, TrainConfig
-from .lit import EpochBatchSampler, LitAutoencoder, kl_warmup, make_loader
-from .run import CHECKPOINT, fit, load_run_model
+from .batches import EpochBatchSampler, make_loader
+from .lit import LitAutoencoder, kl_warmup
+from .run import fit
+from .rundir import CHECKPOINT, load_run
 
-__all__ = ["CHECKPOINT", "EpochBatchSampler", "LitAutoencoder", "RunConfig", "TrainConfig", "fit", "load_run_model", "kl_warmup", "make_loader"]
+__all__ = ["CHECKPOINT", "EpochBatchSampler", "LitAutoencoder", "RunConfig", "TrainConfig", "fit", "load_run", "kl_warmup", "make_loader"]

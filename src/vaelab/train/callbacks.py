@@ -12,7 +12,7 @@ import lightning.pytorch as pl
 import torch
 
 from ..data import ImageSet
-from ..fileio import atomic_write_figure
+from ..plotting import draw_rows
 
 ATTENTION_DIR = "attention"
 
@@ -64,41 +64,3 @@ class AttentionGrid(pl.Callback):
             model.train(was_training)
 
 
-def draw_rows(rows: list[tuple[str, torch.Tensor, torch.Tensor | None]], path: Path, title: str = "",
-              col_titles: list[str] | None = None, pad: int = 2) -> Path:
-    """A labelled grid: one row per (label, images [N, C, H, W] in [0, 1], overlay maps [N, 1, H, W]
-    in [0, 1] or None), one column per image (``col_titles`` above them); a map is blended 50 / 50
-    in matplotlib's 'jet' colours over its image. The tiles are composed into one array and drawn
-    with a single imshow (fast enough to run after every epoch)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    jet = matplotlib.colormaps["jet"]
-    n = rows[0][1].shape[0]
-    h, w = rows[0][1].shape[-2:]
-    grid = np.ones((len(rows) * (h + pad) + pad, n * (w + pad) + pad, 3))
-    for r, (_, imgs, maps) in enumerate(rows):
-        rgb = imgs.detach().float().clamp(0, 1).cpu().expand(-1, 3, -1, -1).permute(0, 2, 3, 1).numpy()
-        if maps is not None:
-            heat = jet(maps[:, 0].detach().float().clamp(0, 1).cpu().numpy())[..., :3]
-            rgb = 0.5 * rgb + 0.5 * heat
-        for k in range(n):
-            y0, x0 = pad + r * (h + pad), pad + k * (w + pad)
-            grid[y0 : y0 + h, x0 : x0 + w] = rgb[k]
-    fig, ax = plt.subplots(figsize=(1.0 * n + 1.2, 1.0 * len(rows) + (0.8 if title or col_titles else 0.3)))
-    ax.imshow(grid, interpolation="nearest")
-    ax.set_yticks([pad + r * (h + pad) + h / 2 for r in range(len(rows))], [r[0] for r in rows], fontsize=8)
-    if col_titles:
-        ax.xaxis.tick_top()
-        ax.set_xticks([pad + k * (w + pad) + w / 2 for k in range(n)], col_titles, fontsize=8)
-    else:
-        ax.set_xticks([])
-    ax.tick_params(length=0)
-    for spine in ax.spines.values():
-        spine.set_visible(False)
-    if title:
-        ax.set_title(title, fontsize=9)
-    return atomic_write_figure(fig, path)

@@ -17,6 +17,10 @@ from ..models.registry import import_models, load_entry_points, model_imports
 
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")
 
+# what a resumed run may change: how long it trains and how it runs, never what it computes
+RESUMABLE_KEYS = ("epochs", "progress_bar", "accelerator", "devices", "num_nodes", "strategy", "eval_batch_size",
+                  "checkpoint_every_n_steps")
+
 
 @dataclass
 class TrainConfig:
@@ -137,6 +141,16 @@ class RunConfig:
         if imports:  # a model of the user's own: where loading the run finds it again
             d["imports"] = imports
         return d
+
+    def resumed_with(self, overrides: dict[str, Any]) -> "RunConfig":
+        """This config with the nested ``overrides`` a resumed run may take (train.RESUMABLE_KEYS);
+        any other key is refused, naming the ones that may change."""
+        bad = [f"{k}.{kk}" if isinstance(v, dict) else k for k, v in overrides.items()
+               for kk in (v if isinstance(v, dict) else [None]) if not (k == "train" and kk in RESUMABLE_KEYS)]
+        if bad:
+            raise ConfigError(f"--resume continues a run as configured; only --epochs and how it runs "
+                              f"({', '.join('train.' + k for k in RESUMABLE_KEYS)}) may change; got {bad}")
+        return RunConfig.from_dict(deep_merge(self.to_dict(), overrides))
 
     def save(self, path: Path) -> None:
         atomic_write_text(path, dump_yaml(self.to_dict()))

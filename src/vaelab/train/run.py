@@ -1,11 +1,7 @@
 """Training a model of the contract into a run directory: Lightning does the loop."""
 from __future__ import annotations
 
-import csv
-import fcntl
-import io
 import logging
-import os
 import pickle
 import signal
 import warnings
@@ -21,32 +17,19 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from ..config import check_version
 from ..data import ImageSet, load_data
 from ..errors import CheckpointError, ConfigError, DataError, TrainingError
-from ..fileio import atomic_path, atomic_write_text
+from ..fileio import atomic_path
 from ..models import Autoencoder, build
 from ..models.persist import describe_mismatch, save_weights
 from .callbacks import model_callbacks
 from .config import RunConfig, TrainConfig
-from .lit import LitAutoencoder, make_loader, visible_labels
+from .batches import make_loader, visible_labels
+from .lit import LitAutoencoder
+from .speed import cpu_has_bf16
+from .rundir import CHECKPOINT, _stash_metrics, check_new_run_dir, epochs_done, merge_metrics, run_lock
 
-CHECKPOINT = "checkpoints/last.ckpt"
 log = logging.getLogger("vaelab")
 
 
-@contextmanager
-def run_lock(run_dir: Path) -> Iterator[None]:
-    """One process per run directory: a second one is refused instead of interleaving."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    fh = open(run_dir / ".lock", "w")
-    try:
-        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        fh.close()
-        raise TrainingError(f"{run_dir} is in use by another vaelab process; wait for it or choose another --out") from None
-    try:
-        yield
-    finally:
-        fcntl.flock(fh, fcntl.LOCK_UN)
-        fh.close()
 
 
 class AtomicCheckpoint(pl.Callback):
@@ -123,59 +106,10 @@ def check_checkpoint(ckpt: Path, lit: LitAutoencoder) -> None:
                               "config.yaml or the data changed since it was written. Resume with the original ones")
 
 
-# Lightning's CSV logger deletes logs/metrics.csv when it starts, so a resumed run keeps the earlier
-# rows aside (metrics.part<i>.csv) and merges them back when it finishes.
-def _stash_metrics(run_dir: Path) -> None:
-    cur = run_dir / "logs" / "metrics.csv"
-    if cur.is_file():
-        i = 0
-        while cur.with_name(f"metrics.part{i}.csv").exists():
-            i += 1
-        os.replace(cur, cur.with_name(f"metrics.part{i}.csv"))
 
 
-def read_metrics_rows(path: Path) -> list[dict[str, str]]:
-    """The complete rows of a Lightning metrics.csv. It is an append-only log, so a killed writer
-    can leave a torn last line: rows with missing fields, no integer step, or values that are not
-    numbers are dropped."""
-    try:
-        with open(path, newline="") as fh:
-            rows = list(csv.DictReader(fh))
-    except (OSError, csv.Error, UnicodeDecodeError):
-        return []
-    good = []
-    for r in rows:
-        if None in r or None in r.values() or not str(r.get("step", "")).isdigit():
-            continue
-        try:
-            [float(v) for v in r.values() if v != ""]
-        except ValueError:
-            continue
-        good.append(r)
-    return good
 
 
-def merge_metrics(run_dir: Path) -> None:
-    """One logs/metrics.csv from the segments of a run resumed any number of times: from each
-    segment the rows before the step the next one resumed at (later steps were done again)."""
-    logs = run_dir / "logs"
-    parts = sorted(logs.glob("metrics.part*.csv"), key=lambda p: int(p.stem[len("metrics.part"):] or 0))
-    if not parts:
-        return
-    segments = [read_metrics_rows(p) for p in parts] + [read_metrics_rows(logs / "metrics.csv")]
-    rows: list[dict[str, str]] = []
-    for i, seg in enumerate(segments):
-        later = [int(r["step"]) for s in segments[i + 1 :] for r in s]
-        cut = min(later) if later else None
-        rows += [r for r in seg if cut is None or int(r["step"]) < cut]
-    fields = sorted({k for r in rows for k in r})
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=fields)
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(logs / "metrics.csv", buf.getvalue())
-    for p in parts:
-        p.unlink()
 
 
 def _check_data(train: ImageSet, val: ImageSet, test: ImageSet, cfg: RunConfig) -> None:
@@ -228,14 +162,6 @@ def make_trainer(t: TrainConfig, run_dir: Path, callbacks: list[pl.Callback], ha
     return trainer
 
 
-def cpu_has_bf16() -> bool:
-    """Whether this CPU has native bf16 arithmetic (avx512_bf16 or AMX), from /proc/cpuinfo."""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            flags = next((ln for ln in fh if ln.startswith("flags")), "").split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 @contextmanager
@@ -250,41 +176,8 @@ def _no_distribution_checks() -> Iterator[None]:
         torch.distributions.Distribution.set_default_validate_args(before)
 
 
-def epochs_done(run_dir: str | Path) -> int | None:
-    """How many whole epochs the run's resumable checkpoint has trained, or None without one."""
-    ckpt = Path(run_dir) / CHECKPOINT
-    if not ckpt.is_file():
-        return None
-    try:
-        state = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)
-        return int(state["loops"]["fit_loop"]["epoch_progress"]["total"]["processed"])
-    except Exception as e:  # noqa: BLE001 - any damage: say so with the fix
-        raise CheckpointError(f"{ckpt} is not a readable training checkpoint ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0][:200] if str(e) else ''}); it is truncated or damaged. "
-                              "Train a new run, or restore the file") from None
 
 
-def check_new_run_dir(run_dir: Path) -> bool:
-    """May a new run be trained into ``run_dir``? Yes if it does not exist or is empty, or if it
-    holds a run stopped before its first checkpoint (nothing trained to lose: returns True, the
-    caller says it takes the directory over). A run with a checkpoint or weights, a file, or a
-    non-empty directory that is not a vaelab run (the user's own files) is refused."""
-    if not run_dir.exists():
-        return False
-    if not run_dir.is_dir():
-        raise ConfigError(f"--out {run_dir} is an existing file, not a directory; choose a directory for the run")
-    entries = [p.name for p in run_dir.iterdir() if p.name != ".lock"]
-    if not entries:
-        return False
-    if (run_dir / "config.yaml").is_file():
-        if (run_dir / CHECKPOINT).exists() or (run_dir / "model.safetensors").exists():
-            raise TrainingError(f"{run_dir} already holds a run; resume it with `vaelab train --resume {run_dir}`, "
-                                "or choose another --out")
-        return True
-    shown = ", ".join(sorted(entries)[:5]) + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
-    raise TrainingError(f"{run_dir} is not empty and is not a vaelab run (it holds {shown}); a run writes config.yaml, "
-                        "report.html, metrics.json and figures/ there and would overwrite your files. Choose a new or "
-                        "empty directory for --out")
 
 
 class Interrupted(TrainingError):
@@ -368,43 +261,5 @@ def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False,
         return model, (train, val, test)
 
 
-def load_run_model(run_dir: str | Path, encoder: torch.nn.Module | None = None,
-                   decoder: torch.nn.Module | None = None) -> Autoencoder:
-    """The trained model of a run directory (config.yaml + model.safetensors) in eval mode; refuses
-    weights of another model or shape. ``vaelab.load`` is this function; a run trained with
-    networks of your own needs the same (untrained) ``encoder`` and ``decoder`` again."""
-    from ..errors import CheckpointError
-    from ..models.persist import load_weights
-    from .config import RunConfig
-
-    run_dir = Path(run_dir)
-    cfg = RunConfig.load(run_dir / "config.yaml")
-    weights = run_dir / "model.safetensors"
-    if not weights.is_file():
-        if (run_dir / CHECKPOINT).is_file():
-            raise CheckpointError(f"{run_dir} has no model.safetensors, but {run_dir / CHECKPOINT} holds the weights: "
-                                  f"`vaelab train --resume {run_dir}` writes model.safetensors again from it")
-        raise CheckpointError(f"{run_dir} has no model.safetensors yet (training never finished an epoch)")
-    try:
-        return load_weights(build(cfg.model, encoder=encoder, decoder=decoder), weights).eval()
-    except CheckpointError as e:
-        if (run_dir / CHECKPOINT).is_file() and ("corrupt" in str(e) or "not a readable" in str(e)):
-            raise CheckpointError(f"{e}. {run_dir / CHECKPOINT} still holds the weights: "
-                                  f"`vaelab train --resume {run_dir}` writes model.safetensors again from it") from None
-        raise
 
 
-def restore_weights(run_dir: str | Path, cfg: RunConfig, encoder: torch.nn.Module | None = None,
-                    decoder: torch.nn.Module | None = None) -> Autoencoder:
-    """The model of the run's resumable checkpoint, written again as model.safetensors (for a
-    finished run whose weights file was lost or damaged)."""
-    run_dir = Path(run_dir)
-    model = build(cfg.model, encoder=encoder, decoder=decoder)
-    state = torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=True)
-    sd = {k[len("model."):]: v for k, v in state["state_dict"].items() if k.startswith("model.")}
-    problem = describe_mismatch(model.state_dict(), sd)
-    if problem:
-        raise CheckpointError(f"{run_dir / CHECKPOINT} does not fit the run's config ({problem})")
-    model.load_state_dict(sd)
-    save_weights(model, run_dir / "model.safetensors")
-    return model.eval()

@@ -11,7 +11,7 @@ import torch
 from vaelab.api import load_pretrained
 from vaelab.data import DataConfig, load_data
 from vaelab.errors import ConfigError
-from vaelab.train.pretrain import (PretrainConfig, PretrainRunConfig, accuracy, build_network, layer_inputs,
+from vaelab.pretrain import (PretrainConfig, PretrainRunConfig, accuracy, build_network, layer_inputs,
                                    pretrain_and_finetune)
 
 

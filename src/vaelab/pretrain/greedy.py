@@ -20,7 +20,7 @@ labelled images end to end for as many epochs as the two fine-tuning steps toget
 
 Everything runs on in-memory tensors, batched by index; randomness comes from ``seed`` only (the
 initial weights, every shuffle), so the same seed gives the same result on the same machine.
-The labelled images are ``vaelab.train.lit.labelled_indices(len(train), n_labels, seed)``: the
+The labelled images are ``vaelab.train.batches.labelled_indices(len(train), n_labels, seed)``: the
 subset the semi-supervised VAE is shown (``model.n_labels``) for the same seed.
 """
 from __future__ import annotations
@@ -47,7 +47,7 @@ from ..data import DataConfig, ImageSet
 from ..errors import CheckpointError, ConfigError, DataError, TrainingError
 from ..fileio import atomic_path, atomic_write_json, atomic_write_text
 from ..nn import ACTIVATIONS, make_activation
-from .lit import labelled_indices
+from ..train.batches import labelled_indices
 
 
 @dataclass

@@ -1,0 +1,94 @@
+"""The detect job: score a set with a trained run, write scores.csv, metrics, figures and a report."""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import dump_yaml
+from ..data import load_data
+from ..fileio import atomic_write_json
+from ..plotting import save_grid
+from ..report import write_report
+from ..train import RunConfig, load_run
+
+log = logging.getLogger("vaelab")
+
+
+# -- anomaly / out-of-distribution detection ------------------------------------------------------
+def detect_run(run_dir: str | Path, data: str, split: str | None = None, score: str | None = None,
+               threshold: float | None = None, contamination: float | None = None, out: str | Path | None = None,
+               anomaly_classes: list[int] | None = None, max_flagged: int = 64,
+               **detector_options: Any) -> tuple[Path, dict[str, Any]]:
+    """Score ``data`` (a dataset name, an .npz, an OOD-study file or a folder) with the model of
+    ``run_dir``, calibrated on the run's training split (normalisation and, with
+    ``contamination``, the threshold); write ``out`` (default RUN_DIR/detect-<data>-<time>) with
+    metrics.json, scores.csv, figures/ (histogram; ROC, PR, confusion matrix when anomaly labels
+    are known), figures/flagged.png and a self-contained report.html."""
+    import numpy as np
+
+    from ..detect import DEFAULT_SCORE, AutoencoderDetector, detection_figures, evaluate_detection, load_detection_set
+    from ..fileio import atomic_write_text
+
+    run_dir = Path(run_dir)
+    if out is not None and Path(out).exists() and (not Path(out).is_dir() or any(Path(out).iterdir())):
+        from ..errors import ConfigError
+
+        raise ConfigError(f"--out {out} already exists and is not empty; the report would overwrite what is there. "
+                          "Choose a new or empty directory")
+    cfg = RunConfig.load(run_dir / "config.yaml")
+    model = load_run(run_dir)
+    target, y, desc = load_detection_set(data, cfg.data, split, anomaly_classes)
+    train = load_data(cfg.data, cfg.seed)[0]
+    score = score or DEFAULT_SCORE
+    det = AutoencoderDetector(model, score, contamination=contamination if contamination is not None else 0.1,
+                              threshold=threshold, seed=cfg.seed, batch_size=cfg.train.eval_batch_size,
+                              **detector_options).fit(train)
+    log.info("scoring %d images of %s", len(target), desc)
+    s = det.decision_function(target, clip=False)  # unclipped: images beyond the training range keep their order
+    flagged = (s > det.threshold_).astype(np.int64)  # = det.predict(target), without scoring twice
+    stem = Path(data).stem if Path(data).suffix else Path(data).name
+    out = Path(out) if out else run_dir / f"detect-{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    metrics: dict[str, Any] = {
+        "data": desc, "score": score, "normalized": True, "norm_range": [float(q) for q in det.norm_range],
+        "threshold": det.threshold_,
+        "threshold_from": "threshold" if threshold is not None else f"contamination {det.contamination}",
+        "n": len(target), "n_flagged": int(flagged.sum()), "flagged_fraction": float(flagged.mean()),
+        "n_calibration": det.n_train_, "calibration_flagged_fraction": float(det.labels_.mean()),
+    }
+    if y is not None:
+        metrics.update({k: v for k, v in evaluate_detection(y, s, det.threshold_).items() if k != "threshold"})
+    atomic_write_json(out / "metrics.json", metrics)
+    import csv
+    import io
+
+    labels = target.labels.tolist() if target.labels is not None else [""] * len(target)
+    files = target.files or [""] * len(target)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")  # file names may hold commas or quotes
+    w.writerow(["index", "file", "score", "flagged", "label", "anomaly"])
+    for i, (v, f, lab, name) in enumerate(zip(s, flagged, labels, files)):
+        w.writerow([i, name, f"{v:.6g}", f, lab, "" if y is None else int(y[i])])
+    atomic_write_text(out / "scores.csv", buf.getvalue())
+    figs = detection_figures(out / "figures", s, det.threshold_, y, metrics, score)
+    idx = np.argsort(-s)[: min(max_flagged, int(flagged.sum()))]
+    if len(idx) and not target.is_vector:
+        figs.append((f"The {len(idx)} highest-scoring flagged images of {int(flagged.sum())} (highest first)",
+                     save_grid(target.subset(torch.as_tensor(idx.copy())).float(), out / "figures" / "flagged.png", nrow=8)))
+    settings = {"run_dir": str(run_dir.resolve()), "model": cfg.model.name, "data": desc, "score": score,
+                "threshold": threshold, "contamination": None if threshold is not None else det.contamination,
+                "calibration": f"{cfg.data.name} training split ({det.n_train_} images)", **detector_options}
+    lo, hi = (float(q) for q in det.norm_range)
+    anchors = ("0 = the most normal training image, 1 = the most anomalous" if (lo, hi) == (0.0, 1.0) else
+               f"0 = the training scores' {lo:g} quantile, 1 = their {hi:g} quantile")
+    notes = [f"Scores of {len(target)} images of {desc} by the {cfg.model.name} of {run_dir.resolve()}: '{score}', "
+             f"min-max normalised with the training split's scores ({anchors}); higher is more anomalous. "
+             f"Images above the threshold {det.threshold_:.4g} are flagged."]
+    if y is None:
+        notes.append("The set has no anomaly labels, so no ROC-AUC: use an OOD-study file, a one-class run "
+                     "(data.classes) on its own dataset, or --anomaly-classes.")
+    write_report(out, f"vaelab detect: {cfg.model.name} on {desc}", dump_yaml(settings), metrics, figs, notes)
+    return out, metrics

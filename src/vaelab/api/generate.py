@@ -1,0 +1,96 @@
+"""The generation jobs: samples, interpolations, traversals and reconstructions of a trained run as image files."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from ..data import load_data, load_split
+from ..generate import interpolate, latent_traversal, make_sampler
+from ..models import Autoencoder
+from ..plotting import image_format, interleave_rows, save_grid
+from ..train import RunConfig, load_run
+
+log = logging.getLogger("vaelab")
+
+
+def sample_run(run_dir: str | Path, n: int, out: str | Path, seed: int = 0, sampler: str = "prior") -> Path:
+    """``n`` new images from the prior, or from a GMM fitted to the training codes."""
+    _positive("-n (images to draw)", n)
+    image_format(out)
+    run_dir = Path(run_dir)
+    model = load_run(run_dir)
+    train = None
+    if sampler == "gmm":
+        cfg = RunConfig.load(run_dir / "config.yaml")
+        train = load_data(cfg.data, cfg.seed)[0]
+    return save_grid(make_sampler(sampler, seed=seed).fit(model, train).sample(n), out)
+
+
+def _positive(what: str, value: int, least: int = 1) -> None:
+    if value < least:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"{what} must be at least {least}, got {value}")
+
+
+def _test_images(run_dir: Path, n: int, start: int = 0, what: str = "test images") -> tuple[Autoencoder, torch.Tensor]:
+    cfg = RunConfig.load(run_dir / "config.yaml")
+    model = load_run(run_dir)
+    test = load_split(cfg.data, "test", apply_class_filter=False)
+    if start < 0 or start + n > len(test):
+        from ..errors import ConfigError
+
+        raise ConfigError(f"{what}: the test split of {cfg.data.name} has {len(test)} images (indices 0..{len(test) - 1}); "
+                          f"images {start}..{start + n - 1} were asked for")
+    return model, test.subset(torch.arange(start, start + n)).float()
+
+
+def interpolate_run(run_dir: str | Path, out: str | Path, pairs: int = 4, steps: int = 10, mode: str = "linear") -> Path:
+    """Rows of ``steps`` images between consecutive pairs of test images."""
+    _positive("--pairs", pairs)
+    _positive("--steps", steps, 2)
+    image_format(out)
+    model, x = _test_images(Path(run_dir), 2 * pairs, what=f"--pairs {pairs} needs {2 * pairs} test images")
+    rows = [interpolate(model, x[2 * i], x[2 * i + 1], steps, mode) for i in range(len(x) // 2)]
+    return save_grid(torch.cat(rows), out, nrow=steps)
+
+
+def traverse_run(run_dir: str | Path, out: str | Path, index: int = 0, span: float = 3.0, steps: int = 9,
+                 units: list[int] | None = None) -> Path:
+    """One row per latent unit, swept over [-span, span] around the code of test image ``index``."""
+    _positive("--steps", steps, 2)
+    image_format(out)
+    if span <= 0:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"--span must be positive (the sweep is [-span, span]), got {span}")
+    model, x = _test_images(Path(run_dir), 1, index, what=f"--index {index}")
+    if units is not None:
+        bad = [u for u in units if not 0 <= u < model.latent_dim]
+        if bad or not units:
+            from ..errors import ConfigError
+
+            raise ConfigError(f"--units {','.join(map(str, units))}: the model has {model.latent_dim} latent units, "
+                              f"numbered 0..{model.latent_dim - 1}" + (f"; {bad} are outside" if bad else ""))
+    return save_grid(latent_traversal(model, x[0], span, steps, units), out, nrow=steps)
+
+
+def reconstruct_run(run_dir: str | Path, out: str | Path, n: int = 32, noisy: bool = False) -> Path:
+    """Test images above their reconstructions; with ``noisy`` (denoising models) clean / corrupted / denoised rows."""
+    _positive("-n (images)", n)
+    image_format(out)
+    run_dir = Path(run_dir)
+    cfg = RunConfig.load(run_dir / "config.yaml")
+    model = load_run(run_dir)
+    test = load_split(cfg.data, "test", apply_class_filter=False)
+    x = test.subset(torch.arange(min(n, len(test)))).float()
+    if noisy:
+        model.require("denoises", "--noisy")
+        rows = []
+        for i in range(0, len(x), 8):
+            corrupted, den = model.denoise(x[i : i + 8], torch.Generator().manual_seed(i))
+            rows += [x[i : i + 8], corrupted, den]
+        return save_grid(torch.cat(rows), out, nrow=8)
+    return save_grid(interleave_rows(x, model.reconstruct(x), 8), out, nrow=8)

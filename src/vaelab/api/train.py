@@ -1,0 +1,244 @@
+"""The train job: train a run, evaluate it on the test split, draw its figures and write its report."""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import dump_yaml
+from ..data import ImageSet, load_data
+from ..evaluate import DEFAULT_METRICS, evaluate
+from ..generate import interpolate, latent_traversal, make_sampler
+from ..fileio import atomic_write_json
+from ..errors import VaelabError
+from ..models import Autoencoder
+from ..plotting import interleave_rows, save_grid
+from ..report import loss_curves, write_report
+from ..train import RunConfig, fit, load_run
+from ..train.rundir import epochs_done, restore_weights, run_lock
+
+log = logging.getLogger("vaelab")
+
+
+def default_run_dir(model: str, data: str) -> Path:
+    return Path("runs") / f"{model}-{data}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def train_run(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = False,
+              data: tuple[ImageSet, ImageSet, ImageSet] | None = None, encoder: torch.nn.Module | None = None,
+              decoder: torch.nn.Module | None = None) -> tuple[Path, dict[str, Any]]:
+    """Train, evaluate on the test split, draw the figures and write report.html.
+
+    ``encoder`` / ``decoder``: networks of your own instead of the ones ``cfg.model.arch`` builds
+    (encoder: (B, *example shape) -> the posterior's parameters, (B, 2 * latent_dim) for a VAE
+    (mean, then log-variance) or (B, latent_dim) for an AE; decoder: (B, latent_dim) -> (B, *example
+    shape), the likelihood's parameters). Resuming or loading such a run takes them again.
+
+    With ``resume``: continue ``run_dir`` from its last checkpoint up to ``cfg.train.epochs``; a
+    run stopped before its first checkpoint starts again from the beginning; a finished run is
+    left as it is (its metrics are returned), unless its weights or metrics were lost, which are
+    written again from the checkpoint."""
+    run_dir = Path(run_dir) if run_dir else default_run_dir(cfg.model.name, cfg.data.name)
+    if resume:
+        if not run_dir.is_dir():
+            from ..errors import CheckpointError
+
+            raise CheckpointError(f"{run_dir} does not exist; --resume takes the directory of an earlier run")
+        with run_lock(run_dir):  # a run another process is training is refused before its files are read
+            done = epochs_done(run_dir)
+        if done is None:
+            if not (run_dir / "config.yaml").is_file():
+                from ..errors import CheckpointError
+
+                raise CheckpointError(f"{run_dir} is not a vaelab run (no config.yaml); train a new run into it instead")
+            log.info("%s was stopped before its first checkpoint: training it from the beginning", run_dir)
+            resume = False
+        elif cfg.train.epochs < done:
+            from ..errors import ConfigError
+
+            raise ConfigError(f"{run_dir} has already trained {done} epochs, so --epochs {cfg.train.epochs} would end "
+                              f"before where it is. To train longer, pass --epochs N with N > {done}")
+        elif cfg.train.epochs == done:
+            return run_dir, _finished_run(run_dir, cfg, done, data, encoder, decoder)
+    t0 = time.perf_counter()
+    model, (train, val, test) = fit(cfg, run_dir, resume=resume, data=data, encoder=encoder, decoder=decoder)
+    train_seconds = time.perf_counter() - t0
+    log.info("trained in %.1f s; evaluating on %d test images and drawing the report", train_seconds, len(test))
+    metrics = evaluate(model, test, DEFAULT_METRICS, batch_size=cfg.train.eval_batch_size, seed=cfg.seed, train=train)
+    metrics.update({"train_seconds": train_seconds, "parameters": model.num_parameters(),
+                    "n_train": len(train), "n_val": len(val), "n_test": len(test)})
+    atomic_write_json(run_dir / "metrics.json", metrics)
+    make_report(run_dir, model, cfg, metrics, test, train)
+    return run_dir, metrics
+
+
+def _finished_run(run_dir: Path, cfg: RunConfig, done: int, data: tuple[ImageSet, ImageSet, ImageSet] | None,
+                  encoder: torch.nn.Module | None = None, decoder: torch.nn.Module | None = None) -> dict[str, Any]:
+    """A resumed run that has already trained every epoch: nothing is trained or changed; lost
+    weights are written again from the checkpoint, and lost metrics (a run killed while it was
+    being evaluated) are computed again."""
+    import json
+
+    from ..errors import CheckpointError
+
+    restored = False
+    try:
+        model = load_run(run_dir, encoder, decoder)
+    except CheckpointError as e:
+        log.info("%s; writing model.safetensors again from the checkpoint", str(e).split(". ")[0])
+        model = restore_weights(run_dir, cfg, encoder, decoder)
+        log.info("%s written again from the checkpoint", run_dir / "model.safetensors")
+        restored = True
+    try:
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        if isinstance(metrics, dict) and metrics:
+            log.info("%s is finished (%d of %d epochs); nothing %schanged. To train longer: vaelab train --resume %s "
+                     "--epochs N with N > %d", run_dir, done, cfg.train.epochs, "else " if restored else "", run_dir, done)
+            return metrics
+    except (OSError, ValueError):
+        pass
+    log.info("%s finished training but has no metrics.json: evaluating it again", run_dir)
+    train, val, test = data if data is not None else load_data(cfg.data, cfg.seed)
+    metrics = evaluate(model, test, DEFAULT_METRICS, batch_size=cfg.train.eval_batch_size, seed=cfg.seed, train=train)
+    metrics.update({"parameters": model.num_parameters(), "n_train": len(train), "n_val": len(val), "n_test": len(test)})
+    atomic_write_json(run_dir / "metrics.json", metrics)
+    make_report(run_dir, model, cfg, metrics, test, train)
+    return metrics
+
+
+class _Figures:
+    """The report's figures, each drawn on its own: a figure that cannot be drawn for this run's
+    data (one test image, constant codes, a single class...) becomes a note in the report naming
+    the figure and why, instead of ending the run."""
+
+    def __init__(self) -> None:
+        self.figs: list[tuple[str, Path]] = []
+        self.notes: list[str] = []
+
+    def add(self, what: str, draw: Any) -> None:
+        try:
+            result = draw()
+        except VaelabError as e:
+            self.notes.append(f"No {what}: {e}")
+            return
+        except Exception as e:  # noqa: BLE001 - a figure never ends a run; the note says what went wrong
+            log.warning("the %s could not be drawn (%s: %s)", what, type(e).__name__, e)
+            self.notes.append(f"No {what}: drawing it failed ({type(e).__name__}: {e})")
+            return
+        if result is None:
+            return
+        for caption, path in result if isinstance(result, list) else [result]:
+            self.figs.append((caption, path))
+
+
+def make_figures(run_dir: Path, model: Autoencoder, test: ImageSet, seed: int = 0, train: ImageSet | None = None,
+                 notes: list[str] | None = None) -> list[tuple[str, Path]]:
+    """The run report's figures; what cannot be drawn is explained in ``notes`` (appended to)."""
+    fig = run_dir / "figures"
+    F = _Figures()
+    curves = loss_curves(run_dir / "logs" / "metrics.csv", fig / "loss_curves.png")
+    if curves:
+        F.figs.append(("Loss terms: training (every step) and validation (every epoch)", curves))
+    n = min(16, len(test))
+    if n == 0:
+        F.notes.append("The test split is empty: no reconstructions, samples or latent figures")
+        if notes is not None:
+            notes += F.notes
+        return F.figs
+    if test.is_vector:
+        F.notes.append("The data are vectors: reconstructions, samples, interpolations and traversals are image grids "
+                       "and are left out; the metrics hold the reconstruction error")
+        _latent_map_figure(F, model, test, fig, seed)
+        if notes is not None:
+            notes += F.notes
+        return F.figs
+    x = test.subset(torch.arange(n)).float().to(next(model.parameters()).device)
+    F.add("reconstructions", lambda: ("Reconstructions: originals (odd rows) above their reconstructions (even rows)",
+                                      save_grid(interleave_rows(x, model.reconstruct(x), 8), fig / "reconstructions.png", nrow=8)))
+    if model.denoises:
+        def denoising():
+            noisy, den = model.denoise(x[:8], torch.Generator().manual_seed(seed))
+            return ("Denoising: clean (top), corrupted (middle), denoised (bottom)",
+                    save_grid(torch.cat([x[:8], noisy, den]), fig / "denoising.png", nrow=8))
+        F.add("denoising figure", denoising)
+    if model.can_sample:
+        from ..objectives import describe_prior
+
+        g = torch.Generator().manual_seed(seed)
+        F.add("prior samples", lambda: (f"Samples from the prior {describe_prior(model.prior())}",
+                                        save_grid(model.sample(64, g), fig / "samples.png", nrow=8)))
+    if train is not None and len(train) >= 50:
+        log.info("fitting a Gaussian mixture to %d training codes for the report's samples", min(len(train), 10_000))
+        F.add("GMM samples", lambda: ("Samples from a 10-component Gaussian mixture fitted to the training codes",
+                                      save_grid(make_sampler("gmm", seed=seed, max_fit_images=10_000).fit(model, train).sample(64),
+                                                fig / "samples_gmm.png", nrow=8)))
+    if n >= 2:
+        F.add("interpolation", lambda: ("Linear interpolation between pairs of test images (10 steps)", save_grid(
+            torch.cat([interpolate(model, x[2 * i], x[2 * i + 1], 10, "linear") for i in range(min(4, n // 2))]),
+            fig / "interpolation.png", nrow=10)))
+    else:
+        F.notes.append("No interpolation: it needs two test images, and the test split has one")
+    units = list(range(min(model.latent_dim, 10)))
+    F.add("latent traversals", lambda: (f"Latent traversals of units {units[0]}..{units[-1]} over the prior's mean +- 3 standard deviations (one row per unit)",
+                                        save_grid(latent_traversal(model, x[0], 3.0, 9, units), fig / "traversal.png", nrow=9)))
+    _latent_map_figure(F, model, test, fig, seed)
+    if notes is not None:
+        notes += F.notes
+    return F.figs
+
+
+def _latent_map_figure(F: "_Figures", model: Autoencoder, test: ImageSet, fig: Path, seed: int) -> None:
+    from ..report.latent import latent_map
+
+    def lmap():
+        path = latent_map(model, test, fig / "latent_map.png", seed=seed)
+        return ("Latent map of the test set, coloured by label" if test.labels is not None
+                else "Latent map of the test set", path)
+    F.add("latent map", lmap)
+
+
+def make_report(run_dir: Path, model: Autoencoder, cfg: RunConfig, metrics: dict[str, Any], test: ImageSet,
+                train: ImageSet | None = None) -> Path:
+    log.info("drawing the report's figures")
+    fig_notes: list[str] = []
+    figs = make_figures(run_dir, model, test, cfg.seed, train, fig_notes)
+    F = _Figures()
+    F.add("attention figures", lambda: _attention_figures(run_dir, model, cfg, test))
+    figs += F.figs
+    title = f"vaelab run: {cfg.model.name} on {cfg.data.name}"
+    notes = [f"Run directory: {run_dir.resolve()}", f"{metrics.get('parameters', model.num_parameters()):,} parameters; "
+             f"{cfg.train.epochs} epochs; latent dimension {cfg.model.latent_dim}. Losses are in nats per image "
+             "(summed over pixels, averaged over images)."]
+    data_notes = list(dict.fromkeys((train.notes if train is not None else []) + test.notes))
+    notes += [f"Data: {n}" for n in data_notes] + fig_notes + F.notes
+    return write_report(run_dir, title, dump_yaml(cfg.to_dict()), metrics, figs, notes)
+
+
+def _attention_figures(run_dir: Path, model: Autoencoder, cfg: RunConfig, test: ImageSet) -> list[tuple[str, Path]]:
+    """The report's attention section: the online grids of some epochs, and (a model with its own
+    attention) the attention of test images, half normal and half anomalous for a one-class run."""
+    from ..report.attention import attention_epoch_figures
+
+    figs = attention_epoch_figures(run_dir)
+    if not callable(getattr(model, "attention_maps", None)) or len(test) == 0:
+        return figs
+    from ..explain.figures import explanation_figure, pick_examples
+
+    y = None
+    d = cfg.data
+    if test.labels is not None and (d.classes is not None or d.drop_classes is not None):
+        keep = torch.ones(len(test), dtype=torch.bool)
+        if d.classes is not None:
+            keep &= torch.isin(test.labels, torch.as_tensor(d.classes))
+        if d.drop_classes is not None:
+            keep &= ~torch.isin(test.labels, torch.as_tensor(d.drop_classes))
+        y = (~keep).long().numpy()
+    idx, titles = pick_examples(test, y, 8)
+    kind = "normal (left) and anomalous (right) " if titles and "anomaly" in titles else ""
+    path = explanation_figure(model, test.subset(idx).float(), run_dir / "figures" / "attention_test.png", "grad2",
+                              col_titles=titles, generator=torch.Generator().manual_seed(cfg.seed))
+    return figs + [(f"Second-order attention of {kind}test images, their reconstruction and the reconstruction "
+                    "with the attention fused into the decoder", path)]

@@ -1,0 +1,174 @@
+"""The run directory: its lock, its files (config.yaml, model.safetensors, metrics, the resumable
+checkpoint) and ``load_run``, the one loader of a trained model (``vaelab.load`` is it)."""
+from __future__ import annotations
+
+import csv
+import fcntl
+import io
+import logging
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from ..errors import CheckpointError, ConfigError, TrainingError
+from ..fileio import atomic_write_text
+from ..models import Autoencoder, build
+from ..models.persist import describe_mismatch, save_weights
+from .config import RunConfig
+
+log = logging.getLogger("vaelab")
+
+
+CHECKPOINT = "checkpoints/last.ckpt"
+
+
+@contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """One process per run directory: a second one is refused instead of interleaving."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fh = open(run_dir / ".lock", "w")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        raise TrainingError(f"{run_dir} is in use by another vaelab process; wait for it or choose another --out") from None
+    try:
+        yield
+    finally:
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        fh.close()
+
+
+# Lightning's CSV logger deletes logs/metrics.csv when it starts, so a resumed run keeps the earlier
+# rows aside (metrics.part<i>.csv) and merges them back when it finishes.
+def _stash_metrics(run_dir: Path) -> None:
+    cur = run_dir / "logs" / "metrics.csv"
+    if cur.is_file():
+        i = 0
+        while cur.with_name(f"metrics.part{i}.csv").exists():
+            i += 1
+        os.replace(cur, cur.with_name(f"metrics.part{i}.csv"))
+
+
+def read_metrics_rows(path: Path) -> list[dict[str, str]]:
+    """The complete rows of a Lightning metrics.csv. It is an append-only log, so a killed writer
+    can leave a torn last line: rows with missing fields, no integer step, or values that are not
+    numbers are dropped."""
+    try:
+        with open(path, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+    except (OSError, csv.Error, UnicodeDecodeError):
+        return []
+    good = []
+    for r in rows:
+        if None in r or None in r.values() or not str(r.get("step", "")).isdigit():
+            continue
+        try:
+            [float(v) for v in r.values() if v != ""]
+        except ValueError:
+            continue
+        good.append(r)
+    return good
+
+
+def merge_metrics(run_dir: Path) -> None:
+    """One logs/metrics.csv from the segments of a run resumed any number of times: from each
+    segment the rows before the step the next one resumed at (later steps were done again)."""
+    logs = run_dir / "logs"
+    parts = sorted(logs.glob("metrics.part*.csv"), key=lambda p: int(p.stem[len("metrics.part"):] or 0))
+    if not parts:
+        return
+    segments = [read_metrics_rows(p) for p in parts] + [read_metrics_rows(logs / "metrics.csv")]
+    rows: list[dict[str, str]] = []
+    for i, seg in enumerate(segments):
+        later = [int(r["step"]) for s in segments[i + 1 :] for r in s]
+        cut = min(later) if later else None
+        rows += [r for r in seg if cut is None or int(r["step"]) < cut]
+    fields = sorted({k for r in rows for k in r})
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(logs / "metrics.csv", buf.getvalue())
+    for p in parts:
+        p.unlink()
+
+
+def epochs_done(run_dir: str | Path) -> int | None:
+    """How many whole epochs the run's resumable checkpoint has trained, or None without one."""
+    ckpt = Path(run_dir) / CHECKPOINT
+    if not ckpt.is_file():
+        return None
+    try:
+        state = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)
+        return int(state["loops"]["fit_loop"]["epoch_progress"]["total"]["processed"])
+    except Exception as e:  # noqa: BLE001 - any damage: say so with the fix
+        raise CheckpointError(f"{ckpt} is not a readable training checkpoint ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0][:200] if str(e) else ''}); it is truncated or damaged. "
+                              "Train a new run, or restore the file") from None
+
+
+def check_new_run_dir(run_dir: Path) -> bool:
+    """May a new run be trained into ``run_dir``? Yes if it does not exist or is empty, or if it
+    holds a run stopped before its first checkpoint (nothing trained to lose: returns True, the
+    caller says it takes the directory over). A run with a checkpoint or weights, a file, or a
+    non-empty directory that is not a vaelab run (the user's own files) is refused."""
+    if not run_dir.exists():
+        return False
+    if not run_dir.is_dir():
+        raise ConfigError(f"--out {run_dir} is an existing file, not a directory; choose a directory for the run")
+    entries = [p.name for p in run_dir.iterdir() if p.name != ".lock"]
+    if not entries:
+        return False
+    if (run_dir / "config.yaml").is_file():
+        if (run_dir / CHECKPOINT).exists() or (run_dir / "model.safetensors").exists():
+            raise TrainingError(f"{run_dir} already holds a run; resume it with `vaelab train --resume {run_dir}`, "
+                                "or choose another --out")
+        return True
+    shown = ", ".join(sorted(entries)[:5]) + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
+    raise TrainingError(f"{run_dir} is not empty and is not a vaelab run (it holds {shown}); a run writes config.yaml, "
+                        "report.html, metrics.json and figures/ there and would overwrite your files. Choose a new or "
+                        "empty directory for --out")
+
+
+def load_run(run_dir: str | Path, encoder: torch.nn.Module | None = None,
+                   decoder: torch.nn.Module | None = None) -> Autoencoder:
+    """The trained model of a run directory (config.yaml + model.safetensors) in eval mode; refuses
+    weights of another model or shape. ``vaelab.load`` is this function; a run trained with
+    networks of your own needs the same (untrained) ``encoder`` and ``decoder`` again."""
+    from ..models.persist import load_weights
+
+    run_dir = Path(run_dir)
+    cfg = RunConfig.load(run_dir / "config.yaml")
+    weights = run_dir / "model.safetensors"
+    if not weights.is_file():
+        if (run_dir / CHECKPOINT).is_file():
+            raise CheckpointError(f"{run_dir} has no model.safetensors, but {run_dir / CHECKPOINT} holds the weights: "
+                                  f"`vaelab train --resume {run_dir}` writes model.safetensors again from it")
+        raise CheckpointError(f"{run_dir} has no model.safetensors yet (training never finished an epoch)")
+    try:
+        return load_weights(build(cfg.model, encoder=encoder, decoder=decoder), weights).eval()
+    except CheckpointError as e:
+        if (run_dir / CHECKPOINT).is_file() and ("corrupt" in str(e) or "not a readable" in str(e)):
+            raise CheckpointError(f"{e}. {run_dir / CHECKPOINT} still holds the weights: "
+                                  f"`vaelab train --resume {run_dir}` writes model.safetensors again from it") from None
+        raise
+
+
+def restore_weights(run_dir: str | Path, cfg: RunConfig, encoder: torch.nn.Module | None = None,
+                    decoder: torch.nn.Module | None = None) -> Autoencoder:
+    """The model of the run's resumable checkpoint, written again as model.safetensors (for a
+    finished run whose weights file was lost or damaged)."""
+    run_dir = Path(run_dir)
+    model = build(cfg.model, encoder=encoder, decoder=decoder)
+    state = torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=True)
+    sd = {k[len("model."):]: v for k, v in state["state_dict"].items() if k.startswith("model.")}
+    problem = describe_mismatch(model.state_dict(), sd)
+    if problem:
+        raise CheckpointError(f"{run_dir / CHECKPOINT} does not fit the run's config ({problem})")
+    model.load_state_dict(sd)
+    save_weights(model, run_dir / "model.safetensors")
+    return model.eval()
