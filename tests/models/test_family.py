@@ -10,7 +10,7 @@ from torch.autograd.functional import jacobian
 from vaelab.errors import ConfigError, ModelError
 from vaelab.models import MODELS, build, make_config
 from vaelab.models.ae import bernoulli_kl
-from vaelab.objectives import diag_gaussian
+from vaelab.objectives import diag_gaussian, standard_normal
 from vaelab.objectives.tc import log_weights, pairwise_log_q, tc_decomposition
 
 SHAPE = (1, 8, 8)
@@ -150,7 +150,7 @@ def test_tc_terms_sum_to_the_single_sample_kl():
     q = diag_gaussian(mu, logvar)
     z = q.sample()
     for est in ("mss", "mws"):
-        t = tc_decomposition(z, mu, logvar, dataset_size=1000, estimator=est)
+        t = tc_decomposition(z, mu, logvar, dataset_size=1000, estimator=est, log_pz=standard_normal(z.shape[1]).log_prob(z))
         mc_kl = q.log_prob(z) - torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(1).double()
         torch.testing.assert_close(t["mi"] + t["tc"] + t["dwkl"], mc_kl)
 
@@ -204,7 +204,7 @@ def test_weighted_estimator_matches_its_definition_by_loops():
     m, n, d = 4, 100, 3
     mus, logvars = torch.randn(m, d, generator=g, dtype=torch.float64), torch.randn(m, d, generator=g, dtype=torch.float64) * 0.3
     z = mus + torch.randn(m, d, generator=g, dtype=torch.float64) * torch.exp(0.5 * logvars)
-    t = tc_decomposition(z, mus, logvars, n, "mws")
+    t = tc_decomposition(z, mus, logvars, n, "mws", log_pz=standard_normal(z.shape[1], dtype=z.dtype).log_prob(z))
     for i in range(m):
         joint, marg = _brute_force_q(z[i], mus, logvars)  # mean over the M batch images
         # MWS: log q(z_i) = log (1/(N M)) sum_j q(z_i|x_j) = log(mean_j q(z_i|x_j)) - log N

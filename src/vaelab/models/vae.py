@@ -117,7 +117,7 @@ class BetaTCVAE(VAE):
         rec = -self.decode(z).log_prob(x)
         if x.shape[0] < 2:
             raise ModelError("beta-tcvae estimates q(z) from the minibatch: use batches of at least 2 images")
-        t = tc_decomposition(z, mu, logvar, c.dataset_size, c.estimator)
+        t = tc_decomposition(z, mu, logvar, c.dataset_size, c.estimator, log_pz=self.prior().log_prob(z))
         kl = self.kl(q, z)
         reg = c.alpha * t["mi"] + c.beta * t["tc"] + c.gamma * t["dwkl"]
         loss = (rec + kl_weight * reg).mean()

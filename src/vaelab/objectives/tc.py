@@ -39,14 +39,16 @@ def log_weights(batch_size: int, dataset_size: int, estimator: str, device=None,
 
 
 def tc_decomposition(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, dataset_size: int,
-                     estimator: str = "mss") -> dict[str, torch.Tensor]:
-    """Per-image mi, tc, dwkl (and log_qz etc.) for samples ``z`` ~ q(z | x) of one minibatch."""
+                     estimator: str = "mss", *, log_pz: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-image mi, tc, dwkl (and log_qz etc.) for samples ``z`` ~ q(z | x) of one minibatch;
+    ``log_pz`` is log p(z) of each sample under the model's prior (``prior().log_prob(z)``): the
+    three terms then sum to log q(z|x) - log p(z) whatever the prior, and are the decomposition
+    of Chen et al. when the prior factorises."""
     mat = pairwise_log_q(z, mu, logvar)  # [i, j, d]
     log_qz_x = mat.diagonal(dim1=0, dim2=1).sum(0)  # log q(z_i | x_i): diagonal is [d, i]
     lw = log_weights(z.shape[0], dataset_size, estimator, z.device, z.dtype)
     log_qz = torch.logsumexp(lw + mat.sum(2), dim=1)
     log_qz_marginals = torch.logsumexp(lw.unsqueeze(2) + mat, dim=1).sum(1)
-    log_pz = Normal(0.0, 1.0).log_prob(z).sum(1)
     return {
         "mi": log_qz_x - log_qz,
         "tc": log_qz - log_qz_marginals,
