@@ -208,6 +208,18 @@ def cmd_data_build_ood_study(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .api import compare_runs
+
+    out = args.out if args.out or args.json else "compare.html"
+    path, table = compare_runs(args.runs, out)
+    if args.json:
+        print(json.dumps(table, indent=1))
+    if path is not None:
+        print(f"comparison: {path.resolve()}")
+    return 0
+
+
 def cmd_datasets(args: argparse.Namespace) -> int:
     from .data import SOURCES
     from .data.download import data_roots
@@ -408,6 +420,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("datasets", help="every data source, where it was found or how to get it")
     d.set_defaults(func=cmd_datasets)
+    c = sub.add_parser("compare", help="compare runs side by side in one HTML page",
+                       description="One self-contained page: configs (differences highlighted), a metrics table, the "
+                                   "training curves of every loss term overlaid, samples and reconstructions side by side.")
+    c.add_argument("runs", nargs="+", metavar="RUN_DIR", help="two or more run directories")
+    c.add_argument("--out", help="the page to write (default compare.html; with --json only the table, unless --out is given)")
+    c.add_argument("--json", action="store_true", help="print the metrics table and the config differences as JSON")
+    c.set_defaults(func=cmd_compare)
+
     m = sub.add_parser("models", help="every model by name")
     m.add_argument("-v", "--verbose", action="store_true", help="also list each model's options")
     m.set_defaults(func=cmd_models)

@@ -109,3 +109,18 @@ def interleave_rows(a: torch.Tensor, b: torch.Tensor, per_row: int) -> torch.Ten
     for i in range(0, len(a), per_row):
         out += [a[i : i + per_row], b[i : i + per_row]]
     return torch.cat(out)
+
+
+def smooth(values, span: int | None = None) -> np.ndarray:
+    """The exponential moving average of a series (bias-corrected, so it starts at the first value);
+    ``span`` defaults to 2% of its length (at least 1: no smoothing)."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 0:
+        return v
+    span = span or max(1, len(v) // 50)
+    a = 2.0 / (span + 1.0)
+    out, m, w = np.empty_like(v), 0.0, 0.0
+    for i, x in enumerate(v):
+        m, w = (1 - a) * m + a * x, (1 - a) * w + a
+        out[i] = m / w
+    return out

@@ -71,8 +71,31 @@ def train_run(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = 
     metrics.update({"train_seconds": train_seconds, "parameters": model.num_parameters(),
                     "n_train": len(train), "n_val": len(val), "n_test": len(test)})
     atomic_write_json(run_dir / "metrics.json", metrics)
+    record_command(run_dir)
     make_report(run_dir, model, cfg, metrics, test, train)
     return run_dir, metrics
+
+
+def invocation() -> str:
+    """The command line of this process as a user would retype it: ``vaelab ...`` for the CLI
+    (also when started as ``python -m vaelab``), else the Python program and its arguments."""
+    import shlex
+    import sys
+
+    prog = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path("python")
+    if prog.name == "vaelab" or (prog.name == "__main__.py" and prog.parent.name == "vaelab"):
+        return shlex.join(["vaelab", *sys.argv[1:]])
+    return "python " + shlex.join(sys.argv) + "  (vaelab.api.train_run)"
+
+
+def record_command(run_dir: Path) -> None:
+    """Append this process's command line to RUN_DIR/command.txt (one line per training session:
+    the first run, then each resume), written atomically."""
+    from ..fileio import atomic_write_text
+
+    path = run_dir / "command.txt"
+    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+    atomic_write_text(path, "\n".join([*lines, invocation()]) + "\n")
 
 
 def _finished_run(run_dir: Path, cfg: RunConfig, done: int, data: tuple[ImageSet, ImageSet, ImageSet] | None,
@@ -214,7 +237,9 @@ def make_report(run_dir: Path, model: Autoencoder, cfg: RunConfig, metrics: dict
              "(summed over pixels, averaged over images)."]
     data_notes = list(dict.fromkeys((train.notes if train is not None else []) + test.notes))
     notes += [f"Data: {n}" for n in data_notes] + fig_notes + F.notes
-    return write_report(run_dir, title, dump_yaml(cfg.to_dict()), metrics, figs, notes)
+    cmd = run_dir / "command.txt"
+    command = " ; then ".join(cmd.read_text(encoding="utf-8").splitlines()) if cmd.is_file() else None
+    return write_report(run_dir, title, dump_yaml(cfg.to_dict()), metrics, figs, notes, command=command)
 
 
 def _attention_figures(run_dir: Path, model: Autoencoder, cfg: RunConfig, test: ImageSet) -> list[tuple[str, Path]]:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 
 from ..fileio import atomic_write_figure
+from ..plotting import smooth
 
 
 
@@ -26,7 +27,8 @@ def read_metrics_csv(path: Path) -> list[dict[str, str]]:
 
 
 def loss_curves(csv_path: Path, out: Path) -> Path | None:
-    """One panel per loss term: the training value every step, the validation value per epoch."""
+    """One panel per loss term: the training value every step (faint) under its exponential moving
+    average, and the validation value per epoch."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -45,9 +47,14 @@ def loss_curves(csv_path: Path, out: Path) -> Path | None:
     for ax, term in zip(axes.flat, terms):
         for split, style in (("train", "-"), ("val", "o-")):
             pts = [(float(r["step"]), float(r[f"{split}/{term}"])) for r in rows if r.get(f"{split}/{term}") not in (None, "")]
-            if pts:
-                s, v = zip(*pts)
-                ax.plot(s, v, style, lw=0.8 if split == "train" else 1.5, ms=3, label=split, alpha=0.8 if split == "train" else 1)
+            if not pts:
+                continue
+            s, v = zip(*pts)
+            if split == "train":  # every step's value faint, its moving average on top
+                line = ax.plot(s, v, "-", lw=0.6, alpha=0.25)[0]
+                ax.plot(s, smooth(v), "-", lw=1.4, color=line.get_color(), label="train (smoothed)")
+            else:
+                ax.plot(s, v, style, lw=1.5, ms=3, label=split)
         ax.set_title(term)
         ax.set_xlabel("step")
         ax.legend(fontsize=8)
