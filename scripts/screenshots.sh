@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Screenshots for the docs: a run report and `vaelab compare` of a VAE, a beta-VAE and a BVAE trained
+# on Fashion-MNIST, taken with headless Chromium (Debian's package, installed here if missing; the test
+# suite does not need it). Runs go to RUNS (default /tmp/vaelab-screenshots, outside the repository) and
+# finished runs are reused. Writes docs/images/report.png and docs/images/compare.png.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/env.sh
+RUNS=${RUNS:-/tmp/vaelab-screenshots}
+EPOCHS=${EPOCHS:-2}
+if ! command -v chromium >/dev/null; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get install -y -qq chromium >/dev/null 2>&1 || { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium >/dev/null; }
+fi
+mkdir -p "$RUNS"
+for m in vae beta-vae bvae; do
+  [ -f "$RUNS/$m/metrics.json" ] || vaelab train "$m" --data fashion-mnist --epochs "$EPOCHS" --set train.progress_bar=false --out "$RUNS/$m"
+done
+vaelab compare "$RUNS/vae" "$RUNS/beta-vae" "$RUNS/bvae" --out "$RUNS/compare.html"
+shot() {  # page, png, height
+  chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1200,"$3" --screenshot="$2" "file://$1" >/dev/null 2>&1
+}
+shot "$RUNS/compare.html" docs/images/compare.png 2600
+shot "$RUNS/vae/report.html" docs/images/report.png 2600
+echo "wrote docs/images/compare.png and docs/images/report.png"
