@@ -197,6 +197,9 @@ def test_the_same_model_through_the_cli(tmp_path):
     assert math.isfinite(m["nll"]) and m["nll"] > 0
     p = _cli("sample", str(run), "-n", "8", "--out", str(tmp_path / "s.png"), cwd=tmp_path)
     assert p.returncode == 0 and (tmp_path / "s.png").is_file(), p.stderr
+    p = _cli("train", "--resume", str(run), "--epochs", "2", cwd=tmp_path)  # resume finds it too
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout.splitlines()[0])["n_train"] > 0
     p = _cli("models", "--import", str(HERE), cwd=tmp_path)
     assert "mog-vae" in p.stdout and "learned mixture" in p.stdout
     p = _cli("train", "nope-vae", "--import", "no_such_module_xyz", "--data", "digits", cwd=tmp_path)
@@ -272,3 +275,23 @@ def test_your_own_networks_train_resume_and_load(tmp_path):
         from vaelab.models import build, make_config
 
         build(make_config("bvae", {"arch": "mlp"}), (1, 8, 8), encoder=MyEncoder(), decoder=MyDecoder())
+
+
+def test_an_installed_package_registers_models_through_its_entry_point(tmp_path, monkeypatch):
+    """A distribution on sys.path that names a module in the `vaelab.models` entry-point group: its
+    model is found by name, with no --import and no edit of vaelab."""
+    from vaelab.models import MODELS, get_spec, registry
+
+    (tmp_path / "ep_models.py").write_text(
+        "import vaelab\nfrom vaelab.models import VAE\n\n\n@vaelab.register_model('ep-vae')\nclass EpVAE(VAE):\n"
+        "    \"\"\"A VAE that an installed package provides.\"\"\"\n")
+    dist = tmp_path / "ep_models-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: ep-models\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[vaelab.models]\nep = ep_models\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(registry, "_entry_points_loaded", False)
+    monkeypatch.delitem(MODELS, "ep-vae", raising=False)
+    spec = get_spec("ep-vae")
+    assert spec.cls.__name__ == "EpVAE" and spec.module == "ep_models"
+    MODELS.pop("ep-vae")
