@@ -164,8 +164,10 @@ def cmd_detect(args: argparse.Namespace) -> int:
         except ValueError:
             raise ConfigError(f"--norm-range takes two quantiles LOW,HIGH, e.g. 0.5,0.99; got {args.norm_range!r}") from None
     anomaly = [int(c) for c in args.anomaly_classes.split(",")] if args.anomaly_classes else None
+    if args.threshold_rule:
+        opts["threshold_rule"] = args.threshold_rule
     out, metrics = detect_run(args.run_dir, args.data, args.split, args.score, args.threshold, args.contamination,
-                              args.out, anomaly, **opts)
+                              args.out, anomaly, val_data=args.val_data, val_split=args.val_split, **opts)
     shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}
     print(json.dumps(shown))
     print(f"report: {(out / 'report.html').resolve()}")
@@ -384,6 +386,12 @@ def build_parser() -> argparse.ArgumentParser:
     dt.add_argument("--n-samples", type=int, help="posterior samples for --score nelbo (default 1)")
     dt.add_argument("--patch-size", type=int, help=f"window in pixels of the patch_mse score (default {_DEFAULT_PATCH_SIZE})")
     dt.add_argument("--anomaly-classes", help="comma-separated labels that mark anomalies in a labelled set")
+    dt.add_argument("--threshold-rule", choices=["contamination", "f1", "mad", "iqr", "gmm"],
+                    help="how the threshold is chosen without --threshold: contamination (default), f1 on a labelled "
+                         "--val-data set, or mad / iqr / gmm on the training scores")
+    dt.add_argument("--val-data", help="the labelled validation set of --threshold-rule f1 (same forms as --data; its "
+                                       "anomalies marked as --data's are, or by --anomaly-classes)")
+    dt.add_argument("--val-split", help="the split of --val-data (as --split)")
     dt.add_argument("--out", help="report directory (default RUN_DIR/detect-DATA-TIME)")
     dt.set_defaults(func=cmd_detect)
 

@@ -21,13 +21,14 @@ log = logging.getLogger("vaelab")
 # -- anomaly / out-of-distribution detection ------------------------------------------------------
 def detect_run(run_dir: str | Path, data: str, split: str | None = None, score: str | None = None,
                threshold: float | None = None, contamination: float | None = None, out: str | Path | None = None,
-               anomaly_classes: list[int] | None = None, max_flagged: int = 64,
-               **detector_options: Any) -> tuple[Path, dict[str, Any]]:
+               anomaly_classes: list[int] | None = None, max_flagged: int = 64, val_data: str | None = None,
+               val_split: str | None = None, **detector_options: Any) -> tuple[Path, dict[str, Any]]:
     """Score ``data`` (a dataset name, an .npz, an OOD-study file or a folder) with the model of
     ``run_dir``, calibrated on the run's training split (normalisation and, with
     ``contamination``, the threshold); write ``out`` (default RUN_DIR/detect-<data>-<time>) with
     metrics.json, scores.csv, figures/ (histogram; ROC, PR, confusion matrix when anomaly labels
-    are known), figures/flagged.png and a self-contained report.html."""
+    are known), figures/flagged.png and a self-contained report.html. ``threshold_rule='f1'``
+    (in ``detector_options``) picks the threshold on the labelled ``val_data`` / ``val_split``."""
     import numpy as np
 
     from ..detect import DEFAULT_SCORE, AutoencoderDetector, detection_figures, evaluate_detection, load_detection_set
@@ -44,9 +45,18 @@ def detect_run(run_dir: str | Path, data: str, split: str | None = None, score: 
     target, y, desc = load_detection_set(data, cfg.data, split, anomaly_classes)
     train = load_data(cfg.data, cfg.seed)[0]
     score = score or DEFAULT_SCORE
+    val = {}
+    if val_data is not None:
+        v, vy, vdesc = load_detection_set(val_data, cfg.data, val_split, anomaly_classes)
+        if vy is None:
+            from ..errors import ConfigError
+
+            raise ConfigError(f"--val-data {vdesc} has no anomaly labels; give an OOD-study file, the run's own data with "
+                              "a class filter, or --anomaly-classes")
+        val = {"val": v, "val_labels": vy}
     det = AutoencoderDetector(model, score, contamination=contamination if contamination is not None else 0.1,
                               threshold=threshold, seed=cfg.seed, batch_size=cfg.train.eval_batch_size,
-                              **detector_options).fit(train)
+                              **detector_options).fit(train, **val)
     log.info("scoring %d images of %s", len(target), desc)
     s = det.decision_function(target, clip=False)  # unclipped: images beyond the training range keep their order
     flagged = (s > det.threshold_).astype(np.int64)  # = det.predict(target), without scoring twice
@@ -55,7 +65,9 @@ def detect_run(run_dir: str | Path, data: str, split: str | None = None, score: 
     metrics: dict[str, Any] = {
         "data": desc, "score": score, "normalized": True, "norm_range": [float(q) for q in det.norm_range],
         "threshold": det.threshold_,
-        "threshold_from": "threshold" if threshold is not None else f"contamination {det.contamination}",
+        "threshold_from": "threshold" if threshold is not None else (
+            f"contamination {det.contamination}" if det.threshold_rule == "contamination" else det.threshold_rule),
+        "threshold_info": {k: v for k, v in det.threshold_info_.items() if k != "reason"},
         "n": len(target), "n_flagged": int(flagged.sum()), "flagged_fraction": float(flagged.mean()),
         "n_calibration": det.n_train_, "calibration_flagged_fraction": float(det.labels_.mean()),
     }

@@ -16,6 +16,7 @@ from ..data import SOURCES, ImageSet
 from ..errors import ConfigError, DataError, ModelError
 from ..models import Autoencoder
 from ..train import load_run
+from .thresholds import THRESHOLD_RULES, choose_threshold, predict_confidence, predict_proba
 from .scores import DEFAULT_COMBO, DEFAULT_PATCH_SIZE, SCORE_NAMES, VECTOR_COMBO, Score, make_score, score_images
 
 # reconstruction error and latent density, each z-scored against the training set: see the README
@@ -74,7 +75,13 @@ class AutoencoderDetector(BaseEstimator):
         'feature_knn', 'feature_gmm', 'combo' (default: 'combo' of DEFAULT_COMBO = 'ssim', 'latent_gmm',
         'feature_knn' and 'patch_mse', each z-scored by its training scores; needs no prior, so any model works).
     contamination : fraction of the training data flagged: the threshold is the (1 - contamination)
-        quantile of ``decision_scores_``. Ignored when ``threshold`` is given.
+        quantile of ``decision_scores_``. Ignored when ``threshold`` is given; the fallback of the
+        other rules.
+    threshold_rule : how ``threshold_`` is chosen when no fixed ``threshold`` is given (see
+        vaelab.detect.thresholds): 'contamination' (default), 'f1' (the F1-best point on a labelled
+        validation set passed to ``fit(X, val=..., val_labels=...)``; with no anomaly in it, a warning
+        and the contamination rule), or a rule on the training scores: 'mad' (median + 3 x 1.4826 MAD),
+        'iqr' (Q3 + 1.5 IQR), 'gmm' (where a two-component mixture's upper component takes over).
     threshold : an explicit threshold on ``decision_function`` (in [0, 1) when ``normalize``).
     normalize : min-max scale the scores with the training scores' range and clip to [0, 1].
     norm_range : the quantiles of the training scores that ``normalize`` maps to 0 and 1 (default
@@ -95,7 +102,7 @@ class AutoencoderDetector(BaseEstimator):
 
     def __init__(self, model: Autoencoder | str | Path | None = None, score: str = DEFAULT_SCORE,
                  contamination: float | None = 0.1, threshold: float | None = None, normalize: bool = True, *,
-                 norm_range: Sequence[float] = (0.0, 1.0),
+                 norm_range: Sequence[float] = (0.0, 1.0), threshold_rule: str = "contamination",
                  combo: Sequence[str] = DEFAULT_COMBO, combo_method: str = "zscore", n_samples: int = 1,
                  nll_k: int = 100, gmm_components: int = 5, knn_k: int = 5, feature_dims: int = 64,
                  patch_size: int = DEFAULT_PATCH_SIZE, model_name: str = "vae", epochs: int = 10,
@@ -107,6 +114,7 @@ class AutoencoderDetector(BaseEstimator):
         self.threshold = threshold
         self.normalize = normalize
         self.norm_range = norm_range
+        self.threshold_rule = threshold_rule
         self.combo = combo
         self.combo_method = combo_method
         self.n_samples = n_samples
@@ -127,6 +135,8 @@ class AutoencoderDetector(BaseEstimator):
         if self.score not in SCORE_NAMES:
             raise ConfigError(f"unknown anomaly score {self.score!r}; choose one of: {', '.join(SCORE_NAMES)}")
         if self.threshold is None:
+            if self.threshold_rule not in THRESHOLD_RULES:
+                raise ConfigError(f"unknown threshold_rule {self.threshold_rule!r}; choose one of: {', '.join(THRESHOLD_RULES)}")
             if self.contamination is None:
                 raise ConfigError("give the detector a contamination (fraction of training data flagged, e.g. 0.1) "
                                   "or an explicit threshold")
@@ -177,10 +187,16 @@ class AutoencoderDetector(BaseEstimator):
                 model, _ = fit(cfg, Path(tmp) / "run", data=splits)
         return model.eval()
 
-    def fit(self, X: Any, y: Any = None) -> "AutoencoderDetector":
+    def fit(self, X: Any, y: Any = None, *, val: Any = None, val_labels: Any = None) -> "AutoencoderDetector":
         """Train a model on X (when none was given), fit the score's state on X, score X
-        (``decision_scores_``) and set ``threshold_``. ``y`` is ignored (unsupervised)."""
+        (``decision_scores_``) and set ``threshold_`` (``threshold_info_`` says how). ``y`` is ignored
+        (unsupervised); ``val`` / ``val_labels`` (1 = anomaly) are the labelled validation set of
+        ``threshold_rule='f1'``."""
         self._check_params()
+        if self.threshold is None and self.threshold_rule == "f1" and (val is None or val_labels is None):
+            raise ConfigError("threshold_rule='f1' picks the threshold on a labelled validation set: pass "
+                              "fit(X, val=images, val_labels=labels) (1 = anomaly), or choose an unsupervised rule "
+                              f"({', '.join(r for r in THRESHOLD_RULES if r != 'f1')})")
         images = as_images(X)
         if self.model is None:
             model = self._train(X, images)
@@ -199,9 +215,14 @@ class AutoencoderDetector(BaseEstimator):
         self.raw_min_, self.raw_max_ = (float(v) for v in np.quantile(raw, [lo, hi]))
         self.decision_scores_ = self._scale(raw, clip=True)
         if self.threshold is not None:
-            self.threshold_ = float(self.threshold)
+            self.threshold_, self.threshold_info_ = float(self.threshold), {"rule": "fixed", "fallback": None}
         else:
-            self.threshold_ = float(np.quantile(self.decision_scores_, 1.0 - self.contamination))
+            vs = None
+            if self.threshold_rule == "f1":
+                vs = self._scale(score_images(model, self.score_, as_images(val, "val"), self.batch_size, self.seed).numpy(), clip=False)
+            thr, self.threshold_info_ = choose_threshold(self.threshold_rule, self.decision_scores_, vs, val_labels,
+                                                         self.contamination, seed=self.seed)
+            self.threshold_ = float(thr)
         self.labels_ = (self.decision_scores_ > self.threshold_).astype(np.int64)
         self.n_train_ = len(images)
         return self
@@ -237,6 +258,20 @@ class AutoencoderDetector(BaseEstimator):
         """1 for an anomaly (score above ``threshold_``), 0 for a normal image. Compared before
         clipping, so an image beyond the training range is flagged whatever the threshold."""
         return (self.decision_function(X, clip=False) > self.threshold_).astype(np.int64)
+
+    def predict_proba(self, X: Any, method: str = "linear") -> np.ndarray:
+        """[N, 2] probabilities (normal, anomaly) with PyOD's meaning: 'linear' scales the scores by the
+        training scores' range, 'unify' maps them through the Gaussian error function fitted to the
+        training scores (Kriegel et al. 2011)."""
+        self._check_fitted()
+        return predict_proba(self.decision_scores_, self.decision_function(X, clip=False), method)
+
+    def predict_confidence(self, X: Any) -> np.ndarray:
+        """How sure each ``predict`` is, in [0, 1] (PyOD's ExCeeD, Perini et al. 2020): the probability,
+        given the training set's size and ``contamination``, that the prediction would stay the same."""
+        self._check_fitted()
+        return predict_confidence(self.decision_scores_, self.decision_function(X, clip=False),
+                                  self.contamination if self.contamination is not None else 0.1, threshold=self.threshold_)
 
     def fit_predict(self, X: Any, y: Any = None) -> np.ndarray:
         return self.fit(X).labels_

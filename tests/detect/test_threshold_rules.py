@@ -1,0 +1,100 @@
+"""The threshold rules and PyOD's probability outputs wired into AutoencoderDetector and `vaelab
+detect`: each rule's threshold_ is the rule's own function applied to the detector's scores."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+from vaelab.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    from vaelab.api import train_run
+    from vaelab.config import parse_set
+    from vaelab.train import RunConfig
+
+    cfg = RunConfig.build("vae", parse_set(["data.name=digits", "data.classes=[0,1,2,3,4]", "model.arch=mlp", "model.mlp_hidden=[32]",
+                                            "model.latent_dim=4", "train.epochs=3", "train.batch_size=64", "train.progress_bar=false"]))
+    run, _ = train_run(cfg, tmp_path_factory.mktemp("thr") / "run")
+    return run
+
+
+def _sets(run):
+    from vaelab.data import load_data, load_split
+    from vaelab.train import RunConfig
+
+    cfg = RunConfig.load(run / "config.yaml")
+    train = load_data(cfg.data, cfg.seed)[0]
+    test = load_split(cfg.data, "test", apply_class_filter=False)
+    y = (test.labels >= 5).long().numpy()
+    return train, test, y
+
+
+@pytest.mark.parametrize("rule", ["mad", "iqr", "gmm", "contamination"])
+def test_unsupervised_rules_apply_their_function_to_the_training_scores(digits_run, rule):
+    from vaelab.detect import AutoencoderDetector
+    from vaelab.detect import thresholds as T
+
+    train, _, _ = _sets(digits_run)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", T.ThresholdFallbackWarning)  # gmm may fall back on unimodal scores
+        det = AutoencoderDetector(digits_run, threshold_rule=rule, contamination=0.05).fit(train)
+        ref = {"mad": lambda s: T.threshold_mad(s), "iqr": lambda s: T.threshold_iqr(s),
+               "gmm": lambda s: T.threshold_gmm(s, 0, contamination=0.05),
+               "contamination": lambda s: float(np.quantile(s, 0.95))}[rule](det.decision_scores_)
+    assert det.threshold_ == pytest.approx(ref, rel=1e-12, abs=1e-12)
+    assert det.threshold_info_["rule"] == rule
+    np.testing.assert_array_equal(det.labels_, (det.decision_scores_ > det.threshold_).astype(np.int64))
+
+
+def test_f1_rule_picks_the_f1_best_threshold_on_the_validation_set(digits_run):
+    from sklearn.metrics import f1_score
+
+    from vaelab.detect import AutoencoderDetector
+    from vaelab.detect.thresholds import threshold_f1
+
+    train, test, y = _sets(digits_run)
+    val, yv = test.subset(np.arange(0, len(test), 2)), y[::2]
+    det = AutoencoderDetector(digits_run, threshold_rule="f1").fit(train, val=val, val_labels=yv)
+    s = det.decision_function(val, clip=False)
+    assert det.threshold_ == pytest.approx(threshold_f1(s, yv)[0])
+    best = max(f1_score(yv, (s > t).astype(int)) for t in np.unique(s))  # brute force over every cut
+    assert f1_score(yv, det.predict(val)) == pytest.approx(best)
+    with pytest.raises(ConfigError, match="labelled validation set"):
+        AutoencoderDetector(digits_run, threshold_rule="f1").fit(train)
+    with pytest.raises(ConfigError, match="unknown threshold_rule"):
+        AutoencoderDetector(digits_run, threshold_rule="median").fit(train)
+
+
+def test_predict_proba_and_confidence_have_pyods_meaning(digits_run):
+    from vaelab.detect import AutoencoderDetector
+    from vaelab.detect.thresholds import predict_proba
+
+    train, test, _ = _sets(digits_run)
+    det = AutoencoderDetector(digits_run).fit(train)
+    for method in ("linear", "unify"):
+        p = det.predict_proba(test, method)
+        assert p.shape == (len(test), 2) and np.allclose(p.sum(1), 1) and (p >= 0).all()
+        np.testing.assert_allclose(p, predict_proba(det.decision_scores_, det.decision_function(test, clip=False), method))
+    c = det.predict_confidence(test)
+    assert c.shape == (len(test),) and ((c >= 0) & (c <= 1)).all()
+
+
+def test_cli_threshold_rule_f1_with_a_validation_set(digits_run, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    p = subprocess.run([sys.executable, "-m", "vaelab", "detect", str(digits_run), "--data", "digits", "--split", "test",
+                        "--threshold-rule", "f1", "--val-data", "digits", "--val-split", "train", "--out", str(tmp_path / "d")],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == 0, p.stderr
+    m = json.loads((tmp_path / "d" / "metrics.json").read_text())
+    assert m["threshold_from"] == "f1" and 0 < m["threshold_info"]["f1"] <= 1
+    p = subprocess.run([sys.executable, "-m", "vaelab", "detect", str(digits_run), "--data", "digits", "--threshold-rule", "f1",
+                        "--out", str(tmp_path / "e")], capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == 2 and "labelled validation set" in p.stderr and "Traceback" not in p.stderr
