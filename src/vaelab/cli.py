@@ -167,7 +167,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
     if args.threshold_rule:
         opts["threshold_rule"] = args.threshold_rule
     out, metrics = detect_run(args.run_dir, args.data, args.split, args.score, args.threshold, args.contamination,
-                              args.out, anomaly, val_data=args.val_data, val_split=args.val_split, **opts)
+                              args.out, anomaly, val_data=args.val_data, val_split=args.val_split,
+                              maps=[m.strip() for m in args.maps.split(",") if m.strip()] if args.maps else None, **opts)
     shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}
     print(json.dumps(shown))
     print(f"report: {(out / 'report.html').resolve()}")
@@ -219,6 +220,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print(json.dumps(table, indent=1))
     if path is not None:
         print(f"comparison: {path.resolve()}")
+    return 0
+
+
+def cmd_data_build_defects(args: argparse.Namespace) -> int:
+    from .data.defects import build_defect_set
+
+    sizes = build_defect_set(args.out, args.data, args.kind, args.fraction, args.seed, test_limit=args.test_limit)
+    print(json.dumps(sizes))
+    print(f"wrote {Path(args.out).resolve()}")
     return 0
 
 
@@ -392,6 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
     dt.add_argument("--val-data", help="the labelled validation set of --threshold-rule f1 (same forms as --data; its "
                                        "anomalies marked as --data's are, or by --anomaly-classes)")
     dt.add_argument("--val-split", help="the split of --val-data (as --split)")
+    dt.add_argument("--maps", help="comma-separated pixel anomaly maps to compute: mse, ssim, gradient (saved in maps.npz; "
+                                   "scored against defect masks when the set has them)")
     dt.add_argument("--out", help="report directory (default RUN_DIR/detect-DATA-TIME)")
     dt.set_defaults(func=cmd_detect)
 
@@ -425,6 +437,16 @@ def build_parser() -> argparse.ArgumentParser:
     bo.add_argument("--anomaly-fraction", type=float, default=0.05,
                     help="anomalies' share of a representative set (default 0.05)")
     bo.set_defaults(func=cmd_data_build_ood_study)
+
+    bd = dl_sub.add_parser("build-defects", help="a dataset's test images with synthetic defects and their exact masks")
+    bd.add_argument("--out", required=True, help="the .npz to write (x_train, x_test, y_test, masks_test)")
+    bd.add_argument("--data", default="fashion-mnist", help="the clean images (default fashion-mnist)")
+    bd.add_argument("--kind", default="noise", choices=["noise", "texture", "blank"],
+                    help="the pasted patch: uniform noise, a patch of another image, or a blanked region")
+    bd.add_argument("--fraction", type=float, default=0.5, help="share of the test images given a defect (default 0.5)")
+    bd.add_argument("--test-limit", type=int, help="at most this many test images (seeded subset)")
+    bd.add_argument("--seed", type=int, default=0)
+    bd.set_defaults(func=cmd_data_build_defects)
 
     d = sub.add_parser("datasets", help="every data source, where it was found or how to get it")
     d.set_defaults(func=cmd_datasets)

@@ -22,13 +22,25 @@ log = logging.getLogger("vaelab")
 def detect_run(run_dir: str | Path, data: str, split: str | None = None, score: str | None = None,
                threshold: float | None = None, contamination: float | None = None, out: str | Path | None = None,
                anomaly_classes: list[int] | None = None, max_flagged: int = 64, val_data: str | None = None,
-               val_split: str | None = None, **detector_options: Any) -> tuple[Path, dict[str, Any]]:
+               val_split: str | None = None, maps: list[str] | None = None,
+               **detector_options: Any) -> tuple[Path, dict[str, Any]]:
     """Score ``data`` (a dataset name, an .npz, an OOD-study file or a folder) with the model of
     ``run_dir``, calibrated on the run's training split (normalisation and, with
     ``contamination``, the threshold); write ``out`` (default RUN_DIR/detect-<data>-<time>) with
     metrics.json, scores.csv, figures/ (histogram; ROC, PR, confusion matrix when anomaly labels
     are known), figures/flagged.png and a self-contained report.html. ``threshold_rule='f1'``
-    (in ``detector_options``) picks the threshold on the labelled ``val_data`` / ``val_split``."""
+    (in ``detector_options``) picks the threshold on the labelled ``val_data`` / ``val_split``.
+    ``maps`` (kinds of vaelab.detect.maps: mse, ssim, gradient): per-pixel anomaly maps of every
+    image, saved in maps.npz and drawn over the flagged images; when the set has defect masks (a
+    `vaelab data build-defects` file, an MVTec AD category) also their pixel ROC-AUC and AUPRO."""
+    if maps:
+        from ..detect.maps import MAP_KINDS
+
+        bad = [k for k in maps if k not in MAP_KINDS]
+        if bad:
+            from ..errors import ConfigError
+
+            raise ConfigError(f"unknown anomaly map(s) {bad}; choose from: {', '.join(MAP_KINDS)}")
     import numpy as np
 
     from ..detect import DEFAULT_SCORE, AutoencoderDetector, detection_figures, evaluate_detection, load_detection_set
@@ -73,6 +85,7 @@ def detect_run(run_dir: str | Path, data: str, split: str | None = None, score: 
     }
     if y is not None:
         metrics.update({k: v for k, v in evaluate_detection(y, s, det.threshold_).items() if k != "threshold"})
+    pixel_maps = _pixel_maps(model, target, train, maps or [], metrics, out)
     atomic_write_json(out / "metrics.json", metrics)
     import csv
     import io
@@ -90,6 +103,17 @@ def detect_run(run_dir: str | Path, data: str, split: str | None = None, score: 
     if len(idx) and not target.is_vector:
         figs.append((f"The {len(idx)} highest-scoring flagged images of {int(flagged.sum())} (highest first)",
                      save_grid(target.subset(torch.as_tensor(idx.copy())).float(), out / "figures" / "flagged.png", nrow=8)))
+    if len(idx) and pixel_maps:
+        from ..plotting import draw_rows, normalize_maps
+
+        pick = torch.as_tensor(idx[:8].copy())
+        x = target.subset(pick).float()
+        rows = [("images", x, None)] + [(k, x, normalize_maps(torch.from_numpy(m[pick.numpy()]).float()[:, None]))
+                                        for k, m in pixel_maps.items()]
+        if target.masks is not None:
+            rows.append(("defect mask", x, target.masks[pick].float()[:, None]))
+        figs.append(("Anomaly maps of the highest-scoring flagged images (each map min-max scaled per image)",
+                     draw_rows(rows, out / "figures" / "maps.png")))
     settings = {"run_dir": str(run_dir.resolve()), "model": cfg.model.name, "data": desc, "score": score,
                 "threshold": threshold, "contamination": None if threshold is not None else det.contamination,
                 "calibration": f"{cfg.data.name} training split ({det.n_train_} images)", **detector_options}
@@ -104,3 +128,27 @@ def detect_run(run_dir: str | Path, data: str, split: str | None = None, score: 
                      "(data.classes) on its own dataset, or --anomaly-classes.")
     write_report(out, f"vaelab detect: {cfg.model.name} on {desc}", dump_yaml(settings), metrics, figs, notes)
     return out, metrics
+
+
+def _pixel_maps(model: Any, target: Any, train: Any, kinds: list[str], metrics: dict[str, Any], out: Path) -> dict[str, Any]:
+    """Each kind's maps of every image of ``target`` (written to OUT/maps.npz), and their pixel-level
+    scores against the set's defect masks into ``metrics['pixel']``."""
+    import numpy as np
+
+    from ..detect.maps import anomaly_maps, pixel_metrics
+    from ..fileio import atomic_path
+
+    if not kinds:
+        return {}
+    done = {}
+    for k in kinds:
+        log.info("computing %s anomaly maps of %d images", k, len(target))
+        done[k] = anomaly_maps(model, target, k, train=train.images if k == "gradient" else None)
+    if target.masks is not None:
+        masks = target.masks.numpy()
+        metrics["pixel"] = {k: pixel_metrics(m, masks) for k, m in done.items()}
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "maps.npz") as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **{k: m.astype(np.float32) for k, m in done.items()})
+    return done

@@ -146,3 +146,44 @@ def paste_defects(images: Any, kind: str = "noise", size: Sequence[float] = (0.1
 
 
 __all__ = ["DEFECT_KINDS", "SHAPES", "paste_defects"]
+
+
+def build_defect_set(out: Any, data: str = "fashion-mnist", kind: str = "noise", fraction: float = 0.5, seed: int = 0,
+                     size: Sequence[float] = (0.1, 0.3), test_limit: int | None = None) -> dict[str, int]:
+    """Write an .npz for pixel-level evaluation (``vaelab data build-defects``): ``x_train`` / ``y_train``,
+    the source's clean training images; ``x_test``, its test images with ``fraction`` of them given one
+    defect of ``kind`` (texture patches are cut from the other test images); ``y_test`` (1 = defect)
+    and ``masks_test`` (N, H, W), exactly the changed pixels. ``vaelab detect RUN --data OUT --maps
+    mse,ssim`` scores it against the masks. Returns the sizes written."""
+    from pathlib import Path
+
+    from ..errors import ConfigError
+    from ..fileio import atomic_path
+    from . import DataConfig, load_split
+
+    if not 0 < fraction <= 1:
+        raise ConfigError(f"the defective fraction must be in (0, 1], got {fraction}")
+    train = load_split(DataConfig(name=data), "train")
+    test = load_split(DataConfig(name=data, test_limit=test_limit), "test", apply_class_filter=False).limit(test_limit, seed)
+    rng = np.random.default_rng(seed)
+    n = len(test)
+    pick = np.sort(rng.choice(n, size=max(1, int(round(fraction * n))), replace=False))
+    x = test.images.numpy().copy()
+    sources = np.delete(x, pick, axis=0) if kind == "texture" and len(pick) < n else None  # clean images to cut from
+    defective, m = paste_defects(x[pick], kind, size, seed, source_images=sources)
+    x[pick] = defective
+    masks = np.zeros((n, *x.shape[2:]), bool)
+    masks[pick] = m
+    y = np.zeros(n, np.int64)
+    y[pick] = 1
+    out = Path(out)
+    if out.suffix != ".npz":
+        raise ConfigError(f"--out {out}: the defect set is an .npz file")
+    if out.exists():
+        raise ConfigError(f"--out {out} already exists; choose a new file name (nothing is overwritten)")
+    arrays = {"x_train": train.images.numpy(), "y_train": np.zeros(len(train), np.int64), "x_test": x, "y_test": y,
+              "masks_test": masks}
+    with atomic_path(out) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+    return {"n_train": len(train), "n_test": n, "n_defective": int(y.sum()), "defect_pixels": int(masks.sum())}

@@ -28,6 +28,7 @@ class ImageSet:
     factors: torch.Tensor | None = None  # (N, K) discrete ground-truth factors, when known
     files: list[str] | None = None  # each image's file, relative to its folder (a folder source)
     notes: list[str] = field(default_factory=list)  # what the loader did (files skipped, images converted)
+    masks: torch.Tensor | None = None  # (N, H, W) bool: each image's defect pixels, when known (pixel-level evaluation)
 
     def __post_init__(self) -> None:
         x = self.images
@@ -66,6 +67,11 @@ class ImageSet:
             self.labels = self.labels.long()
         if self.files is not None and len(self.files) != len(x):
             raise DataError(f"{self.name}: {len(x)} images but {len(self.files)} file names")
+        if self.masks is not None:
+            self.masks = torch.as_tensor(self.masks).bool()
+            if x.ndim != 4 or tuple(self.masks.shape) != (len(x), *x.shape[2:]):
+                raise DataError(f"{self.name}: masks must have shape (N, H, W) = ({len(x)}, {', '.join(map(str, x.shape[2:]))}), "
+                                f"got {tuple(self.masks.shape)}")
         if self.factors is not None and (self.factors.ndim != 2 or len(self.factors) != len(x)):
             raise DataError(f"{self.name}: factors must have shape (N, K) with N = {len(x)}, got {tuple(self.factors.shape)}")
 
@@ -110,6 +116,7 @@ class ImageSet:
             None if self.factors is None else self.factors[index],
             None if self.files is None else [self.files[i] for i in index.tolist()],
             list(self.notes),
+            None if self.masks is None else self.masks[index],
         )
 
     def select_classes(self, keep: Sequence[int] | None = None, drop: Sequence[int] | None = None) -> "ImageSet":
@@ -168,7 +175,7 @@ class ImageSet:
         else:  # ITU-R 601 luma, as PIL's convert("L")
             w = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
             x = (self.images.float() * w).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
-        return ImageSet(x, self.labels, self.name, self.class_names, self.factors, self.files, self.notes)
+        return ImageSet(x, self.labels, self.name, self.class_names, self.factors, self.files, self.notes, self.masks)
 
     def to_size(self, size: int | None, mode: str = "pad") -> "ImageSet":
         """Make images size x size: 'pad' centres them on black (28 -> 32), 'resize' resamples."""
@@ -189,4 +196,9 @@ class ImageSet:
             x = x.round().clamp(0, 255).to(torch.uint8)
         else:
             raise DataError(f"unknown resize mode {mode!r}; use 'pad' or 'resize'")
-        return ImageSet(x, self.labels, self.name, self.class_names, self.factors, self.files, self.notes)
+        masks = None
+        if self.masks is not None:  # the defect pixels follow the image: padded with False, or resampled nearest
+            m = self.masks[:, None].float()
+            m = F.pad(m, (left, size - w - left, top, size - h - top)) if mode == "pad" else F.interpolate(m, size=(size, size), mode="nearest")
+            masks = m[:, 0] > 0.5
+        return ImageSet(x, self.labels, self.name, self.class_names, self.factors, self.files, self.notes, masks)

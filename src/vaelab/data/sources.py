@@ -349,6 +349,9 @@ class NpzSource(Source):
         z = load_npz(p)
         if f"x_{split}" in z:
             x, y = z[f"x_{split}"], z.get(f"y_{split}")
+            if f"masks_{split}" in z:  # defect masks (vaelab data build-defects): pixel-level evaluation
+                s = self._make(x, y, p)
+                return ImageSet(s.images, s.labels, s.name, s.class_names, masks=torch.from_numpy(z[f"masks_{split}"].astype(bool)))
         elif "x" in z:
             full = self._make(z["x"], z.get("y"), p)
             if split == "all":
@@ -461,12 +464,64 @@ class CsvSource(Source):
         return train if split == "train" else ImageSet(test.images, test.labels, full.name)
 
 
+class MvtecSource(Source):
+    """A category of MVTec AD (or any folder in its layout): ``train/good/*.png`` (normal training
+    images), ``test/<defect>/*.png`` (``good`` is normal, every other folder a defect) and
+    ``ground_truth/<defect>/<name>_mask.png`` (the defect pixels). Labels: 0 normal, 1 defect; each
+    image's file names its defect type; the masks come with the images for pixel-level evaluation.
+    Set data.size (e.g. 128) with data.resize_mode=resize for the large MVTec images."""
+
+    def _complete(self, d: Path) -> bool:
+        return (d / "train" / "good").is_dir() and (d / "test").is_dir()
+
+    def locate(self) -> Path | None:
+        return None
+
+    def load(self, split: str, path: str | None = None) -> ImageSet:
+        if not path:
+            raise DataError("the mvtec source needs a path: --set data.path=/path/to/mvtec/<category>")
+        root = Path(path).expanduser()
+        if not self._complete(root):
+            raise DataError(f"{root} is not in the MVTec AD layout: it needs train/good/ and test/<defect>/ folders")
+        split = "test" if split == "all" else split
+        folders = [root / "train" / "good"] if split == "train" else sorted(d for d in (root / "test").iterdir() if d.is_dir())
+        images, labels, masks, files = [], [], [], []
+        for d in folders:
+            for f in sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")):
+                im = decode_image(f.read_bytes(), str(f))
+                images.append(im)
+                defect = d.name != "good"
+                labels.append(int(defect))
+                files.append(str(f.relative_to(root)))
+                if defect:
+                    mf = root / "ground_truth" / d.name / f"{f.stem}_mask.png"
+                    if not mf.is_file():
+                        raise DataError(f"{f}: its mask {mf} is missing; MVTec AD gives every defect image a mask")
+                    m = decode_image(mf.read_bytes(), str(mf), mode="L")[..., 0] > 127
+                    if m.shape != im.shape[:2]:
+                        raise DataError(f"{mf}: a {m.shape[1]}x{m.shape[0]} mask for a {im.shape[1]}x{im.shape[0]} image")
+                    masks.append(m)
+                else:
+                    masks.append(np.zeros(im.shape[:2], bool))
+        if not images:
+            raise DataError(f"{root}: no images in {', '.join(str(d) for d in folders)}")
+        if len({im.shape for im in images}) > 1:
+            raise DataError(f"{root}: the images have several sizes ({sorted({im.shape[:2] for im in images})[:3]}); "
+                            "MVTec AD categories have one")
+        x = images_to_tensor(np.stack(images), str(root))
+        return ImageSet(x, torch.tensor(labels), root.name, ["good", "defect"], files=files,
+                        masks=torch.from_numpy(np.stack(masks)))
+
+
+MVTEC = MvtecSource("mvtec", "a category of MVTec AD, or any folder in its layout (train/good, test/<defect>, ground_truth)",
+                    (), "download MVTec AD and set data.path to one category's folder", needs_path=True)
+
 CSV = CsvSource("csv", "a CSV file of numbers, one example per row (tabular data; data.label_column optional)", (),
                 "set data.path to the .csv file", needs_path=True)
 
 NPZ = NpzSource("npz", "arrays you saved with numpy.savez (x_train, y_train, x_test, y_test)", (), "set data.path to the .npz file", needs_path=True)
 
-SOURCES: dict[str, Source] = {s.name: s for s in (MNIST, FASHION_MNIST, CIFAR10, CELEBA64, DIGITS, FOLDER, NPZ, CSV)}
+SOURCES: dict[str, Source] = {s.name: s for s in (MNIST, FASHION_MNIST, CIFAR10, CELEBA64, DIGITS, FOLDER, NPZ, CSV, MVTEC)}
 
 
 def get_source(name: str) -> Source:

@@ -235,6 +235,8 @@ def load_detection_set(data: str, like: DataConfig, split: str | None = None,
             cfg = DataConfig(name="csv", path=str(path), label_column=like.label_column)
         else:
             cfg = DataConfig(name="npz", path=str(path))
+    elif path.is_dir() and (path / "train" / "good").is_dir() and (path / "ground_truth").is_dir():
+        cfg = DataConfig(name="mvtec", path=str(path))  # MVTec AD's layout: labels 0 good / 1 defect, and masks
     elif path.is_dir():
         cfg = DataConfig(name="folder", path=str(path))
     else:
@@ -260,6 +262,8 @@ def load_detection_set(data: str, like: DataConfig, split: str | None = None,
         y = torch.isin(s.labels, torch.as_tensor(list(anomaly_classes))).numpy().astype(np.int64)
     elif study is not None:
         y = study.anomalies(split or "rep1")
+    elif s.masks is not None and s.labels is not None:  # a defect set (build-defects, MVTec AD): 1 = defect
+        y = s.labels.numpy().astype(np.int64)
     elif s.labels is not None and cfg.name == like.name and (like.classes is not None or like.drop_classes is not None):
         keep = torch.ones(len(s), dtype=torch.bool)
         if like.classes is not None:
