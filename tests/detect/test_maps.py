@@ -25,7 +25,6 @@ def conv_run(tmp_path_factory):
 
 
 def test_map_kinds_against_direct_computations(conv_run):
-    from skimage.metrics import structural_similarity
 
     import vaelab
     from vaelab.data import DataConfig, load_split
