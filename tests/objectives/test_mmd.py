@@ -10,6 +10,8 @@ from torch.func import vmap
 
 from vaelab.objectives.mmd import IMQ_SCALES, KERNELS, mmd, squared_distances
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: a second thread only waits
+
 
 def kernel_by_hand(a: torch.Tensor, b: torch.Tensor, kernel: str, dim: int, sigma2: float = 1.0) -> float:
     sq = float(((a - b) ** 2).sum())
