@@ -20,11 +20,17 @@ from .registry import register_model
 class VAEConfig(ModelConfig):
     name: str = "vae"
     beta: float = 1.0
+    capacity_max: float | None = None  # nats; set: loss = rec + beta * |KL - C|, C rising 0 -> capacity_max (Burgess et al. 2018)
+    capacity_steps: int = 10_000  # optimisation steps over which the capacity C rises linearly from 0 to capacity_max
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.beta < 0:
             raise ConfigError(f"model.beta must be >= 0, got {self.beta}")
+        if self.capacity_max is not None and self.capacity_max < 0:
+            raise ConfigError(f"model.capacity_max (nats) must be >= 0, or null for no capacity annealing; got {self.capacity_max}")
+        if self.capacity_steps < 0:
+            raise ConfigError(f"model.capacity_steps must be >= 0, got {self.capacity_steps}")
 
 
 @register_model("beta-vae", "VAE with the KL weighted by beta (default 4)", beta=4.0)
@@ -33,7 +39,14 @@ class VAE(Autoencoder):
     """loss = rec + beta * kl_weight * KL(q(z|x) || p(z)), p(z) = ``prior()`` (the standard normal
     unless a subclass overrides it; the KL is analytic when both are Gaussian, Monte Carlo at the
     reconstruction's z otherwise). With beta = 1 this is the negative ELBO; the 'beta-vae' entry is
-    this class with beta = 4 by default."""
+    this class with beta = 4 by default.
+
+    Capacity annealing (Burgess et al. 2018, "Understanding disentangling in beta-VAE"): with
+    ``capacity_max`` set, loss = rec + gamma * |KL - C| with gamma = beta, KL the batch mean and
+    C = min(capacity_max, capacity_max * s / capacity_steps) at training step s. The step s is the
+    buffer ``capacity_step``, which counts this model's training steps (calls of ``loss`` in
+    training mode with gradients on) and lives in the state dict: the checkpoint and the weights
+    carry it, so a resumed run continues C where it stopped. The term ``capacity`` logs C."""
 
     config_class = VAEConfig
     can_sample = True
@@ -43,6 +56,19 @@ class VAE(Autoencoder):
     def __init__(self, config: VAEConfig, encoder: nn.Module | None = None, decoder: nn.Module | None = None):
         super().__init__(config, encoder, decoder)
         self.build_heads(config)
+        if getattr(config, "capacity_max", None) is not None:
+            if type(self).loss is not VAE.loss:
+                raise ConfigError(f"model.capacity_max anneals the rec + beta * KL loss of vae / beta-vae; {config.name} has "
+                                  "an objective of its own: leave model.capacity_max=null")
+            # a training-step counter in the state dict (persistent, int64): it survives checkpoints and resume
+            self.register_buffer("capacity_step", torch.zeros((), dtype=torch.long))
+
+    def capacity(self) -> torch.Tensor:
+        """C at the current training step, min(capacity_max, capacity_max * s / capacity_steps)."""
+        c = self.config
+        if c.capacity_steps == 0:
+            return torch.full((), float(c.capacity_max), device=self.capacity_step.device)
+        return c.capacity_max * torch.clamp(self.capacity_step.float() / c.capacity_steps, max=1.0)
 
     def posterior_width(self) -> int:
         return 2 * self.latent_dim
@@ -68,8 +94,14 @@ class VAE(Autoencoder):
         z = q.rsample()
         rec = -self.decode(z).log_prob(x)
         kl = self.kl(q, z)
-        loss = (rec + (self.config.beta * kl_weight) * kl).mean()
-        return LossOutput(loss, {"rec": rec, "kl": kl, "nelbo": rec + kl})
+        terms = {"rec": rec, "kl": kl, "nelbo": rec + kl}
+        if getattr(self.config, "capacity_max", None) is None:
+            return LossOutput((rec + (self.config.beta * kl_weight) * kl).mean(), terms)
+        cap = self.capacity()
+        if self.training and torch.is_grad_enabled():
+            self.capacity_step += 1  # after C is read: step s uses C(s), as kl_warmup uses the global step s
+        loss = rec.mean() + (self.config.beta * kl_weight) * (kl.mean() - cap).abs()
+        return LossOutput(loss, {**terms, "capacity": cap.expand_as(kl)})
 
 
 # --------------------------------------------------------------------------------------------
