@@ -324,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--sampler", choices=["prior", "gmm"], default="prior",
-                   help="the N(0, I) prior, or a Gaussian mixture fitted to the training codes")
+                   help="the model's prior p(z) (N(0, I) unless the model learns its own), or a Gaussian mixture fitted to the training codes")
     s.set_defaults(func=cmd_sample)
 
     i = sub.add_parser("interpolate", help="decode paths between pairs of test images")
