@@ -16,16 +16,18 @@ log = logging.getLogger("vaelab")
 
 
 def sample_run(run_dir: str | Path, n: int, out: str | Path, seed: int = 0, sampler: str = "prior") -> Path:
-    """``n`` new images from the prior, or from a GMM fitted to the training codes."""
+    """``n`` new images from the sampler named ``sampler`` (vaelab.generate.SAMPLERS): the model's
+    prior, or a density fitted to the training codes (which are then loaded)."""
     _positive("-n (images to draw)", n)
     image_format(out)
     run_dir = Path(run_dir)
+    s = make_sampler(sampler, seed=seed)
     model = load_run(run_dir)
     train = None
-    if sampler == "gmm":
+    if s.needs_train:
         cfg = RunConfig.load(run_dir / "config.yaml")
         train = load_data(cfg.data, cfg.seed)[0]
-    return save_grid(make_sampler(sampler, seed=seed).fit(model, train).sample(n), out)
+    return save_grid(s.fit(model, train).sample(n), out)
 
 
 def _positive(what: str, value: int, least: int = 1) -> None:

@@ -1,6 +1,8 @@
 """Samplers draw latent codes and decode them to images in [0, 1]. fit(model, train) then sample(n)."""
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 
 from ..data import ImageSet
@@ -9,7 +11,10 @@ from ..models import Autoencoder, embed_images
 
 
 class PriorSampler:
-    """z ~ p(z), the model's ``prior()``."""
+    """z ~ p(z), the model's ``prior()``. A sampler with ``needs_train`` is fitted on the training
+    set's codes (``fit(model, train)``); the others ignore ``train``."""
+
+    needs_train: ClassVar[bool] = False
 
     def __init__(self, seed: int = 0):
         self.seed = seed
@@ -34,6 +39,8 @@ class PriorSampler:
 class GMMSampler(PriorSampler):
     """A Gaussian mixture (scikit-learn, full covariances) fitted to the posterior means of the
     training images; works for deterministic autoencoders too (ex-post density estimation)."""
+
+    needs_train = True
 
     def __init__(self, n_components: int = 10, seed: int = 0, max_fit_images: int = 20_000):
         super().__init__(seed)
