@@ -51,9 +51,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}: {_short(value)} is not one of {list(typing.get_args(tp))}")
         return value
     if origin in (list, tuple):
+        (inner, *_) = typing.get_args(tp) or (Any,)
+        if isinstance(value, str) and inner is str:  # a list of names as text: --set train.loggers=csv,mlflow
+            value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected a list, got {_short(value)}")
-        (inner, *_) = typing.get_args(tp) or (Any,)
         return [_coerce(v, inner, key) for v in value]
     if origin is dict:
         if not isinstance(value, dict):

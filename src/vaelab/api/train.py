@@ -19,6 +19,7 @@ from ..plotting import interleave_rows, save_grid
 from ..report import loss_curves, write_report
 from ..train import RunConfig, fit, load_run
 from ..train.rundir import epochs_done, restore_weights, run_lock
+from ..train.trackers import log_final
 
 log = logging.getLogger("vaelab")
 
@@ -73,6 +74,7 @@ def train_run(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = 
     atomic_write_json(run_dir / "metrics.json", metrics)
     record_command(run_dir)
     make_report(run_dir, model, cfg, metrics, test, train)
+    log_final(run_dir, metrics, cfg)
     return run_dir, metrics
 
 

@@ -13,13 +13,15 @@ from ..errors import CheckpointError, ConfigError
 from ..fileio import atomic_write_text
 from ..models import MODELS, ModelConfig, make_config
 from ..models.registry import import_models, load_entry_points, model_imports
+from .trackers import LOGGERS
 
 
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")
 
 # what a resumed run may change: how long it trains and how it runs, never what it computes
 RESUMABLE_KEYS = ("epochs", "progress_bar", "accelerator", "devices", "num_nodes", "strategy", "eval_batch_size",
-                  "checkpoint_every_n_steps")
+                  "checkpoint_every_n_steps", "loggers", "mlflow_tracking_uri", "mlflow_experiment", "wandb_project",
+                  "wandb_mode")
 
 
 @dataclass
@@ -53,6 +55,14 @@ class TrainConfig:
     fast: bool = True  # fused Adam step, channels_last and a caching allocator on the CPU (deterministic); false: the plain reference path
     precision: str | int = "32"  # "32", "bf16-mixed" (CPU and GPU) or "16-mixed" (GPU only)
     compile: bool = False  # torch.compile the model's loss
+    # where the logs go (docs/trackers.md): every loss term every step, the validation terms, and for the
+    # trackers also the config and the final metrics. csv: logs/metrics.csv (the report's loss curves),
+    # tensorboard: logs/tensorboard, mlflow, wandb (pip install "vaelab[mlflow]" / "vaelab[wandb]")
+    loggers: list[str] = field(default_factory=lambda: ["csv", "tensorboard"])  # any of csv, tensorboard, mlflow, wandb (csv,mlflow or a list)
+    mlflow_tracking_uri: str | None = None  # MLflow store or server; null: $MLFLOW_TRACKING_URI, else sqlite in the run's logs/mlflow.db
+    mlflow_experiment: str = "vaelab"  # the MLflow experiment the run is filed under
+    wandb_project: str = "vaelab"  # the W&B project
+    wandb_mode: Literal["offline", "online"] = "offline"  # offline: no network, files under logs/wandb ($WANDB_DIR), `wandb sync` uploads them
 
     def __post_init__(self) -> None:
         for k in ("epochs", "batch_size", "eval_batch_size"):
@@ -72,6 +82,18 @@ class TrainConfig:
             raise ConfigError(f"train.kl_warmup_steps must be >= 0, got {self.kl_warmup_steps}")
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise ConfigError(f"train.grad_clip must be > 0, got {self.grad_clip}")
+        if isinstance(self.loggers, str):  # TrainConfig(loggers="csv,mlflow")
+            self.loggers = [x.strip() for x in self.loggers.split(",") if x.strip()]
+        unknown = [x for x in self.loggers if x not in LOGGERS]
+        if unknown:
+            raise ConfigError(f"train.loggers: unknown logger(s) {', '.join(map(repr, unknown))}; valid: {', '.join(LOGGERS)} "
+                              "(e.g. --set train.loggers=csv,tensorboard,mlflow)")
+        self.loggers = list(dict.fromkeys(self.loggers))  # each once, in the order given
+        for k in ("mlflow_experiment", "wandb_project"):
+            if not getattr(self, k).strip():
+                raise ConfigError(f"train.{k} must be a name, got {getattr(self, k)!r}")
+        if self.mlflow_tracking_uri is not None and not self.mlflow_tracking_uri.strip():
+            raise ConfigError("train.mlflow_tracking_uri must be a URI (sqlite:///PATH/mlflow.db, http://HOST:PORT) or null")
         self.precision = str(self.precision)
         if self.precision not in PRECISIONS:
             raise ConfigError(f"train.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")

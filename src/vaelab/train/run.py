@@ -25,6 +25,7 @@ from .config import RunConfig, TrainConfig
 from .batches import make_loader, visible_labels
 from .lit import LitAutoencoder
 from .speed import cpu_has_bf16
+from .trackers import check_packages, make_loggers, start_trackers
 from .rundir import CHECKPOINT, _stash_metrics, check_new_run_dir, epochs_done, merge_metrics, run_lock
 
 log = logging.getLogger("vaelab")
@@ -134,9 +135,8 @@ def _quiet_lightning() -> None:
 
 
 def make_trainer(t: TrainConfig, run_dir: Path, callbacks: list[pl.Callback], has_val: bool) -> pl.Trainer:
-    """The Trainer of a run: Lightning's loop, devices, precision and DDP, vaelab's checkpoints and logs."""
-    loggers = [pl.loggers.CSVLogger(run_dir, name="logs", version=""),
-               pl.loggers.TensorBoardLogger(run_dir, name="logs", version="tensorboard", default_hp_metric=False)]
+    """The Trainer of a run: Lightning's loop, devices, precision and DDP, vaelab's checkpoints.
+    Its loggers (train.loggers) are given to it by ``fit`` once the run directory is checked."""
     callbacks = [AtomicCheckpoint(run_dir, t.checkpoint_every_n_steps), *callbacks]
     if t.progress_bar:
         callbacks.append(ProgressBar())
@@ -145,7 +145,7 @@ def make_trainer(t: TrainConfig, run_dir: Path, callbacks: list[pl.Callback], ha
             warnings.filterwarnings("ignore", ".*AMP with fp16 is not supported on CPU.*")
             trainer = pl.Trainer(
                 max_epochs=t.epochs, accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
-                precision=t.precision, logger=loggers, callbacks=callbacks, enable_checkpointing=False,
+                precision=t.precision, logger=False, callbacks=callbacks, enable_checkpointing=False,
                 log_every_n_steps=1, enable_progress_bar=t.progress_bar, enable_model_summary=False,
                 gradient_clip_val=t.grad_clip, deterministic=True, use_distributed_sampler=False,
                 num_sanity_val_steps=0, limit_val_batches=1.0 if has_val else 0,
@@ -208,6 +208,7 @@ def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False,
     rank 0 owns the run directory (lock, config, checkpoints, logs, weights) and every process
     returns the same trained model."""
     _quiet_lightning()
+    check_packages(cfg.train)  # a tracker's missing package is named before anything is written
     run_dir = Path(run_dir)
     ckpt = run_dir / CHECKPOINT
     if resume and not ckpt.is_file():
@@ -238,6 +239,11 @@ def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False,
                 check_checkpoint(ckpt, lit)
                 _stash_metrics(run_dir)
             cfg.save(run_dir / "config.yaml")
+        # the loggers of train.loggers; a tracker (mlflow, wandb) opens or continues its run here
+        loggers = make_loggers(t, run_dir, resume, main)
+        trainer.loggers = list(loggers.values())
+        if main:
+            start_trackers(loggers, cfg, run_dir, resumed=resume)
         with warnings.catch_warnings(), _no_distribution_checks():
             # the loader is resumable (ResumableLoader): Lightning's caution does not apply
             warnings.filterwarnings("ignore", ".*checkpoint that ended before the epoch ended.*")
