@@ -50,7 +50,8 @@ def log_likelihood(model: Autoencoder, x: torch.Tensor, k: int = 1000, max_decod
 @torch.no_grad()
 def nll(model: Autoencoder, data: ImageSet, batch_size: int = 100, seed: int = 0, nll_k: int = 1000,
         nll_images: int | None = None, **_) -> dict[str, float]:
-    """Negative log-likelihood in nats per image and bits per dimension, on the first
+    """Negative log-likelihood in nats per image, and in bits per dimension when the likelihood is
+    discretised over the 8-bit levels (a density of continuous values is no code length), on the first
     ``nll_images`` images of the set (all by default), ``nll_k`` importance samples each.
     The sum stays on the device until the end (no host sync per batch)."""
     if not model.has_density:
@@ -67,4 +68,7 @@ def nll(model: Autoencoder, data: ImageSet, batch_size: int = 100, seed: int = 0
             total -= log_likelihood(model, x, nll_k).sum()
     total = float(total)
     dims = math.prod(data.shape)
-    return {"nll": total / n, "bpd": total / n / (dims * math.log(2)), "nll_k": float(nll_k), "nll_images": float(n)}
+    out = {"nll": total / n, "nll_k": float(nll_k), "nll_images": float(n)}
+    if model.discrete_likelihood:  # a probability mass over the 256 levels: -log p(x) is a code length
+        out["bpd"] = total / n / (dims * math.log(2))
+    return out

@@ -14,6 +14,9 @@ from ..data.imageset import to_unit_float
 from ..errors import ConfigError, ModelError
 from ..nn import ACTIVATIONS, build_networks
 from ..objectives import importance_log_weights, kl_to_prior, pixel_likelihood, standard_normal
+from ..objectives.discretized import DiscretizedGaussian, from_params, num_params
+
+DISCRETE_LIKELIHOODS = ("dgaussian", "dlogistic")
 
 
 @dataclass
@@ -31,7 +34,12 @@ class ModelConfig:
     hidden_dim: int = 256
     mlp_hidden: list[int] = field(default_factory=lambda: [512, 256])
     activation: str = "relu"
-    likelihood: Literal["bernoulli", "gaussian"] = "bernoulli"
+    # p(x|z) per pixel: bernoulli (grey levels as targets), gaussian, or, for 8-bit images, a discretised
+    # Gaussian (dgaussian) or a PixelCNN++ mixture of discretised logistics (dlogistic): probability masses
+    # over the 256 levels, so the NLL in bits per dimension is an honest code length
+    likelihood: Literal["bernoulli", "gaussian", "dgaussian", "dlogistic"] = "bernoulli"
+    n_mix: int = 5  # dlogistic: mixture components per pixel
+    channel_conditioning: bool = False  # dlogistic on colour: the G and B means depend linearly on R (and G), as in PixelCNN++
     gaussian_std: float = 1.0  # fixed std, or the initial one when learn_std
     learn_std: bool = False  # learn one shared std of the Gaussian likelihood
     image_shape: list[int] | None = None
@@ -46,6 +54,8 @@ class ModelConfig:
             raise ConfigError(f"model.res_blocks (residual blocks per resolution, arch=resnet) must be >= 1, got {self.res_blocks}")
         if self.gaussian_std <= 0:
             raise ConfigError(f"model.gaussian_std must be > 0, got {self.gaussian_std}")
+        if self.n_mix < 1:
+            raise ConfigError(f"model.n_mix (components of the dlogistic mixture) must be >= 1, got {self.n_mix}")
         if self.arch == "unet" and not self.supports_unet:
             raise ConfigError(f"model.arch=unet is for the deterministic autoencoders (ae, denoising-ae, sparse-ae, "
                               f"contractive-ae), not {self.name}: a U-Net's decoder sees the input through its skips, so "
@@ -118,6 +128,27 @@ class Autoencoder(nn.Module):
         else:
             self.register_buffer("log_std", torch.tensor(math.log(config.gaussian_std)), persistent=False)
 
+    @property
+    def discrete_likelihood(self) -> bool:
+        """True when p(x|z) is a probability mass over the 256 levels of 8-bit pixels (dgaussian,
+        dlogistic): then -log p(x) is a code length, and the NLL metric reports bits per dimension."""
+        return self.config.likelihood in DISCRETE_LIKELIHOODS
+
+    def likelihood_channels(self) -> int:
+        """The decoder's output channels: one parameter per channel (Bernoulli logits, a Gaussian
+        mean), two for the discretised Gaussian (location, log-scale), the mixture's for dlogistic."""
+        c = self.image_shape[0]
+        kind = self.config.likelihood
+        if kind in DISCRETE_LIKELIHOODS and self.is_vector:
+            raise ConfigError(f"model.likelihood={kind} is for 8-bit images; these data are vectors: use gaussian")
+        if kind == "dgaussian":
+            return 2 * c
+        if kind == "dlogistic":
+            if self.config.channel_conditioning and c != 3:
+                raise ConfigError("model.channel_conditioning conditions the G and B means on R: it needs colour images")
+            return num_params(self.config.n_mix, c, self.config.channel_conditioning)
+        return c
+
     def posterior_width(self) -> int:
         """How many numbers per example the posterior's parameters take (what your own encoder
         outputs): latent_dim for a point mass; a Gaussian posterior overrides it with 2 * latent_dim."""
@@ -153,8 +184,9 @@ class Autoencoder(nn.Module):
             except Exception as e:
                 raise ModelError(f"{name}: your decoder fails on a batch of codes of shape (2, {self.latent_dim}) "
                                  f"({type(e).__name__}: {e})") from e
-            if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, *self.image_shape):
-                raise ModelError(f"{name}: your decoder must map (B, {self.latent_dim}) to (B, {', '.join(map(str, self.image_shape))}) "
+            want = (self.likelihood_channels(), *self.image_shape[1:]) if not self.is_vector else self.image_shape
+            if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, *want):
+                raise ModelError(f"{name}: your decoder must map (B, {self.latent_dim}) to (B, {', '.join(map(str, want))}) "
                                  f"(the likelihood's parameters); it gave {tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}")
         self.encoder, self.decoder, self.feature_dim = encoder, decoder, width
         self.own_networks = True
@@ -163,7 +195,7 @@ class Autoencoder(nn.Module):
     def build_networks(self, config: ModelConfig) -> None:
         """Set ``encoder``, ``decoder`` and ``feature_dim``; a family with other networks overrides this."""
         self.encoder, self.decoder, self.feature_dim = build_networks(
-            config.arch, self.image_shape, config.latent_dim, self.image_shape[0],
+            config.arch, self.image_shape, config.latent_dim, self.likelihood_channels(),
             conv_channels=config.conv_channels, hidden_dim=config.hidden_dim,
             mlp_hidden=config.mlp_hidden, activation=config.activation, res_blocks=config.res_blocks,
         )
@@ -207,8 +239,15 @@ class Autoencoder(nn.Module):
 
     # -- shared helpers ----------------------------------------------------------------------
     def likelihood(self, params: torch.Tensor) -> Distribution:
-        std = self.log_std.exp().clamp_min(1e-3) if self.config.likelihood == "gaussian" else None
-        return pixel_likelihood(self.config.likelihood, params, std, len(self.image_shape))
+        """p(x|z) from the decoder's output ``params`` ([B, likelihood_channels(), H, W])."""
+        kind = self.config.likelihood
+        if kind == "dgaussian":
+            c = self.image_shape[0]
+            return DiscretizedGaussian(params[:, :c], params[:, c:], event_dims=3)
+        if kind == "dlogistic":
+            return from_params(params, self.config.n_mix, self.image_shape[0], self.config.channel_conditioning)
+        std = self.log_std.exp().clamp_min(1e-3) if kind == "gaussian" else None
+        return pixel_likelihood(kind, params, std, len(self.image_shape))
 
     @property
     def is_vector(self) -> bool:
@@ -262,7 +301,7 @@ class Autoencoder(nn.Module):
             # a Bernoulli likelihood needs [0, 1]; a Gaussian one models any real values (a PCA-like linear AE on
             # centred data), so there only what looks like 0..255 pixel values is refused
             looks_8bit = lo >= 0 and hi > 1.5 and bool((x.detach() == x.detach().round()).all())
-            if self.config.likelihood != "bernoulli" and not looks_8bit:
+            if self.config.likelihood not in ("bernoulli", *DISCRETE_LIKELIHOODS) and not looks_8bit:
                 return
             fix = "divide 0..255 images by 255" if hi > 1.5 else "clamp or rescale them to [0, 1]"
             raise ModelError(f"{self.config.name} takes images with values in [0, 1], got values in [{lo:.4g}, {hi:.4g}]; {fix}")

@@ -37,6 +37,10 @@ BiArch = Literal["conv", "mlp", "resnet"]
 
 
 def check_bidirectional_options(cfg: "BVAEConfig | BetaTCBVAEConfig | BIWAEConfig") -> None:
+    if cfg.likelihood in ("dgaussian", "dlogistic"):
+        raise ConfigError(f"model.likelihood={cfg.likelihood} needs more decoder outputs per pixel than the image has "
+                          "channels, and a bidirectional network decodes through its encoder's weights into exactly the "
+                          "input's channels: use bernoulli or gaussian, or the unidirectional twin")
     if cfg.arch not in get_args(BiArch):
         raise ConfigError(f"model.arch={cfg.arch!r} has no bidirectional network; set model.arch to one of "
                           f"{', '.join(get_args(BiArch))} (arch=linear exists for the unidirectional models only)")

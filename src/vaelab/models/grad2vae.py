@@ -94,6 +94,9 @@ class Grad2VAEConfig(VAEConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.likelihood in ("dgaussian", "dlogistic"):
+            raise ConfigError(f"grad2vae fuses its attention into a decoder with one output per channel; model.likelihood="
+                              f"{self.likelihood} is not available for it: use bernoulli or gaussian")
         if self.arch != "conv":
             raise ConfigError(f"grad2vae is convolutional by construction (its attention lives on the first conv "
                               f"layer's feature map); model.arch={self.arch} is not available. Remove model.arch")
