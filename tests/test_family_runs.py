@@ -18,7 +18,8 @@ EXPECTED_TERMS = {
     "grad2vae": {"rec", "kl", "nelbo", "att", "active_units"},
 }
 # the architecture each model is trained with here: small MLPs, except where the model needs its own
-ARCH = {"linear-ae": "seed=0", "grad2vae": "model.conv_channels=[4,8]"}  # grad2vae is convolutional by construction
+ARCH = {"linear-ae": "seed=0", "grad2vae": "model.conv_channels=[4,8]",  # grad2vae and vq-vae are convolutional by construction
+        "vq-vae": "model.conv_channels=[8]"}
 
 
 @pytest.mark.parametrize("name", sorted(n for n, s in MODELS.items() if s.module.startswith("vaelab.")))  # the package's own
