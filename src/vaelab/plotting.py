@@ -124,3 +124,19 @@ def smooth(values, span: int | None = None) -> np.ndarray:
         m, w = (1 - a) * m + a * x, (1 - a) * w + a
         out[i] = m / w
     return out
+
+
+def term_panels(terms: list[str], width: float = 4.3, height: float = 3.0):
+    """A figure with one panel per loss term (three to a row), the panels left over hidden:
+    (figure, [(term, axes), ...])."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ncol = min(3, len(terms))
+    nr = int(math.ceil(len(terms) / ncol))
+    fig, axes = plt.subplots(nr, ncol, figsize=(width * ncol, height * nr), squeeze=False)
+    for ax in list(axes.flat)[len(terms):]:
+        ax.axis("off")
+    return fig, list(zip(terms, axes.flat))

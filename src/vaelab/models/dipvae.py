@@ -19,7 +19,6 @@ from typing import Literal
 import torch
 
 from ..errors import ConfigError
-from ..objectives import diag_gaussian
 from .base import LossOutput, ModelConfig
 from .registry import register_model
 from .vae import VAE
@@ -69,10 +68,7 @@ class DIPVAE(VAE):
 
     def loss(self, x: torch.Tensor, kl_weight: float | torch.Tensor = 1.0) -> LossOutput:
         c = self.config
-        mu, logvar = self.posterior_params(x)
-        q = diag_gaussian(mu, logvar)
-        z = q.rsample()
-        rec = -self.decode(z).log_prob(x)
+        mu, logvar, q, z, rec = self.sample_and_reconstruct(x)
         kl = self.kl(q, z)
         od, d = dip_penalties(dip_covariance(mu, logvar, c.dip_type))
         loss = (rec + kl_weight * kl).mean() + c.lambda_od * od + c.lambda_d * d

@@ -29,7 +29,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, ModelError
-from ..objectives import diag_gaussian
 from .base import LossOutput
 from .registry import register_model
 from .vae import VAE, VAEConfig
@@ -101,10 +100,7 @@ class SSVAE(VAE):
 
     def loss(self, x: torch.Tensor, kl_weight: float | torch.Tensor = 1.0, labels: torch.Tensor | None = None) -> LossOutput:
         c = self.config
-        mu, logvar = self.posterior_params(x)
-        q = diag_gaussian(mu, logvar)
-        z = q.rsample()
-        rec = -self.decode(z).log_prob(x)
+        mu, logvar, q, z, rec = self.sample_and_reconstruct(x)
         kl = self.kl(q, z)
         per_image = rec + (c.beta * kl_weight) * kl
         terms = {"rec": rec, "kl": kl, "nelbo": rec + kl}

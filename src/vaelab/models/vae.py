@@ -73,6 +73,14 @@ class VAE(Autoencoder):
     def posterior_width(self) -> int:
         return 2 * self.latent_dim
 
+    def sample_and_reconstruct(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, Independent, torch.Tensor, torch.Tensor]:
+        """(mu, logvar, q, z, rec): the posterior's parameters and distribution, one reparameterised
+        sample z ~ q(z|x) and the reconstruction term -log p(x|z), the start of every ELBO-type loss."""
+        mu, logvar = self.posterior_params(x)
+        q = diag_gaussian(mu, logvar)
+        z = q.rsample()
+        return mu, logvar, q, z, -self.decode(z).log_prob(x)
+
     def build_heads(self, config: VAEConfig) -> None:
         """The posterior's mean and log-variance heads on the encoder features; with your own
         encoder, its output's first and second halves."""
@@ -143,10 +151,7 @@ class BetaTCVAE(VAE):
 
     def loss(self, x: torch.Tensor, kl_weight: float | torch.Tensor = 1.0) -> LossOutput:
         c = self.config
-        mu, logvar = self.posterior_params(x)
-        q = diag_gaussian(mu, logvar)
-        z = q.rsample()
-        rec = -self.decode(z).log_prob(x)
+        mu, logvar, q, z, rec = self.sample_and_reconstruct(x)
         if x.shape[0] < 2:
             raise ModelError("beta-tcvae estimates q(z) from the minibatch: use batches of at least 2 images")
         t = tc_decomposition(z, mu, logvar, c.dataset_size, c.estimator, log_pz=self.prior().log_prob(z))

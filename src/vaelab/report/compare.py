@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import html
 import json
-import math
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from ..errors import CheckpointError, ConfigError
 from ..fileio import atomic_write_figure, atomic_write_text
-from ..plotting import smooth
+from ..plotting import smooth, term_panels
 from .figures import read_metrics_csv
 from .html import CSS, _fmt, _img, _name, glossary
 
@@ -76,19 +75,12 @@ def comparison_table(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def overlaid_curves(runs: list[dict[str, Any]], out: Path) -> Path | None:
     """One panel per loss term: each run's training value per step (faint) under its moving average."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     terms = sorted({c.split("/", 1)[1] for r in runs for row in r["log"][:1] for c in row
                     if c.startswith("train/") and c not in ("train/lr", "train/kl_weight")})
     if not terms:
         return None
-    ncol = min(3, len(terms))
-    nr = int(math.ceil(len(terms) / ncol))
-    fig, axes = plt.subplots(nr, ncol, figsize=(4.4 * ncol, 3.0 * nr), squeeze=False)
-    for ax, term in zip(axes.flat, terms):
+    fig, panels = term_panels(terms)
+    for term, ax in panels:
         for r in runs:
             pts = [(float(row["step"]), float(row[f"train/{term}"])) for row in r["log"] if row.get(f"train/{term}") not in (None, "")]
             if not pts:
@@ -99,8 +91,6 @@ def overlaid_curves(runs: list[dict[str, Any]], out: Path) -> Path | None:
         ax.set_title(term)
         ax.set_xlabel("step")
         ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(terms):]:
-        ax.axis("off")
     return atomic_write_figure(fig, out)
 
 

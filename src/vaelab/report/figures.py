@@ -1,12 +1,11 @@
 """Figures as PNG files: image grids (no torchvision) and per-term loss curves."""
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 
 from ..fileio import atomic_write_figure
-from ..plotting import smooth
+from ..plotting import smooth, term_panels
 
 
 
@@ -29,11 +28,6 @@ def read_metrics_csv(path: Path) -> list[dict[str, str]]:
 def loss_curves(csv_path: Path, out: Path) -> Path | None:
     """One panel per loss term: the training value every step (faint) under its exponential moving
     average, and the validation value per epoch."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = read_metrics_csv(csv_path)
     if not rows:
         return None
@@ -41,10 +35,8 @@ def loss_curves(csv_path: Path, out: Path) -> Path | None:
     terms = sorted({c.split("/", 1)[1] for c in cols if c.startswith("train/") and c not in ("train/lr", "train/kl_weight")})
     if not terms:
         return None
-    ncol = min(3, len(terms))
-    nr = int(math.ceil(len(terms) / ncol))
-    fig, axes = plt.subplots(nr, ncol, figsize=(4.2 * ncol, 3.0 * nr), squeeze=False)
-    for ax, term in zip(axes.flat, terms):
+    fig, panels = term_panels(terms)
+    for term, ax in panels:
         for split, style in (("train", "-"), ("val", "o-")):
             pts = [(float(r["step"]), float(r[f"{split}/{term}"])) for r in rows if r.get(f"{split}/{term}") not in (None, "")]
             if not pts:
@@ -61,6 +53,4 @@ def loss_curves(csv_path: Path, out: Path) -> Path | None:
         vals = [float(r[f"train/{term}"]) for r in rows if r.get(f"train/{term}") not in (None, "")]
         if vals and min(vals) > 0 and max(vals) / max(min(vals), 1e-12) > 50:
             ax.set_yscale("log")
-    for ax in list(axes.flat)[len(terms):]:
-        ax.axis("off")
     return atomic_write_figure(fig, out)
