@@ -295,3 +295,26 @@ def test_an_installed_package_registers_models_through_its_entry_point(tmp_path,
     spec = get_spec("ep-vae")
     assert spec.cls.__name__ == "EpVAE" and spec.module == "ep_models"
     MODELS.pop("ep-vae")
+
+
+def test_a_run_directory_cannot_bring_the_code_it_names(tmp_path):
+    """Loading a run imports the module its config names only from outside the run directory: a
+    .py file or a module shipped inside it is refused, and its code never runs."""
+    import yaml
+
+    from vaelab.errors import ConfigError
+    from vaelab.train import RunConfig
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for payload, imports in (("evil.py", [str(run / "evil.py")]), ("payload.py", ["payload"])):
+        (run / payload).write_text(f"open({str(tmp_path / 'PWNED')!r}, 'w').write('x')\n")
+        (run / "config.yaml").write_text(yaml.safe_dump({"model": {"name": "not-a-model"}, "imports": imports}))
+        for cwd in (tmp_path, run):  # also from inside the run directory, where `python -m` searches
+            p = _cli("evaluate", str(run), cwd=cwd)
+            found = cwd == run or payload == "evil.py"  # elsewhere the module is simply not found
+            assert p.returncode == 2 and ("inside the run directory" if found else "module not found") in p.stderr, p.stderr
+        if payload == "evil.py":
+            with pytest.raises(ConfigError, match="inside the run directory"):
+                RunConfig.load(run / "config.yaml")
+    assert not (tmp_path / "PWNED").exists()

@@ -11,7 +11,7 @@ batches under a seed, so the same images give the same scores.
 | `mse`         | mean squared error of decode(E[z|x]) against x                    | any    |
 | `bce`         | binary cross-entropy of decode(E[z|x]) against x (nats per image) | any    |
 | `patch_mse`   | the largest mean squared error over any `patch_size` square window | any    |
-| `nelbo`       | -ELBO = E_q[-log p(x|z)] + KL(q(z|x) || N(0, I)), `n_samples` MC  | prior  |
+| `nelbo`       | -ELBO = E_q[-log p(x|z)] + KL(q(z|x) || p(z)), `n_samples` MC     | prior  |
 | `nll`         | -log p(x), importance-sampled with `nll_k` samples                | prior  |
 | `mahalanobis` | distance of E[z|x] to the training codes' mean (Ledoit-Wolf cov.) | any    |
 | `latent_gmm`  | -log density of E[z|x] under a Gaussian mixture of training codes | any    |
@@ -183,7 +183,7 @@ class SSIMScore(Score):
 # -- likelihood bounds -------------------------------------------------------------------------
 class NELBOScore(Score):
     """-ELBO in nats: reconstruction term averaged over ``n_samples`` posterior samples (decoded in
-    one batched pass) plus the analytic KL to the N(0, I) prior."""
+    one batched pass) plus the KL to the model's prior (analytic when it has a closed form, else Monte Carlo)."""
 
     name = "nelbo"
     needs_density = True

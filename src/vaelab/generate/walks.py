@@ -37,14 +37,20 @@ def interpolate(model: Autoencoder, x0: torch.Tensor, x1: torch.Tensor, steps: i
 def latent_traversal(model: Autoencoder, x: torch.Tensor, span: float = 3.0, steps: int = 9,
                      units: list[int] | None = None) -> torch.Tensor:
     """Each unit u of the code of ``x`` swept over mean_u +- span * std_u of the prior (``prior()``;
-    [-span, span] for N(0, I); of the codes' spread for a model without a prior) with the others
-    fixed: (len(units) * steps, C, H, W), one row per unit."""
+    [-span, span] for N(0, I); a prior without a closed-form mean or spread, such as a flow, is
+    measured on 4,096 of its samples) with the others fixed; a model without a prior sweeps
+    [-span, span] itself. (len(units) * steps, C, H, W), one row per unit."""
     z0 = model.embed(x.unsqueeze(0))[0]
     units = list(range(model.latent_dim)) if units is None else units
     centre, scale = torch.zeros_like(z0), torch.ones_like(z0)
     if model.can_sample:
         p = model.prior()
-        centre, scale = p.mean.to(z0).expand_as(z0), p.stddev.to(z0).expand_as(z0)
+        try:
+            mean, std = p.mean, p.stddev
+        except NotImplementedError:
+            draws = model.sample_prior(4096, torch.Generator().manual_seed(0))
+            mean, std = draws.mean(0), draws.std(0)
+        centre, scale = mean.to(z0).expand_as(z0), std.to(z0).expand_as(z0)
     t = torch.linspace(-span, span, steps, device=z0.device)
     z = z0.repeat(len(units) * steps, 1)
     for r, u in enumerate(units):

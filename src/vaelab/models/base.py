@@ -306,10 +306,9 @@ class Autoencoder(nn.Module):
             fix = "divide 0..255 images by 255" if hi > 1.5 else "clamp or rescale them to [0, 1]"
             raise ModelError(f"{self.config.name} takes images with values in [0, 1], got values in [{lo:.4g}, {hi:.4g}]; {fix}")
 
-    @staticmethod
-    def mean_image(px: Distribution) -> torch.Tensor:
-        """The likelihood's mean as an image in [0, 1]."""
-        return px.mean.clamp(0, 1)
+    def mean_image(self, px: Distribution) -> torch.Tensor:
+        """The likelihood's mean: an image in [0, 1], or for vectors the (standardised) values as they are."""
+        return px.mean if self.is_vector else px.mean.clamp(0, 1)
 
     @torch.no_grad()
     def embed(self, x: torch.Tensor) -> torch.Tensor:

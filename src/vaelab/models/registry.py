@@ -7,6 +7,7 @@ model outside the package registers the same way and becomes known to every comm
 ``vaelab.models`` entry-point group of an installed package."""
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import logging
@@ -91,9 +92,10 @@ def load_entry_points() -> None:
 IMPORTED: dict[str, str] = {}
 
 
-def import_models(modules: Iterable[str]) -> list[str]:
+def import_models(modules: Iterable[str], search_cwd: bool = True) -> list[str]:
     """Import each module (a dotted name, or a path to a .py file) so that the models it registers
-    are known; the current directory is searched as ``python -m`` does. Returns the module names."""
+    are known; with ``search_cwd`` the current directory is searched as ``python -m`` does. Returns
+    the module names."""
     names = []
     for spec in modules:
         spec = str(spec)
@@ -101,8 +103,9 @@ def import_models(modules: Iterable[str]) -> list[str]:
             path = Path(spec).expanduser().resolve()
             if not path.is_file():
                 raise ConfigError(f"--import {spec}: no such file")
-            name = path.stem
-            if name not in sys.modules or getattr(sys.modules[name], "__file__", None) != str(path):
+            # a name of its own, so that a user's model.py or mlflow.py replaces no module already imported
+            name = f"vaelab_user_{path.stem}_{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
+            if name not in sys.modules:
                 s = importlib.util.spec_from_file_location(name, path)
                 mod = importlib.util.module_from_spec(s)
                 sys.modules[name] = mod
@@ -114,7 +117,7 @@ def import_models(modules: Iterable[str]) -> list[str]:
             IMPORTED[name] = str(path)
             names.append(name)
             continue
-        if "" not in sys.path and str(Path.cwd()) not in sys.path:
+        if search_cwd and "" not in sys.path and str(Path.cwd()) not in sys.path:
             sys.path.insert(0, str(Path.cwd()))
         try:
             importlib.import_module(spec)
@@ -125,6 +128,39 @@ def import_models(modules: Iterable[str]) -> list[str]:
         IMPORTED[spec] = spec
         names.append(spec)
     return names
+
+
+def import_recorded(name: str, modules: list[str], run_dir: Path | None) -> None:
+    """Make the model ``name`` of a run known from the modules its config names (``imports:``).
+
+    A run directory names code but never brings it: a .py path or a module that lies inside the
+    run directory is refused, a dotted name is looked up on the existing import path only (not the
+    current directory), and each import is announced. Then ``name`` must be registered."""
+    run_dir = run_dir.resolve() if run_dir is not None else None
+
+    def inside(p: str | None) -> bool:
+        return run_dir is not None and p is not None and Path(p).resolve().is_relative_to(run_dir)
+
+    for spec in modules:
+        if spec.endswith(".py"):
+            if inside(spec):
+                raise ConfigError(f"this run's model {name!r} is said to live in {spec}, inside the run directory: vaelab "
+                                  "does not run code that a run directory brings. Pass --import with your own copy of the module")
+        else:
+            found = importlib.util.find_spec(spec.split(".")[0]) if spec.split(".")[0] not in sys.modules else None
+            if found is not None and inside(found.origin):
+                raise ConfigError(f"this run's model {name!r} is said to live in module {spec}, found inside the run "
+                                  "directory: vaelab does not run code that a run directory brings. Install the module or "
+                                  "pass --import")
+        log.info("importing %s, which this run names as the module of its model %r", spec, name)
+        before = list(sys.path)
+        try:
+            import_models([spec], search_cwd=False)
+        finally:
+            sys.path[:] = before
+    if name not in MODELS:
+        raise ConfigError(f"{', '.join(modules)} was imported but registers no model {name!r}; pass --import with the "
+                          "module that defines it")
 
 
 def model_imports(name: str) -> list[str]:

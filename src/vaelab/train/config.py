@@ -12,7 +12,7 @@ from ..data import DataConfig
 from ..errors import CheckpointError, ConfigError
 from ..fileio import atomic_write_text
 from ..models import MODELS, ModelConfig, make_config
-from ..models.registry import import_models, load_entry_points, model_imports
+from ..models.registry import import_recorded, load_entry_points, model_imports
 from .trackers import LOGGERS
 
 
@@ -113,7 +113,7 @@ class RunConfig:
     vaelab_version: str = __version__
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
+    def from_dict(cls, d: dict[str, Any], run_dir: Path | None = None) -> "RunConfig":
         if not isinstance(d, dict):
             raise ConfigError(f"a run config is a mapping with data, model, train and seed; got {type(d).__name__}")
         d = dict(d)
@@ -136,10 +136,9 @@ class RunConfig:
             load_entry_points()
             if model["name"] not in MODELS:
                 try:
-                    import_models(imports)
+                    import_recorded(model["name"], imports, run_dir)
                 except ConfigError as e:
-                    raise ConfigError(f"model {model['name']!r} of this run is defined in {', '.join(imports)}, which "
-                                      f"cannot be imported ({e}); put it on PYTHONPATH or pass --import MODULE") from None
+                    raise ConfigError(f"model {model['name']!r} of this run is defined in {', '.join(imports)}: {e}") from None
         version = d.get("vaelab_version", __version__)
         if not isinstance(version, str):
             raise ConfigError(f"vaelab_version must be text such as {__version__!r}, got {version!r}")
@@ -191,4 +190,4 @@ class RunConfig:
         d = load_yaml(text, str(path))
         if "vaelab_version" in d:
             check_version(str(d["vaelab_version"]), str(path))
-        return cls.from_dict(d)
+        return cls.from_dict(d, run_dir=path.parent)
