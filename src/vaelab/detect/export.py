@@ -30,7 +30,7 @@ from ..fileio import atomic_write_json
 from .scores import (BCEScore, ComboScore, GMMScore, KNNScore, MahalanobisScore, MSEScore, PatchMSEScore, Score,
                      SSIMScore, Whitener)
 
-__all__ = ["EXPORTABLE_SCORES", "FORMATS", "ScorerModule", "export_detector", "load_exported"]
+__all__ = ["EXPORTABLE_SCORES", "FORMATS", "ScorerModule", "check_exportable", "export_detector", "load_exported"]
 
 FORMATS = tuple(MODEL_FILES)
 # every score of vaelab.detect.scores that the exported module computes; nelbo and nll sample
@@ -41,6 +41,21 @@ EXPORTABLE_SCORES = ("mse", "bce", "patch_mse", "ssim", "mahalanobis", "latent_g
 def _refuse(what: str, why: str) -> ConfigError:
     return ConfigError(f"the {what} score cannot be exported: {why}. Exportable scores: {', '.join(EXPORTABLE_SCORES)} "
                        "(combo with combo_method='zscore' and exportable members)")
+
+
+def check_exportable(score: str, combo: Any = None, combo_method: str | None = None) -> None:
+    """Refuse, before any fitting, a score the exporter cannot compute (nelbo, nll, a rank combo)."""
+    from .scores import DEFAULT_COMBO
+
+    members = [score]
+    if score == "combo":
+        members = [c.strip() for c in combo.split(",")] if isinstance(combo, str) else list(combo or DEFAULT_COMBO)
+        if combo_method not in (None, "zscore"):
+            raise _refuse("combo", "combo_method='rank' looks each member score up among the sorted training scores; "
+                                   "export a zscore combo")
+    for m in members:
+        if m in ("nelbo", "nll"):
+            raise _refuse(repr(m), "it draws random posterior samples, so the same image would not get the same score")
 
 
 class _Context:
