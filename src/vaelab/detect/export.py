@@ -289,17 +289,13 @@ def export_detector(detector: Any, out_dir: str | Path, format: str = "onnx", op
     c, h, w = module.model.image_shape
     example = torch.rand(2, c, h, w, generator=torch.Generator().manual_seed(0))
     path = out / MODEL_FILES[format]
-    with torch.no_grad():
-        if format == "onnx":
-            # the TorchScript-based exporter (dynamo=False): it traces through the torch.distributions
-            # objects that encode/decode return; torch.export (dynamo=True) needs every model's
-            # distribution code to be free of data-dependent checks
-            torch.onnx.export(module, (example,), str(path), input_names=["images"], output_names=list(OUTPUT_NAMES),
-                              dynamic_axes={n: {0: "batch"} for n in ("images", *OUTPUT_NAMES)}, opset_version=opset,
-                              dynamo=False)
-        else:
-            traced = torch.jit.trace(module, (example,), check_trace=False)
-            traced.save(str(path))
+    # argument validation of torch.distributions is a data-dependent check a trace cannot keep: off while tracing
+    validate = torch.distributions.Distribution._validate_args
+    torch.distributions.Distribution.set_default_validate_args(False)
+    try:
+        _write(module, example, path, format, opset)
+    finally:
+        torch.distributions.Distribution.set_default_validate_args(validate)
     span = detector.raw_max_ - detector.raw_min_
     manifest = {
         "format": format, "file": path.name, "vaelab_version": vaelab.__version__, "torch_version": torch.__version__,
@@ -316,3 +312,15 @@ def export_detector(detector: Any, out_dir: str | Path, format: str = "onnx", op
         manifest["opset"] = opset
     atomic_write_json(out / "manifest.json", manifest)
     return out
+
+
+def _write(module: ScorerModule, example: torch.Tensor, path: Path, format: str, opset: int) -> None:
+    with torch.no_grad():
+        if format == "onnx":
+            # the TorchScript-based exporter (dynamo=False) traces through the torch.distributions objects
+            # that encode / decode return, for every model of the family; see docs/guide/export.md
+            torch.onnx.export(module, (example,), str(path), input_names=["images"], output_names=list(OUTPUT_NAMES),
+                              dynamic_axes={n: {0: "batch"} for n in ("images", *OUTPUT_NAMES)}, opset_version=opset,
+                              dynamo=False)
+        else:
+            torch.jit.trace(module, (example,), check_trace=False).save(str(path))
