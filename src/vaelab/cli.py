@@ -175,6 +175,17 @@ def cmd_detect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .api import export_run
+
+    opts = {k: v for k, v in {"combo": args.combo, "threshold": args.threshold, "contamination": args.contamination}.items()
+            if v is not None}
+    out = export_run(args.run_dir, args.out, args.format, args.score, **opts)
+    print(json.dumps(json.loads((out / "manifest.json").read_text())))
+    print(f"bundle: {out.resolve()}")
+    return 0
+
+
 def cmd_bench_one_class(args: argparse.Namespace) -> int:
     import time
 
@@ -406,6 +417,17 @@ def build_parser() -> argparse.ArgumentParser:
                                    "scored against defect masks when the set has them)")
     dt.add_argument("--out", help="report directory (default RUN_DIR/detect-DATA-TIME)")
     dt.set_defaults(func=cmd_detect)
+
+    xp = sub.add_parser("export", help="write a run's fitted detector as a standalone ONNX / TorchScript scorer with manifest.json")
+    xp.add_argument("run_dir")
+    xp.add_argument("--format", choices=["onnx", "torchscript"], default="onnx", help="the bundle's format (default onnx)")
+    xp.add_argument("--score", help="the anomaly score (default combo); nelbo and nll sample and cannot be exported")
+    xp.add_argument("--combo", help=f"the scores --score combo averages (default {','.join(_DEFAULT_COMBO)})")
+    xlim = xp.add_mutually_exclusive_group()
+    xlim.add_argument("--threshold", type=float, help="flag normalised scores above this, in [0, 1)")
+    xlim.add_argument("--contamination", type=float, help="flag this fraction of the training data (default 0.1)")
+    xp.add_argument("--out", required=True, help="the bundle directory (new or empty)")
+    xp.set_defaults(func=cmd_export)
 
     bn = sub.add_parser("bench", help="benchmark protocols")
     bn_sub = bn.add_subparsers(dest="bench", required=True)

@@ -5,9 +5,10 @@ from .compare import compare_runs
 from .detect import detect_run
 from .evaluate import evaluate_run
 from .explain import explain_run
+from .export import export_run
 from .generate import interpolate_run, reconstruct_run, sample_run, traverse_run
 from .pretrain import load_pretrained, pretrain_run
 from .train import default_run_dir, make_figures, make_report, train_run
 
-__all__ = ["compare_runs", "default_run_dir", "detect_run", "evaluate_run", "explain_run", "interpolate_run", "load_pretrained", "load_run",
+__all__ = ["compare_runs", "default_run_dir", "detect_run", "evaluate_run", "explain_run", "export_run", "interpolate_run", "load_pretrained", "load_run",
            "make_figures", "make_report", "pretrain_run", "reconstruct_run", "sample_run", "train_run", "traverse_run"]

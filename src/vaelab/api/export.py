@@ -1,0 +1,39 @@
+"""The export job: fit a run's detector on its training split and write a standalone scorer bundle."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from ..data import load_data
+from ..train import RunConfig, load_run
+
+log = logging.getLogger("vaelab")
+
+
+def export_run(run_dir: str | Path, out: str | Path, format: str = "onnx", score: str | None = None,
+               **detector_options) -> Path:
+    """Fit the detector of ``run_dir`` on the run's training split, as ``vaelab detect`` calibrates
+    it (normalisation and a contamination-0.1 threshold unless ``detector_options`` say otherwise),
+    and write ``out`` with the scorer (``format``: onnx or torchscript) and manifest.json; returns
+    ``out``. ``vaelab.exported.load_exported(out)`` runs it."""
+    from ..detect import DEFAULT_SCORE, AutoencoderDetector
+    from ..detect.export import FORMATS, export_detector
+    from ..errors import ConfigError
+
+    if format not in FORMATS:
+        raise ConfigError(f"unknown export format {format!r}; choose one of: {', '.join(FORMATS)}")
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"--out {out} already exists and is not empty; choose a new or empty directory")
+    run_dir = Path(run_dir)
+    cfg = RunConfig.load(run_dir / "config.yaml")
+    model = load_run(run_dir)
+    train = load_data(cfg.data, cfg.seed)[0]
+    score = score or DEFAULT_SCORE
+    from ..detect.export import check_exportable
+
+    check_exportable(score, detector_options.get("combo"), detector_options.get("combo_method"))
+    opts = {"contamination": 0.1, **detector_options}
+    det = AutoencoderDetector(model, score, seed=cfg.seed, batch_size=cfg.train.eval_batch_size, **opts).fit(train)
+    log.info("exporting the %r detector of %s as %s to %s", score, run_dir, format, out)
+    return export_detector(det, out, format)

@@ -1,0 +1,172 @@
+"""Detector export (ONNX, TorchScript): the exported scorer against the Python detector on 300 test
+digits (raw scores, normalised scores, flags, error maps), sklearn's GaussianMixture.score_samples
+against the torch density, a sampling score refused, the loader with Lightning unimportable, the
+manifest and `vaelab export`."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+FORMATS = ("onnx", "torchscript")
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    import vaelab
+    from vaelab.api import train_run
+    from vaelab.config import parse_set
+    from vaelab.data import load_data, load_split
+    from vaelab.train import RunConfig
+
+    cfg = RunConfig.build("vae", parse_set(["data.name=digits", "model.latent_dim=4", "train.epochs=2", "train.batch_size=64",
+                                            "train.progress_bar=false", "model.conv_channels=[8]", "model.hidden_dim=32"]))
+    run, _ = train_run(cfg, tmp_path_factory.mktemp("export") / "run")
+    model = vaelab.load(run)
+    train = load_data(cfg.data, cfg.seed)[0]
+    test = load_split(cfg.data, "test").images[:300]
+    return run, model, train, test
+
+
+def _detector(setup, score):
+    from vaelab.detect import AutoencoderDetector
+
+    _, model, train, _ = setup
+    return AutoencoderDetector(model, score, seed=0).fit(train)
+
+
+@pytest.mark.parametrize("score", ["mse", "latent_gmm", "combo"])
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_exported_scores_equal_the_detector(setup, score, fmt, tmp_path):
+    from vaelab.detect.export import export_detector
+    from vaelab.exported import load_exported
+
+    _, model, _, test = setup
+    det = _detector(setup, score)
+    out = export_detector(det, tmp_path / "bundle", fmt)
+    scorer = load_exported(out)
+    x = test.float() / 255
+    got = scorer(x.numpy())
+    assert set(got) == {"raw_score", "score", "flag", "error_map"}
+    raw = det.raw_scores(test)
+    # combo is a mean of z-scores, which crosses 0: its tolerance is relative to one standard deviation
+    scale = np.maximum(np.abs(raw), 1.0 if score == "combo" else 0.0)
+    assert got["raw_score"].shape == (300,) and np.all(np.abs(got["raw_score"] - raw) <= 1e-4 * scale)
+    norm = det.decision_function(test, clip=False)
+    np.testing.assert_allclose(got["score"], norm, rtol=1e-4, atol=1e-6)
+    assert got["flag"].dtype == np.int64
+    clear = np.abs(norm - det.threshold_) > 1e-6
+    np.testing.assert_array_equal(got["flag"][clear], det.predict(test)[clear])
+    err = ((model.reconstruct(x) - x) ** 2).mean(1).numpy()
+    assert got["error_map"].shape == (300, 8, 8)
+    np.testing.assert_allclose(got["error_map"], err, rtol=1e-4, atol=1e-6)
+    # a batch size other than the traced one
+    one = scorer(x[:1].numpy())
+    np.testing.assert_allclose(one["raw_score"], got["raw_score"][:1], rtol=1e-5, atol=1e-6 * scale[:1].max())
+
+
+def test_gmm_density_is_sklearns_score_samples(setup):
+    """The torch -log density of the exported latent_gmm against sklearn's score_samples on the same vectors."""
+    from vaelab.detect.export import _Context, _GMMHead
+
+    _, model, _, test = setup
+    det = _detector(setup, "latent_gmm")
+    head = _GMMHead(det.score_)
+    x = test.float() / 255
+    with torch.no_grad():
+        ours = head(_Context(model, x)).numpy()
+        v = det.score_.whitener_.transform(model.encode(x).mean.double())
+    np.testing.assert_allclose(ours, -det.score_.gmm_.score_samples(v.numpy()), rtol=1e-10)
+
+
+@pytest.mark.parametrize("score", ["nelbo", "nll"])
+def test_sampling_scores_are_refused_with_the_exportable_list(setup, score, tmp_path):
+    from vaelab.detect.export import EXPORTABLE_SCORES, export_detector
+    from vaelab.errors import ConfigError
+
+    det = _detector(setup, score) if score == "nelbo" else None
+    if det is None:
+        from vaelab.detect.export import check_exportable
+
+        with pytest.raises(ConfigError, match="latent_gmm") as e:
+            check_exportable(score)
+    else:
+        with pytest.raises(ConfigError, match="random") as e:
+            export_detector(det, tmp_path / "b")
+    assert all(s in str(e.value) for s in EXPORTABLE_SCORES) and "mse" in str(e.value)
+
+
+def test_rank_combo_is_refused(setup, tmp_path):
+    from vaelab.detect import AutoencoderDetector
+    from vaelab.detect.export import export_detector
+    from vaelab.errors import ConfigError
+
+    _, model, train, _ = setup
+    det = AutoencoderDetector(model, "combo", combo=("mse", "latent_gmm"), combo_method="rank").fit(train)
+    with pytest.raises(ConfigError, match="rank"):
+        export_detector(det, tmp_path / "b")
+
+
+def test_manifest(setup, tmp_path):
+    import vaelab
+    from vaelab.detect.export import export_detector
+
+    det = _detector(setup, "latent_gmm")
+    m = json.loads((export_detector(det, tmp_path / "b", "onnx") / "manifest.json").read_text())
+    assert m["format"] == "onnx" and (tmp_path / "b" / m["file"]).exists()
+    assert m["input_shape"] == ["batch", 1, 8, 8] and m["value_range"] == [0.0, 1.0] and m["input_dtype"] == "float32"
+    assert m["score_spec"] == det.score_.spec() and m["threshold"] == det.threshold_
+    assert m["normalization"]["raw_min"] == det.raw_min_ and m["normalization"]["raw_max"] == det.raw_max_
+    assert m["outputs"] == ["raw_score", "score", "flag", "error_map"] and m["vaelab_version"] == vaelab.__version__
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_loader_runs_without_the_training_stack(setup, fmt, tmp_path):
+    from vaelab.detect.export import export_detector
+
+    _, _, _, test = setup
+    det = _detector(setup, "latent_gmm")
+    out = export_detector(det, tmp_path / "b", fmt)
+    x = (test[:20].float() / 255).numpy()
+    np.save(tmp_path / "x.npy", x)
+    code = textwrap.dedent(f"""
+        import sys
+        for name in ("lightning", "lightning.pytorch", "pytorch_lightning", "sklearn", "torchmetrics"):
+            sys.modules[name] = None  # importing any of them now raises ImportError
+        import numpy as np
+        from vaelab.exported import load_exported
+        s = load_exported({str(out)!r})(np.load({str(tmp_path / 'x.npy')!r}))
+        np.save({str(tmp_path / 'raw.npy')!r}, s["raw_score"])
+        loaded = [m for m in sys.modules if m.startswith("vaelab")]
+        print(",".join(sorted(loaded)))
+        print("torch" in sys.modules)
+    """)
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert p.returncode == 0, p.stderr
+    mods, torch_loaded = p.stdout.strip().splitlines()
+    assert set(mods.split(",")) <= {"vaelab", "vaelab.errors", "vaelab.exported"}
+    assert torch_loaded == ("True" if fmt == "torchscript" else "False")  # an ONNX bundle runs on numpy + onnxruntime alone
+    np.testing.assert_allclose(np.load(tmp_path / "raw.npy"), det.raw_scores(test[:20]), rtol=1e-4)
+
+
+def test_cli_export(setup, tmp_path):
+    run = setup[0]
+    out = tmp_path / "bundle"
+    p = subprocess.run([sys.executable, "-m", "vaelab", "export", str(run), "--format", "torchscript", "--score", "mse",
+                        "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["format"] == "torchscript" and m["score"] == "mse" and (out / "scorer.pt").exists()
+    p = subprocess.run([sys.executable, "-m", "vaelab", "export", str(run), "--score", "nll", "--out", str(tmp_path / "x")],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 2 and "cannot be exported" in p.stderr and "latent_gmm" in p.stderr and "Traceback" not in p.stderr
