@@ -119,3 +119,74 @@ def test_tabular_detection_through_the_api_and_the_cli(tmp_path):
     assert p.returncode == 0, p.stderr
     cli_auc = json.loads((tmp_path / "det" / "metrics.json").read_text())["roc_auc"]
     assert abs(cli_auc - auc) < 1e-9
+
+
+def _cli(*args, cwd):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "vaelab", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
+
+
+def test_a_csv_run_from_the_command_line_samples_scores_and_refuses_image_grids(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(240, 4)) * [1, 10, 100, 1000] + [0, 5, -50, 500]
+    kind = np.where(rng.random(240) < 0.5, "cat", "dog")
+    p = tmp_path / "t.csv"
+    p.write_text("a,b,kind,c,d\n" + "".join(f"{r[0]},{r[1]},{k},{r[2]},{r[3]}\n" for r, k in zip(x, kind)))
+    run = tmp_path / "run"
+    q = _cli("train", "vae", "--data", "csv", "--set", f"data.path={p}", "--set", "data.label_column=2", "--latent-dim", "2",
+             "--epochs", "2", "--set", "model.mlp_hidden=[16]", "--set", "train.progress_bar=false", "--out", str(run), cwd=tmp_path)
+    assert q.returncode == 0, q.stderr  # the label column by index; its strings become classes cat = 0, dog = 1
+    s = load_split(DataConfig(name="csv", path=str(p), label_column="kind"), "all")
+    assert s.class_names == ["cat", "dog"] and s.labels.tolist() == [int(k == "dog") for k in kind]
+    q = _cli("sample", str(run), "-n", "500", "--out", str(tmp_path / "s.csv"), cwd=tmp_path)
+    assert q.returncode == 0, q.stderr
+    samples = np.loadtxt(tmp_path / "s.csv", delimiter=",")
+    assert samples.shape == (500, 4)
+    assert 200 < samples[:, 3].mean() < 800  # in the data's own units (column mean 500, sd 1000), not standardised
+    for cmd in (["reconstruct", str(run), "--out", str(tmp_path / "r.png")], ["traverse", str(run), "--out", str(tmp_path / "t.png")],
+                ["sample", str(run), "--out", str(tmp_path / "s.png")]):
+        q = _cli(*cmd, cwd=tmp_path)
+        assert q.returncode == 2 and "vectors" in q.stderr and "Traceback" not in q.stderr, q.stderr
+    new = tmp_path / "new.csv"
+    new.write_text("a,b,kind,c,d\n" + "".join(f"{r[0]},{r[1]},cat,{r[2]},{r[3]}\n" for r in x[:50]))
+    q = _cli("detect", str(run), "--data", str(new), "--out", str(tmp_path / "d"), cwd=tmp_path)
+    assert q.returncode == 0, q.stderr
+    assert json.loads((tmp_path / "d" / "metrics.json").read_text())["n"] == 50  # every row, not a test split
+
+
+def test_detectors_standardise_raw_vectors_as_their_model_was_trained():
+    """A detector that trains its own model on raw vectors, and one read from a run directory, both
+    standardise the vectors; far-away rows score above normal ones."""
+    from vaelab.detect import AutoencoderDetector
+
+    rng = np.random.default_rng(0)
+    normal = rng.normal(size=(400, 6)) * 50 + 1000
+    odd = rng.normal(size=(40, 6)) * 50 + 1400
+    det = AutoencoderDetector(epochs=3, overrides={"model": {"mlp_hidden": [16], "latent_dim": 2}}).fit(normal)
+    assert det.input_center_ is not None
+    np.testing.assert_allclose(det.input_center_.numpy(), normal[: len(normal)].mean(0), rtol=0.02)
+    s = det.decision_function(np.vstack([normal[:40], odd]), clip=False)
+    assert s[40:].mean() > s[:40].mean()
+    from sklearn.metrics import roc_auc_score
+
+    assert roc_auc_score(np.r_[np.zeros(40), np.ones(40)], s) > 0.9
+
+
+def test_reconstruction_error_of_vectors_is_not_clamped(tmp_path):
+    import vaelab
+    from vaelab.api import train_run
+    from vaelab.config import parse_set
+    from vaelab.evaluate import evaluate
+    from vaelab.train import RunConfig
+
+    x, y = table(tmp_path, n=200)
+    np.savez(tmp_path / "v.npz", x=x, y=y)
+    cfg = RunConfig.build("vae", parse_set([f"data.path={tmp_path / 'v.npz'}", "data.name=npz", "model.latent_dim=2",
+                                            "model.mlp_hidden=[16]", "train.epochs=1", "train.progress_bar=false"]))
+    run, _ = train_run(cfg, tmp_path / "run")
+    model = vaelab.load(run)
+    test = load_split(RunConfig.load(run / "config.yaml").data, "test")
+    r = model.reconstruct(test.images)
+    assert r.min() < 0  # standardised values below the mean stay below zero
+    mse = evaluate(model, test, ["recon"])["mse"]
+    assert mse == pytest.approx(float((r - test.images).pow(2).mean()), rel=1e-5)

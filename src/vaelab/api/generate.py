@@ -17,17 +17,57 @@ log = logging.getLogger("vaelab")
 
 def sample_run(run_dir: str | Path, n: int, out: str | Path, seed: int = 0, sampler: str = "prior") -> Path:
     """``n`` new images from the sampler named ``sampler`` (vaelab.generate.SAMPLERS): the model's
-    prior, or a density fitted to the training codes (which are then loaded)."""
+    prior, or a density fitted to the training codes (which are then loaded). A run of vectors
+    writes its samples to a .csv or .npz file instead, in the data's own units (the run's
+    standardisation undone)."""
     _positive("-n (images to draw)", n)
-    image_format(out)
     run_dir = Path(run_dir)
+    cfg = RunConfig.load(run_dir / "config.yaml")
+    vectors = cfg.model.image_shape is not None and len(cfg.model.image_shape) == 1
+    if not vectors:
+        image_format(out)
+    elif Path(out).suffix.lower() not in (".csv", ".npz"):
+        from ..errors import ConfigError
+
+        raise ConfigError(f"--out {out}: this run's data are vectors, so its samples are a table: name a .csv or .npz file")
     s = make_sampler(sampler, seed=seed)
     model = load_run(run_dir)
-    train = None
-    if s.needs_train:
-        cfg = RunConfig.load(run_dir / "config.yaml")
-        train = load_data(cfg.data, cfg.seed)[0]
-    return save_grid(s.fit(model, train).sample(n), out)
+    train = load_data(cfg.data, cfg.seed)[0] if s.needs_train else None
+    x = s.fit(model, train).sample(n)
+    if not vectors:
+        return save_grid(x, out)
+    return _write_vectors(x, cfg, Path(out))
+
+
+def _write_vectors(x: torch.Tensor, cfg: RunConfig, out: Path) -> Path:
+    """Vectors in the data's own units (times the run's scale, plus its centre), as CSV or npz."""
+    import io
+
+    import numpy as np
+
+    from ..fileio import atomic_path, atomic_write_text
+
+    v = x.double()
+    if cfg.data.center is not None and cfg.data.scale is not None:
+        v = v * torch.tensor(cfg.data.scale, dtype=torch.float64) + torch.tensor(cfg.data.center, dtype=torch.float64)
+    a = v.numpy()
+    if out.suffix.lower() == ".npz":
+        with atomic_path(out) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, x=a)
+        return out
+    buf = io.StringIO()
+    np.savetxt(buf, a, delimiter=",", fmt="%.8g")
+    atomic_write_text(out, buf.getvalue())
+    return out
+
+
+def _refuse_vectors(model: Autoencoder, what: str) -> None:
+    if model.is_vector:
+        from ..errors import ModelError
+
+        raise ModelError(f"{what} draws image grids; this run's data are vectors. `vaelab sample RUN --out samples.csv` "
+                         "writes new vectors, and `vaelab evaluate` measures the reconstructions")
 
 
 def _positive(what: str, value: int, least: int = 1) -> None:
@@ -55,6 +95,7 @@ def interpolate_run(run_dir: str | Path, out: str | Path, pairs: int = 4, steps:
     _positive("--steps", steps, 2)
     image_format(out)
     model, x = _test_images(Path(run_dir), 2 * pairs, what=f"--pairs {pairs} needs {2 * pairs} test images")
+    _refuse_vectors(model, "interpolate")
     rows = [interpolate(model, x[2 * i], x[2 * i + 1], steps, mode) for i in range(len(x) // 2)]
     return save_grid(torch.cat(rows), out, nrow=steps)
 
@@ -69,6 +110,7 @@ def traverse_run(run_dir: str | Path, out: str | Path, index: int = 0, span: flo
 
         raise ConfigError(f"--span must be positive (the sweep is [-span, span]), got {span}")
     model, x = _test_images(Path(run_dir), 1, index, what=f"--index {index}")
+    _refuse_vectors(model, "traverse")
     if units is not None:
         bad = [u for u in units if not 0 <= u < model.latent_dim]
         if bad or not units:
@@ -86,6 +128,7 @@ def reconstruct_run(run_dir: str | Path, out: str | Path, n: int = 32, noisy: bo
     run_dir = Path(run_dir)
     cfg = RunConfig.load(run_dir / "config.yaml")
     model = load_run(run_dir)
+    _refuse_vectors(model, "reconstruct")
     test = load_split(cfg.data, "test", apply_class_filter=False)
     x = test.subset(torch.arange(min(n, len(test)))).float()
     if noisy:

@@ -27,7 +27,7 @@ class DataConfig:
     size: int | None = None  # make images size x size (a folder of mixed sizes needs it)
     resize_mode: Literal["pad", "resize"] = "pad"  # pad: centre on black; resize: resample
     channels: int | None = None  # 1 (grayscale) or 3 (RGB)
-    label_column: str | None = None  # csv source: the column of integer class labels (header name or 0-based index)
+    label_column: str | int | None = None  # csv source: the column of class labels (header name or 0-based index)
     standardize: bool = True  # vectors: centre and scale each column by the training split's mean and std
     center: list[float] | None = None  # vectors: the column means subtracted (filled in from the training split)
     scale: list[float] | None = None  # vectors: the column standard deviations divided by (filled in likewise)
@@ -37,6 +37,8 @@ class DataConfig:
             raise ConfigError(f"unknown dataset {self.name!r}; choose one of: {', '.join(SOURCES)}")
         if not 0 <= self.val_fraction < 1:
             raise ConfigError(f"data.val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.label_column is not None and not isinstance(self.label_column, str):
+            self.label_column = str(self.label_column)  # an index given as a number
         if self.channels not in (None, 1, 3):
             raise ConfigError(f"data.channels must be 1 or 3, got {self.channels}")
         for k in ("limit", "test_limit", "size"):
@@ -98,8 +100,9 @@ def load_data(cfg: DataConfig, seed: int = 0) -> tuple[ImageSet, ImageSet, Image
     """(train, validation, test). The class filter applies to train and validation, not to test,
     so that one-class work sees every class at test time; ``test_limit`` subsamples the test set."""
     train = load_split(cfg, "train").limit(cfg.limit, seed)
-    if train.is_vector and cfg.standardize and cfg.center is None:  # the statistics of the (limited) training split
-        fit_standardizer(train, cfg)
+    if train.is_vector and cfg.standardize and cfg.center is None:  # the training part's statistics, validation left out
+        rest, _ = train.split(cfg.val_fraction, seed)
+        fit_standardizer(rest, cfg)
         train = _standardized(train, cfg)
     train, val = train.split(cfg.val_fraction, seed)
     test = load_split(cfg, "test", apply_class_filter=False).limit(cfg.test_limit, seed)

@@ -442,6 +442,11 @@ class CsvSource(Source):
                 col = int(label_column) % width
             else:
                 raise DataError(f"{p}: no label column {label_column!r}; columns: {names or list(range(width))}")
+        class_names: list[str] = []
+        if col is not None and not all(number(r[col]) for r in body):  # class names: numbered in sorted order
+            class_names = sorted({r[col].strip() for r in body})
+            ids = {n: str(i) for i, n in enumerate(class_names)}
+            body = [[*r[:col], ids[r[col].strip()], *r[col + 1:]] for r in body]
         try:
             table = np.array([[float(c) for c in r] for r in body], dtype=np.float64)
         except ValueError:
@@ -457,11 +462,12 @@ class CsvSource(Source):
                 raise DataError(f"{p}: the label column {label_column!r} must hold integer classes")
             y = y.astype(np.int64)
             table = np.delete(table, col, axis=1)
-        full = ImageSet(torch.from_numpy(table.astype(np.float32)), None if y is None else _labels(y, len(y), p), p.stem)
+        full = ImageSet(torch.from_numpy(table.astype(np.float32)), None if y is None else _labels(y, len(y), p), p.stem,
+                        class_names)
         if split == "all":
             return full
         train, test = full.split(0.1, seed=0)
-        return train if split == "train" else ImageSet(test.images, test.labels, full.name)
+        return train if split == "train" else ImageSet(test.images, test.labels, full.name, full.class_names)
 
 
 class MvtecSource(Source):

@@ -67,7 +67,10 @@ class AutoencoderDetector(BaseEstimator):
 
     Parameters
     ----------
-    model : None, an ``Autoencoder``, or a run directory.
+    model : None, an ``Autoencoder``, or a run directory. On vectors (N x D tabular data), a detector that
+        trains its model or reads it from a run directory standardises X as the model's training data
+        were (the run's ``data.center`` / ``data.scale``); an ``Autoencoder`` object takes X as its model
+        sees it.
         None: ``fit`` trains ``model_name`` on X with vaelab's trainer (``epochs``, ``overrides`` as
         nested run-config keys, e.g. ``{"model": {"arch": "mlp"}}``; into ``train_dir``, or a
         temporary directory that is removed). Otherwise ``fit`` only scores X to set the threshold.
@@ -171,12 +174,21 @@ class AutoencoderDetector(BaseEstimator):
         from ..config import deep_merge
         from ..train import RunConfig, fit
 
-        data = X if isinstance(X, ImageSet) else (
-            ImageSet(images) if images.dtype == torch.uint8 else ImageSet.from_float(images))
+        if images.ndim == 2:  # vectors: the model sees them standardised by the training part's statistics
+            data = ImageSet(images)
+        else:
+            data = X if isinstance(X, ImageSet) else (
+                ImageSet(images) if images.dtype == torch.uint8 else ImageSet.from_float(images))
         base = {"seed": self.seed, "data": {"name": data.name if data.name in SOURCES else "npz"},
                 "train": {"epochs": self.epochs, "progress_bar": False}}
         cfg = RunConfig.build(self.model_name, deep_merge(base, self.overrides or {}))
         train, val = data.split(cfg.data.val_fraction, cfg.seed)
+        if data.is_vector:
+            from ..data import _standardized, fit_standardizer
+
+            fit_standardizer(train, cfg.data)
+            self._set_standardizer(cfg.data.center, cfg.data.scale)
+            train, val = _standardized(train, cfg.data), _standardized(val, cfg.data)
         if len(train) == 0:
             raise DataError(f"fit got {len(data)} images: too few to train a model; give more, or a trained model")
         splits = (train, val, val if len(val) else train)
@@ -198,15 +210,23 @@ class AutoencoderDetector(BaseEstimator):
                               "fit(X, val=images, val_labels=labels) (1 = anomaly), or choose an unsupervised rule "
                               f"({', '.join(r for r in THRESHOLD_RULES if r != 'f1')})")
         images = as_images(X)
+        self.input_center_ = self.input_scale_ = None
         if self.model is None:
             model = self._train(X, images)
         elif isinstance(self.model, (str, Path)):
             model = load_run(self.model)
+            if model.is_vector:  # a run's vectors are standardised as its training data were
+                from ..train import RunConfig
+
+                d = RunConfig.load(Path(self.model) / "config.yaml").data
+                if d.center is not None:
+                    self._set_standardizer(d.center, d.scale)
         elif isinstance(self.model, Autoencoder):
             model = self.model.eval()
         else:
             raise ConfigError(f"model must be None, an Autoencoder or a run directory; got {type(self.model).__name__}")
         self.model_ = model
+        images = self._prepare(images)
         log.info("fitting the %r score on %d training images", self.score, len(images))
         self.score_ = self._make_score(model).fit(model, images, self.batch_size, self.seed)
         raw = self.score_.training_scores(model, images, self.batch_size, self.seed).numpy()
@@ -219,13 +239,27 @@ class AutoencoderDetector(BaseEstimator):
         else:
             vs = None
             if self.threshold_rule == "f1":
-                vs = self._scale(score_images(model, self.score_, as_images(val, "val"), self.batch_size, self.seed).numpy(), clip=False)
+                vs = self._scale(score_images(model, self.score_, self._prepare(as_images(val, "val")), self.batch_size,
+                                              self.seed).numpy(), clip=False)
             thr, self.threshold_info_ = choose_threshold(self.threshold_rule, self.decision_scores_, vs, val_labels,
                                                          self.contamination, seed=self.seed)
             self.threshold_ = float(thr)
         self.labels_ = (self.decision_scores_ > self.threshold_).astype(np.int64)
         self.n_train_ = len(images)
         return self
+
+    def _set_standardizer(self, center: Any, scale: Any) -> None:
+        self.input_center_ = torch.tensor(center, dtype=torch.float32)
+        self.input_scale_ = torch.tensor(scale, dtype=torch.float32)
+
+    def _prepare(self, images: torch.Tensor) -> torch.Tensor:
+        """Vectors standardised as the model was trained (when the detector trained the model or read
+        it from a run directory; a model object takes vectors as they are); images unchanged."""
+        if getattr(self, "input_center_", None) is None or images.ndim != 2:
+            return images
+        if images.shape[1] != len(self.input_center_):
+            raise DataError(f"vectors of {images.shape[1]} columns; the model was trained on {len(self.input_center_)}")
+        return (images - self.input_center_) / self.input_scale_
 
     # -- scoring --------------------------------------------------------------------------------
     def _check_fitted(self) -> None:
@@ -242,7 +276,7 @@ class AutoencoderDetector(BaseEstimator):
     def raw_scores(self, X: Any) -> np.ndarray:
         """The score before normalisation (higher = more anomalous)."""
         self._check_fitted()
-        return score_images(self.model_, self.score_, as_images(X), self.batch_size, self.seed).numpy()
+        return score_images(self.model_, self.score_, self._prepare(as_images(X)), self.batch_size, self.seed).numpy()
 
     def decision_function(self, X: Any, clip: bool = True) -> np.ndarray:
         """Anomaly scores, higher = more anomalous; with ``normalize`` min-max scaled by the

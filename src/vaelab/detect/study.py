@@ -242,13 +242,14 @@ def load_detection_set(data: str, like: DataConfig, split: str | None = None,
     else:
         raise DataError(f"{data!r} is neither a file, a folder nor a dataset name; choose one of: {', '.join(SOURCES)}")
     if study is None:
-        # a folder of images without train/ and test/ sub-folders is scored whole
-        whole = cfg.name == "folder" and not ((path / "train").is_dir() and (path / "test").is_dir())
+        # a folder of images without train/ and test/ sub-folders, a CSV file and an npz of one array x
+        # are scored whole (every file, row or example); a source with its own train / test splits, its test split
+        whole = _scored_whole(cfg, path)
         split = split or ("all" if whole else "test")
         allowed = ("all", "train", "test") if whole else ("train", "test")
         if split not in allowed:
-            raise ConfigError(f"--split for {'a folder' if whole else 'a dataset'} is {' or '.join(allowed)}, got {split!r} "
-                              "(rep1, rep2, labeled are OOD-study sets)")
+            raise ConfigError(f"--split for {'this file or folder' if whole else 'a dataset'} is {' or '.join(allowed)}, got "
+                              f"{split!r} (rep1, rep2, labeled are OOD-study sets)")
         cfg.size, cfg.channels, cfg.resize_mode = like.size, like.channels, like.resize_mode
         cfg.center, cfg.scale = like.center, like.scale  # vectors: standardised as the run's training data
         s = load_split(cfg, split, apply_class_filter=False)
@@ -272,3 +273,20 @@ def load_detection_set(data: str, like: DataConfig, split: str | None = None,
             keep &= ~torch.isin(s.labels, torch.as_tensor(like.drop_classes))
         y = (~keep).numpy().astype(np.int64)
     return s, y, desc
+
+
+def _scored_whole(cfg: DataConfig, path: Path) -> bool:
+    """Whether `vaelab detect` scores every example of ``path`` by default (it has no test split of its own)."""
+    if cfg.name == "folder":
+        return not ((path / "train").is_dir() and (path / "test").is_dir())
+    if cfg.name == "csv":
+        return True
+    if cfg.name == "npz":
+        import zipfile
+
+        try:
+            names = {n[:-4] for n in zipfile.ZipFile(path).namelist()}
+        except (OSError, zipfile.BadZipFile):
+            return False  # the loader names the problem
+        return "x_test" not in names and "x" in names
+    return False
