@@ -335,7 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--sampler", default="prior", help="prior: the model's prior p(z) (N(0, I) unless the model learns its own); "
-                   "gmm: a Gaussian mixture fitted to the training codes; or any other name of vaelab.generate.SAMPLERS")
+                   "gmm: a Gaussian mixture fitted to the training codes; maf, iaf: a normalising flow fitted to them; "
+                   "two-stage: a second VAE trained on them; vamp: the VampPrior of a vamp model; or any other name of "
+                   "vaelab.generate.SAMPLERS")
     s.set_defaults(func=cmd_sample)
 
     i = sub.add_parser("interpolate", help="decode paths between pairs of test images")

@@ -1,7 +1,11 @@
-"""Samplers draw latent codes and decode them to images in [0, 1]. fit(model, train) then sample(n)."""
+"""Samplers draw latent codes and decode them to images in [0, 1]. fit(model, train) then sample(n).
+
+A sampler registers itself with ``@register_sampler("name")`` (``vaelab sample --sampler NAME``,
+``make_sampler``); one with a density over the codes has ``log_prob_codes(z)``, the log-density of
+codes [N, d] (held-out codes: how well it models the aggregate posterior), float64 on the CPU."""
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Callable, ClassVar, TypeVar
 
 import torch
 
@@ -9,7 +13,21 @@ from ..data import ImageSet
 from ..errors import ConfigError, ModelError
 from ..models import Autoencoder, embed_images
 
+SAMPLERS: dict[str, type] = {}
+S = TypeVar("S", bound=type)
 
+
+def register_sampler(name: str) -> Callable[[S], S]:
+    """Class decorator: make ``cls`` the sampler ``name`` of SAMPLERS."""
+
+    def decorate(cls: S) -> S:
+        SAMPLERS[name] = cls
+        return cls
+
+    return decorate
+
+
+@register_sampler("prior")
 class PriorSampler:
     """z ~ p(z), the model's ``prior()``. A sampler with ``needs_train`` is fitted on the training
     set's codes (``fit(model, train)``); the others ignore ``train``."""
@@ -29,6 +47,16 @@ class PriorSampler:
         return self.model_.sample_prior(n, torch.Generator().manual_seed(self.seed)).cpu()
 
     @torch.no_grad()
+    def log_prob_codes(self, z: torch.Tensor) -> torch.Tensor:
+        """log p(z) under the model's ``prior()``, per code."""
+        self._check_fitted()
+        return self.model_.prior().log_prob(z.to(next(self.model_.parameters()).device)).double().cpu()
+
+    def _check_fitted(self) -> None:
+        if self.model_ is None:
+            raise ModelError(f"call fit(model{', train' if self.needs_train else ''}) first")
+
+    @torch.no_grad()
     def sample(self, n: int, batch_size: int = 1000) -> torch.Tensor:
         if self.model_ is None:
             raise ModelError("call fit(model) before sample(n)")
@@ -36,6 +64,23 @@ class PriorSampler:
         return torch.cat([self.model_.mean_image(self.model_.decode(z[i : i + batch_size])) for i in range(0, n, batch_size)])
 
 
+@register_sampler("vamp")
+class VampSampler(PriorSampler):
+    """z ~ the VampPrior (1/K) sum_k q(z|u_k) of a ``vamp`` model: a pseudo-input k uniformly, then
+    its posterior. That is the vamp model's ``prior()``, so the draws are those of the prior sampler
+    under the same seed; any other model is refused (it has no pseudo-inputs)."""
+
+    def fit(self, model: Autoencoder, train: ImageSet | None = None) -> "VampSampler":
+        from ..models.vamp import VampVAE
+
+        if not isinstance(model, VampVAE):
+            raise ModelError(f"the vamp sampler draws from the VampPrior of a vamp model (vaelab train vamp); {model.config.name} "
+                             "has no pseudo-inputs. Use --sampler prior for its own prior, or one fitted to its codes: "
+                             + ", ".join(n for n, c in SAMPLERS.items() if c.needs_train))
+        return super().fit(model, train)
+
+
+@register_sampler("gmm")
 class GMMSampler(PriorSampler):
     """A Gaussian mixture (scikit-learn, full covariances) fitted to the posterior means of the
     training images; works for deterministic autoencoders too (ex-post density estimation)."""
@@ -62,8 +107,11 @@ class GMMSampler(PriorSampler):
         z, _ = self.gmm_.sample(n)
         return torch.from_numpy(z).float()
 
-
-SAMPLERS = {"prior": PriorSampler, "gmm": GMMSampler}
+    def log_prob_codes(self, z: torch.Tensor) -> torch.Tensor:
+        """The mixture's log-density of each code (scikit-learn's ``score_samples``)."""
+        if self.gmm_ is None:
+            raise ModelError("call fit(model, train) first")
+        return torch.from_numpy(self.gmm_.score_samples(z.detach().double().cpu().numpy()))
 
 
 def make_sampler(name: str, **kw) -> PriorSampler:
