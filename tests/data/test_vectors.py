@@ -24,6 +24,19 @@ def table(tmp_path: Path, n: int = 200, d: int = 5, seed: int = 0):
     return x, y
 
 
+def vector_run(tmp_path: Path, n: int, epochs: int):
+    """A small VAE trained on ``table`` saved as an npz: (run directory, metrics)."""
+    from vaelab.api import train_run
+    from vaelab.config import parse_set
+    from vaelab.train import RunConfig
+
+    x, y = table(tmp_path, n=n)
+    np.savez(tmp_path / "v.npz", x=x, y=y)
+    cfg = RunConfig.build("vae", parse_set([f"data.path={tmp_path / 'v.npz'}", "data.name=npz", "model.latent_dim=2",
+                                            "model.mlp_hidden=[16]", f"train.epochs={epochs}", "train.progress_bar=false"]))
+    return train_run(cfg, tmp_path / "run")
+
+
 def test_csv_with_header_and_label_column_reads_as_vectors(tmp_path):
     x, y = table(tmp_path)
     p = tmp_path / "t.csv"
@@ -64,11 +77,7 @@ def test_a_vae_on_vectors_gets_an_mlp_a_gaussian_likelihood_and_no_image_metrics
     from vaelab.detect.scores import make_score
     from vaelab.train import RunConfig
 
-    x, y = table(tmp_path, n=300)
-    np.savez(tmp_path / "v.npz", x=x, y=y)
-    cfg = RunConfig.build("vae", parse_set([f"data.path={tmp_path / 'v.npz'}", "data.name=npz", "model.latent_dim=2",
-                                            "model.mlp_hidden=[16]", "train.epochs=2", "train.progress_bar=false"]))
-    run, m = train_run(cfg, tmp_path / "run")
+    run, m = vector_run(tmp_path, n=300, epochs=2)
     saved = RunConfig.load(run / "config.yaml")
     assert saved.model.arch == "mlp" and saved.model.likelihood == "gaussian" and saved.model.image_shape == [5]
     assert len(saved.data.center) == 5
@@ -177,16 +186,10 @@ def test_detectors_standardise_raw_vectors_as_their_model_was_trained():
 
 def test_reconstruction_error_of_vectors_is_not_clamped(tmp_path):
     import vaelab
-    from vaelab.api import train_run
-    from vaelab.config import parse_set
     from vaelab.evaluate import evaluate
     from vaelab.train import RunConfig
 
-    x, y = table(tmp_path, n=200)
-    np.savez(tmp_path / "v.npz", x=x, y=y)
-    cfg = RunConfig.build("vae", parse_set([f"data.path={tmp_path / 'v.npz'}", "data.name=npz", "model.latent_dim=2",
-                                            "model.mlp_hidden=[16]", "train.epochs=1", "train.progress_bar=false"]))
-    run, _ = train_run(cfg, tmp_path / "run")
+    run, _ = vector_run(tmp_path, n=200, epochs=1)
     model = vaelab.load(run)
     test = load_split(RunConfig.load(run / "config.yaml").data, "test")
     r = model.reconstruct(test.images)

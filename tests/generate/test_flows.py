@@ -22,12 +22,7 @@ from vaelab.models import build, embed_images, make_config
 FITTED = {"maf": {"steps": 300}, "iaf": {"steps": 300}, "two-stage": {"steps": 300, "hidden": [32]}, "gmm": {"n_components": 3}}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: tiny models, one torch thread
 
 
 @pytest.fixture(scope="module")
