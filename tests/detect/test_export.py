@@ -1,6 +1,6 @@
 """Detector export (ONNX, TorchScript): the exported scorer against the Python detector on 300 test
 digits (raw scores, normalised scores, flags, error maps), sklearn's GaussianMixture.score_samples
-against the torch density, a sampling score refused, the loader with Lightning unimportable, the
+against the torch density, nelbo's common noise, a sampling score refused, the loader with Lightning unimportable, the
 manifest and `vaelab export`."""
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def _detector(setup, score):
     return AutoencoderDetector(model, score, seed=0).fit(train)
 
 
-@pytest.mark.parametrize("score", ["mse", "latent_gmm", "combo"])
+@pytest.mark.parametrize("score", ["mse", "nelbo", "latent_gmm", "combo"])
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_exported_scores_equal_the_detector(setup, score, fmt, tmp_path):
     from vaelab.detect.export import export_detector
@@ -88,21 +88,40 @@ def test_gmm_density_is_sklearns_score_samples(setup):
     np.testing.assert_allclose(ours, -det.score_.gmm_.score_samples(v.numpy()), rtol=1e-10)
 
 
-@pytest.mark.parametrize("score", ["nelbo", "nll"])
-def test_sampling_scores_are_refused_with_the_exportable_list(setup, score, tmp_path):
-    from vaelab.detect.export import EXPORTABLE_SCORES, export_detector
+def test_nelbo_uses_one_noise_draw_for_every_image(setup):
+    """nelbo's common random numbers: an image's score does not depend on its batch or position, and
+    each equals -log p(x | loc + scale * eps) averaged over the k draws plus the closed-form KL."""
+    from vaelab.detect.scores import NELBOScore, score_images
+    from vaelab.objectives import gaussian_kl_closed_form
+
+    _, model, train, test = setup
+    s = NELBOScore(n_samples=3).fit(model, train, seed=7)
+    a = score_images(model, s, test, batch_size=64, seed=0)
+    perm = torch.randperm(len(test), generator=torch.Generator().manual_seed(1))
+    b = score_images(model, s, test[perm], batch_size=17, seed=123)
+    torch.testing.assert_close(b, a[perm], rtol=1e-5, atol=1e-4)
+    x = test[:5].float() / 255
+    with torch.no_grad():
+        q = model.encode(x)
+        eps = s.noise(q.mean.shape[-1])
+        rec = torch.stack([-model.decode(q.mean + q.stddev * e).log_prob(x) for e in eps]).mean(0)
+        ref = rec + gaussian_kl_closed_form(q.mean, q.stddev.pow(2).log())
+    torch.testing.assert_close(a[:5].float(), ref, rtol=1e-5, atol=1e-4)
+    assert not torch.equal(eps, NELBOScore(n_samples=3).fit(model, train, seed=8).noise(eps.shape[-1]))
+
+
+def test_nll_is_refused_with_the_exportable_list(setup, tmp_path):
+    from vaelab.detect import AutoencoderDetector
+    from vaelab.detect.export import EXPORTABLE_SCORES, check_exportable, export_detector
     from vaelab.errors import ConfigError
 
-    det = _detector(setup, score) if score == "nelbo" else None
-    if det is None:
-        from vaelab.detect.export import check_exportable
-
-        with pytest.raises(ConfigError, match="latent_gmm") as e:
-            check_exportable(score)
-    else:
-        with pytest.raises(ConfigError, match="random") as e:
-            export_detector(det, tmp_path / "b")
-    assert all(s in str(e.value) for s in EXPORTABLE_SCORES) and "mse" in str(e.value)
+    with pytest.raises(ConfigError, match="latent_gmm") as e:
+        check_exportable("nll")
+    assert all(s in str(e.value) for s in EXPORTABLE_SCORES) and "fresh importance samples" in str(e.value)
+    _, model, train, _ = setup
+    det = AutoencoderDetector(model, "nll", nll_k=2, seed=0).fit(train)
+    with pytest.raises(ConfigError, match="fresh importance samples"):
+        export_detector(det, tmp_path / "b")
 
 
 def test_rank_combo_is_refused(setup, tmp_path):

@@ -11,8 +11,11 @@ forward takes float images [B, C, H, W] in [0, 1] and returns
 - ``error_map`` [B, H, W] float32: the reconstruction's squared error, averaged over channels.
 
 The densities are computed in float64 in torch exactly as scikit-learn's ``GaussianMixture.score_samples``
-does (log-weights + Cholesky-whitened quadratic forms, log-sum-exp). Sampling scores (nelbo, nll) draw
-random numbers and are not exported; neither is a rank combo (a search over sorted training scores).
+does (log-weights + Cholesky-whitened quadratic forms, log-sum-exp). ``nelbo`` exports with the
+score's common noise as a buffer (the Python score reuses one draw for every image, so the two agree);
+a posterior that is not a diagonal Gaussian, or a discretised likelihood, is refused. ``nll`` draws
+fresh importance samples per image and is not exported; neither is a rank combo (a search over
+sorted training scores).
 ``load_exported`` (vaelab.exported) runs a bundle without vaelab's training stack."""
 from __future__ import annotations
 
@@ -27,15 +30,15 @@ import torch.nn.functional as F
 from ..errors import ConfigError, ModelError
 from ..exported import MODEL_FILES, OUTPUT_NAMES, load_exported
 from ..fileio import atomic_write_json
-from .scores import (BCEScore, ComboScore, GMMScore, KNNScore, MahalanobisScore, MSEScore, PatchMSEScore, Score,
-                     SSIMScore, Whitener)
+from .scores import (BCEScore, ComboScore, GMMScore, KNNScore, MahalanobisScore, MSEScore, NELBOScore, PatchMSEScore,
+                     Score, SSIMScore, Whitener, gaussian_parts, nelbo_at_noise)
 
 __all__ = ["EXPORTABLE_SCORES", "FORMATS", "ScorerModule", "check_exportable", "export_detector", "load_exported"]
 
 FORMATS = tuple(MODEL_FILES)
-# every score of vaelab.detect.scores that the exported module computes; nelbo and nll sample
-EXPORTABLE_SCORES = ("mse", "bce", "patch_mse", "ssim", "mahalanobis", "latent_gmm", "latent_knn", "feature_knn",
-                     "feature_gmm", "combo")
+# every score of vaelab.detect.scores that the exported module computes; nll samples afresh per image
+EXPORTABLE_SCORES = ("mse", "bce", "patch_mse", "ssim", "nelbo", "mahalanobis", "latent_gmm", "latent_knn",
+                     "feature_knn", "feature_gmm", "combo")
 
 
 def _refuse(what: str, why: str) -> ConfigError:
@@ -44,7 +47,7 @@ def _refuse(what: str, why: str) -> ConfigError:
 
 
 def check_exportable(score: str, combo: Any = None, combo_method: str | None = None) -> None:
-    """Refuse, before any fitting, a score the exporter cannot compute (nelbo, nll, a rank combo)."""
+    """Refuse, before any fitting, a score the exporter cannot compute (nll, a rank combo)."""
     from .scores import DEFAULT_COMBO
 
     members = [score]
@@ -54,8 +57,9 @@ def check_exportable(score: str, combo: Any = None, combo_method: str | None = N
             raise _refuse("combo", "combo_method='rank' looks each member score up among the sorted training scores; "
                                    "export a zscore combo")
     for m in members:
-        if m in ("nelbo", "nll"):
-            raise _refuse(repr(m), "it draws random posterior samples, so the same image would not get the same score")
+        if m == "nll":
+            raise _refuse(repr(m), "it draws fresh importance samples for every image, so the same image would not get "
+                                   "the same score; export 'nelbo', whose noise is drawn once")
 
 
 class _Context:
@@ -150,6 +154,27 @@ class _SSIMHead(nn.Module):
         return 1.0 - full.flatten(1).mean(1)
 
 
+class _NELBOHead(nn.Module):
+    """-ELBO at the score's common noise (vaelab.detect.scores.nelbo_at_noise), the noise a buffer."""
+
+    def __init__(self, s: NELBOScore, model: nn.Module):
+        super().__init__()
+        if model.config.likelihood in ("dgaussian", "dlogistic"):
+            raise _refuse("'nelbo'", f"the {model.config.likelihood} likelihood's log-probability has no exported form "
+                                     "yet; train with likelihood=bernoulli or gaussian, or export a reconstruction score")
+        c, h, w = model.image_shape
+        with torch.no_grad():
+            q = model.encode(torch.full((1, c, h, w), 0.5))
+        parts = gaussian_parts(q)
+        if parts is None:
+            raise _refuse("'nelbo'", f"{model.config.name}'s posterior is not a diagonal Gaussian, so the score samples "
+                                     "it afresh for every image")
+        self.register_buffer("eps", s.noise(parts[0].shape[-1]).float().clone())
+
+    def forward(self, ctx: _Context) -> torch.Tensor:
+        return nelbo_at_noise(ctx.model, ctx.x, self.eps)
+
+
 class _MahalanobisHead(nn.Module):
     def __init__(self, s: MahalanobisScore):
         super().__init__()
@@ -207,12 +232,12 @@ class _KNNHead(nn.Module):
 
 
 class _ComboHead(nn.Module):
-    def __init__(self, s: ComboScore, image_shape: tuple[int, ...]):
+    def __init__(self, s: ComboScore, model: nn.Module):
         super().__init__()
         if s.method != "zscore":
             raise _refuse(s.spec(), "combo_method='rank' looks each member score up among the sorted training scores; "
                                     "export a zscore combo")
-        self.members = nn.ModuleList(_head(m, image_shape) for m in s.members)
+        self.members = nn.ModuleList(_head(m, model) for m in s.members)
         self.register_buffer("mean", s.mean_.double().clone())
         self.register_buffer("std", s.std_.double().clone())
 
@@ -221,7 +246,8 @@ class _ComboHead(nn.Module):
         return ((s - self.mean) / self.std).mean(1)
 
 
-def _head(s: Score, image_shape: tuple[int, ...]) -> nn.Module:
+def _head(s: Score, model: nn.Module) -> nn.Module:
+    image_shape = tuple(model.image_shape)
     if isinstance(s, MSEScore):
         return _MSEHead()
     if isinstance(s, PatchMSEScore):
@@ -230,6 +256,8 @@ def _head(s: Score, image_shape: tuple[int, ...]) -> nn.Module:
         return _BCEHead()
     if isinstance(s, SSIMScore):
         return _SSIMHead(image_shape)
+    if isinstance(s, NELBOScore):
+        return _NELBOHead(s, model)
     if isinstance(s, MahalanobisScore):
         return _MahalanobisHead(s)
     if isinstance(s, GMMScore):
@@ -237,9 +265,9 @@ def _head(s: Score, image_shape: tuple[int, ...]) -> nn.Module:
     if isinstance(s, KNNScore):
         return _KNNHead(s)
     if isinstance(s, ComboScore):
-        return _ComboHead(s, image_shape)
-    why = ("it draws random posterior samples, so the same image would not get the same score"
-           if s.name in ("nelbo", "nll") else "the exporter has no torch version of it")
+        return _ComboHead(s, model)
+    why = ("it draws fresh importance samples for every image, so the same image would not get the same score"
+           if s.name == "nll" else "the exporter has no torch version of it")
     raise _refuse(repr(s.name), why)
 
 
@@ -261,7 +289,7 @@ class ScorerModule(nn.Module):
         for p in model.parameters():
             p.requires_grad_(False)
         self.model = model
-        self.head = _head(detector.score_, tuple(model.image_shape))
+        self.head = _head(detector.score_, model)
         span = detector.raw_max_ - detector.raw_min_
         lo, scale = (detector.raw_min_, span if span > 0 else 1.0) if detector.normalize else (0.0, 1.0)
         self.register_buffer("raw_min", torch.tensor(lo, dtype=torch.float64))

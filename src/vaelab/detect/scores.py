@@ -181,9 +181,40 @@ class SSIMScore(Score):
 
 
 # -- likelihood bounds -------------------------------------------------------------------------
+def gaussian_parts(q) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(loc, scale) [B, d] of a diagonal-Gaussian posterior (Normal or Independent(Normal)), else None
+    (a flow posterior, a mixture): the reparameterisation z = loc + scale * eps needs them."""
+    from torch.distributions import Independent, Normal
+
+    base = q.base_dist if isinstance(q, Independent) else q
+    return (base.loc, base.scale) if isinstance(base, Normal) else None
+
+
+def nelbo_at_noise(model: Autoencoder, x: torch.Tensor, eps: torch.Tensor, q=None) -> torch.Tensor:
+    """-ELBO per image [B] with z_k = loc + scale * eps_k for the given noise eps [k, d] shared by
+    every image, all k decoded in one batched call; the KL is the model's (analytic when it has one,
+    else Monte Carlo at the first z). Needs a diagonal-Gaussian posterior q (encoded here unless given)."""
+    q = model.encode(x) if q is None else q
+    parts = gaussian_parts(q)
+    if parts is None:  # pragma: no cover - callers check
+        raise ModelError(f"{model.config.name}'s posterior is not a diagonal Gaussian: nelbo_at_noise needs one")
+    loc, scale = parts
+    k, b = eps.shape[0], x.shape[0]
+    z = loc.unsqueeze(0) + scale.unsqueeze(0) * eps.to(loc).unsqueeze(1)  # [k, B, d]
+    px = model.decode(z.reshape(k * b, *z.shape[2:]))
+    log_px_z = px.log_prob(x.unsqueeze(0).expand(k, *x.shape).reshape(k * b, *x.shape[1:])).view(k, b)
+    return -log_px_z.mean(0) + model.kl(q, z[0])
+
+
 class NELBOScore(Score):
     """-ELBO in nats: reconstruction term averaged over ``n_samples`` posterior samples (decoded in
-    one batched pass) plus the KL to the model's prior (analytic when it has a closed form, else Monte Carlo)."""
+    one batched pass) plus the KL to the model's prior (analytic when it has a closed form, else Monte Carlo).
+
+    Common random numbers: for a diagonal-Gaussian posterior the standard-normal noise eps [n_samples, d]
+    is drawn once from the fit's seed and every image's samples are loc + scale * eps. An image then
+    gets the same score in any batch, order or call (and the score exports: vaelab.detect.export), and
+    two images' scores differ by their posteriors, not by their draws. Other posteriors (flows) are
+    sampled afresh under the scoring seed."""
 
     name = "nelbo"
     needs_density = True
@@ -192,11 +223,28 @@ class NELBOScore(Score):
         if n_samples < 1:
             raise ConfigError(f"n_samples (posterior samples for the nelbo score) must be >= 1, got {n_samples}")
         self.n_samples = n_samples
+        self.common_noise = True  # part of spec(): a result cached before it existed is not reused
+        self.seed_ = 0
+        self.noise_: torch.Tensor | None = None
+
+    def fit(self, model: Autoencoder, images: torch.Tensor, batch_size: int = 500, seed: int = 0) -> "NELBOScore":
+        super().fit(model, images, batch_size, seed)
+        self.seed_, self.noise_ = seed, None
+        return self
+
+    def noise(self, d: int) -> torch.Tensor:
+        """The shared noise [n_samples, d], drawn from the fit's seed (float32, CPU)."""
+        if self.noise_ is None or tuple(self.noise_.shape) != (self.n_samples, d):
+            self.noise_ = torch.randn(self.n_samples, d, generator=torch.Generator().manual_seed(self.seed_))
+        return self.noise_
 
     def batch(self, model: Autoencoder, x: torch.Tensor) -> torch.Tensor:
         q = model.encode(x)
-        _, log_px_z = model.log_weights(x, self.n_samples, q)
-        return -log_px_z.mean(0) + model.kl(q)
+        parts = gaussian_parts(q)
+        if parts is None:
+            _, log_px_z = model.log_weights(x, self.n_samples, q)
+            return -log_px_z.mean(0) + model.kl(q)
+        return nelbo_at_noise(model, x, self.noise(parts[0].shape[-1]), q)
 
 
 class NLLScore(Score):
