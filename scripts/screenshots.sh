@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Screenshots for the docs: a run report and `vaelab compare` of a VAE, a beta-VAE and a BVAE trained
 # on Fashion-MNIST, taken with headless Chromium (Debian's package, installed here if missing; the test
-# suite does not need it). Runs go to RUNS (default /tmp/vaelab-screenshots, outside the repository) and
-# finished runs are reused. Writes docs/images/report.png and docs/images/compare.png.
+# suite does not need it; the app's shot drives it through scripts/_page_shot.py). Runs go to RUNS (default /tmp/vaelab-screenshots, outside the repository) and
+# finished runs are reused. Writes docs/images/report.png, docs/images/compare.png and docs/images/app.png
+# (`vaelab app` on the VAE run, served on a local port while the shot is taken).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
@@ -22,4 +23,15 @@ shot() {  # page, png, height
 }
 shot "$RUNS/compare.html" docs/images/compare.png 2600
 shot "$RUNS/vae/report.html" docs/images/report.png 2600
-echo "wrote docs/images/compare.png and docs/images/report.png"
+PORT=${PORT:-7871}
+vaelab app "$RUNS/vae" --port "$PORT" --examples 8 > "$RUNS/app.log" 2>&1 &
+APP=$!
+trap 'kill $APP 2>/dev/null || true' EXIT
+for _ in $(seq 1 300); do  # the detector is fitted before the page is served
+  curl -sf "http://127.0.0.1:$PORT/" >/dev/null 2>&1 && break
+  kill -0 $APP 2>/dev/null || { cat "$RUNS/app.log"; exit 1; }
+  sleep 1
+done
+python3 -c "import websocket" 2>/dev/null || python3 -m pip install -q websocket-client  # DevTools client of the app shot
+python3 scripts/_page_shot.py "http://127.0.0.1:$PORT/" docs/images/app.png --wait-for "threshold" --height 1000 >/dev/null
+echo "wrote docs/images/compare.png, docs/images/report.png and docs/images/app.png"

@@ -186,6 +186,17 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_app(args: argparse.Namespace) -> int:
+    from .api import app_run
+
+    opts = {k: v for k, v in {"combo": args.combo, "threshold": args.threshold, "contamination": args.contamination}.items()
+            if v is not None}
+    print(f"fitting the detector of {args.run_dir}, then serving on http://{args.host}:{args.port or 7860} "
+          "(Ctrl-C stops it)", flush=True)
+    app_run(args.run_dir, args.host, args.port, args.score, args.examples, block=True, **opts)
+    return 0
+
+
 def cmd_bench_one_class(args: argparse.Namespace) -> int:
     import time
 
@@ -423,13 +434,26 @@ def build_parser() -> argparse.ArgumentParser:
     xp = sub.add_parser("export", help="write a run's fitted detector as a standalone ONNX / TorchScript scorer with manifest.json")
     xp.add_argument("run_dir")
     xp.add_argument("--format", choices=["onnx", "torchscript"], default="onnx", help="the bundle's format (default onnx)")
-    xp.add_argument("--score", help="the anomaly score (default combo); nelbo and nll sample and cannot be exported")
+    xp.add_argument("--score", help="the anomaly score (default combo); every score but nll (fresh importance samples per image) exports")
     xp.add_argument("--combo", help=f"the scores --score combo averages (default {','.join(_DEFAULT_COMBO)})")
     xlim = xp.add_mutually_exclusive_group()
     xlim.add_argument("--threshold", type=float, help="flag normalised scores above this, in [0, 1)")
     xlim.add_argument("--contamination", type=float, help="flag this fraction of the training data (default 0.1)")
     xp.add_argument("--out", required=True, help="the bundle directory (new or empty)")
     xp.set_defaults(func=cmd_export)
+
+    ap = sub.add_parser("app", help="a local web page to score one image with a run's detector: score, flag, "
+                                    "reconstruction and anomaly map (needs the app extra: pip install 'vaelab[app]')")
+    ap.add_argument("run_dir")
+    ap.add_argument("--score", help="the anomaly score (default combo)")
+    ap.add_argument("--combo", help=f"the scores --score combo averages (default {','.join(_DEFAULT_COMBO)})")
+    alim = ap.add_mutually_exclusive_group()
+    alim.add_argument("--threshold", type=float, help="flag normalised scores above this, in [0, 1)")
+    alim.add_argument("--contamination", type=float, help="flag this fraction of the training data (default 0.1)")
+    ap.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1: this machine only)")
+    ap.add_argument("--port", type=int, help="port (default: the first free one from 7860)")
+    ap.add_argument("--examples", type=int, default=8, help="example images from the run's test split (default 8)")
+    ap.set_defaults(func=cmd_app)
 
     bn = sub.add_parser("bench", help="benchmark protocols")
     bn_sub = bn.add_subparsers(dest="bench", required=True)
