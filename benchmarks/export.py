@@ -79,6 +79,7 @@ def main() -> None:
                 scorer = load_exported(export_detector(det, Path(tmp) / f"{score}-{fmt}", fmt))
                 got, ips = _timed(lambda b, s=scorer: s(b)["raw_score"], x, a.batch_size)
                 rel = float(np.max(np.abs(got - ref) / np.maximum(np.abs(ref), floor)))
+                rel = rel if np.isfinite(got).all() else float("inf")  # a NaN score is a failure, not a small difference
                 worst = max(worst, rel)
                 # the exported module's own flag output against the Python detector's predict()
                 flag = np.concatenate([scorer(x[i : i + a.batch_size])["flag"] for i in range(0, len(x), a.batch_size)])

@@ -100,7 +100,7 @@ def cmd_traverse(args: argparse.Namespace) -> int:
 def cmd_sample(args: argparse.Namespace) -> int:
     from .api import sample_run
 
-    print(sample_run(args.run_dir, args.n, args.out, args.seed, args.sampler))
+    print(sample_run(args.run_dir, args.n, args.out, args.seed, args.sampler, getattr(args, "class_")))
     return 0
 
 
@@ -248,7 +248,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_data_build_defects(args: argparse.Namespace) -> int:
     from .data.defects import build_defect_set
 
-    sizes = build_defect_set(args.out, args.data, args.kind, args.fraction, args.seed, test_limit=args.test_limit)
+    sizes = build_defect_set(args.out, args.data, args.kind, args.fraction, args.seed, test_limit=args.test_limit,
+                             path=args.path)
     print(json.dumps(sizes))
     print(f"wrote {Path(args.out).resolve()}")
     return 0
@@ -349,6 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "gmm: a Gaussian mixture fitted to the training codes; maf, iaf: a normalising flow fitted to them; "
                    "two-stage: a second VAE trained on them; vamp: the VampPrior of a vamp model; or any other name of "
                    "vaelab.generate.SAMPLERS")
+    s.add_argument("--class", dest="class_", type=int, metavar="K",
+                   help="draw class K (a conditional model: cvae); default: the model's unconditional samples")
     s.set_defaults(func=cmd_sample)
 
     i = sub.add_parser("interpolate", help="decode paths between pairs of test images")
@@ -489,6 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
     bd = dl_sub.add_parser("build-defects", help="a dataset's test images with synthetic defects and their exact masks")
     bd.add_argument("--out", required=True, help="the .npz to write (x_train, x_test, y_test, masks_test)")
     bd.add_argument("--data", default="fashion-mnist", help="the clean images (default fashion-mnist)")
+    bd.add_argument("--path", help="the file or folder of --data npz / folder (e.g. the exact-pixel CIFAR-10 subset)")
     bd.add_argument("--kind", default="noise", choices=["noise", "texture", "blank"],
                     help="the pasted patch: uniform noise, a patch of another image, or a blanked region")
     bd.add_argument("--fraction", type=float, default=0.5, help="share of the test images given a defect (default 0.5)")

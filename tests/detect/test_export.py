@@ -189,3 +189,27 @@ def test_cli_export(setup, tmp_path):
     p = subprocess.run([sys.executable, "-m", "vaelab", "export", str(run), "--score", "nll", "--out", str(tmp_path / "x")],
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 2 and "cannot be exported" in p.stderr and "latent_gmm" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_exported_bernoulli_log_prob_is_stable_where_logits_saturate(tmp_path):
+    """torch's Bernoulli log_prob exports to ONNX as log(sigmoid(l)): -inf, then NaN, for a saturated
+    logit. The exporter's form equals torch's log_prob and stays finite in onnxruntime."""
+    import onnxruntime as ort
+    from torch.distributions import Bernoulli, Independent
+
+    from vaelab.detect.export import _bernoulli_log_prob
+
+    logits = torch.linspace(-120, 120, 2 * 3 * 4).view(2, 1, 3, 4)
+    x = (torch.arange(24).view(2, 1, 3, 4) % 3 == 0).float()
+    px = Independent(Bernoulli(logits=logits), 3)
+    torch.testing.assert_close(_bernoulli_log_prob(px, x), px.log_prob(x))
+
+    class M(torch.nn.Module):
+        def forward(self, lg, xx):
+            return _bernoulli_log_prob(Independent(Bernoulli(logits=lg, validate_args=False), 3), xx)
+
+    path = tmp_path / "b.onnx"
+    torch.onnx.export(M(), (logits, x), str(path), input_names=["l", "x"], dynamo=False)
+    got = ort.InferenceSession(str(path)).run(None, {"l": logits.numpy(), "x": x.numpy()})[0]
+    assert np.isfinite(got).all()
+    np.testing.assert_allclose(got, px.log_prob(x).numpy(), rtol=1e-5)

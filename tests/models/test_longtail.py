@@ -343,6 +343,7 @@ def test_models_verbose_lists_each_new_model_with_its_options():
         "rae-gp": ["model.beta = 0.0001", "model.lambda_ = 1e-07"],
         "dip-vae": ["model.dip_type = i", "model.lambda_od = 10.0", "model.lambda_d = 100.0"],
         "beta-vae": ["model.capacity_max = null", "model.capacity_steps = 10000"],
+        "cvae": ["model.num_classes = null", "model.label_dim = 16", "model.label_dropout = 0.1"],
     }
     for name, options in expect.items():
         assert name in blocks, (name, out[:2000])

@@ -15,9 +15,11 @@ from ..train import RunConfig, load_run
 log = logging.getLogger("vaelab")
 
 
-def sample_run(run_dir: str | Path, n: int, out: str | Path, seed: int = 0, sampler: str = "prior") -> Path:
+def sample_run(run_dir: str | Path, n: int, out: str | Path, seed: int = 0, sampler: str = "prior",
+               label: int | None = None) -> Path:
     """``n`` new images from the sampler named ``sampler`` (vaelab.generate.SAMPLERS): the model's
-    prior, or a density fitted to the training codes (which are then loaded). A run of vectors
+    prior, or a density fitted to the training codes (which are then loaded). ``label``: the class
+    a conditional model (cvae) draws (``vaelab sample --class K``). A run of vectors
     writes its samples to a .csv or .npz file instead, in the data's own units (the run's
     standardisation undone)."""
     _positive("-n (images to draw)", n)
@@ -32,8 +34,10 @@ def sample_run(run_dir: str | Path, n: int, out: str | Path, seed: int = 0, samp
         raise ConfigError(f"--out {out}: this run's data are vectors, so its samples are a table: name a .csv or .npz file")
     s = make_sampler(sampler, seed=seed)
     model = load_run(run_dir)
+    if label is not None:
+        model.require("conditional", "drawing a chosen class (--class)")
     train = load_data(cfg.data, cfg.seed)[0] if s.needs_train else None
-    x = s.fit(model, train).sample(n)
+    x = s.fit(model, train).sample(n, label=label)
     if not vectors:
         return save_grid(x, out)
     return _write_vectors(x, cfg, Path(out))

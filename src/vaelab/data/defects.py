@@ -149,12 +149,14 @@ __all__ = ["DEFECT_KINDS", "SHAPES", "paste_defects"]
 
 
 def build_defect_set(out: Any, data: str = "fashion-mnist", kind: str = "noise", fraction: float = 0.5, seed: int = 0,
-                     size: Sequence[float] = (0.1, 0.3), test_limit: int | None = None) -> dict[str, int]:
+                     size: Sequence[float] = (0.1, 0.3), test_limit: int | None = None,
+                     path: str | None = None) -> dict[str, int]:
     """Write an .npz for pixel-level evaluation (``vaelab data build-defects``): ``x_train`` / ``y_train``,
     the source's clean training images; ``x_test``, its test images with ``fraction`` of them given one
     defect of ``kind`` (texture patches are cut from the other test images); ``y_test`` (1 = defect)
     and ``masks_test`` (N, H, W), exactly the changed pixels. ``vaelab detect RUN --data OUT --maps
-    mse,ssim`` scores it against the masks. Returns the sizes written."""
+    mse,ssim`` scores it against the masks. ``path``: the file or folder of a source that needs one
+    (npz, folder, e.g. the exact-pixel CIFAR-10 subset). Returns the sizes written."""
     from pathlib import Path
 
     from ..errors import ConfigError
@@ -163,8 +165,14 @@ def build_defect_set(out: Any, data: str = "fashion-mnist", kind: str = "noise",
 
     if not 0 < fraction <= 1:
         raise ConfigError(f"the defective fraction must be in (0, 1], got {fraction}")
-    train = load_split(DataConfig(name=data), "train")
-    test = load_split(DataConfig(name=data, test_limit=test_limit), "test", apply_class_filter=False).limit(test_limit, seed)
+    out = Path(out)
+    if out.suffix != ".npz":
+        raise ConfigError(f"--out {out}: the defect set is an .npz file")
+    if out.exists():
+        raise ConfigError(f"--out {out} already exists; choose a new file name (nothing is overwritten)")
+    train = load_split(DataConfig(name=data, path=path), "train")
+    test = load_split(DataConfig(name=data, path=path, test_limit=test_limit), "test",
+                      apply_class_filter=False).limit(test_limit, seed)
     rng = np.random.default_rng(seed)
     n = len(test)
     pick = np.sort(rng.choice(n, size=max(1, int(round(fraction * n))), replace=False))
@@ -176,11 +184,6 @@ def build_defect_set(out: Any, data: str = "fashion-mnist", kind: str = "noise",
     masks[pick] = m
     y = np.zeros(n, np.int64)
     y[pick] = 1
-    out = Path(out)
-    if out.suffix != ".npz":
-        raise ConfigError(f"--out {out}: the defect set is an .npz file")
-    if out.exists():
-        raise ConfigError(f"--out {out} already exists; choose a new file name (nothing is overwritten)")
     arrays = {"x_train": train.images.numpy(), "y_train": np.zeros(len(train), np.int64), "x_test": x, "y_test": y,
               "masks_test": masks}
     with atomic_path(out) as tmp:

@@ -154,6 +154,15 @@ class _SSIMHead(nn.Module):
         return 1.0 - full.flatten(1).mean(1)
 
 
+def _bernoulli_log_prob(px, x: torch.Tensor) -> torch.Tensor:
+    """log p(x | logits l) summed per example, x * l - softplus(l) with softplus(l) = max(l, 0) +
+    log(1 + exp(-|l|)): torch's Bernoulli log_prob exports to ONNX as log(sigmoid(l)), which is -inf
+    (and the sum NaN) where a logit saturates."""
+    logits = px.base_dist.logits
+    softplus = logits.clamp_min(0) + torch.log(1 + torch.exp(-logits.abs()))
+    return (x * logits - softplus).flatten(1).sum(1)
+
+
 class _NELBOHead(nn.Module):
     """-ELBO at the score's common noise (vaelab.detect.scores.nelbo_at_noise), the noise a buffer."""
 
@@ -170,9 +179,10 @@ class _NELBOHead(nn.Module):
             raise _refuse("'nelbo'", f"{model.config.name}'s posterior is not a diagonal Gaussian, so the score samples "
                                      "it afresh for every image")
         self.register_buffer("eps", s.noise(parts[0].shape[-1]).float().clone())
+        self.bernoulli = model.config.likelihood == "bernoulli"
 
     def forward(self, ctx: _Context) -> torch.Tensor:
-        return nelbo_at_noise(ctx.model, ctx.x, self.eps)
+        return nelbo_at_noise(ctx.model, ctx.x, self.eps, log_prob=_bernoulli_log_prob if self.bernoulli else None)
 
 
 class _MahalanobisHead(nn.Module):

@@ -190,10 +190,13 @@ def gaussian_parts(q) -> tuple[torch.Tensor, torch.Tensor] | None:
     return (base.loc, base.scale) if isinstance(base, Normal) else None
 
 
-def nelbo_at_noise(model: Autoencoder, x: torch.Tensor, eps: torch.Tensor, q=None) -> torch.Tensor:
+def nelbo_at_noise(model: Autoencoder, x: torch.Tensor, eps: torch.Tensor, q=None,
+                   log_prob: Callable | None = None) -> torch.Tensor:
     """-ELBO per image [B] with z_k = loc + scale * eps_k for the given noise eps [k, d] shared by
     every image, all k decoded in one batched call; the KL is the model's (analytic when it has one,
-    else Monte Carlo at the first z). Needs a diagonal-Gaussian posterior q (encoded here unless given)."""
+    else Monte Carlo at the first z). Needs a diagonal-Gaussian posterior q (encoded here unless given).
+    ``log_prob(px, x)``: log p(x|z) per example (default ``px.log_prob(x)``; the exporter passes a form
+    that ONNX computes stably)."""
     q = model.encode(x) if q is None else q
     parts = gaussian_parts(q)
     if parts is None:  # pragma: no cover - callers check
@@ -202,7 +205,8 @@ def nelbo_at_noise(model: Autoencoder, x: torch.Tensor, eps: torch.Tensor, q=Non
     k, b = eps.shape[0], x.shape[0]
     z = loc.unsqueeze(0) + scale.unsqueeze(0) * eps.to(loc).unsqueeze(1)  # [k, B, d]
     px = model.decode(z.reshape(k * b, *z.shape[2:]))
-    log_px_z = px.log_prob(x.unsqueeze(0).expand(k, *x.shape).reshape(k * b, *x.shape[1:])).view(k, b)
+    xk = x.unsqueeze(0).expand(k, *x.shape).reshape(k * b, *x.shape[1:])
+    log_px_z = (px.log_prob(xk) if log_prob is None else log_prob(px, xk)).view(k, b)
     return -log_px_z.mean(0) + model.kl(q, z[0])
 
 

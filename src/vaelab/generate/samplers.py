@@ -57,11 +57,17 @@ class PriorSampler:
             raise ModelError(f"call fit(model{', train' if self.needs_train else ''}) first")
 
     @torch.no_grad()
-    def sample(self, n: int, batch_size: int = 1000) -> torch.Tensor:
+    def sample(self, n: int, batch_size: int = 1000, label: int | None = None) -> torch.Tensor:
+        """``n`` new examples decoded from ``sample_latents(n)``; ``label``: the class a conditional
+        model (cvae) decodes them as (None: its unconditional model)."""
         if self.model_ is None:
             raise ModelError("call fit(model) before sample(n)")
-        z = self.sample_latents(n).to(next(self.model_.parameters()).device)
-        return torch.cat([self.model_.mean_image(self.model_.decode(z[i : i + batch_size])) for i in range(0, n, batch_size)])
+        m = self.model_
+        if label is not None:
+            m.require("conditional", "drawing a chosen class (--class)")
+        z = self.sample_latents(n).to(next(m.parameters()).device)
+        dec = (lambda c: m.decode(c)) if label is None else (lambda c: m.decode(c, label))
+        return torch.cat([m.mean_image(dec(z[i : i + batch_size])) for i in range(0, n, batch_size)])
 
 
 @register_sampler("vamp")

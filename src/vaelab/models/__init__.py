@@ -29,11 +29,13 @@ def make_config(name: str, overrides: dict[str, Any] | None = None) -> ModelConf
 
 
 def build(config: ModelConfig, image_shape: tuple[int, ...] | None = None, n_train: int | None = None,
-          encoder: Any = None, decoder: Any = None) -> Autoencoder:
-    """Build the model of ``config``; ``image_shape`` (one example's shape) and ``n_train`` come
-    from the training data. ``encoder`` / ``decoder``: your own networks (see Autoencoder)."""
+          encoder: Any = None, decoder: Any = None, num_classes: int | None = None) -> Autoencoder:
+    """Build the model of ``config``; ``image_shape`` (one example's shape), ``n_train`` and
+    ``num_classes`` (of the labels, None when unlabelled) come from the training data.
+    ``encoder`` / ``decoder``: your own networks (see Autoencoder)."""
     if image_shape is not None:
         config.fill_from_data(n_train, tuple(image_shape))
+    config.fill_from_labels(num_classes)
     cls = get_spec(config.name).cls
     if encoder is None and decoder is None:
         return cls(config)

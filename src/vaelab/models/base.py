@@ -64,6 +64,10 @@ class ModelConfig:
                 len(self.image_shape) != 3 or self.image_shape[0] not in (1, 3)):
             raise ConfigError(f"model.image_shape must be [C, H, W] with C in 1, 3 (images) or [D] (vectors); got {self.image_shape}")
 
+    def fill_from_labels(self, num_classes: int | None) -> None:
+        """Complete what only the training labels can tell (``num_classes``: 1 + the largest label,
+        None for unlabelled data); a model conditioned on labels overrides this."""
+
     def fill_from_data(self, n_train: int | None, image_shape: tuple[int, ...]) -> None:
         """Complete what only the training data can tell (the example's shape; some models more).
         On vectors (shape (D,)) the image networks do not apply: an architecture left at its
@@ -98,7 +102,8 @@ class Autoencoder(nn.Module):
     ``can_sample`` (new samples from ``prior()``), ``has_density`` (q(z|x) and p(z) are densities:
     ELBO, importance-sampled NLL, the ``nelbo``/``nll`` scores), ``takes_labels`` (``loss`` takes
     ``labels=``), ``denoises`` (has ``denoise``), ``explains`` (has attention maps of its own),
-    ``custom_networks`` (accepts your own ``encoder=``/``decoder=``)."""
+    ``custom_networks`` (accepts your own ``encoder=``/``decoder=``), ``conditional`` (``decode`` and
+    ``sample`` take a class label)."""
 
     config_class: ClassVar[type[ModelConfig]] = ModelConfig
     can_sample: ClassVar[bool] = False
@@ -107,6 +112,7 @@ class Autoencoder(nn.Module):
     denoises: ClassVar[bool] = False
     explains: ClassVar[bool] = False
     custom_networks: ClassVar[bool] = False
+    conditional: ClassVar[bool] = False
 
     def __init__(self, config: ModelConfig, encoder: nn.Module | None = None, decoder: nn.Module | None = None):
         super().__init__()

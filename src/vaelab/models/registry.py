@@ -43,6 +43,7 @@ CAPABILITIES = {
     "denoises": "is trained to remove a corruption (denoise)",
     "explains": "computes attention maps of its own (explain --method grad2)",
     "custom_networks": "accepts your own encoder and decoder networks",
+    "conditional": "generates a chosen class (decode and sample take a label: sample --class K)",
 }
 
 

@@ -216,7 +216,9 @@ def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False,
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     train, val, test = data if data is not None else load_data(cfg.data, cfg.seed)
     _check_data(train, val, test, cfg)
-    model = build(cfg.model, train.shape, n_train=len(train), encoder=encoder, decoder=decoder)
+    labelled = [s.labels for s in (train, val, test) if s.labels is not None and len(s.labels)]
+    num_classes = max(int(y.max()) for y in labelled) + 1 if train.labels is not None and labelled else None
+    model = build(cfg.model, train.shape, n_train=len(train), encoder=encoder, decoder=decoder, num_classes=num_classes)
     t = cfg.train
     # the Trainer first: it knows which process this is (Lightning's launcher, torchrun and SLURM all
     # start every process with this same call)
