@@ -100,7 +100,7 @@ def cmd_traverse(args: argparse.Namespace) -> int:
 def cmd_sample(args: argparse.Namespace) -> int:
     from .api import sample_run
 
-    print(sample_run(args.run_dir, args.n, args.out, args.seed, args.sampler, getattr(args, "class_")))
+    print(sample_run(args.run_dir, args.n, args.out, args.seed, args.sampler, args.class_))
     return 0
 
 
