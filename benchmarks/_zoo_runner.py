@@ -33,12 +33,10 @@ def finished(model: str, dataset: str, epochs: int, runs: Path) -> dict | None:
     return json.loads(f.read_text()) if f.is_file() else None
 
 
-def run_and_evaluate(model: str, dataset: str, epochs: int, runs: Path, nll_k: int, nll_images: int,
-                     fid_images: int, extra: list[str] | None = None) -> dict:
+def train_or_reuse(model: str, dataset: str, epochs: int, runs: Path, extra: list[str] | None = None) -> Path:
+    """The run directory of (model, dataset, epochs) under ``runs``: trained now with `vaelab train`
+    (default networks, latent 16), resumed when a killed run left a checkpoint, reused when finished."""
     run = runs / f"{model}-{dataset}-e{epochs}"
-    result_file = run / "zoo_metrics.json"
-    if result_file.is_file():
-        return json.loads(result_file.read_text())
     if not (run / "metrics.json").is_file():
         if (run / "checkpoints" / "last.ckpt").is_file():  # a killed run: continue it, keep its epochs
             cmd = ["vaelab", "train", "--resume", str(run), "--epochs", str(epochs), "--set", "train.progress_bar=false"]
@@ -49,6 +47,16 @@ def run_and_evaluate(model: str, dataset: str, epochs: int, runs: Path, nll_k: i
                    "--set", "train.progress_bar=false", *(extra or [])]
         print("$", " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return run
+
+
+def run_and_evaluate(model: str, dataset: str, epochs: int, runs: Path, nll_k: int, nll_images: int,
+                     fid_images: int, extra: list[str] | None = None) -> dict:
+    run = runs / f"{model}-{dataset}-e{epochs}"
+    result_file = run / "zoo_metrics.json"
+    if result_file.is_file():
+        return json.loads(result_file.read_text())
+    train_or_reuse(model, dataset, epochs, runs, extra)
     cmd = ["vaelab", "evaluate", str(run), "--metrics", "all", "--json", "--nll-k", str(nll_k),
            "--nll-images", str(nll_images), "--fid-images", str(fid_images)]
     print("$", " ".join(cmd), flush=True)

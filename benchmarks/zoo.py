@@ -8,6 +8,10 @@ between rows of one dataset, not with published Inception FIDs.
 
     VAELAB_DATA=../shared/data python benchmarks/zoo.py [--epochs 2] [--runs DIR]
     python benchmarks/zoo.py --epochs 5 --runs DIR --finished-only   # the table of what DIR holds so far
+    python benchmarks/zoo.py --epochs 5 --runs DIR --models vamp,wae,... --name zoo_longtail
+
+A row's ``fid_best`` is the lowest FID among its prior, its GMM and, where benchmarks/samplers.py
+scored the same run (vae, rae-l2, wae), the two-stage, MAF and IAF samplers (``best_sampler`` names it).
 
 --finished-only trains and evaluates nothing: it writes the rows already evaluated in --runs and
 lists the missing (dataset, model) pairs in the JSON, so a partial table is never mistaken for a
@@ -24,15 +28,35 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import print_table, write_result  # noqa: E402
 from _zoo_runner import add_arguments, get_row  # noqa: E402
 
-MODELS = ["ae", "vae", "beta-vae", "beta-tcvae", "iwae", "bvae", "beta-bvae", "beta-tcbvae", "biwae"]
-COLS = ["dataset", "model", "parameters", "nll", "active_units", "fid_lenet", "fid_lenet_gmm", "psnr", "ssim",
-        "rfid_lenet", "probe_linear_acc", "probe_mlp_acc"]
+MODELS = ["ae", "vae", "beta-vae", "beta-tcvae", "iwae", "bvae", "beta-bvae", "beta-tcbvae", "biwae",
+          # the long tail (priors, divergences, regularised AEs, discrete codes, flows, conditioning)
+          "vamp", "wae", "info-vae", "rae-l2", "rae-gp", "dip-vae", "vq-vae", "vae-iaf", "cvae"]
+COLS = ["dataset", "model", "parameters", "nll", "active_units", "fid_lenet", "fid_lenet_gmm", "fid_best", "best_sampler",
+        "psnr", "ssim", "rfid_lenet", "probe_linear_acc", "probe_mlp_acc", "seconds_per_epoch"]
+
+
+def _with_best_sampler(row: dict, runs: Path) -> dict:
+    """The row with benchmarks/samplers.py's FIDs when that script measured this run (every sampler),
+    the best sampler's FID (``fid_best``, ``best_sampler``) and seconds per training epoch."""
+    import json
+
+    row = dict(row)
+    for f in sorted((runs / f"{row['model']}-{row['dataset']}-e{row['epochs']}").glob("samplers_fid*.json")):
+        row.update({k: v for k, v in json.loads(f.read_text()).items() if k.startswith("fid_lenet")})
+    fids = {("prior" if k == "fid_lenet" else k[len("fid_lenet_"):]): v for k, v in row.items()
+            if k.startswith("fid_lenet") and v is not None}
+    if fids:
+        row["best_sampler"] = min(fids, key=fids.get)
+        row["fid_best"] = fids[row["best_sampler"]]
+    row["seconds_per_epoch"] = row["train_seconds"] / row["epochs"]
+    return row
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     add_arguments(ap)
     ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--name", default="zoo", help="results file benchmarks/results/NAME.json")
     a = ap.parse_args()
     runs = Path(a.runs or tempfile.mkdtemp(prefix="vaelab-zoo-"))
     rows, missing = [], []
@@ -42,12 +66,12 @@ def main() -> None:
             if row is None:
                 missing.append(f"{ds}/{m}")
                 continue
-            rows.append(row)
+            rows.append(_with_best_sampler(row, runs))
             print({k: rows[-1].get(k) for k in COLS}, flush=True)
     print_table(rows, COLS)
     if missing:
         print("missing (not yet trained and evaluated):", ", ".join(missing))
-    write_result("zoo", rows, epochs=a.epochs, nll_k=a.nll_k, nll_images=a.nll_images, fid_images=a.fid_images, missing=missing)
+    write_result(a.name, rows, epochs=a.epochs, nll_k=a.nll_k, nll_images=a.nll_images, fid_images=a.fid_images, missing=missing)
 
 
 if __name__ == "__main__":

@@ -72,6 +72,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     metrics = [m.strip() for m in args.metrics.split(",")] if args.metrics else None
     opts = {k: v for k, v in {"nll_k": args.nll_k, "nll_images": args.nll_images, "fid_features": args.fid_features,
                               "fid_images": args.fid_images, "n_labels": args.n_labels}.items() if v is not None}
+    if args.fid_samplers:
+        from .errors import ConfigError
+        from .generate import SAMPLERS
+
+        names = tuple(s.strip() for s in args.fid_samplers.split(",") if s.strip())
+        bad = [s for s in names if s not in SAMPLERS]
+        if bad or not names:
+            raise ConfigError(f"--fid-samplers: unknown sampler(s) {bad or names}; choose from {', '.join(SAMPLERS)}")
+        opts["samplers"] = names
     result = evaluate_run(args.run_dir, metrics, update_report=not args.no_report, **opts)
     if args.json:
         print(json.dumps(result))
@@ -336,6 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--nll-images", type=int, help="evaluate nll on the first N test images (default: all)")
     e.add_argument("--fid-features", choices=["lenet", "inception"], help="feature network for FID (default lenet)")
     e.add_argument("--fid-images", type=int, help="images per side for FID (default 10000)")
+    e.add_argument("--fid-samplers", help="comma-separated samplers whose samples FID scores (default prior,gmm; also "
+                                          "maf, iaf, two-stage, vamp): keys fid_lenet (prior) and fid_lenet_NAME")
     e.add_argument("--n-labels", type=int, help="labelled images for the few-label transfer (default 2000)")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.add_argument("--no-report", action="store_true", help="do not update metrics.json and report.html")
