@@ -2,10 +2,12 @@
 one-class anomaly detection against the plain VAE, and its one-class table.
 
 (a) attention cost: the attention step (all d units' Hessian-vector products d^2 z_i / dL_e1^2 @ 1
-    of one batch) vectorised with torch.func.vmap vs the reference Python loop over units, on the
-    default 28x28 model (latent 16, conv_channels [8, 16]); forward only and forward + backward
-    (as in training), median seconds per batch over --repeats, their ratio, and for context one
-    whole optimisation step of grad2vae and of the default conv vae on the same batch.
+    of one batch) by the fast path (reverse over forward), the reference (vmap of forward-over-reverse
+    products) and the Python loop over units, on the default 28x28 model (latent 16, conv_channels
+    [8, 16]); forward only and forward + backward (as in training), median seconds per batch over
+    --repeats; then one whole optimisation step of grad2vae with aggregation conv, sum and mean (fast
+    path) and conv (reference), and of the default conv vae, on the same batch:
+    ``step_ratio_vs_vae`` = {conv, sum, mean, reference_conv}.
 (b) convergence: for each of --conv-classes, train on that class only and, after each of the first
     --conv-epochs epochs, score the whole test set with the detection package's default score
     (AutoencoderDetector, as the one-class protocol does) and record the ROC-AUC (anomaly = another
@@ -47,7 +49,7 @@ import _common  # noqa: E402
 from _common import print_table, write_result  # noqa: E402
 
 DATASET = "fashion-mnist"
-PART_OF = {"attention_cost": "a", "convergence": "b", "one_class": "c", "one_class_baselines": "c"}
+PART_OF = {"attention_cost": "a", "step_ratio_vs_vae": "a", "convergence": "b", "one_class": "c", "one_class_baselines": "c"}
 CONV_MODELS = {"grad2vae": ("grad2vae", {}), "grad2vae-noatt": ("grad2vae", {"attention_weight": 0.0}), "vae": ("vae", {})}
 
 
@@ -96,17 +98,31 @@ def attention_cost(batch: int, repeats: int, latent_dim: int, device: str, seed:
 
     with torch.no_grad():  # the numbers agree before they are timed
         le1 = model.first_layer(x)
-        same = torch.allclose(model.second_order_attention(le1, eps), model.second_order_attention_loop(le1, eps),
-                              rtol=1e-4, atol=1e-6)
+        fast = model.second_order_attention(le1, eps)
+        ref = model.second_order_attention_reference(le1, eps)
+        same = torch.allclose(ref, model.second_order_attention_loop(le1, eps), rtol=1e-4, atol=1e-6)
+        fast_same = torch.allclose(fast, ref, rtol=1e-4, atol=1e-6)
     rows = []
     for mode, backward in (("forward", False), ("forward+backward", True)):
-        v = _median_seconds(attention(model.second_order_attention, backward), repeats)
+        f = _median_seconds(attention(model.second_order_attention, backward), repeats)
+        v = _median_seconds(attention(model.second_order_attention_reference, backward), repeats)
         loop = _median_seconds(attention(model.second_order_attention_loop, backward), repeats)
-        rows.append({"part": "a", "what": f"attention {mode}", "batch": len(x), "units": latent_dim, "vmap_s": v, "loop_s": loop,
-                     "loop_over_vmap": loop / v, "vmap_equals_loop": same})
-    g, p = _median_seconds(step(model), repeats), _median_seconds(step(vae), repeats)
+        rows.append({"part": "a", "what": f"attention {mode}", "batch": len(x), "units": latent_dim, "fast_s": f,
+                     "vmap_s": v, "loop_s": loop, "vmap_over_fast": v / f, "loop_over_vmap": loop / v,
+                     "vmap_equals_loop": same, "fast_equals_vmap": fast_same})
+    # one optimisation step of each path, timed in one run (interleaved repeats would not change the
+    # ratios much; each is the median of --repeats after a warm-up)
+    variants = {"conv": {}, "sum": {"aggregation": "sum"}, "mean": {"aggregation": "mean"},
+                "reference_conv": {"attention_impl": "reference"}}
+    vae_s = _median_seconds(step(vae), repeats)
+    step_s = {}
+    for name, opts in variants.items():
+        torch.manual_seed(seed)
+        m = build(make_config("grad2vae", {"latent_dim": latent_dim, **opts}), (1, 28, 28)).to(device)
+        step_s[name] = _median_seconds(step(m), repeats)
     rows.append({"part": "a", "what": "training step (loss, backward, Adam)", "batch": len(x), "units": latent_dim,
-                 "grad2vae_s": g, "vae_s": p, "grad2vae_over_vae": g / p,
+                 "grad2vae_s": step_s["conv"], "vae_s": vae_s, "grad2vae_over_vae": step_s["conv"] / vae_s,
+                 "step_s": step_s, "step_ratio_vs_vae": {k: v / vae_s for k, v in step_s.items()},
                  "grad2vae_parameters": model.num_parameters(), "vae_parameters": vae.num_parameters()})
     return rows
 
@@ -203,10 +219,12 @@ def main() -> None:
     if "a" in parts:
         t0 = time.perf_counter()
         out["attention_cost"] = attention_cost(a.batch, a.repeats, a.latent_dim, device, a.seed)
+        out["step_ratio_vs_vae"] = out["attention_cost"][-1]["step_ratio_vs_vae"]
         seconds["a"] = time.perf_counter() - t0
         print("\n(a) attention cost, median seconds per batch")
-        print_table(out["attention_cost"], ["what", "batch", "units", "vmap_s", "loop_s", "loop_over_vmap", "vmap_equals_loop",
-                                            "grad2vae_s", "vae_s", "grad2vae_over_vae"])
+        print_table(out["attention_cost"], ["what", "batch", "units", "fast_s", "vmap_s", "loop_s", "vmap_over_fast",
+                                            "fast_equals_vmap", "vmap_equals_loop", "grad2vae_s", "vae_s", "grad2vae_over_vae"])
+        print("training step / vae step: " + ", ".join(f"{k} {v:.2f}" for k, v in out["step_ratio_vs_vae"].items()))
     if "b" in parts:
         t0 = time.perf_counter()
         classes = [int(c) for c in a.conv_classes.split(",") if c.strip()]

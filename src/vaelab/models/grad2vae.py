@@ -22,11 +22,18 @@ tensor the size of L_e1; its gradient is the Hessian H_i = d^2 z_i / dL_e1^2, a 
 (exactly what ``autograd.grad(g_i, L_e1, grad_outputs=ones_like(g_i))`` returns: a Hessian-vector
 product with the ones vector), a tensor the size of L_e1 per unit. Images never interact inside
 the encoder, so the Hessian of sum over the batch of z_i is block-diagonal over images and one HVP
-of the batch sum gives every image its own att_i. All d units are computed at once:
-``torch.func.vmap`` over the one-hot unit selectors of the forward-over-reverse HVP
-``jvp(grad(<z, u>), L_e1, ones)``; the result stays in the autograd graph, so the attention, the
-layers it goes through and L_e1 itself are trained by the loss. ``second_order_attention_loop``
-is the Python loop over units with two ``torch.autograd.grad`` calls each, kept as the reference.
+of the batch sum gives every image its own att_i.
+
+How it is computed (``attention_impl``). Since att_i = d/dL_e1 <dz_i/dL_e1, 1>, the directional
+derivative of every unit along the all-ones tangent, t = jvp(z, L_e1, ones) [B, d], is one
+forward-mode pass for all units, and att_i is the reverse pass of t_i: ``fast`` (the default)
+vmaps that reverse pass over the d one-hot unit selectors (reverse over forward). With
+``aggregation = sum`` or ``mean`` only sum_i att_i is needed, the gradient of sum_i t_i: one
+reverse pass for all units. ``reference`` is the first implementation, kept to test against:
+vmap over units of the forward-over-reverse HVP ``jvp(grad(<z, u>), L_e1, ones)``, one gradient
+and one forward-mode pass per unit; ``second_order_attention_loop`` is the Python loop over units
+with two ``torch.autograd.grad`` calls each. Every path stays in the autograd graph, so the
+attention, the layers it goes through and L_e1 itself are trained by the loss.
 
 ``attention_source = mu`` differentiates the posterior mean instead of the sample.
 
@@ -60,7 +67,7 @@ from typing import Literal
 
 import torch
 from torch import nn
-from torch.func import grad, jvp, vmap
+from torch.func import grad, jvp, vjp, vmap
 
 from ..errors import ConfigError, ModelError
 from ..nn import make_activation
@@ -85,6 +92,9 @@ class Grad2VAEConfig(VAEConfig):
     attention_weight: float = 1.0  # weight of ||x - x_att||^2; 0: the attention is not computed in the loss
     attention_source: Literal["z", "mu"] = "z"  # differentiate the reparameterised sample, or the mean
     attention_chunk: int = 256  # images per attention pass (bounds the memory of big evaluation batches)
+    # fast: one forward-mode pass along the ones tangent, then a vmapped reverse pass per unit (one reverse
+    # pass in all for sum / mean); reference: the forward-over-reverse product per unit. Same numbers
+    attention_impl: Literal["fast", "reference"] = "fast"
 
     def fill_from_data(self, n_train: int | None, image_shape: tuple[int, ...]) -> None:
         if len(image_shape) == 1:
@@ -113,6 +123,8 @@ class Grad2VAEConfig(VAEConfig):
             raise ConfigError(f"model.attention_source must be z or mu, got {self.attention_source!r}")
         if self.attention_chunk < 1:
             raise ConfigError(f"model.attention_chunk must be >= 1, got {self.attention_chunk}")
+        if self.attention_impl not in ("fast", "reference"):
+            raise ConfigError(f"model.attention_impl must be fast or reference, got {self.attention_impl!r}")
 
 
 class Grad2Decoder(nn.Module):
@@ -181,12 +193,54 @@ class Grad2VAE(VAE):
 
     # -- the second-order attention ----------------------------------------------------------------
     def second_order_attention(self, le1: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        """[d, B, c1, H, W]: att_i = (d^2 z_i / dL_e1^2) @ 1 for every unit i, vectorised over units
-        (vmap of a forward-over-reverse Hessian-vector product), in the autograd graph of ``le1``
-        and the parameters. Big batches go in chunks of ``attention_chunk`` images."""
+        """[d, B, c1, H, W]: att_i = (d^2 z_i / dL_e1^2) @ 1 for every unit i, in the autograd graph of
+        ``le1`` and the parameters; ``attention_impl`` picks the computation (the same numbers).
+        Big batches go in chunks of ``attention_chunk`` images."""
+        if self.config.attention_impl == "reference":
+            return self.second_order_attention_reference(le1, eps)
+        return self._chunked(self._attention_units, le1, eps, dim=1)
+
+    def _chunked(self, fn, le1: torch.Tensor, eps: torch.Tensor, dim: int) -> torch.Tensor:
+        """``fn`` over chunks of ``attention_chunk`` images, concatenated along the image dimension ``dim``."""
+        n = self.config.attention_chunk
+        if le1.shape[0] <= n:
+            return fn(le1, eps)
+        return torch.cat([fn(le1[i : i + n], eps[i : i + n]) for i in range(0, le1.shape[0], n)], dim)
+
+    def _directional(self, le1: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """[B, d]: the derivative of every unit z_i along the all-ones tangent of L_e1, sum over
+        (channel, pixel) of dz_i/dL_e1: one forward-mode pass for all units and images."""
+        return jvp(lambda a: self._code(a, eps), (le1,), (torch.ones_like(le1),))[1]
+
+    def _attention_units(self, le1: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """Reverse over forward: att_i = d/dL_e1 of the directional derivative of z_i (summed over
+        the batch, whose images do not interact), one reverse pass per unit, vmapped."""
+        _, pullback = vjp(lambda a: self._directional(a, eps), le1)
+        b, d = le1.shape[0], self.latent_dim
+        units = torch.eye(d, dtype=le1.dtype, device=le1.device).unsqueeze(1).expand(d, b, d)
+        return vmap(pullback)(units)[0]
+
+    def _attention_sum(self, le1: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """[B, c1, H, W]: sum_i att_i, the gradient of the sum of every unit's directional derivative:
+        one reverse pass for all units."""
+        return grad(lambda a: self._directional(a, eps).sum())(le1)
+
+    def aggregated_attention(self, le1: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """[B, c1, H, W]: the aggregated attention the decoder receives. With ``sum`` / ``mean`` on the
+        fast path the units' sum is one reverse pass; ``conv`` needs every unit's tensor."""
+        agg = self.config.aggregation
+        if agg in ("sum", "mean") and self.config.attention_impl == "fast":
+            total = self._chunked(self._attention_sum, le1, eps, dim=0)
+            return total if agg == "sum" else total / self.latent_dim
+        return self.aggregate(self.second_order_attention(le1, eps))
+
+    def second_order_attention_reference(self, le1: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """The reference the fast path is tested against: vmap over the one-hot unit selectors of
+        the forward-over-reverse Hessian-vector product jvp(grad(<z, u>), L_e1, ones), one per unit."""
         n = self.config.attention_chunk
         if le1.shape[0] > n:
-            return torch.cat([self.second_order_attention(le1[i : i + n], eps[i : i + n]) for i in range(0, le1.shape[0], n)], 1)
+            return torch.cat([self.second_order_attention_reference(le1[i : i + n], eps[i : i + n])
+                              for i in range(0, le1.shape[0], n)], 1)
         ones = torch.ones_like(le1)
         units = torch.eye(self.latent_dim, dtype=le1.dtype, device=le1.device)
 
@@ -236,7 +290,7 @@ class Grad2VAE(VAE):
         total = rec + (c.beta * kl_weight) * kl
         terms = {"rec": rec, "kl": kl, "nelbo": rec + kl}
         if c.attention_weight > 0:
-            att = self.aggregate(self.second_order_attention(le1, eps))
+            att = self.aggregated_attention(le1, eps)
             x_att = self.likelihood(self.decoder.head(p + att)).mean
             terms["att"] = (x - x_att).pow(2).flatten(1).sum(1)
             total = total + c.attention_weight * terms["att"]
