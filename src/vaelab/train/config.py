@@ -31,8 +31,9 @@ class TrainConfig:
     lr: float = 1e-3  # learning rate (the peak one for schedule=onecycle)
     optimizer: Literal["adam", "adamw"] = "adam"  # adam or adamw (decoupled weight decay)
     weight_decay: float = 0.0  # L2 penalty (adam) or decoupled decay (adamw)
-    # learning-rate schedule: constant; step (lr *= step_gamma after each of step_milestones); onecycle
-    schedule: Literal["constant", "step", "onecycle"] = "constant"
+    # learning-rate schedule: constant; step (lr *= step_gamma after each of step_milestones); onecycle;
+    # paper (Grad2VAE's: lr / 100 after half of the epochs, i.e. 1e-3 then 1e-5 at the default lr)
+    schedule: Literal["constant", "step", "onecycle", "paper"] = "constant"
     step_milestones: list[int] = field(default_factory=lambda: [50])  # epochs after which lr *= step_gamma
     step_gamma: float = 0.01  # lr factor at each step_milestones epoch (schedule=step)
     kl_warmup_steps: int = 0  # KL weight rises linearly from 0 to 1 over this many steps

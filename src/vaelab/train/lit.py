@@ -254,9 +254,11 @@ class LitAutoencoder(pl.LightningModule):
         total = c.epochs * self.steps_per_epoch
         if c.schedule == "constant":
             return opt
-        if c.schedule == "step":
-            ms = [m * self.steps_per_epoch for m in c.step_milestones]
-            sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=ms, gamma=c.step_gamma)
+        if c.schedule in ("step", "paper"):
+            # paper: the Grad2VAE paper's schedule, lr divided by 100 after half of the epochs
+            epochs, gamma = (c.step_milestones, c.step_gamma) if c.schedule == "step" else ([c.epochs // 2], 0.01)
+            ms = [m * self.steps_per_epoch for m in epochs]
+            sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=ms, gamma=gamma)
         else:
             sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=c.lr, total_steps=max(total, 1))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
