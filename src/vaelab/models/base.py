@@ -103,7 +103,8 @@ class Autoencoder(nn.Module):
     ELBO, importance-sampled NLL, the ``nelbo``/``nll`` scores), ``takes_labels`` (``loss`` takes
     ``labels=``), ``denoises`` (has ``denoise``), ``explains`` (has attention maps of its own),
     ``custom_networks`` (accepts your own ``encoder=``/``decoder=``), ``conditional`` (``decode`` and
-    ``sample`` take a class label)."""
+    ``sample`` take a class label), ``adversarial`` (a ``discriminator`` module trained by
+    ``discriminator_loss`` with an optimizer of its own: the trainer alternates the two steps)."""
 
     config_class: ClassVar[type[ModelConfig]] = ModelConfig
     can_sample: ClassVar[bool] = False
@@ -113,6 +114,7 @@ class Autoencoder(nn.Module):
     explains: ClassVar[bool] = False
     custom_networks: ClassVar[bool] = False
     conditional: ClassVar[bool] = False
+    adversarial: ClassVar[bool] = False
 
     def __init__(self, config: ModelConfig, encoder: nn.Module | None = None, decoder: nn.Module | None = None):
         super().__init__()
@@ -236,6 +238,19 @@ class Autoencoder(nn.Module):
         self.require("has_density", "importance weights")
         q = self.encode(x) if q is None else q
         return importance_log_weights(x, q, self.decode, self.prior(), k, kl_weight)
+
+    # -- adversarial models ------------------------------------------------------------------------
+    def discriminator_loss(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> LossOutput:
+        """An adversarial model's discriminator objective on the batch ``x`` (its terms are logged
+        beside the model's); the trainer steps ``discriminator``'s parameters on it after each step
+        of the others on ``loss``."""
+        raise NotImplementedError(f"{self.config.name} has no discriminator (adversarial = False)")
+
+    def generator_parameters(self) -> list[nn.Parameter]:
+        """The parameters ``loss`` trains: all but the discriminator's."""
+        disc = getattr(self, "discriminator", None)
+        skip = {id(p) for p in disc.parameters()} if disc is not None else set()
+        return [p for p in self.parameters() if id(p) not in skip]
 
     def require(self, capability: str, what: str) -> None:
         """Refuse ``what`` unless this model declares ``capability`` (see the class docstring)."""

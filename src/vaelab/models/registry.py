@@ -44,6 +44,7 @@ CAPABILITIES = {
     "explains": "computes attention maps of its own (explain --method grad2)",
     "custom_networks": "accepts your own encoder and decoder networks",
     "conditional": "generates a chosen class (decode and sample take a label: sample --class K)",
+    "adversarial": "trains a discriminator with an optimizer of its own (discriminator_loss)",
 }
 
 

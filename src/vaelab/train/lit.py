@@ -69,6 +69,11 @@ class LitAutoencoder(pl.LightningModule):
         self.progress_metrics: dict[str, float] = {}  # the latest flushed train/loss, for the progress bar
         self._noise_seed = torch.initial_seed()
         self._fused = False  # set by configure_optimizers
+        # an adversarial model has a second optimizer for its discriminator: this module steps both
+        # (Lightning's manual optimisation); their states, the scheduler's and the RNG's are in the checkpoint
+        self.adversarial = model.adversarial
+        if self.adversarial:
+            self.automatic_optimization = False
 
     def setup(self, stage: str) -> None:
         # in the process that trains (also each DDP worker), before the optimizer is built. The
@@ -147,13 +152,13 @@ class LitAutoencoder(pl.LightningModule):
         self.flush_logs()
 
     # -- logging -----------------------------------------------------------------------------------
-    def _record(self, out: Any, kl_weight: float) -> None:
+    def _record(self, out: Any, kl_weight: float, step: int | None = None) -> None:
         names = ("loss", *out.terms)
         values = torch.stack([out.loss.detach(), *(v.detach().mean() for v in out.terms.values())]).float()
         extra = {"train/lr": float(self.trainer.optimizers[0].param_groups[0]["lr"])}
         if self.cfg.kl_warmup_steps:
             extra["train/kl_weight"] = float(kl_weight)
-        self._pending.append((self.global_step, self.current_epoch, names, values, extra))
+        self._pending.append((self.train_step if step is None else step, self.current_epoch, names, values, extra))
         if self.device.type == "cpu":  # free here; on an accelerator the bar shows the last flushed value
             self.progress_metrics = {"train/loss": values[0].item()}
         if len(self._pending) >= LOG_FLUSH_STEPS:
@@ -204,7 +209,15 @@ class LitAutoencoder(pl.LightningModule):
         written from weights a non-finite loss has touched)."""
         return self.cfg.nan_policy == "skip" or self.device.type == "cpu"
 
+    @property
+    def train_step(self) -> int:
+        """Training batches done: Lightning's global_step counts optimizer steps, two per batch for
+        an adversarial model."""
+        return self.global_step // 2 if self.adversarial else self.global_step
+
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor | None:
+        if self.adversarial:
+            return self._adversarial_step(batch)
         w = kl_warmup(self.global_step, self.cfg.kl_warmup_steps)
         out = self._loss(batch, kl_weight=w)
         if self.check_loss_each_step and not torch.isfinite(out.loss):
@@ -215,6 +228,43 @@ class LitAutoencoder(pl.LightningModule):
             self._non_finite(float(out.loss), self.current_epoch, self.global_step)
         self._record(out, w)
         return out.loss
+
+    def _adversarial_step(self, batch: Any) -> None:
+        """One batch of an adversarial model: a step of every other parameter on ``loss`` (the
+        discriminator frozen), then a step of the discriminator on ``discriminator_loss``."""
+        opt, opt_d = self.optimizers()
+        step = self.train_step  # this batch's step, logged as a one-optimizer model logs it
+        w = kl_warmup(step, self.cfg.kl_warmup_steps)
+        x, y = batch if isinstance(batch, (tuple, list)) else (batch, None)
+        self.toggle_optimizer(opt)  # the discriminator's parameters get no gradient from the model's loss
+        out = self._loss(batch, kl_weight=w)
+        if self.check_loss_each_step and not torch.isfinite(out.loss):
+            self.untoggle_optimizer(opt)
+            if self.cfg.nan_policy == "skip":
+                self.skipped_steps += 1
+                return None
+            self.flush_logs()
+            self._non_finite(float(out.loss), self.current_epoch, step)
+        opt.zero_grad(set_to_none=True)
+        self.manual_backward(out.loss)
+        if self.cfg.grad_clip:
+            self.clip_gradients(opt, gradient_clip_val=self.cfg.grad_clip, gradient_clip_algorithm="norm")
+        opt.step()
+        sched = self.lr_schedulers()
+        if sched is not None:
+            sched.step()
+        self.untoggle_optimizer(opt)
+        self.toggle_optimizer(opt_d)
+        kw = {"labels": y} if self.takes_labels and y is not None else {}
+        d_out = self.model.discriminator_loss(x, **kw)
+        opt_d.zero_grad(set_to_none=True)
+        self.manual_backward(d_out.loss)
+        if self.cfg.grad_clip:
+            self.clip_gradients(opt_d, gradient_clip_val=self.cfg.grad_clip, gradient_clip_algorithm="norm")
+        opt_d.step()
+        self.untoggle_optimizer(opt_d)
+        self._record(type(out)(out.loss, {**out.terms, **d_out.terms}), w, step)
+        return None
 
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
         out = self._loss(batch)
@@ -250,15 +300,30 @@ class LitAutoencoder(pl.LightningModule):
         fused = (c.fast and not (c.precision == "16-mixed" and c.grad_clip)
                  and all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in params))
         self._fused = fused
+        if self.adversarial:
+            params = self.model.generator_parameters()
         opt = opt_cls(params, lr=c.lr, weight_decay=c.weight_decay, **({"fused": True} if fused else {}))
         total = c.epochs * self.steps_per_epoch
+        if self.adversarial:
+            mc = self.model.config
+            disc = list(self.model.discriminator.parameters())
+            opt_d = torch.optim.Adam(disc, lr=mc.disc_lr, betas=tuple(mc.disc_betas), **({"fused": True} if fused else {}))
+            sched = self._scheduler(opt, total)
+            first = {"optimizer": opt} if sched is None else {"optimizer": opt, "lr_scheduler": {"scheduler": sched,
+                                                                                                   "interval": "step"}}
+            return [first, {"optimizer": opt_d}]
         if c.schedule == "constant":
             return opt
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": self._scheduler(opt, total), "interval": "step"}}
+
+    def _scheduler(self, opt: torch.optim.Optimizer, total: int) -> Any:
+        """train.schedule's learning-rate scheduler of ``opt``, stepped per batch (None: constant)."""
+        c = self.cfg
+        if c.schedule == "constant":
+            return None
         if c.schedule in ("step", "paper"):
             # paper: the Grad2VAE paper's schedule, lr divided by 100 after half of the epochs
             epochs, gamma = (c.step_milestones, c.step_gamma) if c.schedule == "step" else ([c.epochs // 2], 0.01)
             ms = [m * self.steps_per_epoch for m in epochs]
-            sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=ms, gamma=gamma)
-        else:
-            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=c.lr, total_steps=max(total, 1))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+            return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=ms, gamma=gamma)
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=c.lr, total_steps=max(total, 1))

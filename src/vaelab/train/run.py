@@ -50,10 +50,11 @@ class AtomicCheckpoint(pl.Callback):
                 trainer.save_checkpoint(tmp)
         else:  # every rank takes part (save_checkpoint has a barrier); only rank 0 writes
             trainer.save_checkpoint(final)
-        self._last_step_saved = trainer.global_step
+        self._last_step_saved = getattr(trainer.lightning_module, "train_step", trainer.global_step)
 
     def on_train_batch_end(self, trainer: pl.Trainer, lit: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
-        n, step = self.every_n_steps, trainer.global_step
+        # training batches, not optimizer steps (an adversarial model takes two per batch)
+        n, step = self.every_n_steps, getattr(lit, "train_step", trainer.global_step)
         if not n or step == 0 or step % n or step == self._last_step_saved:
             return
         if batch_idx + 1 >= trainer.num_training_batches:
@@ -134,9 +135,11 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", ".*defined a `validation_step` but have no `val_dataloader`.*")
 
 
-def make_trainer(t: TrainConfig, run_dir: Path, callbacks: list[pl.Callback], has_val: bool) -> pl.Trainer:
+def make_trainer(t: TrainConfig, run_dir: Path, callbacks: list[pl.Callback], has_val: bool,
+                 manual: bool = False) -> pl.Trainer:
     """The Trainer of a run: Lightning's loop, devices, precision and DDP, vaelab's checkpoints.
-    Its loggers (train.loggers) are given to it by ``fit`` once the run directory is checked."""
+    Its loggers (train.loggers) are given to it by ``fit`` once the run directory is checked.
+    ``manual``: the model steps its own optimizers (an adversarial model), which clip themselves."""
     callbacks = [AtomicCheckpoint(run_dir, t.checkpoint_every_n_steps), *callbacks]
     if t.progress_bar:
         callbacks.append(ProgressBar())
@@ -147,7 +150,7 @@ def make_trainer(t: TrainConfig, run_dir: Path, callbacks: list[pl.Callback], ha
                 max_epochs=t.epochs, accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
                 precision=t.precision, logger=False, callbacks=callbacks, enable_checkpointing=False,
                 log_every_n_steps=1, enable_progress_bar=t.progress_bar, enable_model_summary=False,
-                gradient_clip_val=t.grad_clip, deterministic=True, use_distributed_sampler=False,
+                gradient_clip_val=None if manual else t.grad_clip, deterministic=True, use_distributed_sampler=False,
                 num_sanity_val_steps=0, limit_val_batches=1.0 if has_val else 0,
             )
     except MisconfigurationException as e:  # e.g. devices=4 on a machine with 2 GPUs
@@ -222,7 +225,8 @@ def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False,
     t = cfg.train
     # the Trainer first: it knows which process this is (Lightning's launcher, torchrun and SLURM all
     # start every process with this same call)
-    trainer = make_trainer(t, run_dir, model_callbacks(model, run_dir, train), has_val=len(val) > 0)
+    trainer = make_trainer(t, run_dir, model_callbacks(model, run_dir, train), has_val=len(val) > 0,
+                           manual=model.adversarial)
     main = trainer.global_rank == 0
     if main and not resume and check_new_run_dir(run_dir):
         log.info("%s holds a run stopped before its first checkpoint; starting it again", run_dir)
