@@ -359,7 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--sampler", default="prior", help="prior: the model's prior p(z) (N(0, I) unless the model learns its own); "
                    "gmm: a Gaussian mixture fitted to the training codes; maf, iaf: a normalising flow fitted to them; "
-                   "two-stage: a second VAE trained on them; vamp: the VampPrior of a vamp model; or any other name of "
+                   "two-stage: a second VAE trained on them; vamp: the VampPrior of a vamp model; code-prior: a "
+                   "transformer over a vq-vae's code grid; or any other name of "
                    "vaelab.generate.SAMPLERS")
     s.add_argument("--class", dest="class_", type=int, metavar="K",
                    help="draw class K (a conditional model: cvae); default: the model's unconditional samples")

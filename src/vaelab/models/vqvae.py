@@ -16,7 +16,9 @@ logged with every step's terms.
 
 The latent vector of the contract is the flattened grid of quantised codes (code_dim x h x w): the
 detector's latent scores, the probes and the GMM sampler work on it. Sampling new images needs a
-prior over the code grid, which this model does not learn (``can_sample = False``)."""
+prior over the code grid, which training does not learn (``can_sample = False``): the ``code-prior``
+sampler (vaelab.generate.code_prior) fits an autoregressive one to the trained encoder's codes
+(``vaelab sample RUN --sampler code-prior``)."""
 from __future__ import annotations
 
 import math
@@ -144,6 +146,29 @@ class VQVAE(Autoencoder):
         self.ema_sum[dead] = pick
         self.ema_count[dead] = 1.0
         self.idle_steps[dead] = 0
+
+    # -- the discrete codes, for a prior over the grid -------------------------------------------------
+    @torch.no_grad()
+    def code_indices(self, images, batch_size: int = 500) -> torch.Tensor:
+        """[N, h * w] (raster order) the code index of every grid position of ``images`` (an ImageSet
+        or a uint8 / [0, 1] float tensor)."""
+        from ..data.imageset import to_unit_float
+
+        x = getattr(images, "images", images)
+        self.eval()
+        dev = self.codebook.device
+        out = [self.nearest(self.encoder(to_unit_float(x[i : i + batch_size].to(dev)))).flatten(1)
+               for i in range(0, len(x), batch_size)]
+        return torch.cat(out) if out else torch.zeros(0, self.grid[1] * self.grid[2], dtype=torch.long, device=dev)
+
+    def codes_to_latent(self, idx: torch.Tensor) -> torch.Tensor:
+        """The contract's latent (the flattened grid of codebook vectors) of code indices [N, h * w]."""
+        d, h, w = self.grid
+        return self.codebook[idx.view(-1, h, w)].permute(0, 3, 1, 2).reshape(len(idx), -1)
+
+    def latent_to_codes(self, z: torch.Tensor) -> torch.Tensor:
+        """Code indices [N, h * w] of latents (the nearest code of each position)."""
+        return self.nearest(z.view(-1, *self.grid)).flatten(1)
 
     # -- the contract -----------------------------------------------------------------------------
     def encode(self, x: torch.Tensor) -> PointMass:
