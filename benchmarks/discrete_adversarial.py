@@ -1,0 +1,163 @@
+"""Discrete codes and adversarial terms (#20), three parts:
+
+(a) VQ-VAE against the VAE on Fashion-MNIST at benchmarks/zoo.py's budget (default conv networks,
+    5 epochs, latent 16 for the VAE): PSNR and SSIM of the test reconstructions, the codebook's
+    perplexity and share of codes used on the test set, and FID (LeNet features, --fid-images
+    samples) of the VQ-VAE's samples from its learned code prior (`code-prior`, whose bits per grid
+    position on the test split are reported) beside the VAE's prior and GMM samples.
+(b) FactorVAE's discriminator estimate of the total correlation against the beta-TCVAE minibatch
+    (MSS) estimate of Chen et al. computed on the same trained FactorVAE (Fashion-MNIST, 5 epochs),
+    both on the test split in batches of --tc-batch.
+(c) MIG on vaelab's synthetic shapes (known factors) for factor-vae, beta-tcvae and beta-vae,
+    --mig-seeds seeds each, --mig-epochs epochs, MLP networks, latent 10.
+
+Runs live in --runs (reused when finished; benchmarks/zoo.py's runs of the same models are reused
+when --runs is the same directory).
+
+    VAELAB_DATA=../shared/data python benchmarks/discrete_adversarial.py [--runs DIR] [--parts a,b,c]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import print_table, write_result  # noqa: E402
+from _zoo_runner import train_or_reuse  # noqa: E402
+
+
+def part_a(runs: Path, epochs: int, fid_images: int) -> dict:
+    import torch
+
+    import vaelab
+    from vaelab.data import load_data
+    from vaelab.evaluate import evaluate
+    from vaelab.evaluate.image_quality import feature_net_for, frechet_distance, _features
+    from vaelab.data.imageset import to_unit_float
+    from vaelab.generate import make_sampler
+    from vaelab.train import RunConfig
+
+    out = {}
+    for name in ("vq-vae", "vae"):
+        run = train_or_reuse(name, "fashion-mnist", epochs, runs)
+        cfg = RunConfig.load(run / "config.yaml")
+        model = vaelab.load(run)
+        train, _, test = load_data(cfg.data, cfg.seed)
+        cache = run / f"discrete_adversarial_a_fid{fid_images}.json"
+        if cache.is_file():
+            out[name] = json.loads(cache.read_text())
+            continue
+        row = {k: v for k, v in evaluate(model, test, ["recon", "elbo"], batch_size=cfg.train.eval_batch_size,
+                                         seed=cfg.seed, train=train).items()
+               if k in ("psnr", "ssim", "mse", "perplexity", "codes_used", "nelbo")}
+        row["parameters"] = model.num_parameters()
+        net = feature_net_for("lenet", test, train, cfg.seed)
+        n = min(fid_images, len(test))
+        real = _features(net, to_unit_float(test.images[:n]))
+        samplers = ["code-prior"] if name == "vq-vae" else ["prior", "gmm"]
+        for s in samplers:
+            smp = make_sampler(s, seed=cfg.seed).fit(model, train)
+            row[f"fid_lenet_{s}"] = frechet_distance(_features(net, smp.sample(n)), real)
+            if s == "code-prior":
+                row["code_prior_test_bits_per_position"] = smp.bits_per_dim(test)
+                row["code_prior_heldout_bits_per_position"] = smp.heldout_bits_per_dim_
+                row["code_grid"] = list(model.grid[1:])
+                row["num_codes"] = model.config.num_codes
+        cache.write_text(json.dumps(row, indent=2))
+        out[name] = row
+        print(name, row, flush=True)
+    del torch
+    return out
+
+
+def part_b(runs: Path, epochs: int, batch: int) -> dict:
+    import torch
+
+    import vaelab
+    from vaelab.data import load_data
+    from vaelab.objectives.tc import tc_decomposition
+    from vaelab.train import RunConfig
+
+    run = train_or_reuse("factor-vae", "fashion-mnist", epochs, runs)
+    cfg = RunConfig.load(run / "config.yaml")
+    model = vaelab.load(run)
+    _, _, test = load_data(cfg.data, cfg.seed)
+    disc, mss = [], []
+    g = torch.Generator().manual_seed(0)
+    perm = torch.randperm(len(test), generator=g)
+    with torch.no_grad(), torch.random.fork_rng():
+        torch.manual_seed(0)
+        for i in range(0, len(test) - batch + 1, batch):
+            x = test.images[perm[i : i + batch]].float() / 255
+            q = model.encode(x)
+            z = q.rsample()
+            disc.append(float(model.tc_estimate(z).mean()))
+            t = tc_decomposition(z, q.mean, q.variance.log(), len(test), "mss", log_pz=model.prior().log_prob(z))
+            mss.append(float(t["tc"].mean()))
+    return {"discriminator_tc": sum(disc) / len(disc), "mss_tc": sum(mss) / len(mss), "batches": len(disc), "batch": batch,
+            "gamma": model.config.gamma, "epochs": epochs}
+
+
+def part_c(runs: Path, epochs: int, seeds: int) -> dict:
+    import statistics
+
+    import vaelab
+    from vaelab.api import train_run
+    from vaelab.config import parse_set
+    from vaelab.data import load_data
+    from vaelab.evaluate import evaluate
+    from vaelab.train import RunConfig
+
+    out = {}
+    for name in ("factor-vae", "beta-tcvae", "beta-vae"):
+        vals = []
+        for seed in range(seeds):
+            run = runs / f"mig-{name}-shapes-e{epochs}-s{seed}"
+            if not (run / "metrics.json").is_file():
+                cfg = RunConfig.build(name, parse_set(["data.name=shapes", f"train.epochs={epochs}", f"seed={seed}",
+                                                       "model.arch=mlp", "model.latent_dim=10", "train.batch_size=64",
+                                                       "train.progress_bar=false"]))
+                train_run(cfg, run)
+            cfg = RunConfig.load(run / "config.yaml")
+            _, _, test = load_data(cfg.data, cfg.seed)
+            full = load_data(cfg.data.__class__(**{**cfg.data.__dict__, "val_fraction": 0.0}), cfg.seed)[0]
+            vals.append(float(evaluate(vaelab.load(run), full, ["mig"], seed=cfg.seed)["mig"]))
+            print(name, seed, vals[-1], flush=True)
+        out[name] = {"mig": vals, "mean": statistics.mean(vals), "std": statistics.pstdev(vals)}
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--parts", default="a,b,c")
+    ap.add_argument("--runs", default=None)
+    ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--fid-images", type=int, default=5000)
+    ap.add_argument("--tc-batch", type=int, default=500)
+    ap.add_argument("--mig-epochs", type=int, default=30)
+    ap.add_argument("--mig-seeds", type=int, default=3)
+    a = ap.parse_args()
+    runs = Path(a.runs or tempfile.mkdtemp(prefix="vaelab-discrete-"))
+    parts = {p.strip() for p in a.parts.split(",")}
+    res: dict = {}
+    if "a" in parts:
+        res["vq_vs_vae"] = part_a(runs, a.epochs, a.fid_images)
+        print_table([{"model": k, **v} for k, v in res["vq_vs_vae"].items()],
+                    ["model", "psnr", "ssim", "perplexity", "codes_used", "fid_lenet_code-prior", "fid_lenet_prior",
+                     "fid_lenet_gmm", "code_prior_test_bits_per_position"])
+    if "b" in parts:
+        res["factor_vae_tc"] = part_b(runs, a.epochs, a.tc_batch)
+        print(res["factor_vae_tc"])
+    if "c" in parts:
+        res["mig_shapes"] = part_c(runs, a.mig_epochs, a.mig_seeds)
+        print_table([{"model": k, "mean": v["mean"], "std": v["std"]} for k, v in res["mig_shapes"].items()],
+                    ["model", "mean", "std"])
+    write_result("discrete_adversarial", res, epochs=a.epochs, fid_images=a.fid_images, mig_epochs=a.mig_epochs,
+                 mig_seeds=a.mig_seeds, runs=str(runs))
+
+
+if __name__ == "__main__":
+    main()
