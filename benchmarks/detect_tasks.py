@@ -1,0 +1,133 @@
+"""Detection on tasks nobody tuned it on (#26): many study-shaped tasks drawn like the OOD study
+(`vaelab data build-ood-study`: 5 random in-distribution classes, 32x32, two representative sets of
+1,052 images with 5% anomalies), from MNIST and Fashion-MNIST, each with its own seed. A candidate
+detector configuration (training overrides, detector options) is trained and scored on every task:
+ROC-AUC and PR-AUC on both representative sets, and the share of normal images flagged at the
+study's fixed threshold 0.3.
+
+The draws are fixed here, before any choice is made: CHOOSING draws are the only ones a candidate
+may be chosen on; REPORTING draws are scored only for the configuration chosen (``--reporting``).
+Every (task, candidate) run is kept in --runs and reused, so the script resumes where it stopped.
+
+    VAELAB_DATA=../shared/data python benchmarks/detect_tasks.py --runs DIR [--candidate default] [--reporting]
+    python benchmarks/detect_tasks.py --runs DIR --candidate latent32 --set model.latent_dim=32
+
+writes benchmarks/results/detect_tasks.json (one entry per candidate and draw set, merged with what
+the file already holds): for each dataset the mean, worst and spread of ROC-AUC over tasks and both
+representative sets (``choosing.mnist.mean_roc_auc``, ``reporting.mnist.min_roc_auc``, ...).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+import _common  # noqa: E402
+from _common import write_result  # noqa: E402
+
+# (dataset, seed): the seed draws the in-distribution classes and the study's sets. Fixed in advance.
+CHOOSING = [("mnist", 101), ("mnist", 102), ("mnist", 103), ("fashion-mnist", 111), ("fashion-mnist", 112)]
+REPORTING = [("mnist", 201), ("mnist", 202), ("mnist", 203), ("mnist", 204), ("mnist", 205),
+             ("fashion-mnist", 211), ("fashion-mnist", 212), ("fashion-mnist", 213)]
+THRESHOLD = 0.3  # the study's fixed threshold on the normalised score
+# the library's detector configuration on the study's 32 x 32 images (benchmarks/one_class.py's STUDY_SET)
+DEFAULT_SET = ["model.conv_channels=[32,64]"]
+
+
+def classes_of(seed: int) -> list[int]:
+    return sorted(int(c) for c in np.random.default_rng(seed).choice(10, size=5, replace=False))
+
+
+def run_task(dataset: str, seed: int, candidate: str, overrides: list[str], epochs: int, runs: Path,
+             detector: dict) -> dict:
+    from vaelab.api import detect_run
+    from vaelab.config import parse_set
+    from vaelab.detect.study import build_ood_study
+    from vaelab.train import RunConfig, fit
+
+    task = runs / f"{dataset}-s{seed}"
+    task.mkdir(parents=True, exist_ok=True)
+    study = task / "study.npz"
+    if not study.is_file():
+        build_ood_study(study, seed=seed, classes=classes_of(seed), dataset=dataset)
+    run = task / f"{candidate}-e{epochs}"
+    done = run / "task_result.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    if not (run / "metrics.json").is_file():
+        resume = (run / "checkpoints" / "last.ckpt").is_file()
+        cfg = RunConfig.build("vae", parse_set(["data.name=npz", f"data.path={study}", f"train.epochs={epochs}",
+                                                "train.progress_bar=false", "seed=0", *overrides]))
+        t0 = time.perf_counter()
+        fit(cfg, run, resume=resume)
+        (run / "train_seconds").write_text(f"{time.perf_counter() - t0:.1f}\n")
+    out = {"dataset": dataset, "seed": seed, "classes": classes_of(seed), "candidate": candidate}
+    for split in ("rep1", "rep2"):
+        _, m = detect_run(run, str(study), split=split, threshold=THRESHOLD, out=run / f"detect-{split}", **detector)
+        y = np.asarray(m["confusion_matrix"])  # [[tn, fp], [fn, tp]]
+        out[split] = {"roc_auc": m["roc_auc"], "pr_auc": m["pr_auc"],
+                      "normal_flagged": float(y[0, 1] / max(1, y[0].sum())), "confusion_matrix": m["confusion_matrix"]}
+    done.write_text(json.dumps(out, indent=2))
+    return out
+
+
+def summarise(rows: list[dict]) -> dict:
+    out = {}
+    for ds in sorted({r["dataset"] for r in rows}):
+        auc = np.array([r[s]["roc_auc"] for r in rows if r["dataset"] == ds for s in ("rep1", "rep2")])
+        pr = np.array([r[s]["pr_auc"] for r in rows if r["dataset"] == ds for s in ("rep1", "rep2")])
+        fl = np.array([r[s]["normal_flagged"] for r in rows if r["dataset"] == ds for s in ("rep1", "rep2")])
+        out[ds] = {"tasks": sum(r["dataset"] == ds for r in rows), "mean_roc_auc": float(auc.mean()),
+                   "min_roc_auc": float(auc.min()), "std_roc_auc": float(auc.std()), "mean_pr_auc": float(pr.mean()),
+                   "min_pr_auc": float(pr.min()), "normal_flagged_min": float(fl.min()), "normal_flagged_max": float(fl.max())}
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", required=True)
+    ap.add_argument("--candidate", default="default", help="a name for this configuration (its runs and JSON entry)")
+    ap.add_argument("--set", action="append", default=[], help="training overrides of the candidate")
+    ap.add_argument("--score", default=None, help="the detector's score (default: the library's)")
+    ap.add_argument("--norm-range", default=None, help="LOW,HIGH quantile anchors of the normalised score")
+    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--reporting", action="store_true", help="score the reporting draws (only for the chosen candidate)")
+    ap.add_argument("--limit-tasks", type=int, default=None, help="smoke test: the first N draws only")
+    a = ap.parse_args()
+    draws = REPORTING if a.reporting else CHOOSING
+    draws = draws[: a.limit_tasks] if a.limit_tasks else draws
+    detector = {}
+    if a.score:
+        detector["score"] = a.score
+    if a.norm_range:
+        detector["norm_range"] = tuple(float(v) for v in a.norm_range.split(","))
+    rows = []
+    for ds, seed in draws:
+        r = run_task(ds, seed, a.candidate, DEFAULT_SET + a.set, a.epochs, Path(a.runs), detector)
+        rows.append(r)
+        print(f"{ds} seed {seed} classes {r['classes']}: ROC-AUC {r['rep1']['roc_auc']:.4f} / {r['rep2']['roc_auc']:.4f}, "
+              f"normal flagged {r['rep1']['normal_flagged']:.2%} / {r['rep2']['normal_flagged']:.2%}", flush=True)
+    which = "reporting" if a.reporting else "choosing"
+    summary = summarise(rows)
+    for ds, s in summary.items():
+        print(f"{which} {ds}: mean ROC-AUC {s['mean_roc_auc']:.4f}, min {s['min_roc_auc']:.4f}, normal flagged "
+              f"{s['normal_flagged_min']:.1%}-{s['normal_flagged_max']:.1%}")
+    previous = _common.RESULTS / "detect_tasks.json"
+    results = json.loads(previous.read_text())["results"] if previous.is_file() and not a.limit_tasks else {}
+    entry = {"candidate": a.candidate, "overrides": DEFAULT_SET + a.set, "detector": {k: list(v) if isinstance(v, tuple) else v
+                                                                                      for k, v in detector.items()},
+             "epochs": a.epochs, "tasks": rows, **summary}
+    results.setdefault("candidates", {}).setdefault(a.candidate, {})[which] = entry
+    if a.reporting:
+        results["reporting"] = entry  # the chosen configuration's reporting draws: reporting.mnist.mean_roc_auc, ...
+    write_result("detect_tasks" if not a.limit_tasks else "detect_tasks_smoke", results, threshold=THRESHOLD,
+                 choosing_draws=CHOOSING, reporting_draws=REPORTING)
+
+
+if __name__ == "__main__":
+    main()
