@@ -91,7 +91,7 @@ STALL_AT = 28  # epoch 1, batch 7: after the model's step of that batch, before 
 STALLING_CHILD = f"""
 import sys, time
 from pathlib import Path
-from vaelab.models.adversarial import FactorVAE
+from vaelab.models.factor_vae_aae import FactorVAE
 marker = Path(sys.argv[1])
 d_loss = FactorVAE.discriminator_loss
 calls = [0]
