@@ -98,13 +98,13 @@ def attention_cost(batch: int, repeats: int, latent_dim: int, device: str, seed:
 
     with torch.no_grad():  # the numbers agree before they are timed
         le1 = model.first_layer(x)
-        fast = model.second_order_attention(le1, eps)
+        fast = model._attention_units(le1, eps)  # the fast path, whatever attention_impl resolves to
         ref = model.second_order_attention_reference(le1, eps)
         same = torch.allclose(ref, model.second_order_attention_loop(le1, eps), rtol=1e-4, atol=1e-6)
         fast_same = torch.allclose(fast, ref, rtol=1e-4, atol=1e-6)
     rows = []
     for mode, backward in (("forward", False), ("forward+backward", True)):
-        f = _median_seconds(attention(model.second_order_attention, backward), repeats)
+        f = _median_seconds(attention(model._attention_units, backward), repeats)
         v = _median_seconds(attention(model.second_order_attention_reference, backward), repeats)
         loop = _median_seconds(attention(model.second_order_attention_loop, backward), repeats)
         rows.append({"part": "a", "what": f"attention {mode}", "batch": len(x), "units": latent_dim, "fast_s": f,
@@ -112,8 +112,9 @@ def attention_cost(batch: int, repeats: int, latent_dim: int, device: str, seed:
                      "vmap_equals_loop": same, "fast_equals_vmap": fast_same})
     # one optimisation step of each path, timed in one run (interleaved repeats would not change the
     # ratios much; each is the median of --repeats after a warm-up)
-    variants = {"conv": {}, "sum": {"aggregation": "sum"}, "mean": {"aggregation": "mean"},
-                "reference_conv": {"attention_impl": "reference"}}
+    # conv: the default (attention_impl=auto); conv_fast: reverse over forward for every unit
+    variants = {"conv": {}, "conv_fast": {"attention_impl": "fast"}, "sum": {"aggregation": "sum"},
+                "mean": {"aggregation": "mean"}, "reference_conv": {"attention_impl": "reference"}}
     vae_s = _median_seconds(step(vae), repeats)
     step_s = {}
     for name, opts in variants.items():

@@ -81,7 +81,7 @@ def test_fast_attention_equals_the_reference_in_float64(aggregation):
     """Reverse over forward (and, for sum / mean, one reverse pass for all units) against the
     forward-over-reverse reference: the same attention tensor and the same loss gradients of every
     parameter, to 1e-5 in float64 on a small network."""
-    m = mk(aggregation=aggregation, attention_chunk=3).double()
+    m = mk(aggregation=aggregation, attention_chunk=3, attention_impl="fast").double()
     x = torch.rand(5, *SHAPE, dtype=torch.float64)
     le1, eps = m.first_layer(x), torch.randn(5, 3, dtype=torch.float64)
     fast_units = m.second_order_attention(le1, eps)
@@ -103,7 +103,7 @@ def test_fast_attention_equals_the_reference_in_float64(aggregation):
 def test_fast_attention_equals_the_reference_on_the_default_network(aggregation):
     """The default 28 x 28 model (latent 16, [8, 16] channels) in float32: the same loss gradients to 1e-4."""
     torch.manual_seed(0)
-    m = build(make_config("grad2vae", {"aggregation": aggregation}), (1, 28, 28))
+    m = build(make_config("grad2vae", {"aggregation": aggregation, "attention_impl": "fast"}), (1, 28, 28))
     x = torch.rand(8, 1, 28, 28)
     fast_out, fast_grads = _loss_grads(m, x)
     m.config.attention_impl = "reference"
@@ -112,6 +112,13 @@ def test_fast_attention_equals_the_reference_on_the_default_network(aggregation)
     for n in ref_grads:
         scale = ref_grads[n].abs().max().clamp_min(1e-12)
         assert (fast_grads[n] - ref_grads[n]).abs().max() / scale <= 1e-4, n
+
+
+def test_auto_attention_takes_the_fast_path_for_sum_and_mean_only():
+    assert mk()._impl() == "reference" and mk(aggregation="sum")._impl() == "fast" and mk(aggregation="mean")._impl() == "fast"
+    assert mk(attention_impl="fast")._impl() == "fast" and mk(aggregation="sum", attention_impl="reference")._impl() == "reference"
+    with pytest.raises(ConfigError, match="attention_impl"):
+        mk(attention_impl="quick")
 
 
 def test_chunked_attention_equals_one_pass():

@@ -93,8 +93,10 @@ class Grad2VAEConfig(VAEConfig):
     attention_source: Literal["z", "mu"] = "z"  # differentiate the reparameterised sample, or the mean
     attention_chunk: int = 256  # images per attention pass (bounds the memory of big evaluation batches)
     # fast: one forward-mode pass along the ones tangent, then a vmapped reverse pass per unit (one reverse
-    # pass in all for sum / mean); reference: the forward-over-reverse product per unit. Same numbers
-    attention_impl: Literal["fast", "reference"] = "fast"
+    # pass in all for sum / mean); reference: the forward-over-reverse product per unit; auto: fast for
+    # sum / mean, reference for conv (the faster training step of each on the CPU: benchmarks/grad2vae.py
+    # part a). Same numbers
+    attention_impl: Literal["auto", "fast", "reference"] = "auto"
 
     def fill_from_data(self, n_train: int | None, image_shape: tuple[int, ...]) -> None:
         if len(image_shape) == 1:
@@ -123,8 +125,8 @@ class Grad2VAEConfig(VAEConfig):
             raise ConfigError(f"model.attention_source must be z or mu, got {self.attention_source!r}")
         if self.attention_chunk < 1:
             raise ConfigError(f"model.attention_chunk must be >= 1, got {self.attention_chunk}")
-        if self.attention_impl not in ("fast", "reference"):
-            raise ConfigError(f"model.attention_impl must be fast or reference, got {self.attention_impl!r}")
+        if self.attention_impl not in ("auto", "fast", "reference"):
+            raise ConfigError(f"model.attention_impl must be auto, fast or reference, got {self.attention_impl!r}")
 
 
 class Grad2Decoder(nn.Module):
@@ -196,9 +198,17 @@ class Grad2VAE(VAE):
         """[d, B, c1, H, W]: att_i = (d^2 z_i / dL_e1^2) @ 1 for every unit i, in the autograd graph of
         ``le1`` and the parameters; ``attention_impl`` picks the computation (the same numbers).
         Big batches go in chunks of ``attention_chunk`` images."""
-        if self.config.attention_impl == "reference":
+        if self._impl() == "reference":
             return self.second_order_attention_reference(le1, eps)
         return self._chunked(self._attention_units, le1, eps, dim=1)
+
+    def _impl(self) -> str:
+        """The attention path in use: ``attention_impl``, with auto resolved (fast for sum / mean,
+        reference for conv)."""
+        impl = self.config.attention_impl
+        if impl == "auto":
+            return "fast" if self.config.aggregation in ("sum", "mean") else "reference"
+        return impl
 
     def _chunked(self, fn, le1: torch.Tensor, eps: torch.Tensor, dim: int) -> torch.Tensor:
         """``fn`` over chunks of ``attention_chunk`` images, concatenated along the image dimension ``dim``."""
@@ -229,7 +239,7 @@ class Grad2VAE(VAE):
         """[B, c1, H, W]: the aggregated attention the decoder receives. With ``sum`` / ``mean`` on the
         fast path the units' sum is one reverse pass; ``conv`` needs every unit's tensor."""
         agg = self.config.aggregation
-        if agg in ("sum", "mean") and self.config.attention_impl == "fast":
+        if agg in ("sum", "mean") and self._impl() == "fast":
             total = self._chunked(self._attention_sum, le1, eps, dim=0)
             return total if agg == "sum" else total / self.latent_dim
         return self.aggregate(self.second_order_attention(le1, eps))
