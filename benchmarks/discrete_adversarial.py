@@ -30,8 +30,6 @@ from _zoo_runner import train_or_reuse  # noqa: E402
 
 
 def part_a(runs: Path, epochs: int, fid_images: int) -> dict:
-    import torch
-
     import vaelab
     from vaelab.data import load_data
     from vaelab.evaluate import evaluate
@@ -69,7 +67,6 @@ def part_a(runs: Path, epochs: int, fid_images: int) -> dict:
         cache.write_text(json.dumps(row, indent=2))
         out[name] = row
         print(name, row, flush=True)
-    del torch
     return out
 
 
