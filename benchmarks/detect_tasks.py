@@ -44,7 +44,7 @@ def classes_of(seed: int) -> list[int]:
 
 
 def run_task(dataset: str, seed: int, candidate: str, overrides: list[str], epochs: int, runs: Path,
-             detector: dict) -> dict:
+             detector: dict, train: str | None = None) -> dict:
     from vaelab.api import detect_run
     from vaelab.config import parse_set
     from vaelab.detect.study import build_ood_study
@@ -55,8 +55,8 @@ def run_task(dataset: str, seed: int, candidate: str, overrides: list[str], epoc
     study = task / "study.npz"
     if not study.is_file():
         build_ood_study(study, seed=seed, classes=classes_of(seed), dataset=dataset)
-    run = task / f"{candidate}-e{epochs}"
-    done = run / "task_result.json"
+    run = task / f"{train or candidate}-e{epochs}"  # the trained model, shared by candidates that only score differently
+    done = run / f"task_result-{candidate}.json"
     if done.is_file():
         return json.loads(done.read_text())
     if not (run / "metrics.json").is_file():
@@ -68,7 +68,8 @@ def run_task(dataset: str, seed: int, candidate: str, overrides: list[str], epoc
         (run / "train_seconds").write_text(f"{time.perf_counter() - t0:.1f}\n")
     out = {"dataset": dataset, "seed": seed, "classes": classes_of(seed), "candidate": candidate}
     for split in ("rep1", "rep2"):
-        _, m = detect_run(run, str(study), split=split, threshold=THRESHOLD, out=run / f"detect-{split}", **detector)
+        _, m = detect_run(run, str(study), split=split, threshold=THRESHOLD, out=run / f"detect-{candidate}-{split}",
+                          **detector)
         y = np.asarray(m["confusion_matrix"])  # [[tn, fp], [fn, tp]]
         out[split] = {"roc_auc": m["roc_auc"], "pr_auc": m["pr_auc"],
                       "normal_flagged": float(y[0, 1] / max(1, y[0].sum())), "confusion_matrix": m["confusion_matrix"]}
@@ -93,7 +94,10 @@ def main() -> None:
     ap.add_argument("--runs", required=True)
     ap.add_argument("--candidate", default="default", help="a name for this configuration (its runs and JSON entry)")
     ap.add_argument("--set", action="append", default=[], help="training overrides of the candidate")
+    ap.add_argument("--train", default=None, help="reuse the models trained for this candidate (same --set and "
+                                                    "--epochs); the candidate then differs only in how it scores")
     ap.add_argument("--score", default=None, help="the detector's score (default: the library's)")
+    ap.add_argument("--combo", default=None, help="comma-separated members of the combo score")
     ap.add_argument("--norm-range", default=None, help="LOW,HIGH quantile anchors of the normalised score")
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--reporting", action="store_true", help="score the reporting draws (only for the chosen candidate)")
@@ -104,11 +108,13 @@ def main() -> None:
     detector = {}
     if a.score:
         detector["score"] = a.score
+    if a.combo:
+        detector["combo"] = a.combo.split(",")
     if a.norm_range:
         detector["norm_range"] = tuple(float(v) for v in a.norm_range.split(","))
     rows = []
     for ds, seed in draws:
-        r = run_task(ds, seed, a.candidate, DEFAULT_SET + a.set, a.epochs, Path(a.runs), detector)
+        r = run_task(ds, seed, a.candidate, DEFAULT_SET + a.set, a.epochs, Path(a.runs), detector, a.train)
         rows.append(r)
         print(f"{ds} seed {seed} classes {r['classes']}: ROC-AUC {r['rep1']['roc_auc']:.4f} / {r['rep2']['roc_auc']:.4f}, "
               f"normal flagged {r['rep1']['normal_flagged']:.2%} / {r['rep2']['normal_flagged']:.2%}", flush=True)
@@ -119,7 +125,7 @@ def main() -> None:
               f"{s['normal_flagged_min']:.1%}-{s['normal_flagged_max']:.1%}")
     previous = _common.RESULTS / "detect_tasks.json"
     results = json.loads(previous.read_text())["results"] if previous.is_file() and not a.limit_tasks else {}
-    entry = {"candidate": a.candidate, "overrides": DEFAULT_SET + a.set, "detector": {k: list(v) if isinstance(v, tuple) else v
+    entry = {"candidate": a.candidate, "trained_as": a.train or a.candidate, "overrides": DEFAULT_SET + a.set, "detector": {k: list(v) if isinstance(v, tuple) else v
                                                                                       for k, v in detector.items()},
              "epochs": a.epochs, "tasks": rows, **summary}
     results.setdefault("candidates", {}).setdefault(a.candidate, {})[which] = entry
