@@ -41,9 +41,39 @@ def test_bits_per_dimension_only_for_discrete_likelihoods():
     assert "bpd" not in nll(g, data, nll_k=4) and "nll" in nll(g, data, nll_k=4)  # a density of continuous values: no bpd
 
 
+@pytest.mark.parametrize("kind,conditional", [("dgaussian", False), ("dlogistic", False), ("dlogistic", True)])
+@pytest.mark.parametrize("arch", ["conv", "resnet"])
+def test_bidirectional_twin_decodes_the_location_through_the_shared_network(kind, conditional, arch):
+    """The shared backward pass's output is added to every location slot of the likelihood head's
+    parameters; the twin keeps about half its unidirectional model's parameters."""
+    kw = {"likelihood": kind, "channel_conditioning": conditional, "n_mix": 3, "latent_dim": 8, "arch": arch,
+          "conv_channels": [16, 32], "hidden_dim": 64}
+    torch.manual_seed(0)
+    m = build(make_config("bvae", kw), (3, 16, 16))
+    z = torch.randn(2, 8)
+    a = m.net.backward_to_first(z)
+    loc, head = m.net.first.backward(a), m.likelihood_head(a)
+    torch.testing.assert_close(loc, m.net.backward(z))  # backward = first layer's transpose of backward_to_first
+    px = m.decode(z)
+    if kind == "dgaussian":
+        torch.testing.assert_close(px.loc, loc + head[:, :3])
+        torch.testing.assert_close(px.log_scale, head[:, 3:])
+    else:
+        K = 3
+        start = K if conditional else K * 3
+        means = (head[:, start:start + 3 * K] + loc.repeat(1, K, 1, 1)).reshape(2, K, 3, 16, 16)
+        torch.testing.assert_close(px.means, means)
+    x = torch.randint(0, 256, (2, 3, 16, 16)).float() / 255
+    out = m.loss(x)
+    out.loss.backward()
+    assert m.net.first.weight.grad.abs().sum() > 0 and m.likelihood_head.weight.grad.abs().sum() > 0
+    nb, nu = m.num_parameters(), build(make_config("vae", kw), (3, 16, 16)).num_parameters()
+    assert 0.45 <= nb / nu <= 0.60, (nb, nu)
+
+
 def test_models_that_cannot_take_them_refuse():
-    with pytest.raises(ConfigError, match="bidirectional"):
-        make_config("bvae", {"likelihood": "dlogistic"})
+    with pytest.raises(ConfigError, match="arch=mlp"):
+        make_config("bvae", {"likelihood": "dlogistic", "arch": "mlp"})
     with pytest.raises(ConfigError, match="grad2vae"):
         make_config("grad2vae", {"likelihood": "dgaussian"})
     with pytest.raises(ConfigError, match="colour"):

@@ -10,6 +10,14 @@ weights (see vaelab.nn.bidirectional):
 and trains on the bidirectional ELBO, BELBO = E_q_f[log p_b(x|z)] - KL(q_f(z|x) || N(0, I)).
 The log-variance head is forward-only. With about half the weights of the unidirectional twin.
 
+With a discretised likelihood (``model.likelihood=dgaussian|dlogistic``, arch conv or resnet) the
+likelihood needs more parameters per pixel than the image has channels. The shared backward pass
+still gives the location: its output (the first kernel's transpose, C channels) is added to every
+location slot (the Gaussian's location; each mixture component's mean); a small unidirectional
+head, a transposed convolution of the first layer's shape from the same features, gives all the
+likelihood's parameters around it (scales, mixture logits, per-component offsets, colour
+coefficients). The head holds ``first_channels * 16 * P`` weights, a few percent of the network.
+
 The objectives are NOT re-implemented: each class here only changes how the networks are built
 and how ``posterior_params`` / ``decode`` route through the shared network, and inherits its loss
 from the unidirectional class (multiple inheritance puts BVAE between that class and VAE in the
@@ -37,10 +45,10 @@ BiArch = Literal["conv", "mlp", "resnet"]
 
 
 def check_bidirectional_options(cfg: "BVAEConfig | BetaTCBVAEConfig | BIWAEConfig") -> None:
-    if cfg.likelihood in ("dgaussian", "dlogistic"):
-        raise ConfigError(f"model.likelihood={cfg.likelihood} needs more decoder outputs per pixel than the image has "
-                          "channels, and a bidirectional network decodes through its encoder's weights into exactly the "
-                          "input's channels: use bernoulli or gaussian, or the unidirectional twin")
+    if cfg.likelihood in ("dgaussian", "dlogistic") and cfg.arch == "mlp":
+        raise ConfigError(f"model.likelihood={cfg.likelihood} on a bidirectional network needs a convolutional likelihood "
+                          "head beside the first layer's transpose, which arch=mlp has not: use model.arch=conv or resnet, "
+                          "or model.likelihood=bernoulli|gaussian")
     if cfg.arch not in get_args(BiArch):
         raise ConfigError(f"model.arch={cfg.arch!r} has no bidirectional network; set model.arch to one of "
                           f"{', '.join(get_args(BiArch))} (arch=linear exists for the unidirectional models only)")
@@ -76,6 +84,23 @@ class BVAE(VAE):
             res_blocks=config.res_blocks,
         )
         self.feature_dim = self.net.out_dim
+        self.likelihood_head = None
+        if self.discrete_likelihood:
+            first = self.net.first
+            P = self.likelihood_channels()
+            self.likelihood_head = nn.ConvTranspose2d(first.out_channels, P, first.kernel_size, first.stride,
+                                                      first.padding, first.output_padding)
+            self.register_buffer("_location_slots", self._location_slot_index(), persistent=False)
+
+    def _location_slot_index(self) -> torch.Tensor:
+        """Where the likelihood's parameters hold a location, one C-channel group per mixture component,
+        in the layout of vaelab.objectives.discretized.from_params (or [loc | log_scale] for dgaussian)."""
+        c = self.image_shape[0]
+        if self.config.likelihood == "dgaussian":
+            return torch.arange(c)
+        k = self.config.n_mix
+        start = k if self.config.channel_conditioning else k * c  # after the mixture logits
+        return torch.arange(start, start + k * c)
 
     def build_heads(self, config: BVAEConfig) -> None:
         """The mean head is the network's own (shared with the backward pass); log-variance is forward-only."""
@@ -90,8 +115,14 @@ class BVAE(VAE):
         return self.net(x).flatten(1)
 
     def decode(self, z: torch.Tensor) -> Distribution:
-        """p_b(x|z): the backward pass of the same network, from z through the mean head's transpose."""
-        return self.likelihood(self.net.backward(z))
+        """p_b(x|z): the backward pass of the same network, from z through the mean head's transpose
+        (with a discretised likelihood, its output is the location and the likelihood head gives the rest)."""
+        if self.likelihood_head is None:
+            return self.likelihood(self.net.backward(z))
+        a = self.net.backward_to_first(z)
+        loc = self.net.first.backward(a)
+        reps = len(self._location_slots) // loc.shape[1]
+        return self.likelihood(self.likelihood_head(a).index_add(1, self._location_slots, loc.repeat(1, reps, 1, 1)))
 
 
 # --------------------------------------------------------------------------------------------

@@ -165,11 +165,20 @@ class BiConvNet(nn.Module):
             x = self.act(conv(x))
         return self.act(self.fc(x.flatten(1)))
 
-    def backward(self, z: torch.Tensor) -> torch.Tensor:
+    @property
+    def first(self) -> BiConv2d:
+        """The first layer, whose transpose ends the backward pass with the image's channels."""
+        return self.convs[0]
+
+    def backward_to_first(self, z: torch.Tensor) -> torch.Tensor:
+        """The backward pass up to the first layer's transpose: ``backward(z) = first.backward(this)``."""
         y = self.fc.backward(self.act(self.head.backward(z))).view(-1, *self.feature_shape)
-        for conv in reversed(self.convs):
+        for conv in list(self.convs)[:0:-1]:
             y = conv.backward(self.act(y))
-        return y
+        return self.act(y)
+
+    def backward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.first.backward(self.backward_to_first(z))
 
 
 class BiResNet(nn.Module):
@@ -205,13 +214,23 @@ class BiResNet(nn.Module):
                 x = block(x)
         return self.act(self.fc(x.flatten(1)))
 
-    def backward(self, z: torch.Tensor) -> torch.Tensor:
+    @property
+    def first(self) -> BiConv2d:
+        """The first down-sampling layer, whose transpose ends the backward pass with the image's channels."""
+        return self.downs[0]
+
+    def backward_to_first(self, z: torch.Tensor) -> torch.Tensor:
+        """The backward pass up to the first layer's transpose: ``backward(z) = first.backward(this)``."""
         y = self.fc.backward(self.act(self.head.backward(z))).view(-1, *self.feature_shape)
-        for down, blocks in zip(reversed(self.downs), reversed(self.stages)):
+        for i, (down, blocks) in enumerate(zip(reversed(self.downs), reversed(self.stages))):
             for block in reversed(blocks):
                 y = block.backward(y)
-            y = down.backward(self.act(y))
-        return y
+            if i < len(self.downs) - 1:
+                y = down.backward(self.act(y))
+        return self.act(y)
+
+    def backward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.first.backward(self.backward_to_first(z))
 
 
 BI_ARCHS = ("conv", "mlp", "resnet")
