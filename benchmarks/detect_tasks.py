@@ -39,13 +39,33 @@ THRESHOLD = 0.3  # the study's fixed threshold on the normalised score
 DEFAULT_SET = ["model.conv_channels=[32,64]"]
 
 
+# normalisations measured on every task: quantiles of the training scores mapped to 0 and 1
+NORMS = {"minmax": (0.0, 1.0), "q0-q99": (0.0, 0.99), "q50-q99": (0.5, 0.99), "q50-q999": (0.5, 0.999),
+         "q25-q999": (0.25, 0.999), "q90-q999": (0.9, 0.999), "q0-q999": (0.0, 0.999)}
+
+
+def norm_name(detector: dict) -> str:
+    """The NORMS entry of the candidate's normalisation (the library's default when it sets none)."""
+    from vaelab.detect.detector import DEFAULT_NORM_RANGE, resolve_norm_range
+
+    q = tuple(resolve_norm_range(detector.get("norm_range", DEFAULT_NORM_RANGE)))
+    return next((n for n, v in NORMS.items() if v == q), f"q{q[0]:g}-q{q[1]:g}")
+
+
+def normal_flagged(train_raw: np.ndarray, raw: np.ndarray, y: np.ndarray, q: tuple[float, float]) -> float:
+    """Share of the normal images (y == 0) above THRESHOLD once the raw scores are mapped by the
+    training scores' q[0] and q[1] quantiles to 0 and 1."""
+    lo, hi = np.quantile(train_raw, q)
+    s = (raw - lo) / (hi - lo if hi > lo else 1.0)
+    return float((s[np.asarray(y) == 0] > THRESHOLD).mean())
+
+
 def classes_of(seed: int) -> list[int]:
     return sorted(int(c) for c in np.random.default_rng(seed).choice(10, size=5, replace=False))
 
 
 def run_task(dataset: str, seed: int, candidate: str, overrides: list[str], epochs: int, runs: Path,
              detector: dict, train: str | None = None) -> dict:
-    from vaelab.api import detect_run
     from vaelab.config import parse_set
     from vaelab.detect.study import build_ood_study
     from vaelab.train import RunConfig, fit
@@ -66,13 +86,28 @@ def run_task(dataset: str, seed: int, candidate: str, overrides: list[str], epoc
         t0 = time.perf_counter()
         fit(cfg, run, resume=resume)
         (run / "train_seconds").write_text(f"{time.perf_counter() - t0:.1f}\n")
+    from vaelab.data import load_data
+    from vaelab.detect import DEFAULT_SCORE, AutoencoderDetector, evaluate_detection, load_detection_set
+
+    # one fit on the training split with raw scores: every normalisation is a monotone map of them, so
+    # the ROC-AUC is the same under all, and each one's share of normal images flagged at THRESHOLD
+    # is computed from the same raw scores
+    rc = RunConfig.load(run / "config.yaml")
+    opts = {k: v for k, v in detector.items() if k != "norm_range"}
+    det = AutoencoderDetector(str(run), opts.pop("score", DEFAULT_SCORE), normalize=False, seed=rc.seed,
+                              batch_size=rc.train.eval_batch_size, **opts).fit(load_data(rc.data, rc.seed)[0])
+    train_raw = det.decision_scores_
     out = {"dataset": dataset, "seed": seed, "classes": classes_of(seed), "candidate": candidate}
+    raw = {"train": train_raw}
     for split in ("rep1", "rep2"):
-        _, m = detect_run(run, str(study), split=split, threshold=THRESHOLD, out=run / f"detect-{candidate}-{split}",
-                          **detector)
-        y = np.asarray(m["confusion_matrix"])  # [[tn, fp], [fn, tp]]
+        target, y, _ = load_detection_set(str(study), rc.data, split)
+        r = det.raw_scores(target)
+        raw[split], raw[f"{split}_labels"] = r, y
+        m = evaluate_detection(y, r, float(np.quantile(train_raw, 0.9)))
         out[split] = {"roc_auc": m["roc_auc"], "pr_auc": m["pr_auc"],
-                      "normal_flagged": float(y[0, 1] / max(1, y[0].sum())), "confusion_matrix": m["confusion_matrix"]}
+                      "normal_flagged_by_norm": {name: normal_flagged(train_raw, r, y, q) for name, q in NORMS.items()}}
+        out[split]["normal_flagged"] = out[split]["normal_flagged_by_norm"][norm_name(detector)]
+    np.savez_compressed(run / f"raw_scores-{candidate}.npz", **raw)
     done.write_text(json.dumps(out, indent=2))
     return out
 
@@ -85,7 +120,12 @@ def summarise(rows: list[dict]) -> dict:
         fl = np.array([r[s]["normal_flagged"] for r in rows if r["dataset"] == ds for s in ("rep1", "rep2")])
         out[ds] = {"tasks": sum(r["dataset"] == ds for r in rows), "mean_roc_auc": float(auc.mean()),
                    "min_roc_auc": float(auc.min()), "std_roc_auc": float(auc.std()), "mean_pr_auc": float(pr.mean()),
-                   "min_pr_auc": float(pr.min()), "normal_flagged_min": float(fl.min()), "normal_flagged_max": float(fl.max())}
+                   "min_pr_auc": float(pr.min()), "normal_flagged_min": float(fl.min()), "normal_flagged_max": float(fl.max()),
+                   "normal_flagged_by_norm": {
+                       n: {"min": float(min(r[s]["normal_flagged_by_norm"][n] for r in rows if r["dataset"] == ds
+                                            for s in ("rep1", "rep2"))),
+                           "max": float(max(r[s]["normal_flagged_by_norm"][n] for r in rows if r["dataset"] == ds
+                                            for s in ("rep1", "rep2")))} for n in NORMS}}
     return out
 
 
@@ -98,7 +138,8 @@ def main() -> None:
                                                     "--epochs); the candidate then differs only in how it scores")
     ap.add_argument("--score", default=None, help="the detector's score (default: the library's)")
     ap.add_argument("--combo", default=None, help="comma-separated members of the combo score")
-    ap.add_argument("--norm-range", default=None, help="LOW,HIGH quantile anchors of the normalised score")
+    ap.add_argument("--norm-range", default=None, help="LOW,HIGH quantile anchors of the normalised score, or a "
+                                                         "name (minmax, default)")
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--reporting", action="store_true", help="score the reporting draws (only for the chosen candidate)")
     ap.add_argument("--limit-tasks", type=int, default=None, help="smoke test: the first N draws only")
@@ -111,7 +152,8 @@ def main() -> None:
     if a.combo:
         detector["combo"] = a.combo.split(",")
     if a.norm_range:
-        detector["norm_range"] = tuple(float(v) for v in a.norm_range.split(","))
+        detector["norm_range"] = (a.norm_range if a.norm_range[0].isalpha()
+                                  else tuple(float(v) for v in a.norm_range.split(",")))
     rows = []
     for ds, seed in draws:
         r = run_task(ds, seed, a.candidate, DEFAULT_SET + a.set, a.epochs, Path(a.runs), detector, a.train)

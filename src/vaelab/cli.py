@@ -168,10 +168,16 @@ def cmd_detect(args: argparse.Namespace) -> int:
     if args.norm_range is not None:
         from .errors import ConfigError
 
-        try:
-            opts["norm_range"] = tuple(float(q) for q in args.norm_range.split(","))
-        except ValueError:
-            raise ConfigError(f"--norm-range takes two quantiles LOW,HIGH, e.g. 0.5,0.99; got {args.norm_range!r}") from None
+        from .detect.detector import NORM_RANGES
+
+        if args.norm_range in NORM_RANGES:
+            opts["norm_range"] = args.norm_range
+        else:
+            try:
+                opts["norm_range"] = tuple(float(q) for q in args.norm_range.split(","))
+            except ValueError:
+                raise ConfigError(f"--norm-range takes a name ({', '.join(NORM_RANGES)}) or two quantiles LOW,HIGH, "
+                                  f"e.g. 0.5,0.99; got {args.norm_range!r}") from None
     anomaly = [int(c) for c in args.anomaly_classes.split(",")] if args.anomaly_classes else None
     if args.threshold_rule:
         opts["threshold_rule"] = args.threshold_rule
@@ -425,9 +431,10 @@ def build_parser() -> argparse.ArgumentParser:
     lim = dt.add_mutually_exclusive_group()
     lim.add_argument("--threshold", type=float, help="flag normalised scores above this, in [0, 1) (e.g. 0.3)")
     lim.add_argument("--contamination", type=float, help="flag this fraction of the training data (default 0.1)")
-    dt.add_argument("--norm-range", metavar="LOW,HIGH",
-                    help="quantiles of the training scores that the normalised score maps to 0 and 1 (default 0,1: "
-                         "min and max; 0.5,0.99 keeps a fixed --threshold's false-alarm rate stable across models)")
+    dt.add_argument("--norm-range", metavar="NAME|LOW,HIGH",
+                    help="quantiles of the training scores that the normalised score maps to 0 and 1: quantile "
+                         "(default: median and 99.9th percentile, so a fixed --threshold flags a stable share of "
+                         "normal images across models), minmax (min and max), or two numbers such as 0.5,0.99")
     dt.add_argument("--score", help=f"combo (default: {' + '.join(_DEFAULT_COMBO)}) or one of {', '.join(_SCORES)}")
     dt.add_argument("--combo", help=f"the scores --score combo averages (default {','.join(_DEFAULT_COMBO)})")
     dt.add_argument("--combo-method", choices=["zscore", "rank"], help="how combo puts its members on one scale")

@@ -75,7 +75,7 @@ def detect_run(run_dir: str | Path, data: str, split: str | None = None, score: 
     stem = Path(data).stem if Path(data).suffix else Path(data).name
     out = Path(out) if out else run_dir / f"detect-{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     metrics: dict[str, Any] = {
-        "data": desc, "score": score, "normalized": True, "norm_range": [float(q) for q in det.norm_range],
+        "data": desc, "score": score, "normalized": True, "norm_range": [float(q) for q in det.norm_quantiles_],
         "threshold": det.threshold_,
         "threshold_from": "threshold" if threshold is not None else (
             f"contamination {det.contamination}" if det.threshold_rule == "contamination" else det.threshold_rule),
@@ -117,11 +117,11 @@ def detect_run(run_dir: str | Path, data: str, split: str | None = None, score: 
     settings = {"run_dir": str(run_dir.resolve()), "model": cfg.model.name, "data": desc, "score": score,
                 "threshold": threshold, "contamination": None if threshold is not None else det.contamination,
                 "calibration": f"{cfg.data.name} training split ({det.n_train_} images)", **detector_options}
-    lo, hi = (float(q) for q in det.norm_range)
+    lo, hi = det.norm_quantiles_
     anchors = ("0 = the most normal training image, 1 = the most anomalous" if (lo, hi) == (0.0, 1.0) else
                f"0 = the training scores' {lo:g} quantile, 1 = their {hi:g} quantile")
     notes = [f"Scores of {len(target)} images of {desc} by the {cfg.model.name} of {run_dir.resolve()}: '{score}', "
-             f"min-max normalised with the training split's scores ({anchors}); higher is more anomalous. "
+             f"normalised with the training split's scores ({anchors}); higher is more anomalous. "
              f"Images above the threshold {det.threshold_:.4g} are flagged."]
     if y is None:
         notes.append("The set has no anomaly labels, so no ROC-AUC: use an OOD-study file, a one-class run "

@@ -21,6 +21,30 @@ from .scores import DEFAULT_COMBO, DEFAULT_PATCH_SIZE, SCORE_NAMES, VECTOR_COMBO
 
 # reconstruction error and latent density, each z-scored against the training set: see the README
 DEFAULT_SCORE = "combo"
+# named normalisations: the quantiles of the training scores that map to 0 and 1. 'quantile' (the
+# default) anchors the median and the 99.9th percentile, so a fixed threshold flags about the same
+# share of normal images on every model (benchmarks/detect_tasks.py); 'minmax' is the training
+# scores' min and max (the earlier default), which one extreme training image can stretch.
+NORM_RANGES: dict[str, tuple[float, float]] = {"quantile": (0.5, 0.999), "minmax": (0.0, 1.0)}
+DEFAULT_NORM_RANGE = "quantile"
+
+
+def resolve_norm_range(norm_range: Any) -> tuple[float, float]:
+    """The two quantiles of ``norm_range``: a name of NORM_RANGES or two numbers 0 <= low < high <= 1."""
+    if isinstance(norm_range, str):
+        if norm_range not in NORM_RANGES:
+            raise ConfigError(f"unknown norm_range {norm_range!r}; name one of {', '.join(NORM_RANGES)} or give two "
+                              "quantiles 0 <= low < high <= 1 of the training scores (e.g. (0.5, 0.99))")
+        return NORM_RANGES[norm_range]
+    try:  # any two numbers: a tuple, a list, a numpy array
+        r = tuple(float(q) for q in norm_range)
+    except (TypeError, ValueError):
+        r = ()
+    if len(r) != 2 or not all(math.isfinite(q) for q in r) or not 0 <= r[0] < r[1] <= 1:
+        raise ConfigError(f"norm_range is two quantiles 0 <= low < high <= 1 of the training scores, mapped to 0 and 1 "
+                          f"(e.g. (0, 1), the min and max, or (0.5, 0.99)), or a name ({', '.join(NORM_RANGES)}); "
+                          f"got {norm_range!r}")
+    return r
 
 
 log = logging.getLogger("vaelab")
@@ -86,11 +110,13 @@ class AutoencoderDetector(BaseEstimator):
         and the contamination rule), or a rule on the training scores: 'mad' (median + 3 x 1.4826 MAD),
         'iqr' (Q3 + 1.5 IQR), 'gmm' (where a two-component mixture's upper component takes over).
     threshold : an explicit threshold on ``decision_function`` (in [0, 1) when ``normalize``).
-    normalize : min-max scale the scores with the training scores' range and clip to [0, 1].
-    norm_range : the quantiles of the training scores that ``normalize`` maps to 0 and 1 (default
-        (0, 1): their min and max). The max can be one extreme training image, so a fixed threshold
-        such as 0.3 flags very different shares of normal images from one model to the next; anchors
-        such as (0.5, 0.99) (the median and the 99th percentile) keep that share stable.
+    normalize : scale the scores linearly by two quantiles of the training scores (``norm_range``) and
+        clip to [0, 1].
+    norm_range : the quantiles of the training scores that ``normalize`` maps to 0 and 1: a name,
+        'quantile' (default: the median and the 99.9th percentile) or 'minmax' (the min and max), or
+        two numbers such as (0.5, 0.99). With 'quantile' a fixed threshold such as 0.3 flags a
+        stable share of normal images from one model and seed to the next; with 'minmax' the
+        share moves with the one most extreme training image.
     combo, combo_method : the member scores of 'combo' and how they are put on one scale.
     n_samples, nll_k, gmm_components : options of the nelbo, nll and latent_gmm / feature_gmm scores.
     knn_k, feature_dims : neighbours of the kNN scores; principal components kept of the encoder's features.
@@ -98,14 +124,14 @@ class AutoencoderDetector(BaseEstimator):
 
     Learned state: ``model_``, ``score_``, ``decision_scores_`` (the training set's anomaly scores),
     ``threshold_``, ``labels_`` (1 = flagged), ``raw_min_`` / ``raw_max_`` (the normalisation: the raw
-    scores that map to 0 and 1, the training scores' ``norm_range`` quantiles).
+    scores that map to 0 and 1, the training scores' ``norm_quantiles_``, the quantiles ``norm_range`` names).
     ``decision_function``: higher = more anomalous (PyOD); ``score_samples`` = -decision_function
     (higher = more normal, scikit-learn); ``predict``: 1 = anomaly, 0 = normal (PyOD).
     """
 
     def __init__(self, model: Autoencoder | str | Path | None = None, score: str = DEFAULT_SCORE,
                  contamination: float | None = 0.1, threshold: float | None = None, normalize: bool = True, *,
-                 norm_range: Sequence[float] = (0.0, 1.0), threshold_rule: str = "contamination",
+                 norm_range: Sequence[float] | str = DEFAULT_NORM_RANGE, threshold_rule: str = "contamination",
                  combo: Sequence[str] = DEFAULT_COMBO, combo_method: str = "zscore", n_samples: int = 1,
                  nll_k: int = 100, gmm_components: int = 5, knn_k: int = 5, feature_dims: int = 64,
                  patch_size: int = DEFAULT_PATCH_SIZE, model_name: str = "vae", epochs: int = 10,
@@ -151,13 +177,7 @@ class AutoencoderDetector(BaseEstimator):
             if self.normalize and not 0 <= self.threshold < 1:
                 raise ConfigError(f"with normalize=True scores lie in [0, 1]: give a threshold in [0, 1) "
                                   f"(e.g. 0.3), not {self.threshold}; or set normalize=False for a raw threshold")
-        try:  # any two numbers: a tuple, a list, a numpy array (not a string such as "0,1")
-            r = () if isinstance(self.norm_range, str) else tuple(float(q) for q in self.norm_range)
-        except (TypeError, ValueError):
-            r = ()
-        if len(r) != 2 or not all(math.isfinite(q) for q in r) or not 0 <= r[0] < r[1] <= 1:
-            raise ConfigError(f"norm_range is two quantiles 0 <= low < high <= 1 of the training scores, mapped to 0 and 1 "
-                              f"(e.g. (0, 1), the min and max, or (0.5, 0.99)); got {self.norm_range!r}")
+        self.norm_quantiles_ = resolve_norm_range(self.norm_range)
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
 
@@ -230,7 +250,7 @@ class AutoencoderDetector(BaseEstimator):
         log.info("fitting the %r score on %d training images", self.score, len(images))
         self.score_ = self._make_score(model).fit(model, images, self.batch_size, self.seed)
         raw = self.score_.training_scores(model, images, self.batch_size, self.seed).numpy()
-        lo, hi = (float(q) for q in self.norm_range)
+        lo, hi = self.norm_quantiles_
         # (0, 1): exactly the min and max; np.quantile interpolates linearly between training scores
         self.raw_min_, self.raw_max_ = (float(v) for v in np.quantile(raw, [lo, hi]))
         self.decision_scores_ = self._scale(raw, clip=True)

@@ -344,7 +344,7 @@ def export_detector(detector: Any, out_dir: str | Path, format: str = "onnx", op
         "score": detector.score, "score_spec": detector.score_.spec(), "model": detector.model_.config.name,
         "threshold": float(detector.threshold_), "normalize": bool(detector.normalize),
         "normalization": {"raw_min": float(detector.raw_min_), "raw_max": float(detector.raw_max_),
-                          "span_used": float(span if span > 0 else 1.0), "norm_range": [float(q) for q in detector.norm_range]},
+                          "span_used": float(span if span > 0 else 1.0), "norm_range": [float(q) for q in detector.norm_quantiles_]},
     }
     if format == "onnx":
         manifest["opset"] = opset
