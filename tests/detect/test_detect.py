@@ -225,7 +225,11 @@ def test_normalised_scores_threshold_and_sign_conventions(fitted, synthetic):
     assert d.decision_function(noise, clip=False).max() > 1.0 and d.predict(noise).mean() > 0.9
     raw = AutoencoderDetector(fitted[0].model_, "mse", normalize=False, threshold=0.01).fit(normal)
     assert raw.raw_threshold_ == 0.01 and raw.decision_function(noise).max() > 0.01
-    assert raw.raw_scores(normal).min() == pytest.approx(raw.raw_min_) and raw.decision_scores_.max() == raw.raw_max_
+    # the default normalisation's anchors: the training scores' median and 99.9th percentile
+    assert raw.norm_quantiles_ == (0.5, 0.999)
+    assert (raw.raw_min_, raw.raw_max_) == pytest.approx(tuple(np.quantile(raw.raw_scores(normal), [0.5, 0.999])), rel=1e-5)
+    mm = AutoencoderDetector(fitted[0].model_, "mse", normalize=False, threshold=0.01, norm_range="minmax").fit(normal)
+    assert mm.raw_scores(normal).min() == pytest.approx(mm.raw_min_) and mm.decision_scores_.max() == mm.raw_max_
 
 
 def test_combo_standardises_its_members(fitted, synthetic):
@@ -462,10 +466,13 @@ def test_cli_detect_on_the_study_layout(study, tmp_path, capsys):
     assert main(["detect", str(tmp_path / "run"), "--data", str(study), "--split", "rep2", "--score", "nelbo",
                  "--threshold", "0.3", "--norm-range", "0.5,0.99", "--out", str(tmp_path / "q")]) == 0
     q = json.loads((tmp_path / "q" / "metrics.json").read_text())
-    assert q["norm_range"] == [0.5, 0.99] and m["norm_range"] == [0.0, 1.0]
+    assert q["norm_range"] == [0.5, 0.99] and m["norm_range"] == [0.5, 0.999]
     assert q["roc_auc"] == pytest.approx(m["roc_auc"], abs=1e-9)  # an affine map: the same order
     # 0.3 lies between the anchors (the median and the 99th percentile): it flags 1-50% of the training split
     assert 0.01 - 1.5 / q["n_calibration"] <= q["calibration_flagged_fraction"] <= 0.5 + 1.5 / q["n_calibration"]
+    assert main(["detect", str(tmp_path / "run"), "--data", str(study), "--split", "rep2", "--score", "nelbo",
+                 "--threshold", "0.3", "--norm-range", "minmax", "--out", str(tmp_path / "mm")]) == 0
+    assert json.loads((tmp_path / "mm" / "metrics.json").read_text())["norm_range"] == [0.0, 1.0]
     for bad in ("0.5", "a,b", "0.9,0.5"):
         assert main(["detect", str(tmp_path / "run"), "--data", str(study), "--norm-range", bad]) == 2
 
@@ -473,10 +480,14 @@ def test_cli_detect_on_the_study_layout(study, tmp_path, capsys):
 def test_norm_range_anchors_the_normalisation_at_training_quantiles(fitted, synthetic):
     normal, held_out, noise = synthetic
     model = fitted[0].model_
-    minmax = AutoencoderDetector(model, "mse", threshold=0.3).fit(normal)
+    minmax = AutoencoderDetector(model, "mse", threshold=0.3, norm_range="minmax").fit(normal)
     same = AutoencoderDetector(model, "mse", threshold=0.3, norm_range=(0, 1)).fit(normal)
     raw = minmax.raw_scores(normal)
     assert (minmax.raw_min_, minmax.raw_max_) == (raw.min(), raw.max()) == (same.raw_min_, same.raw_max_)
+    default = AutoencoderDetector(model, "mse", threshold=0.3).fit(normal)  # 'quantile': median and 99.9th percentile
+    named = AutoencoderDetector(model, "mse", threshold=0.3, norm_range="quantile").fit(normal)
+    assert (default.raw_min_, default.raw_max_) == (named.raw_min_, named.raw_max_) == pytest.approx(
+        tuple(np.quantile(raw, [0.5, 0.999])), rel=1e-6)
     q = AutoencoderDetector(model, "mse", threshold=0.3, norm_range=(0.5, 0.9)).fit(normal)
     assert (q.raw_min_, q.raw_max_) == pytest.approx(tuple(np.quantile(raw, [0.5, 0.9])), rel=1e-6)
     arr = AutoencoderDetector(model, "mse", threshold=0.3, norm_range=np.array([0.5, 0.9])).fit(normal)  # numpy works too
@@ -489,6 +500,8 @@ def test_norm_range_anchors_the_normalisation_at_training_quantiles(fitted, synt
         np.testing.assert_allclose(q.decision_function(x, clip=False),
                                    (q.raw_scores(x) - q.raw_min_) / (q.raw_max_ - q.raw_min_), rtol=1e-6)
     assert q.raw_threshold_ == pytest.approx(q.raw_min_ + 0.3 * (q.raw_max_ - q.raw_min_))
-    for bad in [(0.9, 0.5), (0.5, 0.5), (-0.1, 1), (0, 1.5), (0.5,), "0,1", (0, float("nan"))]:
+    with pytest.raises(ConfigError, match="unknown norm_range 'median'.*quantile, minmax"):
+        AutoencoderDetector(model, "mse", norm_range="median").fit(normal)
+    for bad in [(0.9, 0.5), (0.5, 0.5), (-0.1, 1), (0, 1.5), (0.5,), (0, float("nan")), None]:
         with pytest.raises(ConfigError, match="norm_range is two quantiles"):
             AutoencoderDetector(model, "mse", norm_range=bad).fit(normal)
