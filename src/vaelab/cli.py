@@ -81,7 +81,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if bad or not names:
             raise ConfigError(f"--fid-samplers: unknown sampler(s) {bad or names}; choose from {', '.join(SAMPLERS)}")
         opts["samplers"] = names
-    result = evaluate_run(args.run_dir, metrics, update_report=not args.no_report, **opts)
+    result = evaluate_run(args.run_dir, metrics, update_report=not args.no_report, test_data=args.test_data, **opts)
     if args.json:
         print(json.dumps(result))
     else:
@@ -356,6 +356,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--n-labels", type=int, help="labelled images for the few-label transfer (default 2000)")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.add_argument("--no-report", action="store_true", help="do not update metrics.json and report.html")
+    e.add_argument("--test-data", metavar="NAME|FILE.npz",
+                   help="score this set's test split instead of the run's (a dataset name, or an .npz with x_test): "
+                        "e.g. CIFAR-10's exact-pixel images for a model trained on a JPEG copy; the numbers go to "
+                        "metrics.json under evaluations, beside the run's own")
     e.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("sample", help="draw new images from the prior")

@@ -78,3 +78,38 @@ def test_models_that_cannot_take_them_refuse():
         make_config("grad2vae", {"likelihood": "dgaussian"})
     with pytest.raises(ConfigError, match="colour"):
         build(make_config("vae", {"likelihood": "dlogistic", "channel_conditioning": True}), (1, 8, 8))
+
+
+def test_colour_run_reports_bpd_and_evaluates_exact_test_images(tmp_path):
+    """A dlogistic run on 8x8 colour images: its report says what the images show; `vaelab evaluate
+    --test-data` scores another set's test split (bits per dimension on it) beside the run's own
+    numbers, and refuses images of another shape."""
+    import json
+
+    import numpy as np
+
+    from vaelab.cli import main
+    from vaelab.config import parse_set
+    from vaelab.api.train import train_run
+    from vaelab.train import RunConfig
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "colour.npz"
+    np.savez(data, x_train=rng.integers(0, 256, (64, 8, 8, 3), dtype=np.uint8), x_test=rng.integers(0, 256, (16, 8, 8, 3), dtype=np.uint8))
+    other = tmp_path / "exact.npz"
+    np.savez(other, x_test=rng.integers(0, 256, (10, 8, 8, 3), dtype=np.uint8))
+    wrong = tmp_path / "gray.npz"
+    np.savez(wrong, x_test=rng.integers(0, 256, (10, 8, 8), dtype=np.uint8))
+    cfg = RunConfig.build("bvae", parse_set(["data.name=npz", f"data.path={data}", "train.epochs=1", "model.latent_dim=4",
+                                             "model.likelihood=dlogistic", "model.conv_channels=[8,16]", "model.hidden_dim=32",
+                                             "train.progress_bar=false"]))
+    train_run(cfg, tmp_path / "run")
+    assert "Likelihood: dlogistic" in (tmp_path / "run" / "report.html").read_text()
+    own = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert main(["evaluate", str(tmp_path / "run"), "--metrics", "nll", "--nll-k", "8", "--test-data", str(other), "--json"]) == 0
+    after = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    ev = after["evaluations"][str(other)]
+    assert ev["n_test"] == 10 and ev["bpd"] == pytest.approx(ev["nll"] / (3 * 64 * math.log(2))) and ev["bpd"] > 0
+    assert {k: v for k, v in after.items() if k != "evaluations"} == own  # the run's own numbers are untouched
+    assert main(["evaluate", str(tmp_path / "run"), "--metrics", "nll", "--test-data", str(wrong)]) == 2
+    assert main(["evaluate", str(tmp_path / "run"), "--metrics", "nll", "--test-data", "no-such-set"]) == 2

@@ -237,6 +237,11 @@ def make_report(run_dir: Path, model: Autoencoder, cfg: RunConfig, metrics: dict
     notes = [f"Run directory: {run_dir.resolve()}", f"{metrics.get('parameters', model.num_parameters()):,} parameters; "
              f"{cfg.train.epochs} epochs; latent dimension {cfg.model.latent_dim}. Losses are in nats per image "
              "(summed over pixels, averaged over images)."]
+    if getattr(model, "discrete_likelihood", False):
+        notes.append(f"Likelihood: {cfg.model.likelihood}, a probability mass on each of the 256 levels of every "
+                     "sub-pixel, so the NLL is a code length and is also given in bits per dimension (bpd). "
+                     "Reconstructions and samples show the likelihood's mean: each component's continuous "
+                     "distribution clamped to [0, 1] (within half a grey level of the discretised mean).")
     data_notes = list(dict.fromkeys((train.notes if train is not None else []) + test.notes))
     notes += [f"Data: {n}" for n in data_notes] + fig_notes + F.notes
     cmd = run_dir / "command.txt"

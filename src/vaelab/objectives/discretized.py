@@ -145,6 +145,29 @@ def _expected_level(survival, like: torch.Tensor) -> torch.Tensor:
     return total / 255.0
 
 
+def _clamped_logistic_mean(loc: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
+    """E[clamp(Y, -1, 1)] / 2 + 1/2 for Y ~ Logistic(loc, exp(log_scale)), in closed form:
+    ``-1 + s (softplus((loc + 1) / s) - softplus((loc - 1) / s))`` on the [-1, 1] scale."""
+    s = torch.exp(log_scale)
+    e = -1.0 + s * (F.softplus((loc + 1.0) / s) - F.softplus((loc - 1.0) / s))
+    return ((e + 1.0) / 2.0).clamp(0.0, 1.0)
+
+
+def _clamped_gaussian_mean(loc: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
+    """E[clamp(Y, -1, 1)] / 2 + 1/2 for Y ~ N(loc, exp(log_scale)^2), in closed form:
+    ``a Phi(alpha) + b (1 - Phi(beta)) + loc (Phi(beta) - Phi(alpha)) + s (phi(alpha) - phi(beta))``
+    with a = -1, b = 1, alpha = (a - loc) / s, beta = (b - loc) / s."""
+    s = torch.exp(log_scale)
+    alpha, beta = (-1.0 - loc) / s, (1.0 - loc) / s
+    cdf_a, cdf_b = torch.special.ndtr(alpha), torch.special.ndtr(beta)
+
+    def pdf(t):
+        return torch.exp(-0.5 * t * t - _LOG_SQRT_2PI)
+
+    e = -cdf_a + (1.0 - cdf_b) + loc * (cdf_b - cdf_a) + s * (pdf(alpha) - pdf(beta))
+    return ((e + 1.0) / 2.0).clamp(0.0, 1.0)
+
+
 def _event_dims(event_dims: int) -> int:
     if not isinstance(event_dims, int) or event_dims < 0:
         raise ModelError(f"event_dims must be a non-negative integer, got {event_dims!r}; use 3 for "
@@ -201,6 +224,13 @@ class DiscretizedGaussian(Distribution):
         sub-pixel, from 255 CDF evaluations per sub-pixel."""
         loc, inv_s = self.loc.unsqueeze(-1), torch.exp(-self.log_scale).unsqueeze(-1)
         return _expected_level(lambda t: torch.special.ndtr((loc - t) * inv_s), self.loc)
+
+    @property
+    def image_mean(self) -> torch.Tensor:
+        """The mean of the continuous Gaussian clamped to the pixel range, in [0, 1]: one
+        closed-form evaluation per sub-pixel instead of ``mean``'s 255; the two differ by less
+        than half a grey level (the quantisation). What reconstructions and samples show."""
+        return _clamped_gaussian_mean(self.loc, self.log_scale)
 
     def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
         """Draws levels k / 255: a Gaussian draw on the [-1, 1] scale, clamped and quantised."""
@@ -351,6 +381,23 @@ class DiscretizedLogisticMixture(Distribution):
         e_r = expected(mu_r, s_r)
         e_g = expected(mu_g + alpha * (2.0 * e_r - 1.0), s_g)
         e_b = expected(mu_b + beta * (2.0 * e_r - 1.0) + gamma * (2.0 * e_g - 1.0), s_b)
+        return (weights * torch.stack([e_r, e_g, e_b], dim=-3)).sum(-4)
+
+    @property
+    def image_mean(self) -> torch.Tensor:
+        """``mean`` with each component's discretised mean replaced by its continuous logistic's
+        mean clamped to the pixel range (closed form: one evaluation per sub-pixel and component
+        instead of 255); within half a grey level of ``mean``. What reconstructions and samples show."""
+        kdim = self._component_dim
+        weights = F.softmax(self.logit_probs, dim=kdim)
+        if not self.conditional:
+            return (weights * _clamped_logistic_mean(self.means, self.log_scales)).sum(kdim)
+        mu_r, mu_g, mu_b = self.means.unbind(-3)
+        s_r, s_g, s_b = self.log_scales.unbind(-3)
+        alpha, beta, gamma = self.coeffs.unbind(-3)
+        e_r = _clamped_logistic_mean(mu_r, s_r)
+        e_g = _clamped_logistic_mean(mu_g + alpha * (2.0 * e_r - 1.0), s_g)
+        e_b = _clamped_logistic_mean(mu_b + beta * (2.0 * e_r - 1.0) + gamma * (2.0 * e_g - 1.0), s_b)
         return (weights * torch.stack([e_r, e_g, e_b], dim=-3)).sum(-4)
 
     def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:

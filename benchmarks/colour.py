@@ -1,0 +1,176 @@
+"""Colour images and honest likelihoods (#21): the four VAEs and their bidirectional twins on CIFAR-10
+under a discretised 8-bit likelihood, with bits per dimension on exact pixels.
+
+Training uses all 50,000 CIFAR-10 training images (from the tarball, or offline from the JPEG copy in
+$VAELAB_DATA/cifar10). Bits per dimension are measured only on images whose pixels are exact: the
+exact-pixel test subset ($VAELAB_DATA/cifar10/cifar10_exact_subset.npz, 1,017 images; JPEG removes
+exactly the detail bpd measures), with --nll-k importance samples on the first --nll-images of them.
+
+Two stages, both resumable (every run directory under --runs is reused once finished):
+
+1. choose: the VAE with each candidate network and likelihood (CHOICES) for --choose-epochs epochs, compared
+   by the validation split's negative ELBO in bits per dimension (a bound on the JPEG validation
+   images, the only number the choice looks at);
+2. table: vae, beta-vae, beta-tcvae, iwae and their twins bvae, beta-bvae, beta-tcbvae, biwae with the
+   chosen network and likelihood: parameters, seconds per epoch, bpd on the exact test images, FID of
+   the prior's and the GMM sampler's samples (features of a LeNet trained on CIFAR-10's own labels,
+   fid_lenet: not comparable with Inception FID), PSNR, SSIM and the linear probe on the run's test
+   split.
+
+    VAELAB_DATA=../shared/data python benchmarks/colour.py --runs DIR [--choose-epochs 1] [--epochs 2] [--nll-images 200]
+
+writes benchmarks/results/colour.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import print_table, write_result  # noqa: E402
+
+PAIRS = [("vae", "bvae"), ("beta-vae", "beta-bvae"), ("beta-tcvae", "beta-tcbvae"), ("iwae", "biwae")]
+# candidate (network, likelihood) settings for the colour default, compared on the VAE
+CHOICES = {
+    "conv-dgaussian": ["model.arch=conv", "model.likelihood=dgaussian"],
+    "conv-dlogistic": ["model.arch=conv", "model.likelihood=dlogistic"],
+    "resnet-dgaussian": ["model.arch=resnet", "model.likelihood=dgaussian"],
+    "resnet-dlogistic": ["model.arch=resnet", "model.likelihood=dlogistic"],
+}
+DIMS = 3 * 32 * 32
+COLS = ["model", "parameters", "param_ratio", "seconds_per_epoch", "bpd_exact", "bpd_exact_twin_minus_uni",
+        "fid_lenet_prior", "fid_lenet_gmm", "psnr", "ssim", "probe_linear_acc"]
+
+
+def exact_subset() -> Path:
+    for root in filter(None, [os.environ.get("VAELAB_DATA"), "../shared/data"]):
+        p = Path(root) / "cifar10" / "cifar10_exact_subset.npz"
+        if p.is_file():
+            return p
+    raise SystemExit("cifar10/cifar10_exact_subset.npz is in no data root; set VAELAB_DATA (e.g. ../shared/data)")
+
+
+def exact_test_npz(runs: Path) -> Path:
+    """The exact-pixel test images as an .npz that `vaelab evaluate --test-data` reads (x_test, y_test)."""
+    import numpy as np
+
+    out = runs / "cifar10_exact_test.npz"
+    if not out.is_file():
+        z = np.load(exact_subset())
+        tmp = out.with_suffix(".tmp.npz")
+        np.savez(tmp, x_test=z["x_test"], y_test=z["y_test"])
+        tmp.replace(out)
+    return out
+
+
+def train(model: str, settings: list[str], name: str, epochs: int, latent: int, runs: Path) -> Path:
+    """Train (or resume, or reuse) ``model`` on CIFAR-10 with ``settings`` into runs/NAME."""
+    run = runs / name
+    if (run / "metrics.json").is_file():
+        return run
+    if (run / "checkpoints" / "last.ckpt").is_file():
+        cmd = ["vaelab", "train", "--resume", str(run), "--epochs", str(epochs), "--set", "train.progress_bar=false"]
+    else:
+        if run.exists():
+            subprocess.run(["rm", "-rf", str(run)], check=True)
+        cmd = ["vaelab", "train", model, "--data", "cifar10", "--epochs", str(epochs), "--latent-dim", str(latent),
+               "--out", str(run), "--set", "train.progress_bar=false", *sum((["--set", s] for s in settings), [])]
+    print("$", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return run
+
+
+def val_bpd(run: Path) -> float:
+    """The last epoch's validation negative ELBO in bits per dimension (from the run's metrics.csv)."""
+    import csv
+
+    rows = [r for r in csv.DictReader(open(run / "logs" / "metrics.csv")) if r.get("val/nelbo")]
+    return float(rows[-1]["val/nelbo"]) / (DIMS * math.log(2))
+
+
+def evaluate(run: Path, a: argparse.Namespace, exact: Path) -> dict:
+    """Every figure of the table for one run (cached in run/colour_metrics.json)."""
+    done = run / "colour_metrics.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+
+    def ev(*args: str) -> dict:
+        cmd = ["vaelab", "evaluate", str(run), "--json", *args]
+        print("$", " ".join(cmd), flush=True)
+        return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+
+    own = ev("--metrics", "elbo,recon,au,probes,fid", "--fid-samplers", "prior,gmm", "--fid-images", str(a.fid_images))
+    ex = ev("--metrics", "nll", "--test-data", str(exact), "--nll-k", str(a.nll_k), "--nll-images", str(a.nll_images))
+    train_m = json.loads((run / "metrics.json").read_text())
+    row = {"run": str(run), "parameters": train_m["parameters"], "train_seconds": train_m["train_seconds"],
+           "seconds_per_epoch": train_m["train_seconds"] / a.epochs, "bpd_exact": ex["bpd"], "nll_exact_nats": ex["nll"],
+           "nll_images": min(a.nll_images, ex["n_test"]),
+           "nelbo_test_jpeg_bpd": own["nelbo"] / (DIMS * math.log(2)), "fid_lenet_prior": own.get("fid_lenet"),
+           "fid_lenet_gmm": own.get("fid_lenet_gmm"), "psnr": own.get("psnr"), "ssim": own.get("ssim"),
+           "probe_linear_acc": own.get("probe_linear_acc"), "active_units": own.get("active_units")}
+    done.write_text(json.dumps(row, indent=2))
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", required=True)
+    ap.add_argument("--epochs", type=int, default=2, help="epochs of each of the eight models")
+    ap.add_argument("--choose-epochs", type=int, default=1, help="epochs of each stage-1 candidate")
+    ap.add_argument("--latent-dim", type=int, default=64)
+    ap.add_argument("--nll-k", type=int, default=1000)
+    ap.add_argument("--nll-images", type=int, default=200, help="exact test images scored for bpd (first N of 1,017)")
+    ap.add_argument("--fid-images", type=int, default=5000)
+    ap.add_argument("--choice", default=None, help="skip stage 1 and use this CHOICES entry")
+    ap.add_argument("--models", default=None, help="comma-separated subset of the eight (default: all)")
+    a = ap.parse_args()
+    runs = Path(a.runs)
+    runs.mkdir(parents=True, exist_ok=True)
+    exact = exact_test_npz(runs)
+
+    choosing = {}
+    if a.choice is None:
+        for name, settings in CHOICES.items():
+            run = train("vae", settings, f"choose-vae-{name}-e{a.choose_epochs}", a.choose_epochs, a.latent_dim, runs)
+            choosing[name] = {"val_nelbo_bpd": val_bpd(run), "epochs": a.choose_epochs,
+                              "seconds_per_epoch": json.loads((run / "metrics.json").read_text())["train_seconds"] / a.choose_epochs}
+            print(f"choose {name}: validation nELBO {choosing[name]['val_nelbo_bpd']:.4f} bpd, "
+                  f"{choosing[name]['seconds_per_epoch']:.0f} s/epoch", flush=True)
+        choice = min(choosing, key=lambda n: choosing[n]["val_nelbo_bpd"])
+        print(f"chosen: {choice}", flush=True)
+    else:
+        choice = a.choice
+    settings = CHOICES[choice]
+    wanted = set(a.models.split(",")) if a.models else None
+
+    rows = []
+    for uni, bi in PAIRS:
+        pair = {}
+        for m in (uni, bi):
+            if wanted is not None and m not in wanted:
+                continue
+            name = f"{m}-{choice}-e{a.epochs}"
+            run = train(m, settings, name, a.epochs, a.latent_dim, runs)
+            pair[m] = {"model": m, **evaluate(run, a, exact)}
+        if uni in pair and bi in pair:
+            pair[bi]["param_ratio"] = pair[bi]["parameters"] / pair[uni]["parameters"]
+            pair[bi]["bpd_exact_twin_minus_uni"] = pair[bi]["bpd_exact"] - pair[uni]["bpd_exact"]
+        rows += list(pair.values())
+        for r in pair.values():
+            print(f"{r['model']}: bpd {r['bpd_exact']:.4f}, FID prior {r['fid_lenet_prior']}, gmm {r['fid_lenet_gmm']}, "
+                  f"PSNR {r['psnr']:.2f}, {r['seconds_per_epoch']:.0f} s/epoch", flush=True)
+    print_table(rows, COLS)
+    best = min(rows, key=lambda r: r["bpd_exact"]) if rows else None
+    write_result("colour", rows, epochs=a.epochs, latent_dim=a.latent_dim, nll_k=a.nll_k, nll_images=a.nll_images,
+                 fid_images=a.fid_images, choice=choice, choice_settings=settings, choosing=choosing,
+                 best={"model": best["model"], "bpd_exact": best["bpd_exact"]} if best else None,
+                 data="CIFAR-10 train: all 50,000 images; bpd: the exact-pixel test subset")
+
+
+if __name__ == "__main__":
+    main()
