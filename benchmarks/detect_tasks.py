@@ -129,9 +129,33 @@ def summarise(rows: list[dict]) -> dict:
     return out
 
 
+def tables(results: dict) -> str:
+    """Markdown tables of detect_tasks.json: one row per (draw set, candidate, dataset), and the
+    share of normal images flagged at THRESHOLD under each normalisation."""
+    lines = ["| draws | candidate | dataset | tasks | mean ROC-AUC | min ROC-AUC | std | mean PR-AUC | normal flagged |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    norms = ["| draws | candidate | dataset | " + " | ".join(NORMS) + " |", "|---|---|---|" + "---|" * len(NORMS)]
+    for which in ("choosing", "reporting"):
+        for cand, entries in results.get("candidates", {}).items():
+            e = entries.get(which)
+            if not e:
+                continue
+            for ds in ("mnist", "fashion-mnist", "cifar10"):
+                if ds not in e:
+                    continue
+                v = e[ds]
+                lines.append(f"| {which} | {cand} | {ds} | {v['tasks']} | {v['mean_roc_auc']:.4f} | {v['min_roc_auc']:.4f} | "
+                             f"{v['std_roc_auc']:.4f} | {v['mean_pr_auc']:.3f} | {v['normal_flagged_min']:.1%}-"
+                             f"{v['normal_flagged_max']:.1%} |")
+                norms.append(f"| {which} | {cand} | {ds} | " + " | ".join(
+                    f"{v['normal_flagged_by_norm'][n]['min']:.1%}-{v['normal_flagged_by_norm'][n]['max']:.1%}" for n in NORMS) + " |")
+    return "\n".join(lines) + "\n\n" + "\n".join(norms)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--runs", required=True)
+    ap.add_argument("--runs", help="task and run directories (reused; required unless --table)")
+    ap.add_argument("--table", action="store_true", help="print the Markdown tables of detect_tasks.json and stop")
     ap.add_argument("--candidate", default="default", help="a name for this configuration (its runs and JSON entry)")
     ap.add_argument("--set", action="append", default=[], help="training overrides of the candidate")
     ap.add_argument("--train", default=None, help="reuse the models trained for this candidate (same --set and "
@@ -144,6 +168,11 @@ def main() -> None:
     ap.add_argument("--reporting", action="store_true", help="score the reporting draws (only for the chosen candidate)")
     ap.add_argument("--limit-tasks", type=int, default=None, help="smoke test: the first N draws only")
     a = ap.parse_args()
+    if a.table:
+        print(tables(json.loads((_common.RESULTS / "detect_tasks.json").read_text())["results"]))
+        return
+    if not a.runs:
+        ap.error("--runs is required")
     draws = REPORTING if a.reporting else CHOOSING
     draws = draws[: a.limit_tasks] if a.limit_tasks else draws
     detector = {}
