@@ -107,8 +107,11 @@ def evaluate(run: Path, a: argparse.Namespace, exact: Path) -> dict:
     own = ev("--metrics", "elbo,recon,au,probes,fid", "--fid-samplers", "prior,gmm", "--fid-images", str(a.fid_images))
     ex = ev("--metrics", "nll", "--test-data", str(exact), "--nll-k", str(a.nll_k), "--nll-images", str(a.nll_images))
     train_m = json.loads((run / "metrics.json").read_text())
-    row = {"run": str(run), "parameters": train_m["parameters"], "train_seconds": train_m["train_seconds"],
-           "seconds_per_epoch": train_m["train_seconds"] / a.epochs, "bpd_exact": ex["bpd"], "nll_exact_nats": ex["nll"],
+    secs = train_m.get("train_seconds")
+    if secs is None:  # a run killed after training, before its metrics: the span from its config to its last checkpoint
+        secs = (run / "checkpoints" / "last.ckpt").stat().st_mtime - (run / "config.yaml").stat().st_mtime
+    row = {"run": str(run), "parameters": train_m["parameters"], "train_seconds": secs,
+           "seconds_per_epoch": secs / a.epochs, "bpd_exact": ex["bpd"], "nll_exact_nats": ex["nll"],
            "nll_images": min(a.nll_images, ex["n_test"]),
            "nelbo_test_jpeg_bpd": own["nelbo"] / (DIMS * math.log(2)), "fid_lenet_prior": own.get("fid_lenet"),
            "fid_lenet_gmm": own.get("fid_lenet_gmm"), "psnr": own.get("psnr"), "ssim": own.get("ssim"),
