@@ -32,6 +32,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+import _common  # noqa: E402
 from _common import print_table, write_result  # noqa: E402
 
 PAIRS = [("vae", "bvae"), ("beta-vae", "beta-bvae"), ("beta-tcvae", "beta-tcbvae"), ("iwae", "biwae")]
@@ -167,6 +168,16 @@ def main() -> None:
         for r in pair.values():
             print(f"{r['model']}: bpd {r['bpd_exact']:.4f}, FID prior {r['fid_lenet_prior']}, gmm {r['fid_lenet_gmm']}, "
                   f"PSNR {r['psnr']:.2f}, {r['seconds_per_epoch']:.0f} s/epoch", flush=True)
+    # keep the rows of models an earlier call measured with the same choice and budget (--models runs a subset)
+    previous = _common.RESULTS / "colour.json"
+    if previous.is_file():
+        old = json.loads(previous.read_text())
+        if old.get("choice") == choice and old.get("epochs") == a.epochs:
+            have = {r["model"] for r in rows}
+            rows = [r for r in old["results"] if r["model"] not in have] + rows
+            choosing = choosing or old.get("choosing", {})
+    order = [m for pair in PAIRS for m in pair]
+    rows.sort(key=lambda r: order.index(r["model"]))
     print_table(rows, COLS)
     best = min(rows, key=lambda r: r["bpd_exact"]) if rows else None
     write_result("colour", rows, epochs=a.epochs, latent_dim=a.latent_dim, nll_k=a.nll_k, nll_images=a.nll_images,
