@@ -17,7 +17,7 @@ from ..errors import VaelabError
 from ..models import Autoencoder
 from ..plotting import interleave_rows, save_grid
 from ..report import loss_curves, write_report
-from ..train import RunConfig, fit, load_run
+from ..train import RunConfig, load_run
 from ..train.rundir import epochs_done, restore_weights, run_lock
 from ..train.trackers import log_final
 
@@ -64,6 +64,8 @@ def train_run(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = 
                               f"before where it is. To train longer, pass --epochs N with N > {done}")
         elif cfg.train.epochs == done:
             return run_dir, _finished_run(run_dir, cfg, done, data, encoder, decoder)
+    from ..train import fit  # imports Lightning: only when training
+
     t0 = time.perf_counter()
     model, (train, val, test) = fit(cfg, run_dir, resume=resume, data=data, encoder=encoder, decoder=decoder)
     train_seconds = time.perf_counter() - t0

@@ -23,7 +23,7 @@ from ..data import DataConfig, load_data, load_split
 from ..errors import ConfigError, ModelError, VaelabError
 from ..fileio import atomic_write_json, atomic_write_text
 from ..models import get_spec
-from ..train import CHECKPOINT, RunConfig, fit
+from ..train import CHECKPOINT, RunConfig
 from ..train import load_run
 from .detector import DEFAULT_SCORE, AutoencoderDetector
 from .scores import SCORE_NAMES, make_score, density_free_scores
@@ -154,6 +154,8 @@ def _one_run(cfg: RunConfig, c: int, seed: int, scores: list[str], run_dir: Path
         resume = (run_dir / CHECKPOINT).is_file()
         if not resume and (run_dir / "config.yaml").is_file():
             shutil.rmtree(run_dir)  # this protocol's own run, killed before its first checkpoint: start it again
+        from ..train import fit  # imports Lightning: only when training
+
         model, (train, _, test) = fit(cfg, run_dir, resume=resume)
     train_seconds = prev.get("train_seconds", time.perf_counter() - t0)
     y = (test.labels != c).numpy().astype(np.int64)

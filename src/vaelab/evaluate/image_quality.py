@@ -3,8 +3,6 @@ reconstructed images to real ones in the feature space of a pluggable network.""
 from __future__ import annotations
 
 import torch
-from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
-from torchmetrics.image.fid import _compute_fid
 
 from ..data.imageset import to_unit_float
 from ..data import ImageSet
@@ -22,6 +20,8 @@ def ssim_per_image(a: torch.Tensor, b: torch.Tensor, window: int = 11, sigma: fl
     """SSIM per image (Gaussian window, sigma 1.5), averaged over the 'valid' region where the
     window fits inside the image, as in Wang et al.'s reference code and scikit-image.
     torchmetrics computes the map; its reflect-padded border is left out of the mean."""
+    from torchmetrics.functional.image import structural_similarity_index_measure  # imported on use: it takes a second
+
     _, full = structural_similarity_index_measure(a, b, data_range=1.0, kernel_size=window, sigma=sigma,
                                                   reduction="none", return_full_image=True)
     p = (window - 1) // 2
@@ -43,6 +43,8 @@ def reconstruction(model: Autoencoder, data: ImageSet, batch_size: int = 1000, *
         se += float((r - x).pow(2).flatten(1).mean(1).double().sum())
         if data.is_vector:
             continue
+        from torchmetrics.functional.image import peak_signal_noise_ratio
+
         psnr += float(peak_signal_noise_ratio(r, x, data_range=1.0, reduction="none", dim=(1, 2, 3)).double().sum())
         ssim += float(ssim_per_image(r, x).double().sum())
     n = len(data)
@@ -56,6 +58,8 @@ def frechet_distance(f1: torch.Tensor, f2: torch.Tensor) -> float:
     f1, f2 = f1.double(), f2.double()
     mu1, mu2 = f1.mean(0), f2.mean(0)
     s1, s2 = torch.cov(f1.T), torch.cov(f2.T)
+    from torchmetrics.image.fid import _compute_fid
+
     return float(_compute_fid(mu1, s1, mu2, s2))
 
 
