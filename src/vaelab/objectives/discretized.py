@@ -366,13 +366,18 @@ class DiscretizedLogisticMixture(Distribution):
         blue's shift each component's mean by that component's own expected red (and green)
         value, a plug-in that ignores the non-linearity of clamping and quantising (exact when the
         coefficients are zero, close away from 0 and 1)."""
-        kdim = self._component_dim
-        weights = F.softmax(self.logit_probs, dim=kdim)
-
         def expected(loc, log_scale):
             loc_, inv_s = loc.unsqueeze(-1), torch.exp(-log_scale).unsqueeze(-1)
             return _expected_level(lambda t: torch.sigmoid((loc_ - t) * inv_s), loc)
 
+        return self._mixture_mean(expected)
+
+    def _mixture_mean(self, expected) -> torch.Tensor:
+        """The weights' average of ``expected(loc, log_scale)`` per component (the expected value in
+        [0, 1] of one logistic); with ``coeffs``, green's and blue's locations shifted by the
+        component's expected red (and green) values."""
+        kdim = self._component_dim
+        weights = F.softmax(self.logit_probs, dim=kdim)
         if not self.conditional:
             return (weights * expected(self.means, self.log_scales)).sum(kdim)
         mu_r, mu_g, mu_b = self.means.unbind(-3)
@@ -388,17 +393,7 @@ class DiscretizedLogisticMixture(Distribution):
         """``mean`` with each component's discretised mean replaced by its continuous logistic's
         mean clamped to the pixel range (closed form: one evaluation per sub-pixel and component
         instead of 255); within half a grey level of ``mean``. What reconstructions and samples show."""
-        kdim = self._component_dim
-        weights = F.softmax(self.logit_probs, dim=kdim)
-        if not self.conditional:
-            return (weights * _clamped_logistic_mean(self.means, self.log_scales)).sum(kdim)
-        mu_r, mu_g, mu_b = self.means.unbind(-3)
-        s_r, s_g, s_b = self.log_scales.unbind(-3)
-        alpha, beta, gamma = self.coeffs.unbind(-3)
-        e_r = _clamped_logistic_mean(mu_r, s_r)
-        e_g = _clamped_logistic_mean(mu_g + alpha * (2.0 * e_r - 1.0), s_g)
-        e_b = _clamped_logistic_mean(mu_b + beta * (2.0 * e_r - 1.0) + gamma * (2.0 * e_g - 1.0), s_b)
-        return (weights * torch.stack([e_r, e_g, e_b], dim=-3)).sum(-4)
+        return self._mixture_mean(_clamped_logistic_mean)
 
     def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
         """Draws levels k / 255: a component from the weights (one per pixel with ``coeffs``), a
