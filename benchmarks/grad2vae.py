@@ -2,12 +2,14 @@
 one-class anomaly detection against the plain VAE, and its one-class table.
 
 (a) attention cost: the attention step (all d units' Hessian-vector products d^2 z_i / dL_e1^2 @ 1
-    of one batch) by the fast path (reverse over forward), the reference (vmap of forward-over-reverse
-    products) and the Python loop over units, on the default 28x28 model (latent 16, conv_channels
-    [8, 16]); forward only and forward + backward (as in training), median seconds per batch over
-    --repeats; then one whole optimisation step of grad2vae with aggregation conv, sum and mean (fast
-    path) and conv (reference), and of the default conv vae, on the same batch:
-    ``step_ratio_vs_vae`` = {conv, sum, mean, reference_conv}.
+    of one batch) by the chain path (the default: vaelab.nn.second_order), torch.func's reverse over
+    forward (fast), the reference (vmap of forward-over-reverse products) and the Python loop over
+    units, on the default 28x28 model (latent 16, conv_channels [8, 16]); forward only and forward +
+    backward (as in training), median seconds per batch over --repeats; then one whole optimisation
+    step of grad2vae with aggregation conv, sum and mean (the default chain path), conv on the
+    reference and fast paths, sum on the fast path, without the attention (attention_weight 0), and
+    of the default conv vae, on the same batch, the variants taking turns step by step:
+    ``step_ratio_vs_vae`` = {conv, sum, mean, reference_conv, ...}.
 (b) convergence: for each of --conv-classes, train on that class only and, after each of the first
     --conv-epochs epochs, score the whole test set with the detection package's default score
     (AutoencoderDetector, as the one-class protocol does) and record the ROC-AUC (anomaly = another
@@ -79,52 +81,66 @@ def attention_cost(batch: int, repeats: int, latent_dim: int, device: str, seed:
     vae = build(make_config("vae", {"latent_dim": latent_dim}), (1, 28, 28)).to(device)
     eps = torch.randn(len(x), latent_dim, device=device)
 
-    def attention(impl, backward: bool):
+    def units(impl):
+        def run(le1, e):
+            model.config.attention_impl = impl
+            return model.second_order_attention(le1, e)
+        return run
+
+    paths = {"chain": units("chain"), "fast": units("fast"), "vmap": units("reference"),
+             "loop": model.second_order_attention_loop}
+
+    def attention(fn, backward: bool):
         def run():
             model.zero_grad(set_to_none=True)
-            att = impl(model.first_layer(x), eps)
+            att = fn(model.first_layer(x), eps)
             if backward:
                 att.pow(2).sum().backward()
         return run
 
-    def step(m):
-        opt = torch.optim.Adam(m.parameters(), lr=1e-3)
-
-        def run():
-            opt.zero_grad(set_to_none=True)
-            m.loss(x).loss.backward()
-            opt.step()
-        return run
-
     with torch.no_grad():  # the numbers agree before they are timed
         le1 = model.first_layer(x)
-        fast = model._attention_units(le1, eps)  # the fast path, whatever attention_impl resolves to
-        ref = model.second_order_attention_reference(le1, eps)
-        same = torch.allclose(ref, model.second_order_attention_loop(le1, eps), rtol=1e-4, atol=1e-6)
-        fast_same = torch.allclose(fast, ref, rtol=1e-4, atol=1e-6)
+        got = {k: fn(le1, eps) for k, fn in paths.items()}
+    same = {f"{k}_equals_vmap": bool(torch.allclose(got[k], got["vmap"], rtol=1e-4, atol=1e-6)) for k in ("chain", "fast", "loop")}
     rows = []
     for mode, backward in (("forward", False), ("forward+backward", True)):
-        f = _median_seconds(attention(model._attention_units, backward), repeats)
-        v = _median_seconds(attention(model.second_order_attention_reference, backward), repeats)
-        loop = _median_seconds(attention(model.second_order_attention_loop, backward), repeats)
-        rows.append({"part": "a", "what": f"attention {mode}", "batch": len(x), "units": latent_dim, "fast_s": f,
-                     "vmap_s": v, "loop_s": loop, "vmap_over_fast": v / f, "loop_over_vmap": loop / v,
-                     "vmap_equals_loop": same, "fast_equals_vmap": fast_same})
-    # one optimisation step of each path, timed in one run (interleaved repeats would not change the
-    # ratios much; each is the median of --repeats after a warm-up)
-    # conv: the default (attention_impl=auto); conv_fast: reverse over forward for every unit
-    variants = {"conv": {}, "conv_fast": {"attention_impl": "fast"}, "sum": {"aggregation": "sum"},
-                "mean": {"aggregation": "mean"}, "reference_conv": {"attention_impl": "reference"}}
-    vae_s = _median_seconds(step(vae), repeats)
-    step_s = {}
+        t = {k: _median_seconds(attention(fn, backward), repeats) for k, fn in paths.items()}
+        rows.append({"part": "a", "what": f"attention {mode}", "batch": len(x), "units": latent_dim,
+                     **{f"{k}_s": v for k, v in t.items()}, "vmap_over_chain": t["vmap"] / t["chain"], **same})
+    # one optimisation step of each variant; the variants take turns, one step each per round, so
+    # that a slower or faster spell of the machine falls on all of them (median of --repeats rounds)
+    variants = {"conv": {}, "sum": {"aggregation": "sum"}, "mean": {"aggregation": "mean"},
+                "reference_conv": {"attention_impl": "reference"}, "conv_fast": {"attention_impl": "fast"},
+                "sum_fast": {"aggregation": "sum", "attention_impl": "fast"},
+                "no_attention": {"attention_weight": 0.0}}
+    models = {"vae": vae}
     for name, opts in variants.items():
         torch.manual_seed(seed)
-        m = build(make_config("grad2vae", {"latent_dim": latent_dim, **opts}), (1, 28, 28)).to(device)
-        step_s[name] = _median_seconds(step(m), repeats)
+        models[name] = build(make_config("grad2vae", {"latent_dim": latent_dim, **opts}), (1, 28, 28)).to(device)
+    opts = {k: torch.optim.Adam(m.parameters(), lr=1e-3) for k, m in models.items()}
+
+    def step(name):
+        opts[name].zero_grad(set_to_none=True)
+        models[name].loss(x).loss.backward()
+        opts[name].step()
+
+    times: dict[str, list[float]] = {k: [] for k in models}
+    for name in models:
+        step(name)  # warm-up
+    for _ in range(repeats):
+        for name in models:
+            t0 = time.perf_counter()
+            step(name)
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            times[name].append(time.perf_counter() - t0)
+    step_s = {k: statistics.median(v) for k, v in times.items()}
+    vae_s = step_s.pop("vae")
     rows.append({"part": "a", "what": "training step (loss, backward, Adam)", "batch": len(x), "units": latent_dim,
                  "grad2vae_s": step_s["conv"], "vae_s": vae_s, "grad2vae_over_vae": step_s["conv"] / vae_s,
                  "step_s": step_s, "step_ratio_vs_vae": {k: v / vae_s for k, v in step_s.items()},
-                 "grad2vae_parameters": model.num_parameters(), "vae_parameters": vae.num_parameters()})
+                 "grad2vae_parameters": model.num_parameters(), "vae_parameters": vae.num_parameters(),
+                 "torch_threads": torch.get_num_threads()})
     return rows
 
 
@@ -223,8 +239,9 @@ def main() -> None:
         out["step_ratio_vs_vae"] = out["attention_cost"][-1]["step_ratio_vs_vae"]
         seconds["a"] = time.perf_counter() - t0
         print("\n(a) attention cost, median seconds per batch")
-        print_table(out["attention_cost"], ["what", "batch", "units", "fast_s", "vmap_s", "loop_s", "vmap_over_fast",
-                                            "fast_equals_vmap", "vmap_equals_loop", "grad2vae_s", "vae_s", "grad2vae_over_vae"])
+        print_table(out["attention_cost"], ["what", "batch", "units", "chain_s", "fast_s", "vmap_s", "loop_s", "vmap_over_chain",
+                                            "chain_equals_vmap", "fast_equals_vmap", "loop_equals_vmap", "grad2vae_s", "vae_s",
+                                            "grad2vae_over_vae"])
         print("training step / vae step: " + ", ".join(f"{k} {v:.2f}" for k, v in out["step_ratio_vs_vae"].items()))
     if "b" in parts:
         t0 = time.perf_counter()

@@ -76,12 +76,14 @@ def _loss_grads(m, x, seed=3):
     return out, {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}
 
 
-@pytest.mark.parametrize("aggregation", ["conv", "sum", "mean"])
-def test_fast_attention_equals_the_reference_in_float64(aggregation):
-    """Reverse over forward (and, for sum / mean, one reverse pass for all units) against the
-    forward-over-reverse reference: the same attention tensor and the same loss gradients of every
-    parameter, to 1e-5 in float64 on a small network."""
-    m = mk(aggregation=aggregation, attention_chunk=3, attention_impl="fast").double()
+@pytest.mark.parametrize("impl", ["chain", "fast"])
+@pytest.mark.parametrize("aggregation,kernel", [("conv", 1), ("conv", 3), ("sum", 1), ("mean", 1)])
+def test_fast_attention_equals_the_reference_in_float64(impl, aggregation, kernel):
+    """The layer-by-layer chain rule (the default) and torch.func's reverse over forward (and, for
+    sum / mean, one reverse pass for all units) against the forward-over-reverse reference: the same
+    attention tensor and the same loss gradients of every parameter, to 1e-5 in float64 on a small
+    network."""
+    m = mk(aggregation=aggregation, aggregation_kernel=kernel, attention_chunk=3, attention_impl=impl).double()
     x = torch.rand(5, *SHAPE, dtype=torch.float64)
     le1, eps = m.first_layer(x), torch.randn(5, 3, dtype=torch.float64)
     fast_units = m.second_order_attention(le1, eps)
@@ -99,11 +101,11 @@ def test_fast_attention_equals_the_reference_in_float64(aggregation):
     assert fast_units.abs().max() > 1e-6
 
 
-@pytest.mark.parametrize("aggregation", ["conv", "sum"])
-def test_fast_attention_equals_the_reference_on_the_default_network(aggregation):
+@pytest.mark.parametrize("impl,aggregation", [("chain", "conv"), ("chain", "sum"), ("fast", "conv")])
+def test_fast_attention_equals_the_reference_on_the_default_network(impl, aggregation):
     """The default 28 x 28 model (latent 16, [8, 16] channels) in float32: the same loss gradients to 1e-4."""
     torch.manual_seed(0)
-    m = build(make_config("grad2vae", {"aggregation": aggregation, "attention_impl": "fast"}), (1, 28, 28))
+    m = build(make_config("grad2vae", {"aggregation": aggregation, "attention_impl": impl}), (1, 28, 28))
     x = torch.rand(8, 1, 28, 28)
     fast_out, fast_grads = _loss_grads(m, x)
     m.config.attention_impl = "reference"
@@ -114,15 +116,18 @@ def test_fast_attention_equals_the_reference_on_the_default_network(aggregation)
         assert (fast_grads[n] - ref_grads[n]).abs().max() / scale <= 1e-4, n
 
 
-def test_auto_attention_takes_the_fast_path_for_sum_and_mean_only():
-    assert mk()._impl() == "reference" and mk(aggregation="sum")._impl() == "fast" and mk(aggregation="mean")._impl() == "fast"
+def test_auto_attention_takes_the_chain_path():
+    assert mk()._impl() == mk(aggregation="sum")._impl() == "chain"
     assert mk(attention_impl="fast")._impl() == "fast" and mk(aggregation="sum", attention_impl="reference")._impl() == "reference"
     with pytest.raises(ConfigError, match="attention_impl"):
         mk(attention_impl="quick")
 
 
-def test_chunked_attention_equals_one_pass():
-    m = mk(attention_chunk=2)
+@pytest.mark.parametrize("impl", ["fast", "reference"])
+def test_chunked_attention_equals_one_pass(impl):
+    """attention_chunk (images per pass of the torch.func paths; the chain's chunks are tested in
+    tests/models/test_second_order.py)."""
+    m = mk(attention_chunk=2, attention_impl=impl)
     x = torch.rand(5, *SHAPE)
     le1, eps = m.first_layer(x), torch.randn(5, 3)
     chunked = m.second_order_attention(le1, eps)

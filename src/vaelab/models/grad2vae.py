@@ -24,16 +24,22 @@ product with the ones vector), a tensor the size of L_e1 per unit. Images never 
 the encoder, so the Hessian of sum over the batch of z_i is block-diagonal over images and one HVP
 of the batch sum gives every image its own att_i.
 
-How it is computed (``attention_impl``). Since att_i = d/dL_e1 <dz_i/dL_e1, 1>, the directional
-derivative of every unit along the all-ones tangent, t = jvp(z, L_e1, ones) [B, d], is one
-forward-mode pass for all units, and att_i is the reverse pass of t_i: ``fast`` (the default)
-vmaps that reverse pass over the d one-hot unit selectors (reverse over forward). With
-``aggregation = sum`` or ``mean`` only sum_i att_i is needed, the gradient of sum_i t_i: one
-reverse pass for all units. ``reference`` is the first implementation, kept to test against:
-vmap over units of the forward-over-reverse HVP ``jvp(grad(<z, u>), L_e1, ones)``, one gradient
-and one forward-mode pass per unit; ``second_order_attention_loop`` is the Python loop over units
-with two ``torch.autograd.grad`` calls each. Every path stays in the autograd graph, so the
-attention, the layers it goes through and L_e1 itself are trained by the loss.
+How it is computed (``attention_impl``). Since att_i = d/dL_e1 <dz_i/dL_e1, 1>, the attention is
+the reverse pass of the pair (the trunk's output h, its directional derivative t along the all-ones
+tangent) with the cotangents that z_i = mu_i + exp(logvar_i / 2) * eps_i puts on them:
+dz_i/dt = W_mu,i + beta_i W_logvar,i on t and alpha_i W_logvar,i on h (beta = exp(logvar / 2) *
+eps / 2, alpha = beta * (W_logvar t) / 2). ``chain`` (the default) writes that pass out layer by
+layer (vaelab.nn.second_order: sigma' and sigma'' in closed form, every unit's reverse pass one
+batched tensor operation, chunks sized to stay in cache), shares the trunk's forward pass with the
+loss, and, for the conv aggregation with a 1x1 kernel, folds the aggregation into the first
+layer's transposed kernel, so that the d per-unit tensors are never built; with ``aggregation =
+sum`` or ``mean`` the units' cotangents are summed first: one reverse pass for all units. ``fast``
+is the same pass by torch.func (a forward-mode pass along the ones tangent, then a vmapped reverse
+pass per unit: reverse over forward). ``reference`` is the first implementation, kept to test
+against: vmap over units of the forward-over-reverse HVP ``jvp(grad(<z, u>), L_e1, ones)``, one
+gradient and one forward-mode pass per unit; ``second_order_attention_loop`` is the Python loop
+over units with two ``torch.autograd.grad`` calls each. Every path stays in the autograd graph, so
+the attention, the layers it goes through and L_e1 itself are trained by the loss.
 
 ``attention_source = mu`` differentiates the posterior mean instead of the sample.
 
@@ -67,10 +73,11 @@ from typing import Literal
 
 import torch
 from torch import nn
+import torch.nn.functional as F
 from torch.func import grad, jvp, vjp, vmap
 
 from ..errors import ConfigError, ModelError
-from ..nn import make_activation
+from ..nn import make_activation, second_order
 from ..objectives import diag_gaussian
 from .base import LossOutput
 from .registry import register_model
@@ -91,12 +98,13 @@ class Grad2VAEConfig(VAEConfig):
     aggregation_kernel: int = 1  # the learned aggregation's kernel size: 1 or 3
     attention_weight: float = 1.0  # weight of ||x - x_att||^2; 0: the attention is not computed in the loss
     attention_source: Literal["z", "mu"] = "z"  # differentiate the reparameterised sample, or the mean
-    attention_chunk: int = 256  # images per attention pass (bounds the memory of big evaluation batches)
-    # fast: one forward-mode pass along the ones tangent, then a vmapped reverse pass per unit (one reverse
-    # pass in all for sum / mean); reference: the forward-over-reverse product per unit; auto: fast for
-    # sum / mean, reference for conv (the faster training step of each on the CPU: benchmarks/grad2vae.py
-    # part a). Same numbers
-    attention_impl: Literal["auto", "fast", "reference"] = "auto"
+    # images per attention pass of the fast and reference paths (bounds the memory of big evaluation
+    # batches; the chain path sizes its chunks by bytes)
+    attention_chunk: int = 256
+    # chain: the second-order chain rule written out layer by layer (vaelab.nn.second_order); fast: torch.func's
+    # reverse over forward; reference: torch.func's forward-over-reverse product per unit; auto: chain (the
+    # fastest training step of the three: benchmarks/grad2vae.py part a). Same numbers (tested)
+    attention_impl: Literal["auto", "chain", "fast", "reference"] = "auto"
 
     def fill_from_data(self, n_train: int | None, image_shape: tuple[int, ...]) -> None:
         if len(image_shape) == 1:
@@ -125,8 +133,8 @@ class Grad2VAEConfig(VAEConfig):
             raise ConfigError(f"model.attention_source must be z or mu, got {self.attention_source!r}")
         if self.attention_chunk < 1:
             raise ConfigError(f"model.attention_chunk must be >= 1, got {self.attention_chunk}")
-        if self.attention_impl not in ("auto", "fast", "reference"):
-            raise ConfigError(f"model.attention_impl must be auto, fast or reference, got {self.attention_impl!r}")
+        if self.attention_impl not in ("auto", "chain", "fast", "reference"):
+            raise ConfigError(f"model.attention_impl must be auto, chain, fast or reference, got {self.attention_impl!r}")
 
 
 class Grad2Decoder(nn.Module):
@@ -197,18 +205,49 @@ class Grad2VAE(VAE):
     def second_order_attention(self, le1: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """[d, B, c1, H, W]: att_i = (d^2 z_i / dL_e1^2) @ 1 for every unit i, in the autograd graph of
         ``le1`` and the parameters; ``attention_impl`` picks the computation (the same numbers).
-        Big batches go in chunks of ``attention_chunk`` images."""
-        if self._impl() == "reference":
+        Big batches go in chunks (of ``attention_chunk`` images on the fast and reference paths)."""
+        impl = self._impl()
+        if impl == "chain":
+            return self._chain(le1, eps, "units")[2]
+        if impl == "reference":
             return self.second_order_attention_reference(le1, eps)
         return self._chunked(self._attention_units, le1, eps, dim=1)
 
     def _impl(self) -> str:
-        """The attention path in use: ``attention_impl``, with auto resolved (fast for sum / mean,
-        reference for conv)."""
+        """The attention path in use: ``attention_impl``, with auto resolved (chain)."""
         impl = self.config.attention_impl
-        if impl == "auto":
-            return "fast" if self.config.aggregation in ("sum", "mean") else "reference"
-        return impl
+        return "chain" if impl == "auto" else impl
+
+    def _chain(self, le1: torch.Tensor, eps: torch.Tensor, what: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """mu, logvar and the attention by the layer-by-layer chain rule (vaelab.nn.second_order), from
+        one forward pass of the trunk: what = "units" [d, B, c1, H, W], or "aggregated" [B, c1, H, W]
+        (the sum / mean of the units as one reverse pass; the 1x1 conv aggregation folded into the
+        first layer's transposed kernel)."""
+        h, t, tape = second_order.forward(self.encoder[1], le1)
+        mu, raw = self.mu(h), self.logvar(h)
+        logvar = raw.clamp(-30.0, 20.0)
+        w_mu, w_lv = self.mu.weight, self.logvar.weight
+        b, d = le1.shape[0], self.latent_dim
+        if self.config.attention_source == "mu":  # z_i = mu_i: dz_i/dt = W_mu,i, nothing on h
+            g, p = w_mu[:, None, :].expand(d, b, -1), None
+        else:  # z_i = mu_i + exp(logvar_i / 2) eps_i, with the tangent of logvar masked where it is clamped
+            inside = ((raw >= -30.0) & (raw <= 20.0)).to(h.dtype)
+            beta = 0.5 * torch.exp(0.5 * logvar) * eps * inside  # dz_i / d(W_logvar t)_i
+            alpha = 0.5 * beta * F.linear(t, w_lv)  # dz_i / dlogvar_i
+            g = w_mu[:, None, :] + beta.T[:, :, None] * w_lv[:, None, :]
+            p = alpha.T[:, :, None] * w_lv[:, None, :]
+        agg = self.config.aggregation
+        if what == "units":
+            return mu, logvar, second_order.reverse(tape, g, p)
+        if agg in ("sum", "mean"):
+            scale = 1.0 if agg == "sum" else 1.0 / d
+            g = g.sum(0, keepdim=True) * scale
+            p = None if p is None else p.sum(0, keepdim=True) * scale
+            return mu, logvar, second_order.reverse(tape, g, p)[0]
+        if self.aggregator.kernel_size == (1, 1):
+            mix = self.aggregator.weight[:, :, 0, 0].unflatten(1, (d, -1))  # [c1, d, c1], units major
+            return mu, logvar, second_order.reverse(tape, g, p, mix=mix) + self.aggregator.bias[None, :, None, None]
+        return mu, logvar, self.aggregate(second_order.reverse(tape, g, p))
 
     def _chunked(self, fn, le1: torch.Tensor, eps: torch.Tensor, dim: int) -> torch.Tensor:
         """``fn`` over chunks of ``attention_chunk`` images, concatenated along the image dimension ``dim``."""
@@ -237,9 +276,12 @@ class Grad2VAE(VAE):
 
     def aggregated_attention(self, le1: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """[B, c1, H, W]: the aggregated attention the decoder receives. With ``sum`` / ``mean`` on the
-        fast path the units' sum is one reverse pass; ``conv`` needs every unit's tensor."""
-        agg = self.config.aggregation
-        if agg in ("sum", "mean") and self._impl() == "fast":
+        chain and fast paths the units' sum is one reverse pass; ``conv`` needs every unit's tensor
+        (the chain path folds a 1x1 aggregation into its last step instead of building them)."""
+        impl, agg = self._impl(), self.config.aggregation
+        if impl == "chain":
+            return self._chain(le1, eps, "aggregated")[2]
+        if agg in ("sum", "mean") and impl == "fast":
             total = self._chunked(self._attention_sum, le1, eps, dim=0)
             return total if agg == "sum" else total / self.latent_dim
         return self.aggregate(self.second_order_attention(le1, eps))
@@ -290,9 +332,15 @@ class Grad2VAE(VAE):
     def loss(self, x: torch.Tensor, kl_weight: float | torch.Tensor = 1.0) -> LossOutput:
         c = self.config
         le1 = self.first_layer(x)
-        mu, logvar = self.posterior_from_first_layer(le1)
+        # the noise first (the same draw as randn_like(mu)), so that the chain path's one trunk pass
+        # gives the posterior and the attention
+        eps = torch.randn(le1.shape[0], self.latent_dim, dtype=le1.dtype, device=le1.device)
+        att = None
+        if c.attention_weight > 0 and self._impl() == "chain":
+            mu, logvar, att = self._chain(le1, eps, "aggregated")
+        else:
+            mu, logvar = self.posterior_from_first_layer(le1)
         q = diag_gaussian(mu, logvar)
-        eps = torch.randn_like(mu)
         z = mu + torch.exp(0.5 * logvar) * eps
         p = self.decoder.features(z)  # the penultimate map, shared by the plain and the attention path
         rec = -self.likelihood(self.decoder.head(p)).log_prob(x)
@@ -300,7 +348,8 @@ class Grad2VAE(VAE):
         total = rec + (c.beta * kl_weight) * kl
         terms = {"rec": rec, "kl": kl, "nelbo": rec + kl}
         if c.attention_weight > 0:
-            att = self.aggregated_attention(le1, eps)
+            if att is None:
+                att = self.aggregated_attention(le1, eps)
             x_att = self.likelihood(self.decoder.head(p + att)).mean
             terms["att"] = (x - x_att).pow(2).flatten(1).sum(1)
             total = total + c.attention_weight * terms["att"]
