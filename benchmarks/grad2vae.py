@@ -17,6 +17,14 @@ one-class anomaly detection against the plain VAE, and its one-class table.
     attention: the ablation); and the default conv vae of about the same size (1.69 M vs 1.63 M
     parameters). Training continues epoch by epoch by resuming the run (the trainer's resume is
     exact: same batches, same noise), so the curve is that of one --conv-epochs run.
+(d) attention artefacts: for each encoder variant (the 4x4 stride-2 halving or a 3x3 convolution and
+    2x2 average pooling; zero or circular padding), train grad2vae on each of --art-classes and measure
+    on the test set's normal and anomalous images (--art-images of each): the checkerboard index (the
+    share of the map's variance in its 2x2 Haar detail bands, the patterns of period 2 on the
+    stride-2 grid; the input images' own share beside it), the corner index (the per-image min-max
+    scaled map's mean over the four 3x3 corners over its mean over the map) and the border index
+    (the same over the 2-pixel frame), for the untrained network and the trained one, and the
+    default score's ROC-AUC; figures under --art-figures (one per variant and class).
 (c) the one-class table of grad2vae through vaelab.detect.one_class_protocol (every class by
     default, --table-epochs epochs, --seeds seeds), beside the same protocol for each of
     --table-baselines (default: the plain vae) at the same budget.
@@ -51,7 +59,11 @@ import _common  # noqa: E402
 from _common import print_table, write_result  # noqa: E402
 
 DATASET = "fashion-mnist"
-PART_OF = {"attention_cost": "a", "step_ratio_vs_vae": "a", "convergence": "b", "one_class": "c", "one_class_baselines": "c"}
+PART_OF = {"attention_cost": "a", "step_ratio_vs_vae": "a", "convergence": "b", "one_class": "c", "one_class_baselines": "c",
+           "artefacts": "d"}
+# (d) the encoder variants whose attention maps are measured for artefacts
+ARTEFACT_VARIANTS = {"stride-zeros": {}, "stride-circular": {"padding": "circular"}, "pool-zeros": {"downsample": "pool"},
+                     "pool-circular": {"padding": "circular", "downsample": "pool"}}
 CONV_MODELS = {"grad2vae": ("grad2vae", {}), "grad2vae-noatt": ("grad2vae", {"attention_weight": 0.0}), "vae": ("vae", {})}
 
 
@@ -107,8 +119,9 @@ def attention_cost(batch: int, repeats: int, latent_dim: int, device: str, seed:
         t = {k: _median_seconds(attention(fn, backward), repeats) for k, fn in paths.items()}
         rows.append({"part": "a", "what": f"attention {mode}", "batch": len(x), "units": latent_dim,
                      **{f"{k}_s": v for k, v in t.items()}, "vmap_over_chain": t["vmap"] / t["chain"], **same})
-    # one optimisation step of each variant; the variants take turns, one step each per round, so
-    # that a slower or faster spell of the machine falls on all of them (median of --repeats rounds)
+    # one optimisation step of each variant, in blocks of --repeats steps after a warm-up step (the
+    # steady state of a training run, whose allocator and caches serve one variant), the blocks taken
+    # in two rounds so that a slower or faster spell of the machine falls on every variant
     variants = {"conv": {}, "sum": {"aggregation": "sum"}, "mean": {"aggregation": "mean"},
                 "reference_conv": {"attention_impl": "reference"}, "conv_fast": {"attention_impl": "fast"},
                 "sum_fast": {"aggregation": "sum", "attention_impl": "fast"},
@@ -125,15 +138,15 @@ def attention_cost(batch: int, repeats: int, latent_dim: int, device: str, seed:
         opts[name].step()
 
     times: dict[str, list[float]] = {k: [] for k in models}
-    for name in models:
-        step(name)  # warm-up
-    for _ in range(repeats):
+    for _ in range(2):
         for name in models:
-            t0 = time.perf_counter()
-            step(name)
-            if torch.cuda.is_available():
-                torch.cuda.synchronize()
-            times[name].append(time.perf_counter() - t0)
+            step(name)  # warm-up
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                step(name)
+                if torch.cuda.is_available():
+                    torch.cuda.synchronize()
+                times[name].append(time.perf_counter() - t0)
     step_s = {k: statistics.median(v) for k, v in times.items()}
     vae_s = step_s.pop("vae")
     rows.append({"part": "a", "what": "training step (loss, backward, Adam)", "batch": len(x), "units": latent_dim,
@@ -188,6 +201,86 @@ def convergence(classes: list[int], epochs: int, limit: int | None, test_limit: 
     return rows
 
 
+def _artefact_indices(maps, images) -> dict:
+    """maps, images [N, 1, H, W] (maps in [0, 1] per image): the checkerboard, corner and border indices."""
+    import torch
+
+    def haar_share(m):
+        m = m - m.mean((-2, -1), keepdim=True)
+        a, b = m[..., 0::2, 0::2], m[..., 0::2, 1::2]
+        c, d = m[..., 1::2, 0::2], m[..., 1::2, 1::2]
+        detail = ((a - b + c - d) ** 2 + (a + b - c - d) ** 2 + (a - b - c + d) ** 2) / 4
+        return (detail.sum((-2, -1)) / (m.pow(2).sum((-2, -1)) + 1e-12)).flatten()
+
+    h, w = maps.shape[-2:]
+    corner = torch.zeros(h, w, dtype=torch.bool)
+    for rs in (slice(0, 3), slice(h - 3, h)):
+        for cs in (slice(0, 3), slice(w - 3, w)):
+            corner[rs, cs] = True
+    frame = torch.ones(h, w, dtype=torch.bool)
+    frame[2 : h - 2, 2 : w - 2] = False
+    overall = maps.mean((-2, -1)).flatten().clamp_min(1e-12)
+    return {"checkerboard": float(haar_share(maps).mean()), "checkerboard_inputs": float(haar_share(images).mean()),
+            "corner": float((maps[..., corner].mean(-1).flatten() / overall).mean()),
+            "border": float((maps[..., frame].mean(-1).flatten() / overall).mean())}
+
+
+def artefacts(classes: list[int], epochs: int, limit: int | None, test_limit: int | None, images: int, seed: int,
+              runs: Path, figures: Path | None) -> list[dict]:
+    import torch
+
+    from vaelab.api.explain import explain_run
+    from vaelab.config import deep_merge
+    from vaelab.data import load_data
+    from vaelab.models import build, make_config
+    from vaelab.train import RunConfig, fit
+
+    rows = []
+    for c in classes:
+        data = None
+        for label, opts in ARTEFACT_VARIANTS.items():
+            base = {"data": {"name": DATASET, "classes": [c], "limit": limit, "test_limit": test_limit},
+                    "model": opts, "train": {"progress_bar": False, "epochs": epochs}, "seed": seed}
+            cfg = RunConfig.build("grad2vae", deep_merge(base, {}))
+            run_dir = runs / "artefacts" / f"class{c}-{label}"
+            if data is None:
+                data = load_data(cfg.data, seed)
+            train, _, test = data
+            y = (test.labels != c)
+            pick = torch.cat([torch.nonzero(~y).flatten()[:images], torch.nonzero(y).flatten()[:images]])
+            x = test.subset(pick).float()
+            normal = torch.zeros(len(pick), dtype=torch.bool)
+            normal[: int((~y).sum().clamp(max=images))] = True
+            torch.manual_seed(seed)
+            fresh = build(make_config("grad2vae", opts), tuple(x.shape[1:]))
+            t0 = time.perf_counter()
+            done = (run_dir / "model.safetensors").is_file() and not (run_dir / "checkpoints" / "last.ckpt").is_file()
+            if done:
+                from vaelab import load
+
+                model = load(run_dir)
+            else:
+                model, _ = fit(cfg, run_dir, resume=(run_dir / "checkpoints" / "last.ckpt").is_file(), data=data)
+            seconds = time.perf_counter() - t0
+            row = {"part": "d", "class": c, "variant": label, **opts, "epochs": epochs, "parameters": model.num_parameters(),
+                   "train_seconds": None if done else seconds,
+                   "auroc": _auroc(model, train, test, c, seed, cfg.train.eval_batch_size)}
+            for name, net in (("untrained", fresh), ("trained", model)):
+                net.eval()
+                maps = net.attention_maps(x, torch.Generator().manual_seed(seed))
+                for part, sel in (("normal", normal), ("anomalous", ~normal)):
+                    for k, v in _artefact_indices(maps[sel], x[sel]).items():
+                        row[f"{name}_{part}_{k}"] = v
+            if figures is not None:
+                figures.mkdir(parents=True, exist_ok=True)
+                row["figure"] = str(explain_run(run_dir, "grad2", n=8, out=figures / f"grad2vae-attention-{label}-class{c}.png"))
+            rows.append(row)
+            print(f"  class {c} {label:<16} ROC-AUC {row['auroc']:.4f}  checkerboard {row['trained_normal_checkerboard']:.3f} "
+                  f"(inputs {row['trained_normal_checkerboard_inputs']:.3f})  corner {row['trained_normal_corner']:.2f}  "
+                  f"border {row['trained_normal_border']:.2f}", flush=True)
+    return rows
+
+
 def one_class_table(model: str, classes: list[int] | None, epochs: int, seeds: int, limit: int | None,
                     test_limit: int | None, runs: Path) -> dict:
     from vaelab.detect import DEFAULT_SCORE, one_class_protocol
@@ -213,7 +306,11 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=1, help="(c) seeds per class (default 1)")
     ap.add_argument("--table-baselines", default="vae", help="(c) models run through the same protocol beside grad2vae "
                                                              "(comma list; default vae; '' for none)")
-    ap.add_argument("--limit", type=int, default=None, help="(b, c) at most this many training images (default: all)")
+    ap.add_argument("--art-classes", default="0,6", help="(d) normal classes (default 0,6)")
+    ap.add_argument("--art-epochs", type=int, default=10, help="(d) epochs (default 10)")
+    ap.add_argument("--art-images", type=int, default=200, help="(d) normal and anomalous test images measured (default 200 each)")
+    ap.add_argument("--art-figures", default=None, help="(d) write each variant's attention figure into this folder")
+    ap.add_argument("--limit", type=int, default=None, help="(b, c, d) at most this many training images (default: all)")
     ap.add_argument("--test-limit", type=int, default=None, help="(b, c) at most this many test images (default: all)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--runs", default=None, help="keep the run directories here (default: a temporary directory)")
@@ -258,6 +355,16 @@ def main() -> None:
                         row[r["model"]] = r["auroc"]
                 table.append(row)
         print_table(table, ["class", "epoch", *CONV_MODELS])
+    if "d" in parts:
+        t0 = time.perf_counter()
+        classes = [int(c) for c in a.art_classes.split(",") if c.strip()]
+        out["artefacts"] = artefacts(classes, a.art_epochs, a.limit, a.test_limit, a.art_images, a.seed, runs,
+                                     Path(a.art_figures) if a.art_figures else None)
+        seconds["d"] = time.perf_counter() - t0
+        print("\n(d) attention artefacts (trained; normal test images)")
+        print_table(out["artefacts"], ["class", "variant", "auroc", "trained_normal_checkerboard", "trained_anomalous_checkerboard",
+                                       "trained_normal_checkerboard_inputs", "untrained_normal_checkerboard",
+                                       "trained_normal_corner", "untrained_normal_corner", "trained_normal_border"])
     if "c" in parts:
         t0 = time.perf_counter()
         classes = [int(c) for c in a.table_classes.split(",")] if a.table_classes else None

@@ -38,10 +38,14 @@ def _stacks():
     conv = nn.Sequential(nn.Conv2d(3, 4, 3, 1, 1), nn.SiLU(), nn.Conv2d(4, 5, 4, 2, 1), nn.Tanh(), nn.Flatten(),
                          nn.Linear(5 * 4 * 4, 7), nn.GELU())
     linear = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 9), nn.Softplus(), nn.Linear(9, 7), nn.ELU())
-    return {"conv-first": conv.double(), "linear-first": linear.double()}
+    circular = nn.Sequential(nn.Conv2d(3, 4, 3, 1, 1, padding_mode="circular"), nn.SiLU(),
+                             nn.Conv2d(4, 5, 3, 1, 2, dilation=2, padding_mode="circular"), nn.AvgPool2d(2), nn.Tanh(),
+                             nn.Conv2d(5, 5, 4, 2, 1, padding_mode="circular"), nn.SiLU(), nn.Flatten(),
+                             nn.Linear(5 * 2 * 2, 7), nn.GELU())
+    return {"conv-first": conv.double(), "linear-first": linear.double(), "circular-pool": circular.double()}
 
 
-@pytest.mark.parametrize("which", ["conv-first", "linear-first"])
+@pytest.mark.parametrize("which", ["conv-first", "linear-first", "circular-pool"])
 def test_reverse_equals_vjp_of_jvp(which):
     """d/dx [<p, F(x)> + <g, J_F(x) @ 1>] for k sets of (g, p), against torch.func's vjp of the jvp."""
     stack = _stacks()[which]
@@ -89,8 +93,10 @@ def test_reverse_is_differentiable_like_the_reference():
 
 
 def test_refusals():
-    with pytest.raises(ModelError, match="zero-padded"):
+    with pytest.raises(ModelError, match="zero or circular padding"):
         second_order.forward(nn.Sequential(nn.Conv2d(1, 2, 3, padding=1, padding_mode="reflect")), torch.rand(1, 1, 4, 4))
+    with pytest.raises(ModelError, match="average pooling with stride = kernel"):
+        second_order.forward(nn.Sequential(nn.AvgPool2d(3, 1)), torch.rand(1, 1, 4, 4))
     _, _, tape = second_order.forward(_stacks()["linear-first"], torch.rand(2, 3, 8, 8, dtype=torch.float64))
     with pytest.raises(ModelError, match="mix must be"):
         second_order.reverse(tape, torch.rand(2, 2, 7, dtype=torch.float64), None, mix=torch.rand(4, 3, 3))

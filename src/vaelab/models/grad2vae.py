@@ -5,6 +5,8 @@ The network (C x H x W images, H and W even; ``conv_channels = [c1, c2]``)::
 
     encoder  x --conv3x3 s1--> L_e1 [c1,H,W] --conv3x3 s1--> [c1,H,W] --conv4x4 s2--> [c2,H/2,W/2]
              --flatten, linear--> hidden --> mu, logvar heads          (an activation after every layer)
+             (downsample=pool: conv3x3 s1 then 2x2 average pooling for the halving; padding=circular:
+             the encoder's convolutions wrap around the image instead of padding with zeros)
     decoder  z --linear--> hidden --linear--> [c2,H/2,W/2] --deconv4x4 s2--> [c1,H,W]
              --conv3x3 s1--> P [c1,H,W] (the penultimate layer) --conv3x3 s1--> logits [C,H,W]
 
@@ -94,6 +96,11 @@ class Grad2VAEConfig(VAEConfig):
     # [c1, c2]: L_e1's channels, then the stride-2 stage's; None: [8, 16]. With hidden_dim 256 that is
     # 1.62 M parameters at 28x28, the size of the default conv vae (1.69 M)
     conv_channels: list[int] | None = None
+    # the encoder's convolutions pad with zeros or circularly (the image wraps around: no border in
+    # the attention's tangent); the encoder halves the map by a 4x4 stride-2 convolution (stride) or a
+    # 3x3 convolution then 2x2 average pooling (pool)
+    padding: Literal["zeros", "circular"] = "zeros"
+    downsample: Literal["stride", "pool"] = "stride"
     aggregation: Literal["conv", "sum", "mean"] = "conv"
     aggregation_kernel: int = 1  # the learned aggregation's kernel size: 1 or 3
     attention_weight: float = 1.0  # weight of ||x - x_att||^2; 0: the attention is not computed in the loss
@@ -123,6 +130,11 @@ class Grad2VAEConfig(VAEConfig):
         if self.conv_channels is not None and (len(self.conv_channels) != 2 or min(self.conv_channels) < 1):
             raise ConfigError(f"grad2vae's model.conv_channels is [c1, c2] (the full-resolution layers' channels, then "
                               f"the stride-2 stage's), e.g. [8, 16]; got {self.conv_channels}")
+        if self.padding not in ("zeros", "circular"):
+            raise ConfigError(f"model.padding must be zeros or circular, got {self.padding!r}")
+        if self.downsample not in ("stride", "pool"):
+            raise ConfigError(f"model.downsample must be stride (a 4x4 stride-2 convolution) or pool (a 3x3 convolution, "
+                              f"then 2x2 average pooling), got {self.downsample!r}")
         if self.aggregation not in ("conv", "sum", "mean"):
             raise ConfigError(f"model.aggregation must be conv, sum or mean; got {self.aggregation!r}")
         if self.aggregation_kernel not in (1, 3):
@@ -176,10 +188,13 @@ class Grad2VAE(VAE):
                               "make them an even size")
         c1, c2 = config.conv_channels or DEFAULT_CHANNELS
         act = config.activation
-        stem = nn.Sequential(nn.Conv2d(c, c1, 3, 1, 1), make_activation(act))  # -> L_e1
-        trunk = nn.Sequential(nn.Conv2d(c1, c1, 3, 1, 1), make_activation(act),
-                              nn.Conv2d(c1, c2, 4, 2, 1), make_activation(act),
-                              nn.Flatten(), nn.Linear(c2 * (h // 2) * (w // 2), config.hidden_dim), make_activation(act))
+        pad = config.padding
+        stem = nn.Sequential(nn.Conv2d(c, c1, 3, 1, 1, padding_mode=pad), make_activation(act))  # -> L_e1
+        halve = ([nn.Conv2d(c1, c2, 4, 2, 1, padding_mode=pad)] if config.downsample == "stride"
+                 else [nn.Conv2d(c1, c2, 3, 1, 1, padding_mode=pad), nn.AvgPool2d(2)])
+        trunk = nn.Sequential(nn.Conv2d(c1, c1, 3, 1, 1, padding_mode=pad), make_activation(act), *halve,
+                              make_activation(act), nn.Flatten(),
+                              nn.Linear(c2 * (h // 2) * (w // 2), config.hidden_dim), make_activation(act))
         self.encoder = nn.Sequential(stem, trunk)
         self.decoder = Grad2Decoder(self.image_shape, c1, c2, config.latent_dim, config.hidden_dim, act)
         self.feature_dim = config.hidden_dim

@@ -1,7 +1,7 @@
 """The second-order chain rule through a feed-forward stack, written out layer by layer.
 
-For a stack F of ``Conv2d``, ``Linear``, ``Flatten`` and elementwise activation layers, and the
-all-ones tangent at its input x, ``forward`` computes the output h = F(x) and its directional
+For a stack F of ``Conv2d`` (zero or circular padding), non-overlapping ``AvgPool2d``, ``Linear``,
+``Flatten`` and elementwise activation layers, and the all-ones tangent at its input x, ``forward`` computes the output h = F(x) and its directional
 derivative t = J_F(x) @ 1 (forward mode, one pass for the whole batch), and keeps what the reverse
 pass needs (the layers, each activation's sigma'(u) and sigma''(u) * t_u, the shapes).
 
@@ -16,7 +16,7 @@ tangent t_u::
     g_u = sigma'(u) * g
     p_u = sigma'(u) * p + sigma''(u) * t_u * g
 
-and through a linear layer W (conv, linear) the transpose W^T applied to both g and p (the bias
+and through a linear layer W (conv, pooling, linear) the transpose W^T applied to both g and p (the bias
 drops out of both; the tangent's input is the constant 1, so g stops at x). This is what
 ``torch.func.vjp`` of ``torch.func.jvp`` computes, without the per-set re-tracing: every step is a
 plain batched tensor operation that autograd differentiates again (training goes through it).
@@ -81,16 +81,55 @@ def activation_derivatives(act: nn.Module, u: torch.Tensor) -> tuple[torch.Tenso
     return first(u), grad(lambda v: first(v).sum())(u)
 
 
+def _conv(layer: nn.Conv2d, t: torch.Tensor) -> torch.Tensor:
+    """``layer`` without its bias (a linear map), its padding mode included."""
+    if layer.padding_mode == "circular":
+        ph, pw = layer.padding
+        return F.conv2d(F.pad(t, (pw, pw, ph, ph), mode="circular"), layer.weight, None, layer.stride, 0,
+                        layer.dilation, layer.groups)
+    return F.conv2d(t, layer.weight, None, layer.stride, layer.padding, layer.dilation, layer.groups)
+
+
+def _pool_size(layer: nn.AvgPool2d, h: torch.Tensor) -> tuple[int, int]:
+    """The window of an average pooling the chain handles: non-overlapping (stride = kernel), no
+    padding, tiling the map exactly."""
+    k = layer.kernel_size if isinstance(layer.kernel_size, tuple) else (layer.kernel_size,) * 2
+    stride = layer.stride if isinstance(layer.stride, tuple) else (layer.stride,) * 2
+    pad = layer.padding if isinstance(layer.padding, tuple) else (layer.padding,) * 2
+    if tuple(stride) != tuple(k) or any(pad) or h.shape[-2] % k[0] or h.shape[-1] % k[1]:
+        raise ModelError(f"the second-order chain handles average pooling with stride = kernel, no padding, on maps the "
+                         f"window tiles; got kernel {k}, stride {stride}, padding {pad} on {tuple(h.shape[-2:])}: "
+                         "use attention_impl=fast")
+    return tuple(k)
+
+
+def _unpad_circular(y: torch.Tensor, ph: int, pw: int) -> torch.Tensor:
+    """The adjoint of circular padding by (ph, pw): each padded border adds onto the side it copies."""
+    if ph:
+        h = y.shape[-2] - 2 * ph
+        top, mid, bottom = y[..., :ph, :], y[..., ph : ph + h, :], y[..., ph + h :, :]
+        y = mid + F.pad(top, (0, 0, h - ph, 0)) + F.pad(bottom, (0, 0, 0, h - ph))
+    if pw:
+        w = y.shape[-1] - 2 * pw
+        left, mid, right = y[..., :pw], y[..., pw : pw + w], y[..., pw + w :]
+        y = mid + F.pad(left, (w - pw, 0)) + F.pad(right, (0, w - pw))
+    return y
+
+
 def _transposed(layer: nn.Conv2d, y: torch.Tensor, in_hw: tuple[int, int], weight: torch.Tensor | None = None) -> torch.Tensor:
     """The adjoint of ``layer`` (without its bias) applied to y, for an input of spatial size in_hw."""
-    pad = []
+    circular = layer.padding_mode == "circular"
+    padding = (0, 0) if circular else layer.padding
+    size = [n + 2 * q for n, q in zip(in_hw, layer.padding)] if circular else list(in_hw)
+    extra = []
     for dim in range(2):
-        reach = ((y.shape[-2 + dim] - 1) * layer.stride[dim] - 2 * layer.padding[dim]
+        reach = ((y.shape[-2 + dim] - 1) * layer.stride[dim] - 2 * padding[dim]
                  + layer.dilation[dim] * (layer.kernel_size[dim] - 1) + 1)
-        pad.append(in_hw[dim] - reach)
+        extra.append(size[dim] - reach)
     w = layer.weight if weight is None else weight
     groups = layer.groups if weight is None else 1
-    return F.conv_transpose2d(y, w, None, layer.stride, layer.padding, tuple(pad), groups, layer.dilation)
+    out = F.conv_transpose2d(y, w, None, layer.stride, padding, tuple(extra), groups, layer.dilation)
+    return _unpad_circular(out, *layer.padding) if circular else out
 
 
 @dataclass
@@ -106,11 +145,17 @@ def forward(layers: nn.Sequential | list[nn.Module], x: torch.Tensor) -> tuple[t
     h, t, tape = x, torch.ones_like(x[:1]), Tape(x.shape)  # the constant tangent: one image suffices
     for layer in layers:
         if isinstance(layer, nn.Conv2d):
-            if layer.padding_mode != "zeros":
-                raise ModelError(f"the second-order chain handles zero-padded convolutions; this one pads with "
-                                 f"{layer.padding_mode!r}: use attention_impl=fast")
+            if layer.padding_mode not in ("zeros", "circular") or isinstance(layer.padding, str):
+                raise ModelError(f"the second-order chain handles convolutions with zero or circular padding given as "
+                                 f"numbers; this one has padding={layer.padding!r}, padding_mode={layer.padding_mode!r}: "
+                                 "use attention_impl=fast")
             tape.steps.append(("conv", layer, tuple(h.shape[-2:])))
-            t = F.conv2d(t, layer.weight, None, layer.stride, layer.padding, layer.dilation, layer.groups)
+            t = _conv(layer, t)
+            h = layer(h)
+        elif isinstance(layer, nn.AvgPool2d):
+            k = _pool_size(layer, h)
+            tape.steps.append(("pool", k, None))
+            t = F.avg_pool2d(t, k)
             h = layer(h)
         elif isinstance(layer, nn.Linear):
             tape.steps.append(("linear", layer, None))
@@ -151,6 +196,9 @@ def _reverse_chunk(steps: list[tuple], g: torch.Tensor, p: torch.Tensor | None, 
         elif kind == "flatten":
             g = g.reshape(k, b, *c)
             p = None if p is None else p.reshape(k, b, *c)
+        elif kind == "pool":  # the adjoint of a non-overlapping mean: spread evenly over the window
+            up = lambda v: v.repeat_interleave(a[0], -2).repeat_interleave(a[1], -1) / (a[0] * a[1])  # noqa: E731
+            g, p = up(g), (None if p is None else up(p))
         elif kind == "linear":
             if p is None:
                 g = g @ a.weight
