@@ -101,6 +101,28 @@ def test_fast_attention_equals_the_reference_in_float64(impl, aggregation, kerne
     assert fast_units.abs().max() > 1e-6
 
 
+@pytest.mark.parametrize("opts", [{"padding": "circular"}, {"downsample": "pool"}, {"padding": "circular", "downsample": "pool"}])
+def test_encoder_variants_chain_equals_the_reference(opts):
+    """Circular padding and the pooled halving: the chain path's attention and loss gradients equal the
+    reference's in float64; the layers are what the options say."""
+    m = mk(**opts).double()
+    convs = [mod for mod in m.encoder.modules() if isinstance(mod, torch.nn.Conv2d)]
+    assert {c.padding_mode for c in convs} == {opts.get("padding", "zeros")}
+    pooled = any(isinstance(mod, torch.nn.AvgPool2d) for mod in m.encoder.modules())
+    assert pooled == (opts.get("downsample") == "pool") and all(c.stride == (1, 1) for c in convs) == pooled
+    x = torch.rand(4, *SHAPE, dtype=torch.float64)
+    le1, eps = m.first_layer(x), torch.randn(4, 3, dtype=torch.float64)
+    ours = m.second_order_attention(le1, eps)
+    out, grads = _loss_grads(m, x)
+    m.config.attention_impl = "reference"
+    torch.testing.assert_close(ours, m.second_order_attention(le1, eps), rtol=1e-9, atol=1e-12)
+    ref_out, ref_grads = _loss_grads(m, x)
+    torch.testing.assert_close(out.loss, ref_out.loss)
+    for n in ref_grads:
+        torch.testing.assert_close(grads[n], ref_grads[n], rtol=1e-7, atol=1e-10, msg=n)
+    assert m.encode(x).mean.shape == (4, 3) and ours.abs().max() > 1e-6
+
+
 @pytest.mark.parametrize("impl,aggregation", [("chain", "conv"), ("chain", "sum"), ("fast", "conv")])
 def test_fast_attention_equals_the_reference_on_the_default_network(impl, aggregation):
     """The default 28 x 28 model (latent 16, [8, 16] channels) in float32: the same loss gradients to 1e-4."""
@@ -259,6 +281,10 @@ def test_config_validation():
         make_config("grad2vae", {"activation": "swish"})
     with pytest.raises(ConfigError, match="halves"):
         build(make_config("grad2vae"), (1, 7, 7))
+    with pytest.raises(ConfigError, match="model.padding"):
+        make_config("grad2vae", {"padding": "reflect"})
+    with pytest.raises(ConfigError, match="model.downsample"):
+        make_config("grad2vae", {"downsample": "max"})
     with pytest.raises(ModelError, match="expects images"):
         mk().attention_maps(torch.rand(2, 1, 4, 4))
 

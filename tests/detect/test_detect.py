@@ -505,3 +505,46 @@ def test_norm_range_anchors_the_normalisation_at_training_quantiles(fitted, synt
     for bad in [(0.9, 0.5), (0.5, 0.5), (-0.1, 1), (0, 1.5), (0.5,), (0, float("nan")), None]:
         with pytest.raises(ConfigError, match="norm_range is two quantiles"):
             AutoencoderDetector(model, "mse", norm_range=bad).fit(normal)
+
+
+def test_one_class_protocol_resumes_an_interrupted_class_from_its_checkpoint(tmp_path, monkeypatch):
+    """A protocol stopped during a class (here: the training step after the mid-epoch checkpoint of
+    step 6 raises) keeps the classes it finished; run again into the same directory, it reuses them
+    and the interrupted class continues from its checkpoint, to the numbers of an uninterrupted run."""
+    from vaelab.models.vae import VAE
+
+    over = {"model": {"arch": "mlp", "mlp_hidden": [32], "latent_dim": 3},
+            "train": {"batch_size": 32, "checkpoint_every_n_steps": 3}}
+    args = dict(dataset="digits", model_name="vae", epochs=2, seeds=1, score="mse", overrides=over, log=None)
+    whole = one_class_protocol(classes=[0, 1], out_dir=tmp_path / "whole", **args)
+    real_loss, calls = VAE.loss, {"n": 0}
+
+    def dies_in_class_1(self, x, *a, **k):  # class 0 trains first; class 1 dies at its 7th step
+        calls["n"] += 1
+        if calls.get("class") == 1 and calls["n"] == 7:
+            raise RuntimeError("killed")
+        return real_loss(self, x, *a, **k)
+
+    import vaelab.train as train_pkg
+
+    real_fit = train_pkg.fit
+
+    def fit(cfg, run_dir, resume=False, **kw):
+        calls.update(n=0, **{"class": cfg.data.classes[0]}, resumed=calls.get("resumed", []) + [resume])
+        return real_fit(cfg, run_dir, resume=resume, **kw)
+
+    monkeypatch.setattr(VAE, "loss", dies_in_class_1)
+    monkeypatch.setattr(train_pkg, "fit", fit)
+    with pytest.raises(RuntimeError, match="killed"):
+        one_class_protocol(classes=[0, 1], out_dir=tmp_path / "cut", **args)
+    run1 = tmp_path / "cut" / "runs" / "class1-seed0"
+    assert (tmp_path / "cut" / "runs" / "class0-seed0" / "result.json").is_file() and not (run1 / "result.json").exists()
+    assert (run1 / "checkpoints" / "last.ckpt").is_file()
+    monkeypatch.setattr(VAE, "loss", real_loss)
+    calls["resumed"] = []
+    logs: list[str] = []
+    again = one_class_protocol(classes=[0, 1], out_dir=tmp_path / "cut", **{**args, "log": logs.append})
+    assert calls["resumed"] == [True]  # only class 1 trains, from its checkpoint
+    assert sum("done before" in ln for ln in logs) == 1
+    for c in ("0", "1"):
+        assert again["auroc"]["mse"]["per_class"][c]["mean"] == pytest.approx(whole["auroc"]["mse"]["per_class"][c]["mean"], abs=1e-12)

@@ -186,7 +186,7 @@ def _as_current(requested: dict[str, Any] | None) -> dict[str, Any] | None:
     """A run's saved config as this version writes it: keys added since take their defaults, so a
     newer vaelab still recognises (and reuses) the runs an older one finished."""
     try:
-        return json.loads(json.dumps(RunConfig.from_dict(requested).to_dict())) if requested else requested
+        return json.loads(json.dumps(RunConfig.from_dict(requested, saved=True).to_dict())) if requested else requested
     except VaelabError:
         return requested
 

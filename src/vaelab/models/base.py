@@ -25,6 +25,9 @@ class ModelConfig:
 
     # a model whose decoder can take the encoder's skip tensors (the deterministic AEs) sets True
     supports_unet: ClassVar[bool] = False
+    # options added with a default other than what runs saved before them were built with: the value
+    # a saved config that lacks the key means (RunConfig.load fills it in), so old runs load as trained
+    defaults_before: ClassVar[dict[str, Any]] = {}
 
     name: str = "vae"
     latent_dim: int = 16

@@ -5,7 +5,7 @@ The network (C x H x W images, H and W even; ``conv_channels = [c1, c2]``)::
 
     encoder  x --conv3x3 s1--> L_e1 [c1,H,W] --conv3x3 s1--> [c1,H,W] --conv4x4 s2--> [c2,H/2,W/2]
              --flatten, linear--> hidden --> mu, logvar heads          (an activation after every layer)
-             (downsample=pool: conv3x3 s1 then 2x2 average pooling for the halving; padding=circular:
+             (downsample=pool: 2x2 average pooling then conv3x3 s1 for the halving; padding=circular:
              the encoder's convolutions wrap around the image instead of padding with zeros)
     decoder  z --linear--> hidden --linear--> [c2,H/2,W/2] --deconv4x4 s2--> [c1,H,W]
              --conv3x3 s1--> P [c1,H,W] (the penultimate layer) --conv3x3 s1--> logits [C,H,W]
@@ -97,8 +97,8 @@ class Grad2VAEConfig(VAEConfig):
     # 1.62 M parameters at 28x28, the size of the default conv vae (1.69 M)
     conv_channels: list[int] | None = None
     # the encoder's convolutions pad with zeros or circularly (the image wraps around: no border in
-    # the attention's tangent); the encoder halves the map by a 4x4 stride-2 convolution (stride) or a
-    # 3x3 convolution then 2x2 average pooling (pool)
+    # the attention's tangent); the encoder halves the map by a 4x4 stride-2 convolution (stride) or by
+    # 2x2 average pooling then a 3x3 convolution at half resolution (pool)
     padding: Literal["zeros", "circular"] = "zeros"
     downsample: Literal["stride", "pool"] = "stride"
     aggregation: Literal["conv", "sum", "mean"] = "conv"
@@ -133,8 +133,8 @@ class Grad2VAEConfig(VAEConfig):
         if self.padding not in ("zeros", "circular"):
             raise ConfigError(f"model.padding must be zeros or circular, got {self.padding!r}")
         if self.downsample not in ("stride", "pool"):
-            raise ConfigError(f"model.downsample must be stride (a 4x4 stride-2 convolution) or pool (a 3x3 convolution, "
-                              f"then 2x2 average pooling), got {self.downsample!r}")
+            raise ConfigError(f"model.downsample must be stride (a 4x4 stride-2 convolution) or pool (2x2 average pooling, "
+                              f"then a 3x3 convolution), got {self.downsample!r}")
         if self.aggregation not in ("conv", "sum", "mean"):
             raise ConfigError(f"model.aggregation must be conv, sum or mean; got {self.aggregation!r}")
         if self.aggregation_kernel not in (1, 3):
@@ -191,7 +191,7 @@ class Grad2VAE(VAE):
         pad = config.padding
         stem = nn.Sequential(nn.Conv2d(c, c1, 3, 1, 1, padding_mode=pad), make_activation(act))  # -> L_e1
         halve = ([nn.Conv2d(c1, c2, 4, 2, 1, padding_mode=pad)] if config.downsample == "stride"
-                 else [nn.Conv2d(c1, c2, 3, 1, 1, padding_mode=pad), nn.AvgPool2d(2)])
+                 else [nn.AvgPool2d(2), nn.Conv2d(c1, c2, 3, 1, 1, padding_mode=pad)])
         trunk = nn.Sequential(nn.Conv2d(c1, c1, 3, 1, 1, padding_mode=pad), make_activation(act), *halve,
                               make_activation(act), nn.Flatten(),
                               nn.Linear(c2 * (h // 2) * (w // 2), config.hidden_dim), make_activation(act))

@@ -114,7 +114,9 @@ class RunConfig:
     vaelab_version: str = __version__
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], run_dir: Path | None = None) -> "RunConfig":
+    def from_dict(cls, d: dict[str, Any], run_dir: Path | None = None, saved: bool = False) -> "RunConfig":
+        """The config of mapping ``d``; ``saved``: ``d`` was written by a run (possibly by an older
+        vaelab), so model options it lacks take the model's ``defaults_before`` where it has them."""
         if not isinstance(d, dict):
             raise ConfigError(f"a run config is a mapping with data, model, train and seed; got {type(d).__name__}")
         d = dict(d)
@@ -143,8 +145,12 @@ class RunConfig:
         version = d.get("vaelab_version", __version__)
         if not isinstance(version, str):
             raise ConfigError(f"vaelab_version must be text such as {__version__!r}, got {version!r}")
+        options = {k: v for k, v in model.items() if k != "name"}
+        if saved and model["name"] in MODELS:
+            before = getattr(MODELS[model["name"]].cls.config_class, "defaults_before", {})
+            options = {**{k: v for k, v in before.items() if k not in options}, **options}
         return cls(
-            model=make_config(model["name"], {k: v for k, v in model.items() if k != "name"}),
+            model=make_config(model["name"], options),
             data=from_dict(DataConfig, d.get("data"), "data."),
             train=from_dict(TrainConfig, d.get("train"), "train."),
             seed=seed,
@@ -191,4 +197,4 @@ class RunConfig:
         d = load_yaml(text, str(path))
         if "vaelab_version" in d:
             check_version(str(d["vaelab_version"]), str(path))
-        return cls.from_dict(d, run_dir=path.parent)
+        return cls.from_dict(d, run_dir=path.parent, saved=True)
