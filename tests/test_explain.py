@@ -23,8 +23,8 @@ def conv_vae(name="vae", seed=0, **kw):
 def test_conv_layers_in_the_order_encode_runs_them():
     assert conv_layers(conv_vae()) == ["encoder.features.0"]
     g2 = build(make_config("grad2vae", {"conv_channels": [2, 3], "hidden_dim": 8, "latent_dim": 2}), SHAPE)
-    assert conv_layers(g2) == ["encoder.0.0", "encoder.1.0", "encoder.1.2"]
-    assert resolve_layer(g2) == "encoder.1.2" and resolve_layer(g2, 0) == "encoder.0.0" and resolve_layer(g2, "1") == "encoder.1.0"
+    assert conv_layers(g2) == ["encoder.0.0", "encoder.1.0", "encoder.1.3"]  # the trunk pools (encoder.1.2) first
+    assert resolve_layer(g2) == "encoder.1.3" and resolve_layer(g2, 0) == "encoder.0.0" and resolve_layer(g2, "1") == "encoder.1.0"
     bvae = conv_vae("bvae", conv_channels=[4, 4], hidden_dim=8)
     assert len(conv_layers(bvae)) >= 1  # the shared network's conv layers, run forward by encode
     with pytest.raises(ModelError, match="not a conv layer"):

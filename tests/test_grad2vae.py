@@ -101,15 +101,15 @@ def test_fast_attention_equals_the_reference_in_float64(impl, aggregation, kerne
     assert fast_units.abs().max() > 1e-6
 
 
-@pytest.mark.parametrize("opts", [{"padding": "circular"}, {"downsample": "pool"}, {"padding": "circular", "downsample": "pool"}])
+@pytest.mark.parametrize("opts", [{"downsample": "stride"}, {"padding": "circular", "downsample": "stride"}, {"padding": "circular"}])
 def test_encoder_variants_chain_equals_the_reference(opts):
-    """Circular padding and the pooled halving: the chain path's attention and loss gradients equal the
+    """The stride-2 halving and circular padding (the default pools): the chain path's attention and loss gradients equal the
     reference's in float64; the layers are what the options say."""
     m = mk(**opts).double()
     convs = [mod for mod in m.encoder.modules() if isinstance(mod, torch.nn.Conv2d)]
     assert {c.padding_mode for c in convs} == {opts.get("padding", "zeros")}
     pooled = any(isinstance(mod, torch.nn.AvgPool2d) for mod in m.encoder.modules())
-    assert pooled == (opts.get("downsample") == "pool") and all(c.stride == (1, 1) for c in convs) == pooled
+    assert pooled == (m.config.downsample == "pool") and all(c.stride == (1, 1) for c in convs) == pooled
     x = torch.rand(4, *SHAPE, dtype=torch.float64)
     le1, eps = m.first_layer(x), torch.randn(4, 3, dtype=torch.float64)
     ours = m.second_order_attention(le1, eps)
@@ -201,15 +201,16 @@ def test_attention_graph_trains_the_parameters():
     att = m.second_order_attention(le1, torch.randn(4, 3))
     assert att.requires_grad
     att.pow(2).sum().backward()
-    for name in ("encoder.0.0.weight", "encoder.1.0.weight", "encoder.1.2.weight", "encoder.1.5.weight", "mu.weight",
-                 "logvar.weight"):
+    weights = [n for n, _ in m.named_parameters() if n.startswith("encoder.") and n.endswith("weight")]
+    assert len(weights) == 4  # the stem, the trunk's two convolutions, its linear layer
+    for name in (*weights, "mu.weight", "logvar.weight"):
         g = dict(m.named_parameters())[name].grad
         assert g is not None and g.abs().max() > 0, name
     m.zero_grad()
     out = m.loss(x)
     out.terms["att"].mean().backward()  # the attention loss alone reaches the encoder through the attention
     params = dict(m.named_parameters())
-    for name in ("encoder.0.0.weight", "encoder.1.2.weight", "aggregator.weight", "decoder.last.weight",
+    for name in ("encoder.0.0.weight", weights[2], "aggregator.weight", "decoder.last.weight",
                  "decoder.penultimate.0.weight"):
         assert params[name].grad is not None and params[name].grad.abs().max() > 0, name
 
@@ -389,3 +390,21 @@ def test_the_attention_callback_leaves_training_unchanged(tmp_path, monkeypatch)
     assert not (tmp_path / "b" / "attention").exists()
     for (k, v), w in zip(with_grid.state_dict().items(), without.state_dict().values()):
         assert torch.equal(v, w), k
+
+
+def test_a_run_saved_before_the_downsample_option_loads_with_its_stride_layer(tmp_path):
+    """The default halving is now pooling; a saved config without model.downsample (written by an
+    older vaelab) means the stride-2 layer its weights were trained in."""
+    from vaelab.train import RunConfig
+
+    fresh = RunConfig.from_dict({"model": {"name": "grad2vae"}})
+    old = RunConfig.from_dict({"model": {"name": "grad2vae"}}, saved=True)
+    assert fresh.model.downsample == "pool" and old.model.downsample == "stride"
+    assert RunConfig.from_dict({"model": {"name": "grad2vae", "downsample": "pool"}}, saved=True).model.downsample == "pool"
+    m = mk(downsample="stride")
+    save_weights(m, tmp_path / "w.safetensors")
+    cfg = old.model
+    cfg.latent_dim, cfg.conv_channels, cfg.hidden_dim = 3, [3, 4], 12
+    loaded = load_weights(build(cfg, SHAPE), tmp_path / "w.safetensors")
+    x = torch.rand(2, *SHAPE)
+    torch.testing.assert_close(loaded.encode(x).mean, m.encode(x).mean)

@@ -3,10 +3,10 @@ online (on every training batch) and fed back into the decoder.
 
 The network (C x H x W images, H and W even; ``conv_channels = [c1, c2]``)::
 
-    encoder  x --conv3x3 s1--> L_e1 [c1,H,W] --conv3x3 s1--> [c1,H,W] --conv4x4 s2--> [c2,H/2,W/2]
+    encoder  x --conv3x3 s1--> L_e1 [c1,H,W] --conv3x3 s1--> [c1,H,W] --avgpool 2x2, conv3x3 s1--> [c2,H/2,W/2]
              --flatten, linear--> hidden --> mu, logvar heads          (an activation after every layer)
-             (downsample=pool: 2x2 average pooling then conv3x3 s1 for the halving; padding=circular:
-             the encoder's convolutions wrap around the image instead of padding with zeros)
+             (downsample=stride: one conv4x4 s2 for the halving instead, the layer of runs saved before
+             the option; padding=circular: the encoder's convolutions wrap around the image)
     decoder  z --linear--> hidden --linear--> [c2,H/2,W/2] --deconv4x4 s2--> [c1,H,W]
              --conv3x3 s1--> P [c1,H,W] (the penultimate layer) --conv3x3 s1--> logits [C,H,W]
 
@@ -71,7 +71,7 @@ attention is not computed in the loss, which is then the ELBO of this architectu
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import nn
@@ -99,8 +99,11 @@ class Grad2VAEConfig(VAEConfig):
     # the encoder's convolutions pad with zeros or circularly (the image wraps around: no border in
     # the attention's tangent); the encoder halves the map by a 4x4 stride-2 convolution (stride) or by
     # 2x2 average pooling then a 3x3 convolution at half resolution (pool)
+    # pool: the stride-2 layer's uneven taps printed a checkerboard over every attention map, which
+    # pooling first removes, at a cheaper step and no lower ROC-AUC (benchmarks/grad2vae.py part d)
     padding: Literal["zeros", "circular"] = "zeros"
-    downsample: Literal["stride", "pool"] = "stride"
+    downsample: Literal["stride", "pool"] = "pool"
+    defaults_before: ClassVar[dict] = {"downsample": "stride"}  # runs saved before the option had the stride-2 layer
     aggregation: Literal["conv", "sum", "mean"] = "conv"
     aggregation_kernel: int = 1  # the learned aggregation's kernel size: 1 or 3
     attention_weight: float = 1.0  # weight of ||x - x_att||^2; 0: the attention is not computed in the loss
