@@ -268,16 +268,18 @@ def artefacts(classes: list[int], epochs: int, limit: int | None, test_limit: in
             torch.manual_seed(seed)
             fresh = build(make_config("grad2vae", opts), tuple(x.shape[1:]))
             t0 = time.perf_counter()
-            done = (run_dir / "model.safetensors").is_file() and not (run_dir / "checkpoints" / "last.ckpt").is_file()
+            checkpoint = run_dir / "checkpoints" / "last.ckpt"
+            done = (run_dir / "model.safetensors").is_file() and not checkpoint.is_file()
+            reused = run_dir.exists()  # an earlier call trained it (wholly or in part): its time is not this call's
             if done:
                 from vaelab import load
 
                 model = load(run_dir)
             else:
-                model, _ = fit(cfg, run_dir, resume=(run_dir / "checkpoints" / "last.ckpt").is_file(), data=data)
+                model, _ = fit(cfg, run_dir, resume=checkpoint.is_file(), data=data)
             seconds = time.perf_counter() - t0
             row = {"part": "d", "class": c, "variant": label, **opts, "epochs": epochs, "parameters": model.num_parameters(),
-                   "train_seconds": None if done else seconds,
+                   "train_seconds": None if reused else seconds,
                    "auroc": _auroc(model, train, test, c, seed, cfg.train.eval_batch_size)}
             for name, net in (("untrained", fresh), ("trained", model)):
                 net.eval()

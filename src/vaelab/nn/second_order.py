@@ -138,11 +138,12 @@ class Tape:
 
     input_shape: torch.Size
     steps: list[tuple] = field(default_factory=list)
+    widest: int = 0  # the most numbers one image has at any layer (sizes the reverse pass's chunks)
 
 
 def forward(layers: nn.Sequential | list[nn.Module], x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, Tape]:
     """h = F(x), t = J_F(x) @ 1 and the tape for ``reverse``."""
-    h, t, tape = x, torch.ones_like(x[:1]), Tape(x.shape)  # the constant tangent: one image suffices
+    h, t, tape = x, torch.ones_like(x[:1]), Tape(x.shape, widest=x[0].numel())  # the constant tangent: one image suffices
     for layer in layers:
         if isinstance(layer, nn.Conv2d):
             if layer.padding_mode not in ("zeros", "circular") or isinstance(layer.padding, str):
@@ -172,9 +173,15 @@ def forward(layers: nn.Sequential | list[nn.Module], x: torch.Tensor) -> tuple[t
             tape.steps.append(("act", d1, d2 * t))
             h = layer(h)
             t = d1 * t
+        tape.widest = max(tape.widest, h[0].numel())
     if not tape.steps:
         raise ModelError("the second-order chain needs at least one layer")
     return h, t.expand_as(h), tape
+
+
+def _spread(v: torch.Tensor, k: tuple[int, int]) -> torch.Tensor:
+    """The adjoint of a mean over non-overlapping k windows: each value spread evenly over its window."""
+    return v.repeat_interleave(k[0], -2).repeat_interleave(k[1], -1) / (k[0] * k[1])
 
 
 def _slice(step: tuple, b0: int, b1: int) -> tuple:
@@ -197,8 +204,7 @@ def _reverse_chunk(steps: list[tuple], g: torch.Tensor, p: torch.Tensor | None, 
             g = g.reshape(k, b, *c)
             p = None if p is None else p.reshape(k, b, *c)
         elif kind == "pool":  # the adjoint of a non-overlapping mean: spread evenly over the window
-            up = lambda v: v.repeat_interleave(a[0], -2).repeat_interleave(a[1], -1) / (a[0] * a[1])  # noqa: E731
-            g, p = up(g), (None if p is None else up(p))
+            g, p = _spread(g, a), (None if p is None else _spread(p, a))
         elif kind == "linear":
             if p is None:
                 g = g @ a.weight
@@ -238,9 +244,7 @@ def reverse(tape: Tape, g: torch.Tensor, p: torch.Tensor | None, mix: torch.Tens
     k, b = g.shape[:2]
     if mix is not None and (mix.dim() != 3 or mix.shape[1] != k or mix.shape[2] != tape.input_shape[1]):
         raise ModelError(f"mix must be [outputs, {k}, {tape.input_shape[1]}]; got {tuple(mix.shape)}")
-    widest = max([math.prod(tape.input_shape[1:])] + [math.prod(s[2]) for s in tape.steps if s[0] == "flatten"]
-                 + [g.shape[-1]])
-    per_item = 2 * widest * g.element_size()  # g and p side by side, for one set and one image
+    per_item = 2 * tape.widest * g.element_size()  # g and p side by side, for one set and one image
     budget = max(1, chunk_bytes // per_item)  # (set, image) pairs per chunk
     images, units = (b, min(k, budget // b)) if budget >= b else (budget, 1)
     out_rows = []
