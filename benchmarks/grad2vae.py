@@ -175,7 +175,7 @@ def _auroc(model, train, test, c: int, seed: int, batch_size: int) -> float:
 
 
 def convergence(classes: list[int], epochs: int, limit: int | None, test_limit: int | None, seed: int,
-                runs: Path) -> list[dict]:
+                runs: Path, models: list[str] | None = None, paper_schedule: bool = False) -> list[dict]:
     from vaelab.config import deep_merge
     from vaelab.data import load_data
     from vaelab.train import RunConfig, fit
@@ -184,8 +184,13 @@ def convergence(classes: list[int], epochs: int, limit: int | None, test_limit: 
     for c in classes:
         data = None
         for label, (name, model_opts) in CONV_MODELS.items():
+            if models is not None and label not in models:
+                continue
+            # the paper's schedule as a fixed milestone (train.schedule=paper would move it with the
+            # growing train.epochs of the epoch-by-epoch runs)
+            sched = {"schedule": "step", "step_milestones": [epochs // 2], "step_gamma": 0.01} if paper_schedule else {}
             base = {"data": {"name": DATASET, "classes": [c], "limit": limit, "test_limit": test_limit},
-                    "model": model_opts, "train": {"progress_bar": False}, "seed": seed}
+                    "model": model_opts, "train": {"progress_bar": False, **sched}, "seed": seed}
             run_dir = runs / "convergence" / f"class{c}-{label}"
             if run_dir.exists():
                 import shutil
@@ -202,7 +207,8 @@ def convergence(classes: list[int], epochs: int, limit: int | None, test_limit: 
                 seconds += time.perf_counter() - t0
                 auc = _auroc(model, train, test, c, seed, cfg.train.eval_batch_size)
                 rows.append({"part": "b", "class": c, "model": label, "epoch": e, "auroc": auc, "train_seconds": seconds,
-                             "parameters": model.num_parameters()})
+                             "parameters": model.num_parameters(), "epochs": epochs, "limit": limit,
+                             "schedule": "paper" if paper_schedule else "constant"})
                 print(f"  class {c} {label:<15} epoch {e:>2}: ROC-AUC {auc:.4f} ({seconds:.0f} s)", flush=True)
     return rows
 
@@ -351,6 +357,8 @@ def main() -> None:
     ap.add_argument("--device", default=None, help="(a) cpu or cuda (default: cuda when available)")
     ap.add_argument("--conv-classes", default="0,4,8", help="(b) normal classes (default 0,4,8)")
     ap.add_argument("--conv-epochs", type=int, default=10, help="(b) epochs, scored after each (default 10)")
+    ap.add_argument("--conv-models", default=None, help=f"(b) which of {','.join(CONV_MODELS)} (default all)")
+    ap.add_argument("--conv-paper-schedule", action="store_true", help="(b) lr / 100 after half of --conv-epochs")
     ap.add_argument("--table-classes", default=None, help="(c) normal classes (default: all 10)")
     ap.add_argument("--table-epochs", type=int, default=10, help="(c) epochs per run (default 10)")
     ap.add_argument("--seeds", type=int, default=1, help="(c) seeds per class (default 1)")
@@ -396,7 +404,9 @@ def main() -> None:
     if "b" in parts:
         t0 = time.perf_counter()
         classes = [int(c) for c in a.conv_classes.split(",") if c.strip()]
-        out["convergence"] = convergence(classes, a.conv_epochs, a.limit, a.test_limit, a.seed, runs)
+        models = [m for m in a.conv_models.split(",") if m] if a.conv_models else None
+        out["convergence"] = convergence(classes, a.conv_epochs, a.limit, a.test_limit, a.seed, runs, models,
+                                         a.conv_paper_schedule)
         seconds["b"] = time.perf_counter() - t0
         print("\n(b) test ROC-AUC after each epoch")
         table = []
@@ -447,6 +457,10 @@ def main() -> None:
         for key, part in PART_OF.items():
             if part not in seconds and key in old.get("results", {}):
                 out[key] = old["results"][key]
+        if "b" in seconds:  # part (b) on some classes and models keeps the curves of the others
+            ran = {(r["class"], r["model"]) for r in out["convergence"]}
+            out["convergence"] = [r for r in old.get("results", {}).get("convergence", [])
+                                  if (r["class"], r["model"]) not in ran] + out["convergence"]
         for part, info in old.get("parts", {}).items():
             per_part.setdefault(part, info)
     write_result("grad2vae", out, dataset=DATASET, device=device, parts=dict(sorted(per_part.items())), dry_run=a.dry_run)
