@@ -43,7 +43,7 @@ def print_table(rows: list[dict], cols: list[str]) -> None:
     def fmt(v):
         return f"{v:.4g}" if isinstance(v, float) else str(v)
 
-    widths = [max(len(c), *(len(fmt(r.get(c, ""))) for r in rows)) for c in cols]
+    widths = [max([len(c), *(len(fmt(r.get(c, ""))) for r in rows)]) for c in cols]
     print("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
     for r in rows:
         print("  ".join(fmt(r.get(c, "")).ljust(w) for c, w in zip(cols, widths)))

@@ -5,4 +5,6 @@ cd "$(dirname "$0")/.."
 bash scripts/install.sh
 source scripts/env.sh
 python3 -m ruff check src tests benchmarks
-python3 -m pytest -q tests "$@"
+# a worker per core (pytest-xdist), each test file on one worker so that its module fixtures are
+# built once; tests/conftest.py gives each worker one thread
+python3 -m pytest -q -n "${VAELAB_TEST_WORKERS:-auto}" --dist loadfile tests "$@"

@@ -9,11 +9,17 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 @pytest.fixture(autouse=True, scope="session")
 def _env(tmp_path_factory):
-    """Real data from ../shared/data and Debian's Fashion-MNIST; a private cache; 2 threads."""
+    """Real data from ../shared/data and Debian's Fashion-MNIST; a private cache; 2 threads, or one
+    per pytest-xdist worker (scripts/test.sh runs a worker per core: two workers of two threads
+    each would both slow down several times)."""
     if SHARED.is_dir():
         os.environ["VAELAB_DATA"] = str(SHARED)
     os.environ["VAELAB_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+        torch.set_num_threads(1)
+    else:
+        torch.set_num_threads(min(2, os.cpu_count() or 1))
     yield
 
 

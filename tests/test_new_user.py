@@ -34,6 +34,20 @@ def cli(*args: str, cwd: Path | None = None, timeout: int = 300) -> subprocess.C
                           timeout=timeout, cwd=cwd)
 
 
+def cli_here(capsys, *args: str) -> subprocess.CompletedProcess:
+    """The same main() the command runs, in this process (no interpreter start-up per call); an
+    exception other than the CLI's own exits fails the test as the traceback would have."""
+    from vaelab.cli import main
+
+    capsys.readouterr()
+    try:
+        rc = main(list(args))
+    except SystemExit as e:  # argparse's refusals
+        rc = e.code if isinstance(e.code, int) else 2
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(["vaelab", *args], rc, out.out, out.err)
+
+
 def one_line_error(p: subprocess.CompletedProcess, *needles: str) -> str:
     """The CLI refused with exit 2 and one 'vaelab: error:' line naming the problem, no traceback."""
     assert p.returncode == 2, (p.returncode, p.stdout, p.stderr)
@@ -122,10 +136,10 @@ def test_out_refuses_a_non_empty_directory_that_is_not_a_run(tmp_path):
     (["train", "--resume", "RUN", "--epochs", "1"], "already trained 2 epochs"),
     (["sample", "RUN", "--out", "OUT/s.gif"], "cannot tell the image format"),
 ])
-def test_command_line_mistakes_are_one_line_errors(digits_run, tmp_path, args, needle):
+def test_command_line_mistakes_are_one_line_errors(digits_run, tmp_path, capsys, args, needle):
     args = [a.replace("RUN", str(digits_run)).replace("OUT", str(tmp_path)) for a in args]
     before = (digits_run / "metrics.json").read_bytes()
-    one_line_error(cli(*args), needle)
+    one_line_error(cli_here(capsys, *args), needle)  # in process; test_out_refuses_... runs the command itself
     assert (digits_run / "metrics.json").read_bytes() == before
 
 
