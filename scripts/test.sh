@@ -5,6 +5,6 @@ cd "$(dirname "$0")/.."
 bash scripts/install.sh
 source scripts/env.sh
 python3 -m ruff check src tests benchmarks
-# a worker per core (pytest-xdist), each test file on one worker so that its module fixtures are
+# a worker per logical CPU (pytest-xdist), each test file on one worker so that its module fixtures are
 # built once; tests/conftest.py gives each worker one thread
-python3 -m pytest -q -n "${VAELAB_TEST_WORKERS:-auto}" --dist loadfile tests "$@"
+python3 -m pytest -q -n "${VAELAB_TEST_WORKERS:-logical}" --dist loadfile tests "$@"
