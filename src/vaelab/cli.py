@@ -500,10 +500,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     dl = sub.add_parser("data", help="build data layouts")
     dl_sub = dl.add_subparsers(dest="data_command", required=True)
-    bo = dl_sub.add_parser("build-ood-study", help="the OOD study's layout from MNIST (32x32, 5 classes, ~5%% anomalies)")
+    bo = dl_sub.add_parser("build-ood-study", help="the OOD study's layout from MNIST, Fashion-MNIST or CIFAR-10 (32x32, 5 classes, ~5%% anomalies)")
     bo.add_argument("--out", required=True, help="the .npz to write")
     bo.add_argument("--data", default="mnist",
-                    help="the images: mnist (the study's; default) or fashion-mnist (the same layout on other images)")
+                    help="the images: mnist (the study's; default), fashion-mnist or cifar10 (colour): the same layout on other images")
     bo.add_argument("--seed", type=int, default=0)
     bo.add_argument("--classes", default="0,1,2,3,4", help="in-distribution classes (default 0,1,2,3,4)")
     bo.add_argument("--n-labeled", type=int, default=1000, help="labeled in-distribution images (default 1000)")

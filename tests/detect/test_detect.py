@@ -408,7 +408,9 @@ def test_ood_study_layout(study):
 def test_study_layout_from_fashion_mnist_images(tmp_path):
     """The same layout from another 10-class grayscale source (given here as in-memory sets): the
     labels follow the chosen classes, the provenance indices point at the source's images and the
-    file says where they came from. A colour source is refused with the ones that work."""
+    file says where they came from. From CIFAR-10 the images keep their colour (N x 32 x 32 x 3) and
+    the npz source reads them back as 3 channels; a source without 10 classes is refused with the
+    ones that work."""
     from vaelab.data import ImageSet
     from vaelab.detect import build_ood_study
 
@@ -429,9 +431,24 @@ def test_study_layout_from_fashion_mnist_images(tmp_path):
         cls = test.labels[z[idx]].numpy()
         np.testing.assert_array_equal(z[y], np.where(cls >= 5, cls - 5, 5))
     np.testing.assert_array_equal(z["x_rep2"][:, 2:30, 2:30], test.images[z["index_rep2"], 0].numpy())
-    with pytest.raises(ConfigError, match="fashion-mnist"):
-        build_ood_study(tmp_path / "c.npz", mnist=(train, test), dataset="cifar10")
+    with pytest.raises(ConfigError, match="fashion-mnist, cifar10"):
+        build_ood_study(tmp_path / "c.npz", mnist=(train, test), dataset="celeba64")
     assert not (tmp_path / "c.npz").exists()
+
+    def colour(n_per_class: int) -> ImageSet:
+        y = torch.arange(10).repeat_interleave(n_per_class)
+        return ImageSet(torch.randint(0, 256, (len(y), 3, 32, 32), generator=g, dtype=torch.uint8), y, "cifar10")
+
+    ctrain, ctest = colour(30), colour(45)
+    build_ood_study(tmp_path / "c.npz", classes=(0, 2, 4, 6, 8), n_labeled=50, n_normal=100, mnist=(ctrain, ctest),
+                    dataset="cifar10")
+    z = np.load(tmp_path / "c.npz")
+    assert z["x_train"].shape == (100, 32, 32, 3) and str(z["source"]) == "cifar10"
+    np.testing.assert_array_equal(z["x_test"], ctest.images[z["index_test"]].permute(0, 2, 3, 1).numpy())
+    from vaelab.data import DataConfig, load_split
+
+    back = load_split(DataConfig(name="npz", path=str(tmp_path / "c.npz")), "test")
+    assert back.images.shape == (105, 3, 32, 32) and torch.equal(back.images, ctest.images[z["index_test"]])
 
 
 def test_own_file_in_study_layout(tmp_path):

@@ -1,7 +1,8 @@
-"""The OOD study's data layout, built from MNIST (or Fashion-MNIST), its loader, and the sets
-`vaelab detect` scores.
+"""The OOD study's data layout, built from MNIST (or Fashion-MNIST, or CIFAR-10), its loader, and
+the sets `vaelab detect` scores.
 
-The layout (one .npz, images uint8 N x 32 x 32, the 28 x 28 images padded with 2 black pixels):
+The layout (one .npz, images uint8 N x 32 x 32, the 28 x 28 images padded with 2 black pixels; from
+CIFAR-10 N x 32 x 32 x 3):
 
 | key                        | what                                                                    |
 |----------------------------|-------------------------------------------------------------------------|
@@ -19,7 +20,8 @@ The layout (one .npz, images uint8 N x 32 x 32, the 28 x 28 images padded with 2
 
 The study itself is built from MNIST. The same layout from Fashion-MNIST (`dataset="fashion-mnist"`,
 `vaelab data build-ood-study --data fashion-mnist`) is a task of the same shape on other images
-(benchmarks/detect_scores.py --validate).
+(benchmarks/detect_scores.py --validate); from CIFAR-10 (`--data cifar10`) a colour one
+(benchmarks/detect_tasks.py).
 
 Representative set 1 is stored as `x_test`/`y_test`, so the generic `npz` source trains on
 `x_train` and tests on it: `vaelab train vae --data npz --set data.path=study.npz`. A file of
@@ -36,7 +38,7 @@ import torch
 
 from ..data import SOURCES, DataConfig, ImageSet, load_split
 from ..data.parsers import images_to_tensor, load_npz
-from ..data.sources import IdxSource
+from ..data.sources import Cifar10Source, IdxSource
 from ..errors import ConfigError, DataError
 from ..fileio import atomic_path
 
@@ -52,8 +54,9 @@ def _anomaly_count(n_normal: int, fraction: float) -> int:
 def build_ood_study(out: str | Path, seed: int = 0, classes: Sequence[int] = (0, 1, 2, 3, 4), n_labeled: int = 1000,
                     n_normal: int = 1000, anomaly_fraction: float = 0.05,
                     mnist: tuple[ImageSet, ImageSet] | None = None, dataset: str = "mnist") -> dict[str, int]:
-    """Write the study layout built from ``dataset`` (MNIST by default; any grayscale labelled
-    source with 10 classes, i.e. also fashion-mnist) to ``out`` (.npz) and return the set sizes.
+    """Write the study layout built from ``dataset`` (MNIST by default; any labelled source with 10
+    classes: also fashion-mnist, and cifar10 in colour) to ``out`` (.npz) and return the set sizes.
+    Grayscale images are written N x 32 x 32 (padded from 28 x 28), colour ones N x 32 x 32 x 3.
 
     In-distribution: the classes ``classes``. From the training split, ``n_labeled`` images
     (equal numbers per class) form the labeled set and all the other in-distribution images the
@@ -68,9 +71,9 @@ def build_ood_study(out: str | Path, seed: int = 0, classes: Sequence[int] = (0,
         raise ConfigError(f"anomaly_fraction must be in (0, 0.5), got {anomaly_fraction}")
     if n_labeled < 0 or n_labeled % len(classes):
         raise ConfigError(f"n_labeled must be a non-negative multiple of the {len(classes)} classes, got {n_labeled}")
-    grayscale = [n for n, s in SOURCES.items() if isinstance(s, IdxSource)]  # 28x28 grayscale, 10 classes
-    if dataset not in grayscale:
-        raise ConfigError(f"the OOD study layout is built from a grayscale 10-class dataset: one of {', '.join(grayscale)}; "
+    ten_class = [n for n, s in SOURCES.items() if isinstance(s, (IdxSource, Cifar10Source))]  # labelled, 10 classes
+    if dataset not in ten_class:
+        raise ConfigError(f"the OOD study layout is built from a labelled 10-class dataset: one of {', '.join(ten_class)}; "
                           f"got {dataset!r}")
     if mnist is None:
         src = SOURCES[dataset]
@@ -108,7 +111,8 @@ def build_ood_study(out: str | Path, seed: int = 0, classes: Sequence[int] = (0,
         reps.append(rng.permutation(idx))
 
     def images(s: ImageSet, idx: np.ndarray) -> np.ndarray:
-        return s.subset(torch.as_tensor(idx, dtype=torch.long)).to_size(32, "pad").images[:, 0].numpy()
+        x = s.subset(torch.as_tensor(idx, dtype=torch.long)).to_size(32, "pad").images
+        return x[:, 0].numpy() if x.shape[1] == 1 else x.permute(0, 2, 3, 1).contiguous().numpy()
 
     def labels(s: ImageSet, idx: np.ndarray) -> np.ndarray:
         return label_of[s.labels[torch.as_tensor(idx, dtype=torch.long)].numpy()]
