@@ -8,7 +8,8 @@ exactly the detail bpd measures), with --nll-k importance samples on the first -
 
 Two stages, both resumable (every run directory under --runs is reused once finished):
 
-1. choose: the VAE with each candidate network and likelihood (CHOICES) for --choose-epochs epochs, compared
+1. choose: the VAE with each candidate network, likelihood, channel conditioning and bottleneck (CHOICES)
+   for --choose-epochs epochs (a candidate measured by an earlier call whose run is gone keeps its figures), compared
    by the validation split's negative ELBO in bits per dimension (a bound on the JPEG validation
    images, the only number the choice looks at);
 2. table: vae, beta-vae, beta-tcvae, iwae and their twins bvae, beta-bvae, beta-tcbvae, biwae with the
@@ -18,6 +19,8 @@ Two stages, both resumable (every run directory under --runs is reused once fini
    split.
 
     VAELAB_DATA=../shared/data python benchmarks/colour.py --runs DIR [--choose-epochs 1] [--epochs 2] [--nll-images 200]
+    python benchmarks/colour.py --runs DIR --choice resnet-dlogistic-cc --models vae,bvae   # a subset; rows merge
+    python benchmarks/colour.py --table                                                       # Markdown of colour.json
 
 writes benchmarks/results/colour.json.
 """
@@ -128,9 +131,31 @@ def evaluate(run: Path, a: argparse.Namespace, exact: Path) -> dict:
     return row
 
 
+def tables(result: dict) -> str:
+    """Markdown tables of colour.json: the choice stage, then the eight models."""
+    lines = ["| candidate | settings | validation -ELBO (bpd) | s/epoch |", "|---|---|---|---|"]
+    for name, c in sorted(result.get("choosing", {}).items(), key=lambda kv: kv[1]["val_nelbo_bpd"]):
+        mark = " (chosen)" if name == result.get("choice") else ""
+        settings = ", ".join(v.split("=", 1)[0].split(".")[-1] + "=" + v.split("=", 1)[1] for v in c.get("settings", CHOICES.get(name, [])))
+        lines.append(f"| {name}{mark} | {settings} | {c['val_nelbo_bpd']:.3f} | {c['seconds_per_epoch']:.0f} |")
+    lines += ["", "| model | parameters | ratio | s/epoch | bpd (exact test) | twin - uni | FID prior | FID GMM | PSNR | SSIM | linear probe |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def f(v, fmt):
+        return "" if v is None else format(v, fmt)
+
+    for r in result["results"]:
+        lines.append(f"| {r['model']} | {r['parameters']:,} | {f(r.get('param_ratio'), '.3f')} | {r['seconds_per_epoch']:.0f} | "
+                     f"{r['bpd_exact']:.3f} | {f(r.get('bpd_exact_twin_minus_uni'), '+.3f')} | {f(r.get('fid_lenet_prior'), '.1f')} | "
+                     f"{f(r.get('fid_lenet_gmm'), '.1f')} | {f(r.get('psnr'), '.2f')} | {f(r.get('ssim'), '.3f')} | "
+                     f"{f(r.get('probe_linear_acc'), '.3f')} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--runs", required=True)
+    ap.add_argument("--runs", help="run directories (reused; required unless --table)")
+    ap.add_argument("--table", action="store_true", help="print the Markdown tables of colour.json and stop")
     ap.add_argument("--epochs", type=int, default=2, help="epochs of each of the eight models")
     ap.add_argument("--choose-epochs", type=int, default=1, help="epochs of each stage-1 candidate")
     ap.add_argument("--latent-dim", type=int, default=64)
@@ -140,6 +165,11 @@ def main() -> None:
     ap.add_argument("--choice", default=None, help="skip stage 1 and use this CHOICES entry")
     ap.add_argument("--models", default=None, help="comma-separated subset of the eight (default: all)")
     a = ap.parse_args()
+    if a.table:
+        print(tables(json.loads((_common.RESULTS / "colour.json").read_text())))
+        return
+    if not a.runs:
+        ap.error("--runs is required")
     runs = Path(a.runs)
     runs.mkdir(parents=True, exist_ok=True)
     exact = exact_test_npz(runs)
