@@ -54,7 +54,7 @@ CHOICES = {
                                  "model.latent_dim=256", "model.hidden_dim=1024"],
 }
 DIMS = 3 * 32 * 32
-COLS = ["model", "parameters", "param_ratio", "seconds_per_epoch", "bpd_exact", "bpd_exact_twin_minus_uni",
+COLS = ["model", "parameters", "param_ratio", "seconds_per_epoch", "bpd_exact", "bpd_exact_twin_minus_uni", "kl_nats",
         "fid_lenet_prior", "fid_lenet_gmm", "psnr", "ssim", "probe_linear_acc"]
 
 
@@ -108,7 +108,10 @@ def evaluate(run: Path, a: argparse.Namespace, exact: Path) -> dict:
     """Every figure of the table for one run (cached in run/colour_metrics.json)."""
     done = run / "colour_metrics.json"
     if done.is_file():
-        return json.loads(done.read_text())
+        row = json.loads(done.read_text())
+        # rows cached before kl_nats was kept: the run's own test-split KL, which `evaluate --metrics elbo` also gives
+        row.setdefault("kl_nats", json.loads((run / "metrics.json").read_text()).get("kl"))
+        return row
 
     def ev(*args: str) -> dict:
         cmd = ["vaelab", "evaluate", str(run), "--json", *args]
@@ -124,7 +127,7 @@ def evaluate(run: Path, a: argparse.Namespace, exact: Path) -> dict:
     row = {"run": str(run), "parameters": train_m["parameters"], "train_seconds": secs,
            "seconds_per_epoch": secs / a.epochs, "bpd_exact": ex["bpd"], "nll_exact_nats": ex["nll"],
            "nll_images": min(a.nll_images, ex["n_test"]),
-           "nelbo_test_jpeg_bpd": own["nelbo"] / (DIMS * math.log(2)), "fid_lenet_prior": own.get("fid_lenet"),
+           "nelbo_test_jpeg_bpd": own["nelbo"] / (DIMS * math.log(2)), "kl_nats": own.get("kl"), "fid_lenet_prior": own.get("fid_lenet"),
            "fid_lenet_gmm": own.get("fid_lenet_gmm"), "psnr": own.get("psnr"), "ssim": own.get("ssim"),
            "probe_linear_acc": own.get("probe_linear_acc"), "active_units": own.get("active_units")}
     done.write_text(json.dumps(row, indent=2))
@@ -138,15 +141,16 @@ def tables(result: dict) -> str:
         mark = " (chosen)" if name == result.get("choice") else ""
         settings = ", ".join(v.split("=", 1)[0].split(".")[-1] + "=" + v.split("=", 1)[1] for v in c.get("settings", CHOICES.get(name, [])))
         lines.append(f"| {name}{mark} | {settings} | {c['val_nelbo_bpd']:.3f} | {c['seconds_per_epoch']:.0f} |")
-    lines += ["", "| model | parameters | ratio | s/epoch | bpd (exact test) | twin - uni | FID prior | FID GMM | PSNR | SSIM | linear probe |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += ["", "| model | parameters | ratio | s/epoch | bpd (exact test) | twin - uni | KL (nats) | FID prior | FID GMM | PSNR | SSIM | "
+                  "linear probe |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def f(v, fmt):
         return "" if v is None else format(v, fmt)
 
     for r in result["results"]:
         lines.append(f"| {r['model']} | {r['parameters']:,} | {f(r.get('param_ratio'), '.3f')} | {r['seconds_per_epoch']:.0f} | "
-                     f"{r['bpd_exact']:.3f} | {f(r.get('bpd_exact_twin_minus_uni'), '+.3f')} | {f(r.get('fid_lenet_prior'), '.1f')} | "
+                     f"{r['bpd_exact']:.3f} | {f(r.get('bpd_exact_twin_minus_uni'), '+.3f')} | {f(r.get('kl_nats'), '.1f')} | "
+                     f"{f(r.get('fid_lenet_prior'), '.1f')} | "
                      f"{f(r.get('fid_lenet_gmm'), '.1f')} | {f(r.get('psnr'), '.2f')} | {f(r.get('ssim'), '.3f')} | "
                      f"{f(r.get('probe_linear_acc'), '.3f')} |")
     return "\n".join(lines)
