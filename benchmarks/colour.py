@@ -139,7 +139,7 @@ def tables(result: dict) -> str:
     lines = ["| candidate | settings | validation -ELBO (bpd) | s/epoch |", "|---|---|---|---|"]
     for name, c in sorted(result.get("choosing", {}).items(), key=lambda kv: kv[1]["val_nelbo_bpd"]):
         mark = " (chosen)" if name == result.get("choice") else ""
-        settings = ", ".join(v.split("=", 1)[0].split(".")[-1] + "=" + v.split("=", 1)[1] for v in c.get("settings", CHOICES.get(name, [])))
+        settings = ", ".join(v.removeprefix("model.") for v in c.get("settings", CHOICES.get(name, [])))
         lines.append(f"| {name}{mark} | {settings} | {c['val_nelbo_bpd']:.3f} | {c['seconds_per_epoch']:.0f} |")
     lines += ["", "| model | parameters | ratio | s/epoch | bpd (exact test) | twin - uni | KL (nats) | FID prior | FID GMM | PSNR | SSIM | "
                   "linear probe |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]

@@ -10,7 +10,7 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 @pytest.fixture(autouse=True, scope="session")
 def _env(tmp_path_factory):
     """Real data from ../shared/data and Debian's Fashion-MNIST; a private cache; 2 threads, or one
-    per pytest-xdist worker (scripts/test.sh runs a worker per core: two workers of two threads
+    per pytest-xdist worker (scripts/test.sh runs a worker per logical CPU: two workers of two threads
     each would both slow down several times)."""
     if SHARED.is_dir():
         os.environ["VAELAB_DATA"] = str(SHARED)

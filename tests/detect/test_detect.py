@@ -416,9 +416,9 @@ def test_study_layout_from_fashion_mnist_images(tmp_path):
 
     g = torch.Generator().manual_seed(0)
 
-    def images(n_per_class: int) -> ImageSet:
+    def images(n_per_class: int, shape=(1, 28, 28), name="fashion-mnist") -> ImageSet:
         y = torch.arange(10).repeat_interleave(n_per_class)
-        return ImageSet(torch.randint(0, 256, (len(y), 1, 28, 28), generator=g, dtype=torch.uint8), y, "fashion-mnist")
+        return ImageSet(torch.randint(0, 256, (len(y), *shape), generator=g, dtype=torch.uint8), y, name)
 
     train, test = images(30), images(45)
     sizes = build_ood_study(tmp_path / "fm.npz", classes=(5, 6, 7, 8, 9), n_labeled=50, n_normal=100,
@@ -435,11 +435,7 @@ def test_study_layout_from_fashion_mnist_images(tmp_path):
         build_ood_study(tmp_path / "c.npz", mnist=(train, test), dataset="celeba64")
     assert not (tmp_path / "c.npz").exists()
 
-    def colour(n_per_class: int) -> ImageSet:
-        y = torch.arange(10).repeat_interleave(n_per_class)
-        return ImageSet(torch.randint(0, 256, (len(y), 3, 32, 32), generator=g, dtype=torch.uint8), y, "cifar10")
-
-    ctrain, ctest = colour(30), colour(45)
+    ctrain, ctest = images(30, (3, 32, 32), "cifar10"), images(45, (3, 32, 32), "cifar10")
     build_ood_study(tmp_path / "c.npz", classes=(0, 2, 4, 6, 8), n_labeled=50, n_normal=100, mnist=(ctrain, ctest),
                     dataset="cifar10")
     z = np.load(tmp_path / "c.npz")
