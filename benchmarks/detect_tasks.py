@@ -67,7 +67,7 @@ def classes_of(seed: int) -> list[int]:
 
 
 def run_task(dataset: str, seed: int, candidate: str, overrides: list[str], epochs: int, runs: Path,
-             detector: dict, train: str | None = None) -> dict:
+             detector: dict, train: str | None = None, model: str = "vae") -> dict:
     from vaelab.config import parse_set
     from vaelab.detect.study import build_ood_study
     from vaelab.train import RunConfig, fit
@@ -83,7 +83,7 @@ def run_task(dataset: str, seed: int, candidate: str, overrides: list[str], epoc
         return json.loads(done.read_text())
     if not (run / "metrics.json").is_file():
         resume = (run / "checkpoints" / "last.ckpt").is_file()
-        cfg = RunConfig.build("vae", parse_set(["data.name=npz", f"data.path={study}", f"train.epochs={epochs}",
+        cfg = RunConfig.build(model, parse_set(["data.name=npz", f"data.path={study}", f"train.epochs={epochs}",
                                                 "train.progress_bar=false", "seed=0", *overrides]))
         t0 = time.perf_counter()
         fit(cfg, run, resume=resume)
@@ -167,6 +167,8 @@ def main() -> None:
     ap.add_argument("--norm-range", default=None, help="LOW,HIGH quantile anchors of the normalised score, or a "
                                                          "name (minmax, default)")
     ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--model", default="vae", help="the model trained on each task (ssvae: semi-supervised on the "
+                                                   "study's labelled set, and the default combo adds its class entropy)")
     ap.add_argument("--reporting", action="store_true", help="score the reporting draws (only for the chosen candidate)")
     ap.add_argument("--limit-tasks", type=int, default=None, help="smoke test: the first N draws only")
     ap.add_argument("--datasets", default=None, help="comma-separated: only these datasets' draws (the other draws' "
@@ -191,7 +193,7 @@ def main() -> None:
                                   else tuple(float(v) for v in a.norm_range.split(",")))
     rows = []
     for ds, seed in draws:
-        r = run_task(ds, seed, a.candidate, DEFAULT_SET + a.set, a.epochs, Path(a.runs), detector, a.train)
+        r = run_task(ds, seed, a.candidate, DEFAULT_SET + a.set, a.epochs, Path(a.runs), detector, a.train, a.model)
         rows.append(r)
         print(f"{ds} seed {seed} classes {r['classes']}: ROC-AUC {r['rep1']['roc_auc']:.4f} / {r['rep2']['roc_auc']:.4f}, "
               f"normal flagged {r['rep1']['normal_flagged']:.2%} / {r['rep2']['normal_flagged']:.2%}", flush=True)
@@ -206,7 +208,7 @@ def main() -> None:
     for ds, s in summary.items():
         print(f"{which} {ds}: mean ROC-AUC {s['mean_roc_auc']:.4f}, min {s['min_roc_auc']:.4f}, normal flagged "
               f"{s['normal_flagged_min']:.1%}-{s['normal_flagged_max']:.1%}")
-    entry = {"candidate": a.candidate, "trained_as": a.train or a.candidate, "overrides": DEFAULT_SET + a.set, "detector": {k: list(v) if isinstance(v, tuple) else v
+    entry = {"candidate": a.candidate, "model": a.model, "trained_as": a.train or a.candidate, "overrides": DEFAULT_SET + a.set, "detector": {k: list(v) if isinstance(v, tuple) else v
                                                                                       for k, v in detector.items()},
              "epochs": a.epochs, "tasks": rows, **summary}
     results.setdefault("candidates", {}).setdefault(a.candidate, {})[which] = entry

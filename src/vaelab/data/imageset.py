@@ -16,10 +16,15 @@ def to_unit_float(x: torch.Tensor) -> torch.Tensor:
     return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
 
 
+UNKNOWN_LABEL = -1  # the label of an image whose class is not known (semi-supervised training sets)
+
+
 @dataclass
 class ImageSet:
     """Images as a uint8 tensor (N, C, H, W), or vectors as a float32 tensor (N, D) (tabular
-    data), and optional int64 labels (N,)."""
+    data), and optional int64 labels (N,): class numbers 0, 1, ..., or UNKNOWN_LABEL (-1) for an
+    image whose class is not known (a partly labelled training set for a semi-supervised model;
+    ``labelled()`` is the part with known labels)."""
 
     images: torch.Tensor
     labels: torch.Tensor | None = None
@@ -65,6 +70,9 @@ class ImageSet:
                     "give one integer label per image"
                 )
             self.labels = self.labels.long()
+            if len(self.labels) and int(self.labels.min()) < UNKNOWN_LABEL:
+                raise DataError(f"{self.name}: labels must be class numbers 0, 1, 2, ... or {UNKNOWN_LABEL} for an unknown "
+                                f"label; found {int(self.labels.min())}")
         if self.files is not None and len(self.files) != len(x):
             raise DataError(f"{self.name}: {len(x)} images but {len(self.files)} file names")
         if self.masks is not None:
@@ -118,6 +126,16 @@ class ImageSet:
             list(self.notes),
             None if self.masks is None else self.masks[index],
         )
+
+    @property
+    def has_unknown_labels(self) -> bool:
+        return self.labels is not None and bool((self.labels == UNKNOWN_LABEL).any())
+
+    def labelled(self) -> "ImageSet":
+        """The images whose label is known (itself when every label is; labels None stay None)."""
+        if not self.has_unknown_labels:
+            return self
+        return self.subset((self.labels != UNKNOWN_LABEL).nonzero().squeeze(1))
 
     def select_classes(self, keep: Sequence[int] | None = None, drop: Sequence[int] | None = None) -> "ImageSet":
         """Keep only the listed classes and/or drop others (one-class work)."""

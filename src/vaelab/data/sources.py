@@ -16,7 +16,7 @@ from ..errors import DataError
 from ..fileio import atomic_path
 from .download import RemoteFile, cache_dir, data_roots, download
 from .folder import IMAGE_SUFFIXES, FolderCache, FolderOptions, read_folder  # noqa: F401
-from .imageset import ImageSet
+from .imageset import UNKNOWN_LABEL, ImageSet
 from .parsers import decode_image, images_to_tensor, load_npz, read_cifar10_bin, read_idx
 
 SPLITS = ("train", "test")
@@ -332,7 +332,10 @@ FOLDER = FolderSource("folder", "your own directory of images (class sub-directo
 class NpzSource(Source):
     """Arrays you saved with numpy.savez: x_train (and y_train, x_test, y_test), or x (and y; 10%
     held out as the test split). Images are uint8 N x H x W, N x H x W x C or N x C x H x W, or
-    floats in [0, 1]; an N x D array is N vectors of D numbers (tabular data)."""
+    floats in [0, 1]; an N x D array is N vectors of D numbers (tabular data). A label of -1 means
+    unknown. A labelled set x_labeled / y_labeled (the OOD study's layout) joins the training split
+    after x_train, whose images then carry the unknown label unless y_train gives theirs: a
+    semi-supervised model (ssvae) learns from those labels, the others ignore them."""
 
     def _complete(self, d: Path) -> bool:
         return d.is_file()
@@ -349,6 +352,14 @@ class NpzSource(Source):
         z = load_npz(p)
         if f"x_{split}" in z:
             x, y = z[f"x_{split}"], z.get(f"y_{split}")
+            if split == "train" and "x_labeled" in z and "y_labeled" in z:  # a labelled set beside the training
+                # images (the OOD study's layout): both train, the others with the unknown label
+                if z["x_labeled"].shape[1:] != x.shape[1:]:
+                    raise DataError(f"{p}: x_labeled's images are {z['x_labeled'].shape[1:]}, x_train's {x.shape[1:]}; "
+                                    "they must have one shape")
+                y = np.concatenate([np.full(len(x), UNKNOWN_LABEL, np.int64) if y is None else y.astype(np.int64),
+                                    z["y_labeled"].astype(np.int64)])
+                x = np.concatenate([x, z["x_labeled"]])
             if f"masks_{split}" in z:  # defect masks (vaelab data build-defects): pixel-level evaluation
                 s = self._make(x, y, p)
                 return ImageSet(s.images, s.labels, s.name, s.class_names, masks=torch.from_numpy(z[f"masks_{split}"].astype(bool)))
@@ -387,8 +398,9 @@ def _labels(y: np.ndarray | None, n: int, p: Path) -> torch.Tensor | None:
         return None
     if y.dtype.kind not in "iu" or y.shape != (n,):
         raise DataError(f"{p}: labels must be {n} integers, got {y.dtype} {y.shape}")
-    if y.min() < 0 or int(y.max()) > np.iinfo(np.int64).max:
-        raise DataError(f"{p}: labels must be class numbers 0, 1, 2, ...; found {y.min()} .. {y.max()}")
+    if y.size and (y.min() < UNKNOWN_LABEL or int(y.max()) > np.iinfo(np.int64).max):
+        raise DataError(f"{p}: labels must be class numbers 0, 1, 2, ... (or {UNKNOWN_LABEL} for an unknown label); found "
+                        f"{y.min()} .. {y.max()}")
     return torch.from_numpy(y.astype(np.int64))
 
 

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from ..errors import ConfigError, ModelError
 from ..exported import MODEL_FILES, OUTPUT_NAMES, load_exported
 from ..fileio import atomic_write_json
-from .scores import (BCEScore, ComboScore, GMMScore, KNNScore, MahalanobisScore, MSEScore, NELBOScore, PatchMSEScore,
+from .scores import (BCEScore, ClassEntropyScore, ComboScore, GMMScore, KNNScore, MahalanobisScore, MSEScore, NELBOScore, PatchMSEScore,
                      Score, SSIMScore, Whitener, gaussian_parts, nelbo_at_noise)
 
 __all__ = ["EXPORTABLE_SCORES", "FORMATS", "ScorerModule", "check_exportable", "export_detector", "load_exported"]
@@ -38,7 +38,7 @@ __all__ = ["EXPORTABLE_SCORES", "FORMATS", "ScorerModule", "check_exportable", "
 FORMATS = tuple(MODEL_FILES)
 # every score of vaelab.detect.scores that the exported module computes; nll samples afresh per image
 EXPORTABLE_SCORES = ("mse", "bce", "patch_mse", "ssim", "nelbo", "mahalanobis", "latent_gmm", "latent_knn",
-                     "feature_knn", "feature_gmm", "combo")
+                     "feature_knn", "feature_gmm", "class_entropy", "combo")
 
 
 def _refuse(what: str, why: str) -> ConfigError:
@@ -256,6 +256,12 @@ class _ComboHead(nn.Module):
         return ((s - self.mean) / self.std).mean(1)
 
 
+class _ClassEntropyHead(nn.Module):
+    def forward(self, ctx: _Context) -> torch.Tensor:
+        lp = F.log_softmax(ctx.model.logits(ctx.get("latent")), 1)
+        return -(lp.exp() * lp).sum(1)
+
+
 def _head(s: Score, model: nn.Module) -> nn.Module:
     image_shape = tuple(model.image_shape)
     if isinstance(s, MSEScore):
@@ -276,6 +282,8 @@ def _head(s: Score, model: nn.Module) -> nn.Module:
         return _KNNHead(s)
     if isinstance(s, ComboScore):
         return _ComboHead(s, model)
+    if isinstance(s, ClassEntropyScore):
+        return _ClassEntropyHead()
     why = ("it draws fresh importance samples for every image, so the same image would not get the same score"
            if s.name == "nll" else "the exporter has no torch version of it")
     raise _refuse(repr(s.name), why)

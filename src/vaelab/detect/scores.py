@@ -19,8 +19,10 @@ batches under a seed, so the same images give the same scores.
 | `latent_knn`  | mean distance of the standardised E[z|x] to its k nearest training codes | any |
 | `feature_knn` | the same on the encoder's features (before the latent heads), PCA-whitened | any |
 | `feature_gmm` | -log density of the whitened encoder features under a Gaussian mixture | any |
+| `class_entropy` | entropy (nats) of the model's class probabilities p(y | E[z|x])  | a classifier |
 | `combo`       | mean of the members' z-scores (or ranks); default DEFAULT_COMBO =  | members|
-|               | ssim + latent_gmm + feature_knn + patch_mse                       |        |
+|               | ssim + latent_gmm + feature_knn + patch_mse, and class_entropy on  |        |
+|               | a model with a classifier (ssvae): DEFAULT_CLASSIFIER_COMBO       |        |
 
 Scores fitted on the training images (the kNN ones) score those images leave-one-out in
 ``training_scores`` (an image is not its own neighbour), so the statistics a detector or a combo
@@ -408,6 +410,35 @@ class GMMScore(_RepresentationScore):
         return torch.from_numpy(-self.gmm_.score_samples(self.vectors(model, x).numpy()))
 
 
+# -- a classifier's uncertainty --------------------------------------------------------------------
+def class_log_probs(model: Autoencoder, x: torch.Tensor) -> torch.Tensor:
+    """log p(y | E[z|x]) of a model with a classifier on its code (``logits``: the ssvae), [B, K]."""
+    return F.log_softmax(model.logits(model.encode(x).mean), 1)
+
+
+class ClassEntropyScore(Score):
+    """The entropy of the model's class probabilities p(y | E[z|x]) in nats: an image of none of the
+    classes the labelled images showed tends to sit between them (Hendrycks and Gimpel's softmax
+    baseline; an entropy uses every class's probability, not only the largest)."""
+
+    name = "class_entropy"
+
+    def check(self, model: Autoencoder) -> None:
+        super().check(model)
+        if not callable(getattr(model, "logits", None)) or not callable(getattr(model, "predict_proba", None)):
+            raise ModelError(f"the 'class_entropy' score needs a model with a classifier on its code (ssvae, trained with "
+                             f"some labelled images); {model.config.name} has none. Use one of: {', '.join(density_free_scores())}")
+
+    def batch(self, model: Autoencoder, x: torch.Tensor) -> torch.Tensor:
+        lp = class_log_probs(model, x)
+        return -(lp.exp() * lp).sum(1)
+
+
+def has_classifier(model: Autoencoder) -> bool:
+    """Whether ``model`` classifies its code (the class_entropy score applies)."""
+    return callable(getattr(model, "logits", None)) and callable(getattr(model, "predict_proba", None))
+
+
 # -- combinations ---------------------------------------------------------------------------------
 class ComboScore(Score):
     """The mean over member scores of each one's standardised value: ``method='zscore'``
@@ -471,6 +502,10 @@ class ComboScore(Score):
 # that meets both targets. Structural error, a local pixel error and two densities (latent codes,
 # encoder features) fail on different normal classes.
 DEFAULT_COMBO = ("ssim", "latent_gmm", "feature_knn", "patch_mse")
+# a model that classifies its code (ssvae trained with the OOD study's labelled images) adds its class
+# entropy: on study-shaped tasks a class of none of the known ones sits between them
+# (benchmarks/detect_tasks.py, candidate ssvae, chosen on the choosing draws)
+DEFAULT_CLASSIFIER_COMBO = (*DEFAULT_COMBO, "class_entropy")
 
 SCORES: dict[str, tuple[Callable[..., Score], str]] = {
     "mse": (lambda **o: MSEScore(), "mean squared reconstruction error of decode(E[z|x])"),
@@ -489,6 +524,8 @@ SCORES: dict[str, tuple[Callable[..., Score], str]] = {
                     "mean distance of the whitened encoder features to their k nearest training images'"),
     "feature_gmm": (lambda gmm_components=5, feature_dims=64, **o: GMMScore("feature", gmm_components, feature_dims),
                     "-log density of the whitened encoder features under a Gaussian mixture"),
+    "class_entropy": (lambda **o: ClassEntropyScore(), "entropy of the model's class probabilities p(y | E[z|x]) "
+                      "(needs a classifier: ssvae)"),
 }
 
 

@@ -13,6 +13,7 @@ def accuracy(model: Autoencoder, data: ImageSet, batch_size: int = 1000, **_) ->
     """Fraction of ``data`` whose ``model.predict`` equals the label. Empty for models without
     ``predict`` and for unlabelled data (like the active units of a model without a prior)."""
     predict = getattr(model, "predict", None)
+    data = data.labelled()
     if predict is None or data.labels is None or len(data) == 0:
         return {}
     model.eval()

@@ -62,7 +62,9 @@ def train_lenet(train: ImageSet, seed: int = 0, epochs: int = 2, batch_size: int
 
     from ..fileio import atomic_path
 
-    if train is None or train.labels is None:
+    if train is not None and train.labels is not None:
+        train = train.labelled()  # images of unknown label (-1) do not train it
+    if train is None or train.labels is None or not len(train):
         raise ConfigError("fid_lenet trains its feature network on the labelled training split, and this data set "
                           "has no labels; use fid_features=inception (see vaelab.evaluate.features)")
     n_classes = int(train.labels.max()) + 1

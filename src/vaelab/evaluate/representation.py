@@ -33,6 +33,9 @@ def probes(model: Autoencoder, data: ImageSet, train: ImageSet | None = None, se
 
     if train is None or train.labels is None or data.labels is None:
         return {}
+    train, data = train.labelled(), data.labelled()  # images of unknown label (-1) do not train or test a probe
+    if not len(train) or not len(data):
+        return {}
     tr = train.limit(probe_train_images, seed)
     ztr, zte = embed(model, tr, batch_size).numpy(), embed(model, data, batch_size).numpy()
     ytr, yte = tr.labels.numpy(), data.labels.numpy()
@@ -85,6 +88,9 @@ def few_label(model: Autoencoder, data: ImageSet, train: ImageSet | None = None,
     the metric is about), (b) the frozen encoder's latent means and (c) raw pixels (from scratch).
     Mean test accuracy over ``few_label_repeats`` draws of the labelled images (seeds seed, seed+1, ...)."""
     if train is None or train.labels is None or data.labels is None:
+        return {}
+    train, data = train.labelled(), data.labelled()
+    if not len(train) or not len(data):
         return {}
     n_classes = int(max(train.labels.max(), data.labels.max())) + 1
     fte, zte, xte = encoder_features(model, data, batch_size), embed(model, data, batch_size), data.float().flatten(1)

@@ -38,11 +38,14 @@ from .vae import VAE, VAEConfig
 class SSVAEConfig(VAEConfig):
     name: str = "ssvae"
     xi: float = 1.0  # weight of the mean label NLL against the mean negative ELBO
-    n_classes: int = 10
+    n_classes: int = 10  # filled in from the training data's labels unless set
     n_labels: int | None = None  # labelled training images the trainer shows (seeded subset); None: all
     classifier_hidden: int = 128  # hidden units of the classifier on z; 0: a linear classifier
     classify_on: Literal["mean", "sample"] = "mean"
     dataset_size: int | None = None  # N of the training set; filled in from the data when trained
+    # n: the training images whose label the trainer shows (model.n_labels of them, or fewer when the
+    # data mark others unknown with -1); filled in when trained
+    labelled_images: int | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -56,6 +59,14 @@ class SSVAEConfig(VAEConfig):
             raise ConfigError(f"model.classifier_hidden must be >= 0 (0: linear), got {self.classifier_hidden}")
         if self.dataset_size is not None and self.dataset_size < 1:
             raise ConfigError(f"model.dataset_size must be >= 1, got {self.dataset_size}")
+        if self.labelled_images is not None and self.labelled_images < 1:
+            raise ConfigError(f"model.labelled_images must be >= 1, got {self.labelled_images}: the training data carry "
+                              "no known label (all -1); give the ssvae some labelled images")
+
+    def fill_from_labels(self, num_classes: int | None) -> None:
+        """The classifier's classes from the data's labels, unless model.n_classes was set."""
+        if num_classes is not None and "n_classes" not in getattr(self, "_set_keys", set()):
+            self.n_classes = max(2, num_classes)
 
     def fill_from_data(self, n_train: int | None, image_shape: tuple[int, int, int]) -> None:
         super().fill_from_data(n_train, image_shape)
@@ -67,6 +78,8 @@ class SSVAEConfig(VAEConfig):
         """N / n: training images per visible label (1 when the training-set size is unknown)."""
         if self.dataset_size is None:
             return 1.0
+        if self.labelled_images is not None:
+            return self.dataset_size / self.labelled_images
         n = self.dataset_size if self.n_labels is None else min(self.n_labels, self.dataset_size)
         return self.dataset_size / n
 

@@ -346,7 +346,8 @@ def pretrain_and_finetune(train: ImageSet, test: ImageSet, cfg: PretrainConfig, 
     layer_cb = (lambda i, m: callback("pretrain", i, m)) if callback else None
     layer_rec = greedy_pretrain(model, train.images, cfg, seed, log, layer_cb)
     pretrained = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    labelled = train.subset(labelled_indices(len(train), cfg.n_labels, seed))
+    known = train.labelled()  # images with the unknown label (-1) pretrain but are not fine-tuned on
+    labelled = known.subset(labelled_indices(len(known), cfg.n_labels, seed))
     metrics: dict[str, Any] = {f"rec_layer{i + 1}": v for i, v in enumerate(layer_rec)}
     finetune(model, labelled.images, labelled.labels, cfg, "head", cfg.finetune_epochs, seed, log)
     metrics["acc_finetune_head"] = accuracy(model, test.images, test.labels, cfg.eval_batch_size)

@@ -60,8 +60,11 @@ def labelled_indices(n_images: int, n_labels: int | None, seed: int) -> torch.Te
 
 def visible_labels(labels: torch.Tensor, n_visible: int | None, seed: int) -> torch.Tensor:
     """``labels`` with all but the ``labelled_indices(len(labels), n_visible, seed)`` replaced by -1
-    (unknown): what a semi-supervised model is shown. None: every label is visible."""
-    keep = labelled_indices(len(labels), n_visible, seed)
+    (unknown): what a semi-supervised model is shown. None: every label is visible. Labels that are
+    already unknown (-1) stay so, and the ``n_visible`` are drawn among the known ones (the same draw
+    as before when every label is known)."""
+    known = (labels >= 0).nonzero().squeeze(1)
+    keep = known[labelled_indices(len(known), n_visible, seed)]
     out = torch.full_like(labels, -1)
     out[keep] = labels[keep]
     return out
