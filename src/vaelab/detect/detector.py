@@ -96,7 +96,9 @@ class AutoencoderDetector(BaseEstimator):
         trains its model or reads it from a run directory standardises X as the model's training data
         were (the run's ``data.center`` / ``data.scale``); an ``Autoencoder`` object takes X as its model
         sees it.
-        None: ``fit`` trains ``model_name`` on X with vaelab's trainer (``epochs``, ``overrides`` as
+        None: ``fit`` trains ``model_name`` on X with vaelab's trainer ('auto', the default: an ssvae
+        when X is an ImageSet whose labels are known for some images of two or more classes and unknown
+        (-1) for the others, as in the OOD study's training split, a vae otherwise; ``epochs``, ``overrides`` as
         nested run-config keys, e.g. ``{"model": {"arch": "mlp"}}``; into ``train_dir``, or a
         temporary directory that is removed). Otherwise ``fit`` only scores X to set the threshold.
     score : one of 'mse', 'patch_mse', 'bce', 'ssim', 'nelbo', 'nll', 'mahalanobis', 'latent_gmm', 'latent_knn',
@@ -136,7 +138,7 @@ class AutoencoderDetector(BaseEstimator):
                  norm_range: Sequence[float] | str = DEFAULT_NORM_RANGE, threshold_rule: str = "contamination",
                  combo: Sequence[str] = DEFAULT_COMBO, combo_method: str = "zscore", n_samples: int = 1,
                  nll_k: int = 100, gmm_components: int = 5, knn_k: int = 5, feature_dims: int = 64,
-                 patch_size: int = DEFAULT_PATCH_SIZE, model_name: str = "vae", epochs: int = 10,
+                 patch_size: int = DEFAULT_PATCH_SIZE, model_name: str = "auto", epochs: int = 10,
                  overrides: dict[str, Any] | None = None, train_dir: str | Path | None = None,
                  batch_size: int = 500, seed: int = 0):
         self.model = model
@@ -206,7 +208,14 @@ class AutoencoderDetector(BaseEstimator):
                 ImageSet(images) if images.dtype == torch.uint8 else ImageSet.from_float(images))
         base = {"seed": self.seed, "data": {"name": data.name if data.name in SOURCES else "npz"},
                 "train": {"epochs": self.epochs, "progress_bar": False}}
-        cfg = RunConfig.build(self.model_name, deep_merge(base, self.overrides or {}))
+        name = self.model_name
+        if name == "auto":
+            known = data.labelled().labels if data.has_unknown_labels else None
+            name = "ssvae" if known is not None and len(torch.unique(known)) >= 2 else "vae"
+            log.info("model_name=auto: training a %s (%s)", name, "some labels known, the others -1" if name == "ssvae"
+                     else "no partly labelled training set")
+        self.model_name_ = name
+        cfg = RunConfig.build(name, deep_merge(base, self.overrides or {}))
         train, val = data.split(cfg.data.val_fraction, cfg.seed)
         if data.is_vector:
             from ..data import _standardized, fit_standardizer
