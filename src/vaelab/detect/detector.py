@@ -17,7 +17,7 @@ from ..errors import ConfigError, DataError, ModelError
 from ..models import Autoencoder
 from ..train import load_run
 from .thresholds import THRESHOLD_RULES, choose_threshold, predict_confidence, predict_proba
-from .scores import (DEFAULT_COMBO, DEFAULT_PATCH_SIZE, SCORE_NAMES, VECTOR_COMBO, Score, has_classifier, make_score,
+from .scores import (DEFAULT_CLASSIFIER_COMBO, DEFAULT_COMBO, DEFAULT_PATCH_SIZE, SCORE_NAMES, VECTOR_COMBO, Score, has_classifier, make_score,
                      score_images)
 
 # reconstruction error and latent density, each z-scored against the training set: see the README
@@ -104,7 +104,7 @@ class AutoencoderDetector(BaseEstimator):
     score : one of 'mse', 'patch_mse', 'bce', 'ssim', 'nelbo', 'nll', 'mahalanobis', 'latent_gmm', 'latent_knn',
         'feature_knn', 'feature_gmm', 'class_entropy', 'combo' (default: 'combo' of DEFAULT_COMBO = 'ssim',
         'latent_gmm', 'feature_knn' and 'patch_mse', each z-scored by its training scores; needs no prior, so any
-        model works; a model with a classifier (ssvae) adds 'class_entropy', DEFAULT_CLASSIFIER_COMBO).
+        model works; a model with a classifier (ssvae) adds 'class_entropy' twice, DEFAULT_CLASSIFIER_COMBO).
     contamination : fraction of the training data flagged: the threshold is the (1 - contamination)
         quantile of ``decision_scores_``. Ignored when ``threshold`` is given; the fallback of the
         other rules.
@@ -191,7 +191,7 @@ class AutoencoderDetector(BaseEstimator):
             combo = VECTOR_COMBO
             log.info("vectors: the default combo keeps its members defined on vectors, %s", " + ".join(combo))
         if model is not None and self.score == "combo" and tuple(self.combo) == DEFAULT_COMBO and has_classifier(model):
-            combo = (*combo, "class_entropy")
+            combo = (*combo, *DEFAULT_CLASSIFIER_COMBO[len(DEFAULT_COMBO):])
             log.info("the model classifies its code: the default combo adds its class entropy, %s", " + ".join(combo))
         return make_score(self.score, combo=combo, combo_method=self.combo_method, n_samples=self.n_samples,
                           nll_k=self.nll_k, gmm_components=self.gmm_components, knn_k=self.knn_k,
