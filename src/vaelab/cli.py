@@ -11,7 +11,7 @@ from .errors import VaelabError
 
 # For --help without importing torch; tests/test_cli.py checks them against vaelab.detect.
 _SCORES = ("mse", "bce", "patch_mse", "nelbo", "nll", "mahalanobis", "latent_gmm", "ssim", "latent_knn", "feature_knn",
-           "feature_gmm")
+           "feature_gmm", "class_entropy")
 _DEFAULT_COMBO = ("ssim", "latent_gmm", "feature_knn", "patch_mse")
 _DEFAULT_PATCH_SIZE = 15
 
@@ -439,7 +439,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="quantiles of the training scores that the normalised score maps to 0 and 1: quantile "
                          "(default: median and 99.9th percentile, so a fixed --threshold flags a stable share of "
                          "normal images across models), minmax (min and max), or two numbers such as 0.5,0.99")
-    dt.add_argument("--score", help=f"combo (default: {' + '.join(_DEFAULT_COMBO)}) or one of {', '.join(_SCORES)}")
+    dt.add_argument("--score", help=f"combo (default: {' + '.join(_DEFAULT_COMBO)}, and class_entropy twice on an ssvae) or one of "
+                                      f"{', '.join(_SCORES)}")
     dt.add_argument("--combo", help=f"the scores --score combo averages (default {','.join(_DEFAULT_COMBO)})")
     dt.add_argument("--combo-method", choices=["zscore", "rank"], help="how combo puts its members on one scale")
     dt.add_argument("--nll-k", type=int, help="importance samples for --score nll (default 100)")
