@@ -226,8 +226,11 @@ sys.exit(main(sys.argv[2:]))
 
 def test_ctrl_c_prints_how_to_resume_exits_130_and_the_resume_is_exact(tmp_path):
     run, ref, marker = tmp_path / "run", tmp_path / "ref", tmp_path / "stalled"
+    # the child starts with Ctrl-C's default action: a process inherits an ignored SIGINT, and a library
+    # used earlier in this test worker may have left it ignored (the full suite timed out here; alone it passed)
     child = subprocess.Popen([sys.executable, "-c", STALLING_CHILD, str(marker), *SIGINT_ARGS, "--out", str(run)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 180
     while not marker.exists():
         assert child.poll() is None, child.communicate()[1]
