@@ -432,7 +432,7 @@ class ClassEntropyScore(Score):
 
     def check(self, model: Autoencoder) -> None:
         super().check(model)
-        if not callable(getattr(model, "logits", None)) or not callable(getattr(model, "predict_proba", None)):
+        if not has_classifier(model):
             raise ModelError(f"the 'class_entropy' score needs a model with a classifier on its code (ssvae, trained with "
                              f"some labelled images); {model.config.name} has none. Use one of: {', '.join(density_free_scores())}")
 
