@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from ..errors import ConfigError, ModelError
 from ..exported import MODEL_FILES, OUTPUT_NAMES, load_exported
 from ..fileio import atomic_write_json
-from .scores import (ENTROPY_FLOOR, BCEScore, ClassEntropyScore, ComboScore, GMMScore, KNNScore, MahalanobisScore, MSEScore, NELBOScore, PatchMSEScore,
-                     Score, SSIMScore, Whitener, gaussian_parts, nelbo_at_noise)
+from .scores import (BCEScore, ClassEntropyScore, ComboScore, GMMScore, KNNScore, MahalanobisScore, MSEScore, NELBOScore, PatchMSEScore,
+                     Score, SSIMScore, Whitener, gaussian_parts, log_entropy, nelbo_at_noise)
 
 __all__ = ["EXPORTABLE_SCORES", "FORMATS", "ScorerModule", "check_exportable", "export_detector", "load_exported"]
 
@@ -258,8 +258,7 @@ class _ComboHead(nn.Module):
 
 class _ClassEntropyHead(nn.Module):
     def forward(self, ctx: _Context) -> torch.Tensor:
-        lp = F.log_softmax(ctx.model.logits(ctx.get("latent")), 1)
-        return torch.log((-(lp.exp() * lp).sum(1)).clamp_min(0.0) + ENTROPY_FLOOR)
+        return log_entropy(F.log_softmax(ctx.model.logits(ctx.get("latent")), 1))
 
 
 def _head(s: Score, model: nn.Module) -> nn.Module:

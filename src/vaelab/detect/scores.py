@@ -421,6 +421,11 @@ def class_log_probs(model: Autoencoder, x: torch.Tensor) -> torch.Tensor:
 ENTROPY_FLOOR = 1e-6  # nats: the floor under the entropy before its log
 
 
+def log_entropy(log_probs: torch.Tensor) -> torch.Tensor:
+    """log(H + ENTROPY_FLOOR) of each row of class log-probabilities [B, K] (also the exported head's)."""
+    return torch.log((-(log_probs.exp() * log_probs).sum(1)).clamp_min(0.0) + ENTROPY_FLOOR)
+
+
 class ClassEntropyScore(Score):
     """log(H + 1e-6), H the entropy in nats of the model's class probabilities p(y | E[z|x]): an image
     of none of the classes the labelled images showed tends to sit between them (Hendrycks and
@@ -437,8 +442,7 @@ class ClassEntropyScore(Score):
                              f"some labelled images); {model.config.name} has none. Use one of: {', '.join(density_free_scores())}")
 
     def batch(self, model: Autoencoder, x: torch.Tensor) -> torch.Tensor:
-        lp = class_log_probs(model, x)
-        return torch.log((-(lp.exp() * lp).sum(1)).clamp_min(0.0) + ENTROPY_FLOOR)
+        return log_entropy(class_log_probs(model, x))
 
 
 def has_classifier(model: Autoencoder) -> bool:
@@ -532,8 +536,8 @@ SCORES: dict[str, tuple[Callable[..., Score], str]] = {
                     "mean distance of the whitened encoder features to their k nearest training images'"),
     "feature_gmm": (lambda gmm_components=5, feature_dims=64, **o: GMMScore("feature", gmm_components, feature_dims),
                     "-log density of the whitened encoder features under a Gaussian mixture"),
-    "class_entropy": (lambda **o: ClassEntropyScore(), "entropy of the model's class probabilities p(y | E[z|x]) "
-                      "(needs a classifier: ssvae)"),
+    "class_entropy": (lambda **o: ClassEntropyScore(), "log of the entropy of the model's class probabilities "
+                      "p(y | E[z|x]) (needs a classifier: ssvae)"),
 }
 
 

@@ -236,8 +236,8 @@ def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False,
         labels = None
         if model.takes_labels and train.labels is not None:
             labels = visible_labels(train.labels, getattr(cfg.model, "n_labels", None), cfg.seed)
-            if hasattr(model.config, "labelled_images"):  # n of the label term's N / n
-                model.config.labelled_images = int((labels >= 0).sum())
+            if hasattr(model.config, "labelled_images"):  # n of the label term's N / n (none known: no label term)
+                model.config.labelled_images = int((labels >= 0).sum()) or None
         world = trainer.world_size
         loader = make_loader(train.images, t.batch_size, cfg.seed, shuffle=True, labels=labels, world_size=world)
         val_loader = make_loader(val.images, t.eval_batch_size, cfg.seed, shuffle=False, world_size=world) if len(val) else None
