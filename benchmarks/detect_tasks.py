@@ -12,6 +12,11 @@ Every (task, candidate) run is kept in --runs and reused, so the script resumes 
 
     VAELAB_DATA=../shared/data python benchmarks/detect_tasks.py --runs DIR [--candidate default] [--reporting]
     python benchmarks/detect_tasks.py --runs DIR --candidate latent32 --set model.latent_dim=32
+    python benchmarks/detect_tasks.py --runs DIR --candidate s1 --train s1 --set seed=1   # a second seed
+    python benchmarks/detect_tasks.py --runs DIR --candidate ens2 --ensemble default,s1  # their mean score
+
+Each run saves its raw scores (and, for a combo, every member's z-score) beside the model, so an
+ensemble of candidates is scored without training again.
 
 writes benchmarks/results/detect_tasks.json (one entry per candidate and draw set, merged with what
 the file already holds): for each dataset the mean, worst and spread of ROC-AUC over tasks and both
@@ -89,29 +94,72 @@ def run_task(dataset: str, seed: int, candidate: str, overrides: list[str], epoc
         fit(cfg, run, resume=resume)
         (run / "train_seconds").write_text(f"{time.perf_counter() - t0:.1f}\n")
     from vaelab.data import load_data
-    from vaelab.detect import DEFAULT_SCORE, AutoencoderDetector, evaluate_detection, load_detection_set
+    import torch
+
+    from vaelab.detect import DEFAULT_SCORE, AutoencoderDetector, load_detection_set
+    from vaelab.detect.detector import as_images
+    from vaelab.detect.scores import score_images
 
     # one fit on the training split with raw scores: every normalisation is a monotone map of them, so
     # the ROC-AUC is the same under all, and each one's share of normal images flagged at THRESHOLD
     # is computed from the same raw scores
     rc = RunConfig.load(run / "config.yaml")
     opts = {k: v for k, v in detector.items() if k != "norm_range"}
+    # the score is fitted on the training split of seed 0 whatever the model's seed, so that the
+    # members of an ensemble (--ensemble) have training scores on the same images
     det = AutoencoderDetector(str(run), opts.pop("score", DEFAULT_SCORE), normalize=False, seed=rc.seed,
-                              batch_size=rc.train.eval_batch_size, **opts).fit(load_data(rc.data, rc.seed)[0])
-    train_raw = det.decision_scores_
-    out = {"dataset": dataset, "seed": seed, "classes": classes_of(seed), "candidate": candidate}
-    raw = {"train": train_raw}
+                              batch_size=rc.train.eval_batch_size, **opts).fit(load_data(rc.data, 0)[0])
+    raw = {"train": det.decision_scores_}
+    combo = getattr(det.score_, "members", None)
+    if combo is not None:  # each member's z-score (the combo is their mean): how members weigh, from one fit
+        raw["member_names"] = np.array([m.spec() for m in combo])
+        raw["train_members"] = ((det.score_.train_scores_ - det.score_.mean_) / det.score_.std_).numpy()
     for split in ("rep1", "rep2"):
         target, y, _ = load_detection_set(str(study), rc.data, split)
-        r = det.raw_scores(target)
-        raw[split], raw[f"{split}_labels"] = r, y
+        raw[split], raw[f"{split}_labels"] = det.raw_scores(target), y
+        if combo is not None:
+            cols = torch.stack([score_images(det.model_, m, as_images(target), det.batch_size, det.seed) for m in combo], 1)
+            raw[f"{split}_members"] = ((cols - det.score_.mean_) / det.score_.std_).numpy()
+    np.savez_compressed(run / f"raw_scores-{candidate}.npz", **raw)
+    out = task_metrics(dataset, seed, candidate, raw, detector)
+    done.write_text(json.dumps(out, indent=2))
+    return out
+
+
+def task_metrics(dataset: str, seed: int, candidate: str, raw: dict, detector: dict) -> dict:
+    """ROC-AUC, PR-AUC and the share of normal images flagged on both representative sets, from
+    the raw scores of the training split and of the two sets."""
+    from vaelab.detect import evaluate_detection
+
+    train_raw = raw["train"]
+    out = {"dataset": dataset, "seed": seed, "classes": classes_of(seed), "candidate": candidate}
+    for split in ("rep1", "rep2"):
+        r, y = raw[split], raw[f"{split}_labels"]
         m = evaluate_detection(y, r, float(np.quantile(train_raw, 0.9)))
         out[split] = {"roc_auc": m["roc_auc"], "pr_auc": m["pr_auc"],
                       "normal_flagged_by_norm": {name: normal_flagged(train_raw, r, y, q) for name, q in NORMS.items()}}
         out[split]["normal_flagged"] = out[split]["normal_flagged_by_norm"][norm_name(detector)]
-    np.savez_compressed(run / f"raw_scores-{candidate}.npz", **raw)
-    done.write_text(json.dumps(out, indent=2))
     return out
+
+
+def ensemble_task(dataset: str, seed: int, candidate: str, members: list[str], epochs: int, runs: Path,
+                  detector: dict) -> dict:
+    """A candidate whose score is the mean of the raw scores of other candidates (each a combo of
+    z-scores, so on one scale): the detector's ``n_models`` ensemble, from the members' saved runs."""
+    task = runs / f"{dataset}-s{seed}"
+    raws = []
+    for m in members:
+        found = sorted(task.glob(f"*-e{epochs}/raw_scores-{m}.npz"))
+        if len(found) != 1:
+            raise SystemExit(f"ensemble member {m!r} on {task.name}: {len(found)} saved score files; run the member "
+                             "candidate on these draws first")
+        raws.append(dict(np.load(found[0])))
+    raw = {k: np.mean([r[k] for r in raws], 0) for k in ("train", "rep1", "rep2")}
+    for split in ("rep1", "rep2"):
+        raw[f"{split}_labels"] = raws[0][f"{split}_labels"]
+        if any(not np.array_equal(r[f"{split}_labels"], raw[f"{split}_labels"]) for r in raws):
+            raise SystemExit(f"ensemble members scored different {split} sets on {task.name}")
+    return task_metrics(dataset, seed, candidate, raw, detector)
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -162,6 +210,8 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], help="training overrides of the candidate")
     ap.add_argument("--train", default=None, help="reuse the models trained for this candidate (same --set and "
                                                     "--epochs); the candidate then differs only in how it scores")
+    ap.add_argument("--ensemble", default=None, help="comma-separated candidates already run on these draws: this "
+                                                      "candidate's score is the mean of their raw scores (n_models)")
     ap.add_argument("--score", default=None, help="the detector's score (default: the library's)")
     ap.add_argument("--combo", default=None, help="comma-separated members of the combo score")
     ap.add_argument("--norm-range", default=None, help="LOW,HIGH quantile anchors of the normalised score, or a "
@@ -193,7 +243,10 @@ def main() -> None:
                                   else tuple(float(v) for v in a.norm_range.split(",")))
     rows = []
     for ds, seed in draws:
-        r = run_task(ds, seed, a.candidate, DEFAULT_SET + a.set, a.epochs, Path(a.runs), detector, a.train, a.model)
+        if a.ensemble:
+            r = ensemble_task(ds, seed, a.candidate, a.ensemble.split(","), a.epochs, Path(a.runs), detector)
+        else:
+            r = run_task(ds, seed, a.candidate, DEFAULT_SET + a.set, a.epochs, Path(a.runs), detector, a.train, a.model)
         rows.append(r)
         print(f"{ds} seed {seed} classes {r['classes']}: ROC-AUC {r['rep1']['roc_auc']:.4f} / {r['rep2']['roc_auc']:.4f}, "
               f"normal flagged {r['rep1']['normal_flagged']:.2%} / {r['rep2']['normal_flagged']:.2%}", flush=True)
@@ -208,7 +261,7 @@ def main() -> None:
     for ds, s in summary.items():
         print(f"{which} {ds}: mean ROC-AUC {s['mean_roc_auc']:.4f}, min {s['min_roc_auc']:.4f}, normal flagged "
               f"{s['normal_flagged_min']:.1%}-{s['normal_flagged_max']:.1%}")
-    entry = {"candidate": a.candidate, "model": a.model, "trained_as": a.train or a.candidate, "overrides": DEFAULT_SET + a.set, "detector": {k: list(v) if isinstance(v, tuple) else v
+    entry = {"candidate": a.candidate, "model": a.model, "trained_as": a.train or a.candidate, "ensemble_of": a.ensemble.split(",") if a.ensemble else None, "overrides": DEFAULT_SET + a.set, "detector": {k: list(v) if isinstance(v, tuple) else v
                                                                                       for k, v in detector.items()},
              "epochs": a.epochs, "tasks": rows, **summary}
     results.setdefault("candidates", {}).setdefault(a.candidate, {})[which] = entry
