@@ -428,7 +428,8 @@ def build_parser() -> argparse.ArgumentParser:
     pt.set_defaults(func=cmd_pretrain)
 
     dt = sub.add_parser("detect", help="score a set for anomalies / out-of-distribution images with a trained run")
-    dt.add_argument("run_dir")
+    dt.add_argument("run_dir", nargs="+", help="a training run; several (one configuration, other seeds) make an "
+                                               "ensemble scored by the mean of their raw scores")
     dt.add_argument("--data", required=True, help="a dataset name (mnist, ...), an .npz (an OOD-study file: see "
                                                   "`vaelab data build-ood-study`) or a folder of images")
     dt.add_argument("--split", help="OOD-study file: rep1 (default), rep2, labeled or train; a dataset: test (default) or train")
@@ -459,7 +460,8 @@ def build_parser() -> argparse.ArgumentParser:
     dt.set_defaults(func=cmd_detect)
 
     xp = sub.add_parser("export", help="write a run's fitted detector as a standalone ONNX / TorchScript scorer with manifest.json")
-    xp.add_argument("run_dir")
+    xp.add_argument("run_dir", nargs="+", help="a training run; several (the same data, other seeds) export their "
+                                               "ensemble as one scorer")
     xp.add_argument("--format", choices=["onnx", "torchscript"], default="onnx", help="the bundle's format (default onnx)")
     xp.add_argument("--score", help="the anomaly score (default combo); every score but nll (fresh importance samples per image) exports")
     xp.add_argument("--combo", help=f"the scores --score combo averages (default {','.join(_DEFAULT_COMBO)})")

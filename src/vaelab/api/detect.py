@@ -19,7 +19,31 @@ log = logging.getLogger("vaelab")
 
 
 # -- anomaly / out-of-distribution detection ------------------------------------------------------
-def detect_run(run_dir: str | Path, data: str, split: str | None = None, score: str | None = None,
+def run_dirs(run_dir: str | Path | list[str | Path]) -> list[Path]:
+    """One run directory or several (an ensemble) as a list of paths."""
+    runs = [Path(r) for r in run_dir] if isinstance(run_dir, (list, tuple)) else [Path(run_dir)]
+    if not runs:
+        from ..errors import ConfigError
+
+        raise ConfigError("give at least one run directory")
+    return runs
+
+
+def load_ensemble(runs: list[Path]) -> tuple[RunConfig, list[Any]]:
+    """The first run's config and every run's model; runs trained on other data than the first are refused."""
+    cfg = RunConfig.load(runs[0] / "config.yaml")
+    for other in runs[1:]:
+        d = RunConfig.load(other / "config.yaml").data
+        if (d.name, d.path, d.classes) != (cfg.data.name, cfg.data.path, cfg.data.classes):
+            from ..errors import ConfigError
+
+            raise ConfigError(f"the ensemble's runs were trained on different data: {runs[0]} on {cfg.data.name} "
+                              f"{cfg.data.path or ''} {cfg.data.classes or ''}, {other} on {d.name} {d.path or ''} "
+                              f"{d.classes or ''}; ensemble runs of the same data (e.g. one configuration, several seeds)")
+    return cfg, [load_run(r) for r in runs]
+
+
+def detect_run(run_dir: str | Path | list[str | Path], data: str, split: str | None = None, score: str | None = None,
                threshold: float | None = None, contamination: float | None = None, out: str | Path | None = None,
                anomaly_classes: list[int] | None = None, max_flagged: int = 64, val_data: str | None = None,
                val_split: str | None = None, maps: list[str] | None = None,
@@ -32,7 +56,10 @@ def detect_run(run_dir: str | Path, data: str, split: str | None = None, score: 
     (in ``detector_options``) picks the threshold on the labelled ``val_data`` / ``val_split``.
     ``maps`` (kinds of vaelab.detect.maps: mse, ssim, gradient): per-pixel anomaly maps of every
     image, saved in maps.npz and drawn over the flagged images; when the set has defect masks (a
-    `vaelab data build-defects` file, an MVTec AD category) also their pixel ROC-AUC and AUPRO."""
+    `vaelab data build-defects` file, an MVTec AD category) also their pixel ROC-AUC and AUPRO.
+    Several run directories (``run_dir`` a list; runs of one configuration with different seeds,
+    trained on the same data) make an ensemble: the score is the mean of their raw scores,
+    calibrated on the first run's training split; pixel maps come from the first run's model."""
     if maps:
         from ..detect.maps import MAP_KINDS
 
@@ -46,14 +73,15 @@ def detect_run(run_dir: str | Path, data: str, split: str | None = None, score: 
     from ..detect import DEFAULT_SCORE, AutoencoderDetector, detection_figures, evaluate_detection, load_detection_set
     from ..fileio import atomic_write_text
 
-    run_dir = Path(run_dir)
+    runs = run_dirs(run_dir)
+    run_dir = runs[0]
     if out is not None and Path(out).exists() and (not Path(out).is_dir() or any(Path(out).iterdir())):
         from ..errors import ConfigError
 
         raise ConfigError(f"--out {out} already exists and is not empty; the report would overwrite what is there. "
                           "Choose a new or empty directory")
-    cfg = RunConfig.load(run_dir / "config.yaml")
-    model = load_run(run_dir)
+    cfg, models = load_ensemble(runs)
+    model = models[0]
     target, y, desc = load_detection_set(data, cfg.data, split, anomaly_classes)
     train = load_data(cfg.data, cfg.seed)[0]
     score = score or DEFAULT_SCORE
@@ -66,7 +94,7 @@ def detect_run(run_dir: str | Path, data: str, split: str | None = None, score: 
             raise ConfigError(f"--val-data {vdesc} has no anomaly labels; give an OOD-study file, the run's own data with "
                               "a class filter, or --anomaly-classes")
         val = {"val": v, "val_labels": vy}
-    det = AutoencoderDetector(model, score, contamination=contamination if contamination is not None else 0.1,
+    det = AutoencoderDetector(models if len(models) > 1 else model, score, contamination=contamination if contamination is not None else 0.1,
                               threshold=threshold, seed=cfg.seed, batch_size=cfg.train.eval_batch_size,
                               **detector_options).fit(train, **val)
     log.info("scoring %d images of %s", len(target), desc)
@@ -114,13 +142,16 @@ def detect_run(run_dir: str | Path, data: str, split: str | None = None, score: 
             rows.append(("defect mask", x, target.masks[pick].float()[:, None]))
         figs.append(("Anomaly maps of the highest-scoring flagged images (each map min-max scaled per image)",
                      draw_rows(rows, out / "figures" / "maps.png")))
-    settings = {"run_dir": str(run_dir.resolve()), "model": cfg.model.name, "data": desc, "score": score,
+    settings = {"run_dir": str(run_dir.resolve()), **({"ensemble_of": [str(r.resolve()) for r in runs]} if len(runs) > 1 else {}),
+                "model": cfg.model.name, "data": desc, "score": score,
                 "threshold": threshold, "contamination": None if threshold is not None else det.contamination,
                 "calibration": f"{cfg.data.name} training split ({det.n_train_} images)", **detector_options}
     lo, hi = det.norm_quantiles_
     anchors = ("0 = the most normal training image, 1 = the most anomalous" if (lo, hi) == (0.0, 1.0) else
                f"0 = the training scores' {lo:g} quantile, 1 = their {hi:g} quantile")
-    notes = [f"Scores of {len(target)} images of {desc} by the {cfg.model.name} of {run_dir.resolve()}: '{score}', "
+    by = (f"the {cfg.model.name} of {run_dir.resolve()}" if len(runs) == 1 else
+          f"an ensemble of {len(runs)} runs (the mean of their raw scores; the first: {cfg.model.name} of {run_dir.resolve()})")
+    notes = [f"Scores of {len(target)} images of {desc} by {by}: '{score}', "
              f"normalised with the training split's scores ({anchors}); higher is more anomalous. "
              f"Images above the threshold {det.threshold_:.4g} are flagged."]
     if y is None:

@@ -5,17 +5,17 @@ import logging
 from pathlib import Path
 
 from ..data import load_data
-from ..train import RunConfig, load_run
 
 log = logging.getLogger("vaelab")
 
 
-def export_run(run_dir: str | Path, out: str | Path, format: str = "onnx", score: str | None = None,
+def export_run(run_dir: str | Path | list[str | Path], out: str | Path, format: str = "onnx", score: str | None = None,
                **detector_options) -> Path:
     """Fit the detector of ``run_dir`` on the run's training split, as ``vaelab detect`` calibrates
     it (normalisation and a contamination-0.1 threshold unless ``detector_options`` say otherwise),
     and write ``out`` with the scorer (``format``: onnx or torchscript) and manifest.json; returns
-    ``out``. ``vaelab.exported.load_exported(out)`` runs it."""
+    ``out``. ``vaelab.exported.load_exported(out)`` runs it. Several run directories (runs of the same
+    data) export their ensemble: one scorer whose score is the mean of their raw scores."""
     from ..detect import DEFAULT_SCORE, AutoencoderDetector
     from ..detect.export import FORMATS, export_detector
     from ..errors import ConfigError
@@ -25,9 +25,12 @@ def export_run(run_dir: str | Path, out: str | Path, format: str = "onnx", score
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"--out {out} already exists and is not empty; choose a new or empty directory")
-    run_dir = Path(run_dir)
-    cfg = RunConfig.load(run_dir / "config.yaml")
-    model = load_run(run_dir)
+    from .detect import load_ensemble, run_dirs
+
+    runs = run_dirs(run_dir)
+    cfg, models = load_ensemble(runs)
+    model = models if len(models) > 1 else models[0]
+    run_dir = runs[0] if len(runs) == 1 else [str(r) for r in runs]
     train = load_data(cfg.data, cfg.seed)[0]
     score = score or DEFAULT_SCORE
     from ..detect.export import check_exportable

@@ -50,6 +50,10 @@ def resolve_norm_range(norm_range: Any) -> tuple[float, float]:
 
 log = logging.getLogger("vaelab")
 
+
+def _standardizer(center: Any, scale: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.tensor(center, dtype=torch.float32), torch.tensor(scale, dtype=torch.float32)
+
 def as_images(X: Any, name: str = "X") -> torch.Tensor:
     """An ImageSet, or a uint8 / float-in-[0, 1] array or tensor of images (N, C, H, W), (N, H, W)
     or (N, H, W, C) -> a (N, C, H, W) tensor, uint8 kept as uint8 (converted batch by batch)."""
@@ -92,7 +96,8 @@ class AutoencoderDetector(BaseEstimator):
 
     Parameters
     ----------
-    model : None, an ``Autoencoder``, or a run directory. On vectors (N x D tabular data), a detector that
+    model : None, an ``Autoencoder``, a run directory, or a list of them (an ensemble: each member's score
+        is fitted on X and the raw score is the mean of the members' raw scores). On vectors (N x D tabular data), a detector that
         trains its model or reads it from a run directory standardises X as the model's training data
         were (the run's ``data.center`` / ``data.scale``); an ``Autoencoder`` object takes X as its model
         sees it.
@@ -100,7 +105,9 @@ class AutoencoderDetector(BaseEstimator):
         when X is an ImageSet whose labels are known for some images of two or more classes and unknown
         (-1) for the others, as in the OOD study's training split, a vae otherwise; ``epochs``, ``overrides`` as
         nested run-config keys, e.g. ``{"model": {"arch": "mlp"}}``; into ``train_dir``, or a
-        temporary directory that is removed). Otherwise ``fit`` only scores X to set the threshold.
+        temporary directory that is removed); ``n_models`` > 1 trains that many with the seeds seed,
+        seed + 1, ... (into ``train_dir``/model-0, model-1, ...) and ensembles them. Otherwise ``fit``
+        only scores X to set the threshold.
     score : one of 'mse', 'patch_mse', 'bce', 'ssim', 'nelbo', 'nll', 'mahalanobis', 'latent_gmm', 'latent_knn',
         'feature_knn', 'feature_gmm', 'class_entropy', 'combo' (default: 'combo' of DEFAULT_COMBO = 'ssim',
         'latent_gmm', 'feature_knn' and 'patch_mse', each z-scored by its training scores; needs no prior, so any
@@ -126,7 +133,7 @@ class AutoencoderDetector(BaseEstimator):
     knn_k, feature_dims : neighbours of the kNN scores; principal components kept of the encoder's features.
     patch_size : the window (pixels) of the patch_mse score.
 
-    Learned state: ``model_``, ``score_``, ``decision_scores_`` (the training set's anomaly scores),
+    Learned state: ``models_`` and ``scores_`` (one per member; ``model_`` and ``score_`` are the first), ``decision_scores_`` (the training set's anomaly scores),
     ``threshold_``, ``labels_`` (1 = flagged), ``raw_min_`` / ``raw_max_`` (the normalisation: the raw
     scores that map to 0 and 1, the training scores' ``norm_quantiles_``, the quantiles ``norm_range`` names).
     ``decision_function``: higher = more anomalous (PyOD); ``score_samples`` = -decision_function
@@ -139,7 +146,7 @@ class AutoencoderDetector(BaseEstimator):
                  combo: Sequence[str] = DEFAULT_COMBO, combo_method: str = "zscore", n_samples: int = 1,
                  nll_k: int = 100, gmm_components: int = 5, knn_k: int = 5, feature_dims: int = 64,
                  patch_size: int = DEFAULT_PATCH_SIZE, model_name: str = "auto", epochs: int = 10,
-                 overrides: dict[str, Any] | None = None, train_dir: str | Path | None = None,
+                 n_models: int = 1, overrides: dict[str, Any] | None = None, train_dir: str | Path | None = None,
                  batch_size: int = 500, seed: int = 0):
         self.model = model
         self.score = score
@@ -158,6 +165,7 @@ class AutoencoderDetector(BaseEstimator):
         self.patch_size = patch_size
         self.model_name = model_name
         self.epochs = epochs
+        self.n_models = n_models
         self.overrides = overrides
         self.train_dir = train_dir
         self.batch_size = batch_size
@@ -184,6 +192,12 @@ class AutoencoderDetector(BaseEstimator):
         self.norm_quantiles_ = resolve_norm_range(self.norm_range)
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if isinstance(self.n_models, bool) or not isinstance(self.n_models, int) or self.n_models < 1:
+            raise ConfigError(f"n_models is how many models fit trains (seeds seed, seed + 1, ...), an integer >= 1; "
+                              f"got {self.n_models!r}")
+        if self.n_models > 1 and self.model is not None:
+            raise ConfigError(f"n_models={self.n_models} is how many models fit trains when model=None; to ensemble "
+                              "models you have, pass them as a list: model=[run_dir_1, run_dir_2]")
 
     def _make_score(self, model: Autoencoder | None = None) -> Score:
         combo = self.combo
@@ -197,7 +211,7 @@ class AutoencoderDetector(BaseEstimator):
                           nll_k=self.nll_k, gmm_components=self.gmm_components, knn_k=self.knn_k,
                           feature_dims=self.feature_dims, patch_size=self.patch_size)
 
-    def _train(self, X: Any, images: torch.Tensor) -> Autoencoder:
+    def _train(self, X: Any, images: torch.Tensor, member: int = 0) -> tuple[Autoencoder, Any]:
         from ..config import deep_merge
         from ..train import RunConfig, fit
 
@@ -206,32 +220,64 @@ class AutoencoderDetector(BaseEstimator):
         else:
             data = X if isinstance(X, ImageSet) else (
                 ImageSet(images) if images.dtype == torch.uint8 else ImageSet.from_float(images))
-        base = {"seed": self.seed, "data": {"name": data.name if data.name in SOURCES else "npz"},
+        base = {"seed": self.seed + member, "data": {"name": data.name if data.name in SOURCES else "npz"},
                 "train": {"epochs": self.epochs, "progress_bar": False}}
         name = self.model_name
         if name == "auto":
             known = data.labelled().labels if data.has_unknown_labels else None
             name = "ssvae" if known is not None and len(torch.unique(known)) >= 2 else "vae"
-            log.info("model_name=auto: training a %s (%s)", name, "some labels known, the others -1" if name == "ssvae"
-                     else "no partly labelled training set")
+            if member == 0:
+                log.info("model_name=auto: training a %s (%s)", name, "some labels known, the others -1" if name == "ssvae"
+                         else "no partly labelled training set")
         self.model_name_ = name
         cfg = RunConfig.build(name, deep_merge(base, self.overrides or {}))
         train, val = data.split(cfg.data.val_fraction, cfg.seed)
+        standardizer = None
         if data.is_vector:
             from ..data import _standardized, fit_standardizer
 
             fit_standardizer(train, cfg.data)
-            self._set_standardizer(cfg.data.center, cfg.data.scale)
+            standardizer = _standardizer(cfg.data.center, cfg.data.scale)
             train, val = _standardized(train, cfg.data), _standardized(val, cfg.data)
         if len(train) == 0:
             raise DataError(f"fit got {len(data)} images: too few to train a model; give more, or a trained model")
         splits = (train, val, val if len(val) else train)
+        if self.n_models > 1:
+            log.info("training model %d of %d of the ensemble (seed %d)", member + 1, self.n_models, cfg.seed)
         if self.train_dir is not None:
-            model, _ = fit(cfg, self.train_dir, data=splits)
+            model, _ = fit(cfg, Path(self.train_dir) / f"model-{member}" if self.n_models > 1 else self.train_dir, data=splits)
         else:
             with tempfile.TemporaryDirectory(prefix="vaelab-detector-") as tmp:
                 model, _ = fit(cfg, Path(tmp) / "run", data=splits)
-        return model.eval()
+        return model.eval(), standardizer
+
+    def _member(self, given: Any) -> tuple[Autoencoder, Any]:
+        """One given model (an Autoencoder or a run directory) and the standardiser of its vectors."""
+        if isinstance(given, (str, Path)):
+            model = load_run(given)
+            if model.is_vector:  # a run's vectors are standardised as its training data were
+                from ..train import RunConfig
+
+                d = RunConfig.load(Path(given) / "config.yaml").data
+                if d.center is not None:
+                    return model, _standardizer(d.center, d.scale)
+            return model, None
+        if isinstance(given, Autoencoder):
+            return given.eval(), None
+        raise ConfigError(f"model must be None, an Autoencoder, a run directory or a list of them; got {type(given).__name__}")
+
+    def _members(self, X: Any, images: torch.Tensor) -> list[tuple[Autoencoder, Any]]:
+        if self.model is None:
+            return [self._train(X, images, i) for i in range(self.n_models)]
+        given = list(self.model) if isinstance(self.model, (list, tuple)) else [self.model]
+        if not given:
+            raise ConfigError("model is an empty list; give one or more Autoencoders or run directories, or None to train one")
+        members = [self._member(g) for g in given]
+        shapes = {(m.is_vector, tuple(m.image_shape)) for m, _ in members}
+        if len(shapes) > 1:
+            raise ConfigError(f"the ensemble's models take different inputs ({sorted(shapes)}); ensemble models trained "
+                              "on the same kind of data")
+        return members
 
     def fit(self, X: Any, y: Any = None, *, val: Any = None, val_labels: Any = None) -> "AutoencoderDetector":
         """Train a model on X (when none was given), fit the score's state on X, score X
@@ -244,26 +290,22 @@ class AutoencoderDetector(BaseEstimator):
                               "fit(X, val=images, val_labels=labels) (1 = anomaly), or choose an unsupervised rule "
                               f"({', '.join(r for r in THRESHOLD_RULES if r != 'f1')})")
         images = as_images(X)
-        self.input_center_ = self.input_scale_ = None
-        if self.model is None:
-            model = self._train(X, images)
-        elif isinstance(self.model, (str, Path)):
-            model = load_run(self.model)
-            if model.is_vector:  # a run's vectors are standardised as its training data were
-                from ..train import RunConfig
-
-                d = RunConfig.load(Path(self.model) / "config.yaml").data
-                if d.center is not None:
-                    self._set_standardizer(d.center, d.scale)
-        elif isinstance(self.model, Autoencoder):
-            model = self.model.eval()
-        else:
-            raise ConfigError(f"model must be None, an Autoencoder or a run directory; got {type(self.model).__name__}")
-        self.model_ = model
-        images = self._prepare(images)
-        log.info("fitting the %r score on %d training images", self.score, len(images))
-        self.score_ = self._make_score(model).fit(model, images, self.batch_size, self.seed)
-        raw = self.score_.training_scores(model, images, self.batch_size, self.seed).numpy()
+        members = self._members(X, images)
+        self.models_ = [m for m, _ in members]
+        self.standardizers_ = [std for _, std in members]
+        self.model_ = self.models_[0]
+        # the first member's standardiser of vectors (None for images, or a model given as an object)
+        self.input_center_, self.input_scale_ = self.standardizers_[0] or (None, None)
+        self.scores_, raws = [], []
+        for i, model in enumerate(self.models_):
+            x = self._prepare(images, i)
+            log.info("fitting the %r score on %d training images%s", self.score, len(x),
+                     f" (model {i + 1} of {len(self.models_)})" if len(self.models_) > 1 else "")
+            score = self._make_score(model).fit(model, x, self.batch_size, self.seed)
+            raws.append(score.training_scores(model, x, self.batch_size, self.seed).numpy())
+            self.scores_.append(score)
+        self.score_ = self.scores_[0]
+        raw = np.mean(raws, 0)
         lo, hi = self.norm_quantiles_
         # (0, 1): exactly the min and max; np.quantile interpolates linearly between training scores
         self.raw_min_, self.raw_max_ = (float(v) for v in np.quantile(raw, [lo, hi]))
@@ -273,8 +315,7 @@ class AutoencoderDetector(BaseEstimator):
         else:
             vs = None
             if self.threshold_rule == "f1":
-                vs = self._scale(score_images(model, self.score_, self._prepare(as_images(val, "val")), self.batch_size,
-                                              self.seed).numpy(), clip=False)
+                vs = self._scale(self._raw(as_images(val, "val")), clip=False)
             thr, self.threshold_info_ = choose_threshold(self.threshold_rule, self.decision_scores_, vs, val_labels,
                                                          self.contamination, seed=self.seed)
             self.threshold_ = float(thr)
@@ -282,18 +323,21 @@ class AutoencoderDetector(BaseEstimator):
         self.n_train_ = len(images)
         return self
 
-    def _set_standardizer(self, center: Any, scale: Any) -> None:
-        self.input_center_ = torch.tensor(center, dtype=torch.float32)
-        self.input_scale_ = torch.tensor(scale, dtype=torch.float32)
-
-    def _prepare(self, images: torch.Tensor) -> torch.Tensor:
-        """Vectors standardised as the model was trained (when the detector trained the model or read
-        it from a run directory; a model object takes vectors as they are); images unchanged."""
-        if getattr(self, "input_center_", None) is None or images.ndim != 2:
+    def _prepare(self, images: torch.Tensor, member: int = 0) -> torch.Tensor:
+        """Vectors standardised as member ``member``'s model was trained (when the detector trained the
+        model or read it from a run directory; a model object takes vectors as they are); images unchanged."""
+        std = self.standardizers_[member]
+        if std is None or images.ndim != 2:
             return images
-        if images.shape[1] != len(self.input_center_):
-            raise DataError(f"vectors of {images.shape[1]} columns; the model was trained on {len(self.input_center_)}")
-        return (images - self.input_center_) / self.input_scale_
+        center, scale = std
+        if images.shape[1] != len(center):
+            raise DataError(f"vectors of {images.shape[1]} columns; the model was trained on {len(center)}")
+        return (images - center) / scale
+
+    def _raw(self, images: torch.Tensor) -> np.ndarray:
+        """The mean over the members of each one's raw score (one member: its raw score)."""
+        return np.mean([score_images(m, s, self._prepare(images, i), self.batch_size, self.seed).numpy()
+                        for i, (m, s) in enumerate(zip(self.models_, self.scores_))], 0)
 
     # -- scoring --------------------------------------------------------------------------------
     def _check_fitted(self) -> None:
@@ -310,7 +354,7 @@ class AutoencoderDetector(BaseEstimator):
     def raw_scores(self, X: Any) -> np.ndarray:
         """The score before normalisation (higher = more anomalous)."""
         self._check_fitted()
-        return score_images(self.model_, self.score_, self._prepare(as_images(X)), self.batch_size, self.seed).numpy()
+        return self._raw(as_images(X))
 
     def decision_function(self, X: Any, clip: bool = True) -> np.ndarray:
         """Anomaly scores, higher = more anomalous; with ``normalize`` min-max scaled by the

@@ -298,27 +298,41 @@ class ScorerModule(nn.Module):
             raise ModelError("export a fitted detector: call fit(X) with normal training images first")
         import copy
 
-        model = copy.deepcopy(detector.model_).cpu().float().eval()
-        if model.is_vector:
-            raise ConfigError("exporting a detector of vectors (tabular data) is not supported yet: the exported scorer "
-                              "takes images [B, C, H, W] in [0, 1]")
-        model.input_checks = False  # a value check is a data-dependent branch the exported graph cannot keep
-        for p in model.parameters():
-            p.requires_grad_(False)
-        self.model = model
-        self.head = _head(detector.score_, model)
+        models_ = getattr(detector, "models_", [detector.model_])
+        scores_ = getattr(detector, "scores_", [detector.score_])
+        models, heads = [], []
+        for fitted, score in zip(models_, scores_):  # an ensemble: one (model, head) per member
+            model = copy.deepcopy(fitted).cpu().float().eval()
+            if model.is_vector:
+                raise ConfigError("exporting a detector of vectors (tabular data) is not supported yet: the exported scorer "
+                                  "takes images [B, C, H, W] in [0, 1]")
+            model.input_checks = False  # a value check is a data-dependent branch the exported graph cannot keep
+            for p in model.parameters():
+                p.requires_grad_(False)
+            models.append(model)
+            heads.append(_head(score, model))
+        self.models, self.heads = nn.ModuleList(models), nn.ModuleList(heads)
         span = detector.raw_max_ - detector.raw_min_
         lo, scale = (detector.raw_min_, span if span > 0 else 1.0) if detector.normalize else (0.0, 1.0)
         self.register_buffer("raw_min", torch.tensor(lo, dtype=torch.float64))
         self.register_buffer("raw_span", torch.tensor(scale, dtype=torch.float64))
         self.register_buffer("threshold", torch.tensor(float(detector.threshold_), dtype=torch.float64))
 
+    @property
+    def model(self) -> nn.Module:
+        """The first member's model (the only one unless the detector is an ensemble)."""
+        return self.models[0]
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        ctx = _Context(self.model, x)
-        raw = self.head(ctx).double()
+        raws, errs = [], []
+        for model, head in zip(self.models, self.heads):
+            ctx = _Context(model, x)
+            raws.append(head(ctx).double())
+            errs.append(ctx.get("err").mean(1))
+        raw = torch.stack(raws).mean(0)  # an ensemble's score is the mean of its members' raw scores
         score = (raw - self.raw_min) / self.raw_span
         flag = (score > self.threshold).to(torch.int64)
-        return raw, score, flag, ctx.get("err").mean(1)
+        return raw, score, flag, torch.stack(errs).mean(0)
 
 
 def export_detector(detector: Any, out_dir: str | Path, format: str = "onnx", opset: int = 17) -> Path:
@@ -347,8 +361,10 @@ def export_detector(detector: Any, out_dir: str | Path, format: str = "onnx", op
         "input_name": "images", "input_shape": ["batch", c, h, w], "input_dtype": "float32", "value_range": [0.0, 1.0],
         "outputs": list(OUTPUT_NAMES),
         "output_info": {"raw_score": "[B] float64, higher = more anomalous", "score": "[B] float64, normalised, unclipped",
-                        "flag": "[B] int64, 1 = score > threshold", "error_map": "[B, H, W] float32, squared error averaged over channels"},
+                        "flag": "[B] int64, 1 = score > threshold", "error_map": "[B, H, W] float32, squared error averaged over channels "
+                                     "(and over an ensemble's models)"},
         "score": detector.score, "score_spec": detector.score_.spec(), "model": detector.model_.config.name,
+        "ensemble": len(module.models),
         "threshold": float(detector.threshold_), "normalize": bool(detector.normalize),
         "normalization": {"raw_min": float(detector.raw_min_), "raw_max": float(detector.raw_max_),
                           "span_used": float(span if span > 0 else 1.0), "norm_range": [float(q) for q in detector.norm_quantiles_]},
