@@ -30,7 +30,6 @@ def export_run(run_dir: str | Path | list[str | Path], out: str | Path, format: 
     runs = run_dirs(run_dir)
     cfg, models = load_ensemble(runs)
     model = models if len(models) > 1 else models[0]
-    run_dir = runs[0] if len(runs) == 1 else [str(r) for r in runs]
     train = load_data(cfg.data, cfg.seed)[0]
     score = score or DEFAULT_SCORE
     from ..detect.export import check_exportable
@@ -38,5 +37,5 @@ def export_run(run_dir: str | Path | list[str | Path], out: str | Path, format: 
     check_exportable(score, detector_options.get("combo"), detector_options.get("combo_method"))
     opts = {"contamination": 0.1, **detector_options}
     det = AutoencoderDetector(model, score, seed=cfg.seed, batch_size=cfg.train.eval_batch_size, **opts).fit(train)
-    log.info("exporting the %r detector of %s as %s to %s", score, run_dir, format, out)
+    log.info("exporting the %r detector of %s as %s to %s", score, ", ".join(map(str, runs)), format, out)
     return export_detector(det, out, format)
