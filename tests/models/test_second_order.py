@@ -42,10 +42,17 @@ def _stacks():
                              nn.Conv2d(4, 5, 3, 1, 2, dilation=2, padding_mode="circular"), nn.AvgPool2d(2), nn.Tanh(),
                              nn.Conv2d(5, 5, 4, 2, 1, padding_mode="circular"), nn.SiLU(), nn.Flatten(),
                              nn.Linear(5 * 2 * 2, 7), nn.GELU())
-    return {"conv-first": conv.double(), "linear-first": linear.double(), "circular-pool": circular.double()}
+    # grad2vae's trunk: an activation, then the pooling (the reverse pass fuses the two), then a convolution
+    act_pool = nn.Sequential(nn.Conv2d(3, 4, 3, 1, 1), nn.SiLU(), nn.AvgPool2d(2), nn.Conv2d(4, 5, 3, 1, 1), nn.SiLU(),
+                             nn.Flatten(), nn.Linear(5 * 4 * 4, 7), nn.SiLU())
+    # and the fused step where the gradient stream must go on below it (a linear first layer)
+    act_pool_deep = nn.Sequential(nn.Tanh(), nn.AvgPool2d(2), nn.SiLU(), nn.AvgPool2d((2, 1)), nn.Flatten(),
+                                  nn.Linear(3 * 2 * 4, 7), nn.GELU())
+    return {"conv-first": conv.double(), "linear-first": linear.double(), "circular-pool": circular.double(),
+            "act-pool": act_pool.double(), "act-pool-deep": act_pool_deep.double()}
 
 
-@pytest.mark.parametrize("which", ["conv-first", "linear-first", "circular-pool"])
+@pytest.mark.parametrize("which", ["conv-first", "linear-first", "circular-pool", "act-pool", "act-pool-deep"])
 def test_reverse_equals_vjp_of_jvp(which):
     """d/dx [<p, F(x)> + <g, J_F(x) @ 1>] for k sets of (g, p), against torch.func's vjp of the jvp."""
     stack = _stacks()[which]
@@ -71,10 +78,11 @@ def test_reverse_equals_vjp_of_jvp(which):
     torch.testing.assert_close(second_order.reverse(tape, g, p, chunk_bytes=3000), ref, rtol=1e-10, atol=1e-12)
 
 
-def test_reverse_is_differentiable_like_the_reference():
+@pytest.mark.parametrize("which", ["conv-first", "act-pool"])
+def test_reverse_is_differentiable_like_the_reference(which):
     """Training back-propagates through the pass: the parameter gradients of a loss on it equal
     those through torch.func's vjp of the jvp."""
-    stack = _stacks()["conv-first"]
+    stack = _stacks()[which]
     x = torch.randn(3, 3, 8, 8, dtype=torch.float64)
     g, p = torch.randn(2, 3, 7, dtype=torch.float64), torch.randn(2, 3, 7, dtype=torch.float64)
 

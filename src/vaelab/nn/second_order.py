@@ -181,7 +181,7 @@ def forward(layers: nn.Sequential | list[nn.Module], x: torch.Tensor) -> tuple[t
 
 def _spread(v: torch.Tensor, k: tuple[int, int]) -> torch.Tensor:
     """The adjoint of a mean over non-overlapping k windows: each value spread evenly over its window."""
-    return v.repeat_interleave(k[0], -2).repeat_interleave(k[1], -1) / (k[0] * k[1])
+    return (v / (k[0] * k[1])).repeat_interleave(k[0], -2).repeat_interleave(k[1], -1)
 
 
 def _slice(step: tuple, b0: int, b1: int) -> tuple:
@@ -193,16 +193,20 @@ def _slice(step: tuple, b0: int, b1: int) -> tuple:
 
 def _reverse_chunk(steps: list[tuple], g: torch.Tensor, p: torch.Tensor | None, mix: torch.Tensor | None,
                    input_shape: torch.Size) -> torch.Tensor:
-    """One chunk: g, p [k, b, n] (p None: zero) -> [k, b, *input], or with ``mix`` [b, o, *spatial]."""
+    """One chunk: g, p [k, b, n] (p None: zero) -> [k, b, *input], or with ``mix`` [b, o, *spatial].
+    The pass runs image-major, [b, k, ...] (the sets of one image side by side), so that the mixed
+    transposed convolution at the end reads its b x (k * C) input channels without a copy."""
     k, b = g.shape[:2]
+    g, p = g.transpose(0, 1), (None if p is None else p.transpose(0, 1))
     for j in range(len(steps) - 1, -1, -1):
         kind, a, c = steps[j]
-        if kind == "act":  # a = sigma'(u), c = sigma''(u) * t_u
+        if kind == "act":  # a = sigma'(u), c = sigma''(u) * t_u, per image: broadcast over the sets
+            a, c = a[:, None], c[:, None]
             p = c * g if p is None else a * p + c * g
             g = a * g
         elif kind == "flatten":
-            g = g.reshape(k, b, *c)
-            p = None if p is None else p.reshape(k, b, *c)
+            g = g.reshape(b, k, *c)
+            p = None if p is None else p.reshape(b, k, *c)
         elif kind == "pool":  # the adjoint of a non-overlapping mean: spread evenly over the window
             g, p = _spread(g, a), (None if p is None else _spread(p, a))
         elif kind == "linear":
@@ -215,25 +219,24 @@ def _reverse_chunk(steps: list[tuple], g: torch.Tensor, p: torch.Tensor | None, 
                 break
             if mix is not None:
                 return _mixed_transposed(a, p, mix, c)
-            return _transposed(a, p.flatten(0, 1), c).unflatten(0, (k, b))
+            return _transposed(a, p.flatten(0, 1), c).unflatten(0, (b, k)).transpose(0, 1)
         elif p is None:
-            g = _transposed(a, g.flatten(0, 1), c).unflatten(0, (k, b))
+            g = _transposed(a, g.flatten(0, 1), c).unflatten(0, (b, k))
         else:
-            g, p = _transposed(a, torch.stack([g, p]).flatten(0, 2), c).unflatten(0, (2, k, b))
-    p = g.new_zeros(k, b, *input_shape[1:]) if p is None else p.reshape(k, b, *input_shape[1:])
+            g, p = _transposed(a, torch.stack([g, p]).flatten(0, 2), c).unflatten(0, (2, b, k))
+    p = g.new_zeros(b, k, *input_shape[1:]) if p is None else p.reshape(b, k, *input_shape[1:])
     if mix is not None:  # the first layer is not a convolution: mix the per-set tensors directly
-        return torch.einsum("okc,kbc...->bo...", mix, p)
-    return p
+        return torch.einsum("okc,bkc...->bo...", mix, p)
+    return p.transpose(0, 1)
 
 
 def _mixed_transposed(layer: nn.Conv2d, p: torch.Tensor, mix: torch.Tensor, in_hw: tuple[int, int]) -> torch.Tensor:
     """sum over (set i, channel c) of mix[o, i, c] * (W^T p_i)[c], as one transposed convolution whose
-    kernel is W^T followed by the mixing: [k, b, C, h, w] -> [b, o, H, W]."""
+    kernel is W^T followed by the mixing: [b, k, C, h, w] (image-major) -> [b, o, H, W]."""
     if layer.groups != 1:
         raise ModelError("the mixed transposed convolution needs groups=1")
-    k, b = p.shape[:2]
     kernel = torch.einsum("cuxy,oku->kcoxy", layer.weight, mix).flatten(0, 1)  # [k * C, o, kh, kw]
-    return _transposed(layer, p.transpose(0, 1).flatten(1, 2), in_hw, kernel)
+    return _transposed(layer, p.flatten(1, 2), in_hw, kernel)
 
 
 def reverse(tape: Tape, g: torch.Tensor, p: torch.Tensor | None, mix: torch.Tensor | None = None,
