@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -131,16 +132,20 @@ def attention_cost(batch: int, repeats: int, latent_dim: int, device: str, seed:
     variants = {"conv": {}, "sum": {"aggregation": "sum"}, "mean": {"aggregation": "mean"},
                 "reference_conv": {"attention_impl": "reference"}, "conv_fast": {"attention_impl": "fast"},
                 "sum_fast": {"aggregation": "sum", "attention_impl": "fast"},
-                "no_attention": {"attention_weight": 0.0}}
+                "no_attention": {"attention_weight": 0.0}, "conv_compiled": {}}
     models = {"vae": vae}
     for name, opts in variants.items():
         torch.manual_seed(seed)
         models[name] = build(make_config("grad2vae", {"latent_dim": latent_dim, **opts}), (1, 28, 28)).to(device)
+    torch.manual_seed(seed)
+    models["vae_compiled"] = build(make_config("vae", {"latent_dim": latent_dim}), (1, 28, 28)).to(device)
+    # *_compiled: the loss through torch.compile, as train.compile=true trains it (compiled in the warm-up step)
+    losses = {k: (torch.compile(m.loss) if k.endswith("_compiled") else m.loss) for k, m in models.items()}
     opts = {k: torch.optim.Adam(m.parameters(), lr=1e-3) for k, m in models.items()}
 
     def step(name):
         opts[name].zero_grad(set_to_none=True)
-        models[name].loss(x).loss.backward()
+        losses[name](x).loss.backward()
         opts[name].step()
 
     times: dict[str, list[float]] = {k: [] for k in models}
@@ -154,7 +159,7 @@ def attention_cost(batch: int, repeats: int, latent_dim: int, device: str, seed:
                     torch.cuda.synchronize()
                 times[name].append(time.perf_counter() - t0)
     step_s = {k: statistics.median(v) for k, v in times.items()}
-    vae_s = step_s.pop("vae")
+    vae_s = step_s.pop("vae")  # the ratios are to the VAE's eager step (its faster one: vae_compiled is listed too)
     rows.append({"part": "a", "what": "training step (loss, backward, Adam)", "batch": len(x), "units": latent_dim,
                  "grad2vae_s": step_s["conv"], "vae_s": vae_s, "grad2vae_over_vae": step_s["conv"] / vae_s,
                  "step_s": step_s, "step_ratio_vs_vae": {k: v / vae_s for k, v in step_s.items()},
@@ -318,9 +323,43 @@ PAPER_TABLE1_MEAN = {"mnist": 0.9823, "fashion-mnist": 0.9639}  # Grad2VAE's Tab
 PROTOCOL_SCORES = ("nelbo", "mse", "combo")
 
 
+def _entry_key(model: str, limit: int | None) -> str:
+    """The results key of a protocol entry: the model, with the training images' cut when there is one."""
+    return model if limit is None else f"{model}-limit{limit}"
+
+
+def _locked_merge(path: Path, ds: str, key: str, entry: dict) -> None:
+    """Put ``entry`` at results[ds][key] of ``path`` and write it back atomically, under an exclusive
+    lock, so that several processes (one per dataset, say) can write into one file. An entry of an
+    earlier version under the bare model name with a cut of the training images moves to its own key."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        old = json.loads(path.read_text()) if path.is_file() else {}
+        results = old.get("results", {})
+        per_ds = results.setdefault(ds, {})
+        for name, e in list(per_ds.items()):
+            if "settings" not in e and e.get("training_images_per_class") is not None and name == e.get("model"):
+                per_ds[_entry_key(name, e["training_images_per_class"])] = per_ds.pop(name)
+        per_ds[key] = entry
+        payload = {"benchmark": "grad2vae_protocol", "date": time.strftime("%Y-%m-%d"),
+                   "command": " ".join(["python"] + sys.argv), "results": results}
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(payload, indent=2) + "\n")
+        tmp.replace(path)
+
+
 def paper_protocol(datasets: list[str], models: list[str], epochs: int, limit: int | None, test_limit: int | None,
-                   runs: Path, dry_run: bool) -> None:
+                   runs: Path, dry_run: bool, classes: list[int] | None = None, compile_models: tuple[str, ...] = ()) -> None:
+    """(e), one class at a time: every finished class is written to grad2vae_protocol.json at once,
+    with the full record of its run, and a later call with the same settings puts those records back
+    into --runs before it starts (a run folder that is gone, a new machine), so the protocol goes on
+    from the classes it finished, across sittings; an interrupted class resumes from its checkpoint
+    while its run folder is there."""
     from vaelab.detect import one_class_protocol
+    from vaelab.detect.protocol import format_table, summarise
 
     path = _common.RESULTS / "grad2vae_protocol.json"
     if dry_run:
@@ -328,24 +367,39 @@ def paper_protocol(datasets: list[str], models: list[str], epochs: int, limit: i
     data = {k: v for k, v in {"limit": limit, "test_limit": test_limit}.items() if v is not None}
     for ds in datasets:
         for model in models:
-            overrides = {"train": {"schedule": "paper", "batch_size": 128, "lr": 1e-3}, **({"data": data} if data else {})}
-            t0 = time.perf_counter()
-            r = one_class_protocol(ds, model, epochs, 1, None, list(PROTOCOL_SCORES), overrides,
-                                   runs / "protocol" / ds / model, log=print)
-            entry = {"dataset": ds, "model": model, "epochs": epochs, "schedule": "paper", "training_images_per_class": limit,
-                     "test_images": test_limit, "seconds": time.perf_counter() - t0, "paper_table1_mean": PAPER_TABLE1_MEAN.get(ds),
-                     **{k: r[k] for k in ("auroc", "classes", "class_names", "scores", "table")}}
-            old = json.loads(path.read_text()) if path.is_file() else {}
-            results = old.get("results", {})
-            results.setdefault(ds, {})[model] = entry
-            payload = {"benchmark": "grad2vae_protocol", "date": time.strftime("%Y-%m-%d"),
-                       "command": " ".join(["python"] + sys.argv), "results": results}
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(payload, indent=2) + "\n")
-            tmp.replace(path)
-            means = ", ".join(f"{sc} {r['auroc'][sc]['mean']:.4f}" for sc in PROTOCOL_SCORES)
-            print(f"(e) {ds} {model}: mean ROC-AUC {means}; wrote {path}", flush=True)
+            train = {"schedule": "paper", "batch_size": 128, "lr": 1e-3, **({"compile": True} if model in compile_models else {})}
+            overrides = {"train": train, **({"data": data} if data else {})}
+            settings = {"epochs": epochs, "overrides": overrides}
+            old = (json.loads(path.read_text()).get("results", {}).get(ds, {}).get(_entry_key(model, limit), {})
+                   if path.is_file() else {})
+            finished = {int(c): row for c, row in old.get("finished_runs", {}).items()} if old.get("settings") == settings else {}
+            out_dir = runs / "protocol" / ds / model
+            for c, row in finished.items():  # the records of the classes finished before, where their folders are gone
+                done = out_dir / "runs" / f"class{c}-seed0" / "result.json"
+                if not done.is_file():
+                    done.parent.mkdir(parents=True, exist_ok=True)
+                    done.write_text(json.dumps(row, indent=2) + "\n")
+            names: list[str] = []
+            todo = classes if classes is not None else list(range(10))
+            for c in todo:
+                t0 = time.perf_counter()
+                r = one_class_protocol(ds, model, epochs, 1, [c], list(PROTOCOL_SCORES), overrides, out_dir, log=print)
+                names = r["class_names"]
+                finished[c] = json.loads((out_dir / "runs" / f"class{c}-seed0" / "result.json").read_text())
+                done_classes = sorted(finished)
+                summary = summarise(list(finished.values()), list(PROTOCOL_SCORES), done_classes, [0], names)
+                entry = {"dataset": ds, "model": model, "epochs": epochs, "schedule": "paper", "settings": settings,
+                         "training_images_per_class": limit, "test_images": test_limit,
+                         "complete": len(done_classes) == 10, "classes_done": done_classes,
+                         "paper_table1_mean": PAPER_TABLE1_MEAN.get(ds),
+                         "train_seconds": sum(row["train_seconds"] for row in finished.values()),
+                         **{k: summary[k] for k in ("auroc", "classes", "class_names", "scores")},
+                         "table": format_table({**summary, "dataset": ds, "model": model, "epochs": epochs}),
+                         "finished_runs": {str(k): v for k, v in sorted(finished.items())}}
+                _locked_merge(path, ds, _entry_key(model, limit), entry)
+                means = ", ".join(f"{sc} {summary['auroc'][sc]['mean']:.4f}" for sc in PROTOCOL_SCORES)
+                print(f"(e) {ds} {model}: class {c} done in {time.perf_counter() - t0:.0f} s; classes {done_classes}: "
+                      f"mean ROC-AUC {means}; wrote {path}", flush=True)
 
 
 def main() -> None:
@@ -371,6 +425,9 @@ def main() -> None:
     ap.add_argument("--protocol-datasets", default="fashion-mnist,mnist", help="(e) datasets (default fashion-mnist,mnist)")
     ap.add_argument("--protocol-models", default="grad2vae,vae", help="(e) models (default grad2vae,vae)")
     ap.add_argument("--protocol-epochs", type=int, default=30, help="(e) epochs, lr / 100 after half (default 30)")
+    ap.add_argument("--protocol-classes", default=None, help="(e) which normal classes this call runs (default all 10)")
+    ap.add_argument("--protocol-compile", default="grad2vae", help="(e) models trained with train.compile=true (torch.compile "
+                                                                    "of the loss; default grad2vae, '' for none)")
     ap.add_argument("--limit", type=int, default=None, help="(b, c, d, e) at most this many training images (default: all)")
     ap.add_argument("--test-limit", type=int, default=None, help="(b, c) at most this many test images (default: all)")
     ap.add_argument("--seed", type=int, default=0)
@@ -431,7 +488,9 @@ def main() -> None:
                                        "untrained_normal_corner", "trained_normal_border"])
     if "e" in parts:
         paper_protocol([d for d in a.protocol_datasets.split(",") if d], [m for m in a.protocol_models.split(",") if m],
-                       a.protocol_epochs, a.limit, a.test_limit, runs, a.dry_run)
+                       a.protocol_epochs, a.limit, a.test_limit, runs, a.dry_run,
+                       [int(c) for c in a.protocol_classes.split(",")] if a.protocol_classes else None,
+                       tuple(m for m in a.protocol_compile.split(",") if m))
         if parts == {"e"}:
             return
     if "c" in parts:
