@@ -139,9 +139,25 @@ def attention_cost(batch: int, repeats: int, latent_dim: int, device: str, seed:
         models[name] = build(make_config("grad2vae", {"latent_dim": latent_dim, **opts}), (1, 28, 28)).to(device)
     torch.manual_seed(seed)
     models["vae_compiled"] = build(make_config("vae", {"latent_dim": latent_dim}), (1, 28, 28)).to(device)
-    # *_compiled: the loss through torch.compile, as train.compile=true trains it (compiled in the warm-up step)
+    # *_compiled: the loss through torch.compile, as train.compile=true trains it; its noise drawn by the
+    # eager generator (fallback_random), so that its first gradients can be checked against the eager
+    # step's on the same weights and the same eps before anything is timed
+    import torch._inductor.config as inductor_config
+
+    inductor_config.fallback_random = True
     losses = {k: (torch.compile(m.loss) if k.endswith("_compiled") else m.loss) for k, m in models.items()}
     opts = {k: torch.optim.Adam(m.parameters(), lr=1e-3) for k, m in models.items()}
+
+    def grads(name):
+        models[name].zero_grad(set_to_none=True)
+        torch.manual_seed(seed + 1)
+        losses[name](x).loss.backward()
+        out = {n: q.grad.clone() for n, q in models[name].named_parameters() if q.grad is not None}
+        models[name].zero_grad(set_to_none=True)
+        return out
+
+    eager_g, compiled_g = grads("conv"), grads("conv_compiled")
+    compiled_error = max(float((compiled_g[n] - g).abs().max() / g.abs().max().clamp_min(1e-12)) for n, g in eager_g.items())
 
     def step(name):
         opts[name].zero_grad(set_to_none=True)
@@ -163,6 +179,8 @@ def attention_cost(batch: int, repeats: int, latent_dim: int, device: str, seed:
     rows.append({"part": "a", "what": "training step (loss, backward, Adam)", "batch": len(x), "units": latent_dim,
                  "grad2vae_s": step_s["conv"], "vae_s": vae_s, "grad2vae_over_vae": step_s["conv"] / vae_s,
                  "step_s": step_s, "step_ratio_vs_vae": {k: v / vae_s for k, v in step_s.items()},
+                 "conv_compiled_max_relative_gradient_error": compiled_error,
+                 "conv_compiled_equals_eager": bool(compiled_g.keys() == eager_g.keys() and compiled_error <= 1e-4),
                  "grad2vae_parameters": model.num_parameters(), "vae_parameters": vae.num_parameters(),
                  "torch_threads": torch.get_num_threads()})
     return rows
@@ -458,6 +476,9 @@ def main() -> None:
                                             "chain_equals_vmap", "fast_equals_vmap", "loop_equals_vmap", "grad2vae_s", "vae_s",
                                             "grad2vae_over_vae"])
         print("training step / vae step: " + ", ".join(f"{k} {v:.2f}" for k, v in out["step_ratio_vs_vae"].items()))
+        last = out["attention_cost"][-1]
+        print(f"compiled conv step's gradients against the eager step's: max relative error "
+              f"{last['conv_compiled_max_relative_gradient_error']:.2e} (equal to 1e-4: {last['conv_compiled_equals_eager']})")
     if "b" in parts:
         t0 = time.perf_counter()
         classes = [int(c) for c in a.conv_classes.split(",") if c.strip()]

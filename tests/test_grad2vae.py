@@ -138,6 +138,30 @@ def test_fast_attention_equals_the_reference_on_the_default_network(impl, aggreg
         assert (fast_grads[n] - ref_grads[n]).abs().max() / scale <= 1e-4, n
 
 
+def test_compiled_loss_equals_the_reference_on_the_default_network():
+    """train.compile=true (torch.compile of the loss: the fastest step, benchmarks/grad2vae.py part a)
+    captures the chain path whole and computes the same attention and loss gradients as the eager
+    reference, in float32 to 1e-4. The graph is run by the aot_eager backend here (inductor's C++
+    build of it takes minutes); benchmarks/grad2vae.py part a checks inductor's own numbers
+    (``conv_compiled_equals_eager``)."""
+    torch.manual_seed(0)
+    m = build(make_config("grad2vae", {}), (1, 28, 28))
+    x = torch.rand(8, 1, 28, 28)
+    compiled = torch.compile(m.loss, backend="aot_eager")
+    m.zero_grad(set_to_none=True)
+    torch.manual_seed(3)
+    out = compiled(x)
+    out.loss.backward()
+    grads = {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}
+    m.config.attention_impl = "reference"
+    ref_out, ref_grads = _loss_grads(m, x)
+    torch.testing.assert_close(out.terms["att"], ref_out.terms["att"], rtol=1e-4, atol=1e-6)
+    assert grads.keys() == ref_grads.keys()
+    for n in ref_grads:
+        scale = ref_grads[n].abs().max().clamp_min(1e-12)
+        assert (grads[n] - ref_grads[n]).abs().max() / scale <= 1e-4, n
+
+
 def test_auto_attention_takes_the_chain_path():
     assert mk()._impl() == mk(aggregation="sum")._impl() == "chain"
     assert mk(attention_impl="fast")._impl() == "fast" and mk(aggregation="sum", attention_impl="reference")._impl() == "reference"
