@@ -15,8 +15,9 @@ Every (task, candidate) run is kept in --runs and reused, so the script resumes 
     python benchmarks/detect_tasks.py --runs DIR --candidate s1 --train s1 --set seed=1   # a second seed
     python benchmarks/detect_tasks.py --runs DIR --candidate ens2 --ensemble default,s1  # their mean score
 
-Each run saves its raw scores (and, for a combo, every member's z-score) beside the model, so an
-ensemble of candidates is scored without training again.
+Each run saves its raw scores (and, for a combo, every member's z-score) beside the model, and a
+float32 copy under benchmarks/results/detect_tasks_raw/CANDIDATE/ (with the setting it was scored
+under), so an ensemble of candidates is scored without training again, on this machine or another.
 
 writes benchmarks/results/detect_tasks.json (one entry per candidate and draw set, merged with what
 the file already holds): for each dataset the mean, worst and spread of ROC-AUC over tasks and both
@@ -71,6 +72,42 @@ def classes_of(seed: int) -> list[int]:
     return sorted(int(c) for c in np.random.default_rng(seed).choice(10, size=5, replace=False))
 
 
+# every run's raw scores, kept beside the results (float32, without the members' training z-scores):
+# an ensemble or a rescoring of earlier candidates needs them, and run folders do not outlive a machine
+RAW_DIR = _common.RESULTS / "detect_tasks_raw"
+KEPT = ("train", "rep1", "rep2", "rep1_labels", "rep2_labels", "member_names", "rep1_members", "rep2_members")
+
+
+def _kept_raw(candidate: str, dataset: str, seed: int) -> Path:
+    return RAW_DIR / candidate / f"{dataset}-s{seed}.npz"
+
+
+def _setting(model: str, overrides: list[str], epochs: int, detector: dict, train: str | None) -> str:
+    """What a candidate's raw scores depend on, as a string stored with them and checked on reuse."""
+    return json.dumps({"model": model, "overrides": overrides, "epochs": epochs, "trained_as": train,
+                       "detector": {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(detector.items())}})
+
+
+def keep_raw(raw: dict, candidate: str, dataset: str, seed: int, setting: str) -> None:
+    path = _kept_raw(candidate, dataset, seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    small = {k: (raw[k].astype(np.float32) if raw[k].dtype.kind == "f" else raw[k]) for k in KEPT if k in raw}
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez_compressed(tmp, setting=np.array(setting), **small)
+    tmp.replace(path)
+
+
+def kept_raw(candidate: str, dataset: str, seed: int, setting: str | None = None) -> dict | None:
+    """The raw scores of ``candidate`` on a draw, kept by an earlier call (None: none, or of another setting)."""
+    path = _kept_raw(candidate, dataset, seed)
+    if not path.is_file():
+        return None
+    raw = dict(np.load(path))
+    if setting is not None and str(raw.pop("setting")) != setting:
+        return None
+    return raw
+
+
 def run_task(dataset: str, seed: int, candidate: str, overrides: list[str], epochs: int, runs: Path,
              detector: dict, train: str | None = None, model: str = "vae") -> dict:
     from vaelab.config import parse_set
@@ -86,6 +123,10 @@ def run_task(dataset: str, seed: int, candidate: str, overrides: list[str], epoc
     done = run / f"task_result-{candidate}.json"
     if done.is_file():
         return json.loads(done.read_text())
+    setting = _setting(model, overrides, epochs, detector, train)
+    kept = kept_raw(candidate, dataset, seed, setting)
+    if kept is not None:  # scored by an earlier call whose run folder is gone: its kept raw scores
+        return task_metrics(dataset, seed, candidate, kept, detector)
     if not (run / "metrics.json").is_file():
         resume = (run / "checkpoints" / "last.ckpt").is_file()
         cfg = RunConfig.build(model, parse_set(["data.name=npz", f"data.path={study}", f"train.epochs={epochs}",
@@ -121,6 +162,7 @@ def run_task(dataset: str, seed: int, candidate: str, overrides: list[str], epoc
             cols = torch.stack([score_images(det.model_, m, as_images(target), det.batch_size, det.seed) for m in combo], 1)
             raw[f"{split}_members"] = ((cols - det.score_.mean_) / det.score_.std_).numpy()
     np.savez_compressed(run / f"raw_scores-{candidate}.npz", **raw)
+    keep_raw(raw, candidate, dataset, seed, setting)
     out = task_metrics(dataset, seed, candidate, raw, detector)
     done.write_text(json.dumps(out, indent=2))
     return out
@@ -150,10 +192,11 @@ def ensemble_task(dataset: str, seed: int, candidate: str, members: list[str], e
     raws = []
     for m in members:
         found = sorted(task.glob(f"*-e{epochs}/raw_scores-{m}.npz"))
-        if len(found) != 1:
-            raise SystemExit(f"ensemble member {m!r} on {task.name}: {len(found)} saved score files; run the member "
-                             "candidate on these draws first")
-        raws.append(dict(np.load(found[0])))
+        kept = kept_raw(m, dataset, seed) if len(found) != 1 else None
+        if len(found) != 1 and kept is None:
+            raise SystemExit(f"ensemble member {m!r} on {task.name}: {len(found)} saved score files and none kept in "
+                             f"{RAW_DIR}; run the member candidate on these draws first")
+        raws.append(dict(np.load(found[0])) if kept is None else kept)
     raw = {k: np.mean([r[k] for r in raws], 0) for k in ("train", "rep1", "rep2")}
     for split in ("rep1", "rep2"):
         raw[f"{split}_labels"] = raws[0][f"{split}_labels"]
