@@ -11,7 +11,7 @@ from .errors import VaelabError
 
 # For --help without importing torch; tests/test_cli.py checks them against vaelab.detect.
 _SCORES = ("mse", "bce", "patch_mse", "nelbo", "nll", "mahalanobis", "latent_gmm", "ssim", "latent_knn", "feature_knn",
-           "feature_gmm", "class_entropy")
+           "feature_gmm", "class_entropy", "class_energy")
 _DEFAULT_COMBO = ("ssim", "latent_gmm", "feature_knn", "patch_mse")
 _DEFAULT_PATCH_SIZE = 15
 

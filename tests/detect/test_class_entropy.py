@@ -119,14 +119,42 @@ def test_class_entropy_by_hand_and_in_the_default_combo(ssvae_run):
     assert det.raw_scores(target).shape == (len(y),)
 
 
+def test_class_energy_by_hand_and_as_a_combo_member(ssvae_run):
+    """class_energy is -logsumexp of the classifier's logits on the posterior mean (computed here from
+    the logits' own max-shifted sum), a shift of every logit by c moves it by -c, and it combines
+    with the other members by name."""
+    import vaelab
+    from vaelab.detect import AutoencoderDetector
+    from vaelab.detect.scores import ClassEnergyScore, score_images
+
+    run, _, train = ssvae_run
+    model = vaelab.load(run)
+    x = train.images[:50]
+    got = score_images(model, ClassEnergyScore().fit(model, train.images), x)
+    with torch.no_grad():
+        f = model.logits(model.encode(x.float() / 255).mean).double()
+    top = f.max(1).values
+    torch.testing.assert_close(got.double(), -(top + torch.log(torch.exp(f - top[:, None]).sum(1))), rtol=1e-5, atol=1e-5)
+    # the energy keeps the logits' scale where the entropy does not: raising every logit by 1 lowers it by 1
+    bias = model.classifier.bias if hasattr(model.classifier, "bias") else model.classifier[-1].bias
+    with torch.no_grad():
+        bias += 1.0
+    torch.testing.assert_close(score_images(model, ClassEnergyScore().fit(model, train.images), x), got - 1.0,
+                               rtol=1e-5, atol=1e-5)
+    det = AutoencoderDetector(run, "combo", combo=("ssim", "class_energy"), seed=0).fit(train)
+    assert det.score_.spec() == "combo(zscore: ssim() + class_energy())"
+
+
 def test_a_model_without_a_classifier_keeps_the_four_member_combo():
     from vaelab.detect import DEFAULT_COMBO, AutoencoderDetector
-    from vaelab.detect.scores import ClassEntropyScore
+    from vaelab.detect.scores import ClassEnergyScore, ClassEntropyScore
     from vaelab.models import build, make_config
 
     vae = build(make_config("vae", {"arch": "mlp", "latent_dim": 2}), (1, 8, 8))
     with pytest.raises(ModelError, match="needs a model with a classifier"):
         ClassEntropyScore().check(vae)
+    with pytest.raises(ModelError, match="'class_energy' score needs a model with a classifier"):
+        ClassEnergyScore().check(vae)
     assert tuple(m.name for m in AutoencoderDetector(vae)._make_score(vae).members) == DEFAULT_COMBO
 
 
@@ -141,13 +169,13 @@ def test_the_ssvae_default_combo_exports(ssvae_run, fmt, tmp_path):
 
     run, _, train = ssvae_run
     model = vaelab.load(run)
-    for score in ("class_entropy", "combo"):
+    for score in ("class_entropy", "class_energy", "combo"):
         det = AutoencoderDetector(model, score, seed=0).fit(train)
         scorer = load_exported(export_detector(det, tmp_path / f"bundle-{score}", fmt))
         x = train.images[:64]
         got = scorer((x.float() / 255).numpy())["raw_score"]
         raw = det.raw_scores(x)
-        np.testing.assert_allclose(got, raw, rtol=1e-4, atol=1e-4 * (1.0 if score == "combo" else 1e-2))
+        np.testing.assert_allclose(got, raw, rtol=1e-4, atol=1e-4 * (1.0 if score != "class_entropy" else 1e-2))
 
 
 def test_the_detector_trains_an_ssvae_on_a_partly_labelled_set(tmp_path):

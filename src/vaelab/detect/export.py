@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from ..errors import ConfigError, ModelError
 from ..exported import MODEL_FILES, OUTPUT_NAMES, load_exported
 from ..fileio import atomic_write_json
-from .scores import (BCEScore, ClassEntropyScore, ComboScore, GMMScore, KNNScore, MahalanobisScore, MSEScore, NELBOScore, PatchMSEScore,
+from .scores import (BCEScore, ClassEnergyScore, ClassEntropyScore, ComboScore, GMMScore, KNNScore, MahalanobisScore, MSEScore, NELBOScore, PatchMSEScore,
                      Score, SSIMScore, Whitener, gaussian_parts, log_entropy, nelbo_at_noise)
 
 __all__ = ["EXPORTABLE_SCORES", "FORMATS", "ScorerModule", "check_exportable", "export_detector", "load_exported"]
@@ -38,7 +38,7 @@ __all__ = ["EXPORTABLE_SCORES", "FORMATS", "ScorerModule", "check_exportable", "
 FORMATS = tuple(MODEL_FILES)
 # every score of vaelab.detect.scores that the exported module computes; nll samples afresh per image
 EXPORTABLE_SCORES = ("mse", "bce", "patch_mse", "ssim", "nelbo", "mahalanobis", "latent_gmm", "latent_knn",
-                     "feature_knn", "feature_gmm", "class_entropy", "combo")
+                     "feature_knn", "feature_gmm", "class_entropy", "class_energy", "combo")
 
 
 def _refuse(what: str, why: str) -> ConfigError:
@@ -261,6 +261,11 @@ class _ClassEntropyHead(nn.Module):
         return log_entropy(F.log_softmax(ctx.model.logits(ctx.get("latent")), 1))
 
 
+class _ClassEnergyHead(nn.Module):
+    def forward(self, ctx: _Context) -> torch.Tensor:
+        return -torch.logsumexp(ctx.model.logits(ctx.get("latent")), 1)
+
+
 def _head(s: Score, model: nn.Module) -> nn.Module:
     image_shape = tuple(model.image_shape)
     if isinstance(s, MSEScore):
@@ -281,6 +286,8 @@ def _head(s: Score, model: nn.Module) -> nn.Module:
         return _KNNHead(s)
     if isinstance(s, ComboScore):
         return _ComboHead(s, model)
+    if isinstance(s, ClassEnergyScore):  # before its parent class
+        return _ClassEnergyHead()
     if isinstance(s, ClassEntropyScore):
         return _ClassEntropyHead()
     why = ("it draws fresh importance samples for every image, so the same image would not get the same score"

@@ -21,6 +21,7 @@ batches under a seed, so the same images give the same scores.
 | `feature_gmm` | -log density of the whitened encoder features under a Gaussian mixture | any |
 | `class_entropy` | log of the entropy (nats) of the model's class probabilities      | a classifier |
 |               | p(y | E[z|x]), log(H + 1e-6)                                      |        |
+| `class_energy` | the free energy -logsumexp of the classifier's logits on E[z|x]   | a classifier |
 | `combo`       | mean of the members' z-scores (or ranks); default DEFAULT_COMBO =  | members|
 |               | ssim + latent_gmm + feature_knn + patch_mse, and class_entropy     |        |
 |               | counted twice on a model with a classifier (ssvae):                |        |
@@ -438,11 +439,28 @@ class ClassEntropyScore(Score):
     def check(self, model: Autoencoder) -> None:
         super().check(model)
         if not has_classifier(model):
-            raise ModelError(f"the 'class_entropy' score needs a model with a classifier on its code (ssvae, trained with "
+            raise ModelError(f"the {self.name!r} score needs a model with a classifier on its code (ssvae, trained with "
                              f"some labelled images); {model.config.name} has none. Use one of: {', '.join(density_free_scores())}")
 
     def batch(self, model: Autoencoder, x: torch.Tensor) -> torch.Tensor:
         return log_entropy(class_log_probs(model, x))
+
+
+class ClassEnergyScore(ClassEntropyScore):
+    """The free energy of the classifier on the code, -logsumexp_y f_y(E[z|x]) with f the logits (Liu et
+    al., NeurIPS 2020): low where some class's logit is large. Unlike the softmax's entropy it keeps the
+    logits' scale, so an image the classifier gives no class a large logit for scores high even when
+    its probabilities are peaked."""
+
+    name = "class_energy"
+
+    def batch(self, model: Autoencoder, x: torch.Tensor) -> torch.Tensor:
+        return class_energy(model, x)
+
+
+def class_energy(model: Autoencoder, x: torch.Tensor) -> torch.Tensor:
+    """-logsumexp of the classifier's logits on E[z|x], [B]."""
+    return -torch.logsumexp(model.logits(model.encode(x).mean), 1)
 
 
 def has_classifier(model: Autoencoder) -> bool:
@@ -538,6 +556,8 @@ SCORES: dict[str, tuple[Callable[..., Score], str]] = {
                     "-log density of the whitened encoder features under a Gaussian mixture"),
     "class_entropy": (lambda **o: ClassEntropyScore(), "log of the entropy of the model's class probabilities "
                       "p(y | E[z|x]) (needs a classifier: ssvae)"),
+    "class_energy": (lambda **o: ClassEnergyScore(), "free energy -logsumexp of the classifier's logits on E[z|x] "
+                     "(needs a classifier: ssvae)"),
 }
 
 
