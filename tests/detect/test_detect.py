@@ -73,9 +73,9 @@ def test_evaluate_detection_agrees_with_sklearn():
 # is as poor as that of noise (measured: AUROC 0.56), and whose error is all in one place, the
 # square, where noise spreads its error thinly (patch_mse, measured: AUROC 0.59). Their values are
 # checked against scikit-image / a brute-force window search below, and their detection power is
-# measured on real data in benchmarks/detect_scores.py and benchmarks/one_class.py. class_entropy
-# needs a model with a classifier (tests/detect/test_class_entropy.py).
-@pytest.mark.parametrize("score", [s for s in SCORE_NAMES if s not in ("ssim", "patch_mse", "class_entropy")])
+# measured on real data in benchmarks/detect_scores.py and benchmarks/one_class.py. class_entropy and
+# class_energy need a model with a classifier (tests/detect/test_class_entropy.py).
+@pytest.mark.parametrize("score", [s for s in SCORE_NAMES if s not in ("ssim", "patch_mse", "class_entropy", "class_energy")])
 def test_every_score_ranks_the_other_class_higher(score, fitted, synthetic):
     det, _ = fitted
     normal, held_out, noise = synthetic

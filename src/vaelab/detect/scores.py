@@ -439,8 +439,9 @@ class ClassEntropyScore(Score):
     def check(self, model: Autoencoder) -> None:
         super().check(model)
         if not has_classifier(model):
+            others = [n for n in density_free_scores() if n not in CLASSIFIER_SCORES]
             raise ModelError(f"the {self.name!r} score needs a model with a classifier on its code (ssvae, trained with "
-                             f"some labelled images); {model.config.name} has none. Use one of: {', '.join(density_free_scores())}")
+                             f"some labelled images); {model.config.name} has none. Use one of: {', '.join(others)}")
 
     def batch(self, model: Autoencoder, x: torch.Tensor) -> torch.Tensor:
         return log_entropy(class_log_probs(model, x))
@@ -461,6 +462,9 @@ class ClassEnergyScore(ClassEntropyScore):
 def class_energy(model: Autoencoder, x: torch.Tensor) -> torch.Tensor:
     """-logsumexp of the classifier's logits on E[z|x], [B]."""
     return -torch.logsumexp(model.logits(model.encode(x).mean), 1)
+
+
+CLASSIFIER_SCORES = ("class_entropy", "class_energy")  # the scores that need a classifier on the code
 
 
 def has_classifier(model: Autoencoder) -> bool:
