@@ -31,7 +31,7 @@ from ..errors import ConfigError, ModelError
 from ..exported import MODEL_FILES, OUTPUT_NAMES, load_exported
 from ..fileio import atomic_write_json
 from .scores import (BCEScore, ClassEnergyScore, ClassEntropyScore, ComboScore, GMMScore, KNNScore, MahalanobisScore, MSEScore, NELBOScore, PatchMSEScore,
-                     Score, SSIMScore, Whitener, gaussian_parts, log_entropy, nelbo_at_noise)
+                     Score, SSIMScore, Whitener, free_energy, gaussian_parts, log_entropy, nelbo_at_noise)
 
 __all__ = ["EXPORTABLE_SCORES", "FORMATS", "ScorerModule", "check_exportable", "export_detector", "load_exported"]
 
@@ -263,7 +263,7 @@ class _ClassEntropyHead(nn.Module):
 
 class _ClassEnergyHead(nn.Module):
     def forward(self, ctx: _Context) -> torch.Tensor:
-        return -torch.logsumexp(ctx.model.logits(ctx.get("latent")), 1)
+        return free_energy(ctx.model.logits(ctx.get("latent")))
 
 
 def _head(s: Score, model: nn.Module) -> nn.Module:

@@ -459,16 +459,21 @@ class ClassEnergyScore(ClassEntropyScore):
         return class_energy(model, x)
 
 
+def free_energy(logits: torch.Tensor) -> torch.Tensor:
+    """-logsumexp over classes of logits [B, K], [B] (shared with the exported head)."""
+    return -torch.logsumexp(logits, 1)
+
+
 def class_energy(model: Autoencoder, x: torch.Tensor) -> torch.Tensor:
-    """-logsumexp of the classifier's logits on E[z|x], [B]."""
-    return -torch.logsumexp(model.logits(model.encode(x).mean), 1)
+    """The free energy of the classifier's logits on E[z|x], [B]."""
+    return free_energy(model.logits(model.encode(x).mean))
 
 
 CLASSIFIER_SCORES = ("class_entropy", "class_energy")  # the scores that need a classifier on the code
 
 
 def has_classifier(model: Autoencoder) -> bool:
-    """Whether ``model`` classifies its code (the class_entropy score applies)."""
+    """Whether ``model`` classifies its code (the CLASSIFIER_SCORES apply)."""
     return callable(getattr(model, "logits", None)) and callable(getattr(model, "predict_proba", None))
 
 
