@@ -31,6 +31,12 @@ one-class anomaly detection against the plain VAE, and its one-class table.
     classes are reused and an interrupted class resumes from its checkpoint, so the run can be
     completed over several sittings. Results: benchmarks/results/grad2vae_protocol.json (one entry
     per dataset and model, merged with earlier calls).
+(f) the paper's convergence figure: --curve-classes (default shirt and pullover, the hardest two) of
+    Fashion-MNIST as the normal class, every training image, --curve-epochs (default 100) at the paper's
+    settings, for grad2vae and the vae (--curve-models), the test ROC-AUC after every epoch by nelbo and
+    mse and by the default combo after every --curve-combo-every-th; every scored epoch is written at
+    once, and a killed call resumes from the last one while --runs is there. Results:
+    benchmarks/results/grad2vae_curve.json. One process per class runs the classes side by side.
 (c) the one-class table of grad2vae through vaelab.detect.one_class_protocol (every class by
     default, --table-epochs epochs, --seeds seeds), beside the same protocol for each of
     --table-baselines (default: the plain vae) at the same budget.
@@ -346,10 +352,10 @@ def _entry_key(model: str, limit: int | None) -> str:
     return model if limit is None else f"{model}-limit{limit}"
 
 
-def _locked_merge(path: Path, ds: str, key: str, entry: dict) -> None:
-    """Put ``entry`` at results[ds][key] of ``path`` and write it back atomically, under an exclusive
-    lock, so that several processes (one per dataset, say) can write into one file. An entry of an
-    earlier version under the bare model name with a cut of the training images moves to its own key."""
+def _locked_update(path: Path, benchmark: str, update) -> None:
+    """Read ``path``'s results, let ``update(results)`` change them in place, and write the file back
+    atomically under an exclusive lock, so that several processes (one per dataset or class, say)
+    can write into one file."""
     import fcntl
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -357,16 +363,25 @@ def _locked_merge(path: Path, ds: str, key: str, entry: dict) -> None:
         fcntl.flock(lock, fcntl.LOCK_EX)
         old = json.loads(path.read_text()) if path.is_file() else {}
         results = old.get("results", {})
+        update(results)
+        payload = {"benchmark": benchmark, "date": time.strftime("%Y-%m-%d"),
+                   "command": " ".join(["python"] + sys.argv), "results": results}
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(payload, indent=2) + "\n")
+        tmp.replace(path)
+
+
+def _locked_merge(path: Path, ds: str, key: str, entry: dict) -> None:
+    """Put ``entry`` at results[ds][key] of ``path`` (see _locked_update). An entry of an earlier
+    version under the bare model name with a cut of the training images moves to its own key."""
+    def update(results: dict) -> None:
         per_ds = results.setdefault(ds, {})
         for name, e in list(per_ds.items()):
             if "settings" not in e and e.get("training_images_per_class") is not None and name == e.get("model"):
                 per_ds[_entry_key(name, e["training_images_per_class"])] = per_ds.pop(name)
         per_ds[key] = entry
-        payload = {"benchmark": "grad2vae_protocol", "date": time.strftime("%Y-%m-%d"),
-                   "command": " ".join(["python"] + sys.argv), "results": results}
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(payload, indent=2) + "\n")
-        tmp.replace(path)
+
+    _locked_update(path, "grad2vae_protocol", update)
 
 
 def paper_protocol(datasets: list[str], models: list[str], epochs: int, limit: int | None, test_limit: int | None,
@@ -420,6 +435,82 @@ def paper_protocol(datasets: list[str], models: list[str], epochs: int, limit: i
                       f"mean ROC-AUC {means}; wrote {path}", flush=True)
 
 
+CURVE_SCORES = ("nelbo", "mse")  # (f) scored after every epoch; the default combo every --curve-combo-every
+
+
+def paper_curve(classes: list[int], models: list[str], epochs: int, combo_every: int, limit: int | None,
+                test_limit: int | None, seed: int, runs: Path, dry_run: bool) -> None:
+    """(f) the paper's convergence figure: each of ``classes`` of Fashion-MNIST as the normal class,
+    every training image, ``epochs`` epochs at the paper's settings (batch 128, learning rate 1e-3
+    divided by 100 after half the epochs, as a fixed milestone), the test ROC-AUC and average precision
+    after every epoch by nelbo and mse, and by the default combo after every ``combo_every``-th epoch
+    (and the first and last); --limit / --test-limit cut the images (a smoke test). Each epoch resumes the run (exact resume), and its scores go at once
+    into the run folder's curve.json and into benchmarks/results/grad2vae_curve.json, so a killed
+    call continues from the last scored epoch while its run folder is there."""
+    import shutil
+
+    import numpy as np
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    from vaelab.config import deep_merge
+    from vaelab.data import load_data
+    from vaelab.detect import DEFAULT_SCORE, AutoencoderDetector
+    from vaelab.train import RunConfig, fit
+
+    path = (Path(tempfile.mkdtemp(prefix="vaelab-dry-run-")) if dry_run else _common.RESULTS) / "grad2vae_curve.json"
+    train_opts = {"schedule": "step", "step_milestones": [epochs // 2], "step_gamma": 0.01, "batch_size": 128, "lr": 1e-3,
+                  "progress_bar": False}
+    for c in classes:
+        data = None
+        for label in models:
+            name, model_opts = CONV_MODELS[label]
+            cut = {k: v for k, v in {"limit": limit, "test_limit": test_limit}.items() if v is not None}
+            base = {"data": {"name": DATASET, "classes": [c], **cut}, "model": model_opts, "train": train_opts, "seed": seed}
+            settings = {"epochs": epochs, "combo_every": combo_every, "config": base}
+            run_dir = runs / "curve" / f"class{c}-{label}"
+            saved = run_dir / "curve.json"
+            rows: list[dict] = []
+            if saved.is_file():
+                old = json.loads(saved.read_text())
+                if old["settings"] != settings:
+                    raise SystemExit(f"{run_dir} holds a curve of other settings; give another --runs")
+                rows = old["rows"]
+            elif run_dir.exists():
+                shutil.rmtree(run_dir)  # killed before its first epoch was scored: start it again
+            if data is None:
+                data = load_data(RunConfig.build(name, base).data, seed)
+            train, _, test = data
+            y = (test.labels != c).numpy().astype(np.int64)
+            seconds = rows[-1]["train_seconds"] if rows else 0.0
+            for e in range(len(rows) + 1, epochs + 1):
+                cfg = RunConfig.build(name, deep_merge(base, {"train": {"epochs": e}}))
+                t0 = time.perf_counter()
+                model, _ = fit(cfg, run_dir, resume=e > 1, data=data)
+                seconds += time.perf_counter() - t0
+                scores = list(CURVE_SCORES) + ([DEFAULT_SCORE] if e in (1, epochs) or e % combo_every == 0 else [])
+                row = {"epoch": e, "lr": cfg.train.lr * (0.01 if e > epochs // 2 else 1.0), "train_seconds": seconds,
+                       "auroc": {}, "average_precision": {}}
+                for sc in scores:
+                    det = AutoencoderDetector(model, sc, normalize=False, seed=seed,
+                                              batch_size=cfg.train.eval_batch_size).fit(train)
+                    raw = det.raw_scores(test)
+                    row["auroc"][sc] = float(roc_auc_score(y, raw))
+                    row["average_precision"][sc] = float(average_precision_score(y, raw))
+                rows.append(row)
+                saved.write_text(json.dumps({"settings": settings, "rows": rows}, indent=2) + "\n")
+                entry = {"dataset": DATASET, "class": c, "class_name": test.class_names[c], "model": label,
+                         "parameters": model.num_parameters(), "settings": settings, "complete": e == epochs,
+                         "rows": rows}
+
+                def update(results: dict, entry=entry) -> None:
+                    results.setdefault(DATASET, {}).setdefault(entry["model"], {})[str(entry["class"])] = entry
+
+                _locked_update(path, "grad2vae_curve", update)
+                print(f"(f) class {c} {label:<8} epoch {e:>3}: ROC-AUC " +
+                      ", ".join(f"{sc} {v:.4f}" for sc, v in row["auroc"].items()) + f" ({seconds:.0f} s)", flush=True)
+    print(f"(f) wrote {path}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--parts", default="a,b,c", help="which parts to run (default a,b,c)")
@@ -431,6 +522,10 @@ def main() -> None:
     ap.add_argument("--conv-epochs", type=int, default=10, help="(b) epochs, scored after each (default 10)")
     ap.add_argument("--conv-models", default=None, help=f"(b) which of {','.join(CONV_MODELS)} (default all)")
     ap.add_argument("--conv-paper-schedule", action="store_true", help="(b) lr / 100 after half of --conv-epochs")
+    ap.add_argument("--curve-classes", default="6,2", help="(f) normal classes (default 6,2: shirt, pullover)")
+    ap.add_argument("--curve-models", default="grad2vae,vae", help=f"(f) which of {','.join(CONV_MODELS)} (default grad2vae,vae)")
+    ap.add_argument("--curve-epochs", type=int, default=100, help="(f) epochs, lr / 100 after half (default 100)")
+    ap.add_argument("--curve-combo-every", type=int, default=5, help="(f) the default combo scored every N epochs (default 5)")
     ap.add_argument("--table-classes", default=None, help="(c) normal classes (default: all 10)")
     ap.add_argument("--table-epochs", type=int, default=10, help="(c) epochs per run (default 10)")
     ap.add_argument("--seeds", type=int, default=1, help="(c) seeds per class (default 1)")
@@ -507,12 +602,18 @@ def main() -> None:
                                        "trained_normal_checkerboard_inputs", "untrained_normal_checkerboard",
                                        "trained_normal_corner", "trained_anomalous_corner", "trained_normal_corner_inputs",
                                        "untrained_normal_corner", "trained_normal_border"])
+    if "f" in parts:
+        paper_curve([int(c) for c in a.curve_classes.split(",") if c.strip()],
+                    [m for m in a.curve_models.split(",") if m], a.curve_epochs, a.curve_combo_every, a.limit, a.test_limit, a.seed, runs,
+                    a.dry_run)
+        if parts == {"f"}:
+            return
     if "e" in parts:
         paper_protocol([d for d in a.protocol_datasets.split(",") if d], [m for m in a.protocol_models.split(",") if m],
                        a.protocol_epochs, a.limit, a.test_limit, runs, a.dry_run,
                        [int(c) for c in a.protocol_classes.split(",")] if a.protocol_classes else None,
                        tuple(m for m in a.protocol_compile.split(",") if m))
-        if parts == {"e"}:
+        if parts <= {"e", "f"}:
             return
     if "c" in parts:
         t0 = time.perf_counter()
