@@ -384,6 +384,40 @@ def _locked_merge(path: Path, ds: str, key: str, entry: dict) -> None:
     _locked_update(path, "grad2vae_protocol", update)
 
 
+def protocol_markdown(path: Path, limit: int | None = None) -> str:
+    """The per-class table of part (e) from grad2vae_protocol.json, as the README shows it: one row per
+    class, for each dataset grad2vae's and the vae's ROC-AUC by nelbo / mse / combo ('-' where a class
+    is not finished), the means over the finished classes and the paper's Table 1 mean."""
+    results = json.loads(path.read_text())["results"]
+    cols, names = [], {}
+    for ds in ("mnist", "fashion-mnist"):
+        for model in ("grad2vae", "vae"):
+            entry = results.get(ds, {}).get(_entry_key(model, limit))
+            cols.append((ds, model, entry))
+            if entry:
+                names[ds] = entry["class_names"]
+
+    def cell(entry: dict | None, c: int | None) -> str:
+        if not entry:
+            return "-"
+        au = entry["auroc"]
+        if c is None:
+            done = len(entry.get("classes_done", entry["classes"]))
+            return "**" + " / ".join(f"{au[s]['mean']:.3f}" for s in PROTOCOL_SCORES) + "**" + ("" if done == 10 else f" ({done})")
+        row = {s: au[s]["per_class"].get(str(c)) for s in PROTOCOL_SCORES}
+        return "-" if any(v is None for v in row.values()) else " / ".join(f"{row[s]['mean']:.3f}" for s in PROTOCOL_SCORES)
+
+    head = ["class"] + [f"{'MNIST' if ds == 'mnist' else 'Fashion-MNIST'} {m} " + " / ".join(PROTOCOL_SCORES)
+                        for ds, m, _ in cols]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for c in range(10):
+        label = " / ".join(str(names[ds][c]) for ds in ("mnist", "fashion-mnist") if ds in names and c < len(names[ds]))
+        lines.append("| " + " | ".join([label or str(c)] + [cell(e, c) for _, _, e in cols]) + " |")
+    paper = ", ".join(f"{'MNIST' if ds == 'mnist' else 'F-MNIST'} {v:.3f}" for ds, v in PAPER_TABLE1_MEAN.items())
+    lines.append("| " + " | ".join([f"mean (paper, nelbo: {paper})"] + [cell(e, None) for _, _, e in cols]) + " |")
+    return "\n".join(lines)
+
+
 def paper_protocol(datasets: list[str], models: list[str], epochs: int, limit: int | None, test_limit: int | None,
                    runs: Path, dry_run: bool, classes: list[int] | None = None, compile_models: tuple[str, ...] = ()) -> None:
     """(e), one class at a time: every finished class is written to grad2vae_protocol.json at once,
@@ -541,6 +575,8 @@ def main() -> None:
     ap.add_argument("--protocol-classes", default=None, help="(e) which normal classes this call runs (default all 10)")
     ap.add_argument("--protocol-compile", default="grad2vae", help="(e) models trained with train.compile=true (torch.compile "
                                                                     "of the loss; default grad2vae, '' for none)")
+    ap.add_argument("--protocol-table", action="store_true", help="(e) print the per-class table of "
+                    "grad2vae_protocol.json as markdown (with --limit: the entries of that cut) and stop")
     ap.add_argument("--limit", type=int, default=None, help="(b, c, d, e) at most this many training images (default: all)")
     ap.add_argument("--test-limit", type=int, default=None, help="(b, c) at most this many test images (default: all)")
     ap.add_argument("--seed", type=int, default=0)
@@ -556,6 +592,9 @@ def main() -> None:
     warnings.filterwarnings("ignore", ".*exists and is not empty.*")
     from vaelab.detect import DEFAULT_SCORE
 
+    if a.protocol_table:
+        print(protocol_markdown(_common.RESULTS / "grad2vae_protocol.json", a.limit))
+        return
     parts = {p.strip() for p in a.parts.split(",") if p.strip()}
     runs = Path(a.runs or tempfile.mkdtemp(prefix="vaelab-grad2vae-"))
     device = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
