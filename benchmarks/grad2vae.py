@@ -529,7 +529,7 @@ def paper_curve(classes: list[int], models: list[str], epochs: int, combo_every:
                     # detector is fitted on (the combo's z-scores do): a few spare their training scores
                     det = AutoencoderDetector(model, sc, normalize=False, seed=seed,
                                               batch_size=cfg.train.eval_batch_size).fit(train if sc == DEFAULT_SCORE
-                                                                                        else train[:256])
+                                                                                        else train.subset(range(256)))
                     raw = det.raw_scores(test)
                     row["auroc"][sc] = float(roc_auc_score(y, raw))
                     row["average_precision"][sc] = float(average_precision_score(y, raw))
