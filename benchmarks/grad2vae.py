@@ -548,6 +548,49 @@ def paper_curve(classes: list[int], models: list[str], epochs: int, combo_every:
     print(f"(f) wrote {path}")
 
 
+def curve_figure(path: Path, out: Path) -> None:
+    """The figure of part (f) from grad2vae_curve.json: one panel per class, test ROC-AUC per epoch of
+    each model by nelbo (dashed), mse (dotted) and the combo (markers, where scored)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from vaelab.detect import DEFAULT_SCORE
+    from vaelab.fileio import atomic_write_figure
+
+    per_model = json.loads(path.read_text())["results"][DATASET]
+    classes = sorted({int(c) for entries in per_model.values() for c in entries})
+    fig, axes = plt.subplots(1, len(classes), figsize=(5.2 * len(classes), 3.8), squeeze=False)
+    colours = {"grad2vae": "tab:red", "vae": "tab:blue", "grad2vae-noatt": "tab:green"}
+    for ax, c in zip(axes[0], classes):
+        name = ""
+        for model, entries in per_model.items():
+            entry = entries.get(str(c))
+            if not entry:
+                continue
+            name = entry["class_name"]
+            rows = entry["rows"]
+            colour = colours.get(model, "black")
+            for sc, style in (("nelbo", "--"), ("mse", ":")):
+                ax.plot([r["epoch"] for r in rows], [r["auroc"][sc] for r in rows], style, color=colour,
+                        label=f"{model} {sc}")
+            combo = [r for r in rows if DEFAULT_SCORE in r["auroc"]]
+            ax.plot([r["epoch"] for r in combo], [r["auroc"][DEFAULT_SCORE] for r in combo], "o-", ms=3,
+                    color=colour, label=f"{model} {DEFAULT_SCORE}")
+            half = entry["settings"]["epochs"] // 2
+        ax.axvline(half + 0.5, color="grey", lw=0.8)
+        ax.set_title(f"Fashion-MNIST, normal class {c} ({name}); lr / 100 after epoch {half}", fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("test ROC-AUC")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    atomic_write_figure(fig, out, dpi=110)
+    plt.close(fig)
+    print(f"(f) figure: {out}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--parts", default="a,b,c", help="which parts to run (default a,b,c)")
@@ -563,6 +606,7 @@ def main() -> None:
     ap.add_argument("--curve-models", default="grad2vae,vae", help=f"(f) which of {','.join(CONV_MODELS)} (default grad2vae,vae)")
     ap.add_argument("--curve-epochs", type=int, default=100, help="(f) epochs, lr / 100 after half (default 100)")
     ap.add_argument("--curve-combo-every", type=int, default=5, help="(f) the default combo scored every N epochs (default 5)")
+    ap.add_argument("--curve-figure", default=None, help="(f) draw grad2vae_curve.json's curves into this PNG and stop")
     ap.add_argument("--table-classes", default=None, help="(c) normal classes (default: all 10)")
     ap.add_argument("--table-epochs", type=int, default=10, help="(c) epochs per run (default 10)")
     ap.add_argument("--seeds", type=int, default=1, help="(c) seeds per class (default 1)")
@@ -595,6 +639,9 @@ def main() -> None:
     warnings.filterwarnings("ignore", ".*exists and is not empty.*")
     from vaelab.detect import DEFAULT_SCORE
 
+    if a.curve_figure:
+        curve_figure(_common.RESULTS / "grad2vae_curve.json", Path(a.curve_figure))
+        return
     if a.protocol_table:
         print(protocol_markdown(_common.RESULTS / "grad2vae_protocol.json", a.limit))
         return
