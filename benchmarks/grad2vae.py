@@ -9,7 +9,9 @@ one-class anomaly detection against the plain VAE, and its one-class table.
     step of grad2vae with aggregation conv, sum and mean (the default chain path), conv on the
     reference and fast paths, sum on the fast path, without the attention (attention_weight 0), and
     of the default conv vae, on the same batch, the variants taking turns step by step:
-    ``step_ratio_vs_vae`` = {conv, sum, mean, reference_conv, ...}.
+    ``step_ratio_vs_vae`` = {conv, sum, mean, reference_conv, ...}. Each step runs as the trainer runs it
+    with train.fast=true (--step-path trainer, the default: channels_last and the kept allocator on
+    the CPU, the fused Adam); --step-path plain times the fp32 NCHW step with the plain Adam.
 (b) convergence: for each of --conv-classes, train on that class only and, after each of the first
     --conv-epochs epochs, score the whole test set with the detection package's default score
     (AutoencoderDetector, as the one-class protocol does) and record the ROC-AUC (anomaly = another
@@ -94,7 +96,7 @@ def _median_seconds(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def attention_cost(batch: int, repeats: int, latent_dim: int, device: str, seed: int) -> list[dict]:
+def attention_cost(batch: int, repeats: int, latent_dim: int, device: str, seed: int, step_path: str = "trainer") -> list[dict]:
     import torch
 
     from vaelab.data import DataConfig, load_data
@@ -151,13 +153,25 @@ def attention_cost(batch: int, repeats: int, latent_dim: int, device: str, seed:
     import torch._inductor.config as inductor_config
 
     inductor_config.fallback_random = True
+    # step_path trainer: every model's step as the trainer runs it with train.fast=true (its default):
+    # on the CPU glibc's allocator kept from trimming, conv models and their images in channels_last,
+    # the fused Adam step; plain: the eager fp32 NCHW step with the plain Adam (train.fast=false)
+    xs = x
+    fused = step_path == "trainer" and device in ("cpu", "cuda")
+    if step_path == "trainer" and device == "cpu":
+        from vaelab.train.speed import tune_cpu_allocator
+
+        tune_cpu_allocator()
+        for m in models.values():
+            m.to(memory_format=torch.channels_last)
+        xs = x.contiguous(memory_format=torch.channels_last)
     losses = {k: (torch.compile(m.loss) if k.endswith("_compiled") else m.loss) for k, m in models.items()}
-    opts = {k: torch.optim.Adam(m.parameters(), lr=1e-3) for k, m in models.items()}
+    opts = {k: torch.optim.Adam(m.parameters(), lr=1e-3, **({"fused": True} if fused else {})) for k, m in models.items()}
 
     def grads(name):
         models[name].zero_grad(set_to_none=True)
         torch.manual_seed(seed + 1)
-        losses[name](x).loss.backward()
+        losses[name](xs).loss.backward()
         out = {n: q.grad.clone() for n, q in models[name].named_parameters() if q.grad is not None}
         models[name].zero_grad(set_to_none=True)
         return out
@@ -167,7 +181,7 @@ def attention_cost(batch: int, repeats: int, latent_dim: int, device: str, seed:
 
     def step(name):
         opts[name].zero_grad(set_to_none=True)
-        losses[name](x).loss.backward()
+        losses[name](xs).loss.backward()
         opts[name].step()
 
     times: dict[str, list[float]] = {k: [] for k in models}
@@ -188,7 +202,7 @@ def attention_cost(batch: int, repeats: int, latent_dim: int, device: str, seed:
                  "conv_compiled_max_relative_gradient_error": compiled_error,
                  "conv_compiled_equals_eager": bool(compiled_g.keys() == eager_g.keys() and compiled_error <= 1e-4),
                  "grad2vae_parameters": model.num_parameters(), "vae_parameters": vae.num_parameters(),
-                 "torch_threads": torch.get_num_threads()})
+                 "torch_threads": torch.get_num_threads(), "step_path": step_path})
     return rows
 
 
@@ -597,6 +611,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=128, help="(a) images per batch (default 128)")
     ap.add_argument("--repeats", type=int, default=5, help="(a) timed repeats, median reported (default 5)")
     ap.add_argument("--latent-dim", type=int, default=16, help="(a) latent units (default 16, the models' default)")
+    ap.add_argument("--step-path", choices=["trainer", "plain"], default="trainer",
+                    help="(a) time each step as the trainer runs it with train.fast=true (channels_last on the CPU, "
+                         "the fused Adam, the kept allocator; default) or the plain fp32 NCHW step (train.fast=false)")
     ap.add_argument("--device", default=None, help="(a) cpu or cuda (default: cuda when available)")
     ap.add_argument("--conv-classes", default="0,4,8", help="(b) normal classes (default 0,4,8)")
     ap.add_argument("--conv-epochs", type=int, default=10, help="(b) epochs, scored after each (default 10)")
@@ -652,7 +669,7 @@ def main() -> None:
     seconds: dict = {}
     if "a" in parts:
         t0 = time.perf_counter()
-        out["attention_cost"] = attention_cost(a.batch, a.repeats, a.latent_dim, device, a.seed)
+        out["attention_cost"] = attention_cost(a.batch, a.repeats, a.latent_dim, device, a.seed, a.step_path)
         out["step_ratio_vs_vae"] = out["attention_cost"][-1]["step_ratio_vs_vae"]
         seconds["a"] = time.perf_counter() - t0
         print("\n(a) attention cost, median seconds per batch")

@@ -138,6 +138,25 @@ def test_fast_attention_equals_the_reference_on_the_default_network(impl, aggreg
         assert (fast_grads[n] - ref_grads[n]).abs().max() / scale <= 1e-4, n
 
 
+@pytest.mark.parametrize("aggregation", ["conv", "sum"])
+def test_chain_attention_in_the_channels_last_layout_equals_the_reference(aggregation):
+    """The trainer's fast path on the CPU puts conv models and their images in the channels_last
+    layout; the chain path (which keeps its reverse pass in NCHW) gives the same loss terms and
+    gradients there as the reference in the default layout, in float64."""
+    torch.manual_seed(0)
+    m = build(make_config("grad2vae", {"latent_dim": 4, "aggregation": aggregation}), (1, 12, 12)).double()
+    x = torch.rand(5, 1, 12, 12, dtype=torch.float64)
+    m.config.attention_impl = "reference"
+    ref_out, ref_grads = _loss_grads(m, x)
+    m.config.attention_impl = "chain"
+    m.to(memory_format=torch.channels_last)
+    out, grads = _loss_grads(m, x.contiguous(memory_format=torch.channels_last))
+    assert m.encoder[0][0].weight.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out.terms["att"], ref_out.terms["att"], rtol=1e-9, atol=1e-12)
+    for n in ref_grads:
+        torch.testing.assert_close(grads[n], ref_grads[n], rtol=1e-7, atol=1e-10, msg=n)
+
+
 def test_compiled_loss_equals_the_reference_on_the_default_network():
     """train.compile=true (torch.compile of the loss: the fastest step, benchmarks/grad2vae.py part a)
     captures the chain path whole and computes the same attention and loss gradients as the eager

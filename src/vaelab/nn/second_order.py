@@ -126,7 +126,7 @@ def _transposed(layer: nn.Conv2d, y: torch.Tensor, in_hw: tuple[int, int], weigh
         reach = ((y.shape[-2 + dim] - 1) * layer.stride[dim] - 2 * padding[dim]
                  + layer.dilation[dim] * (layer.kernel_size[dim] - 1) + 1)
         extra.append(size[dim] - reach)
-    w = layer.weight if weight is None else weight
+    w = (layer.weight if weight is None else weight).contiguous()  # channels_last weights: the reverse pass is NCHW
     groups = layer.groups if weight is None else 1
     out = F.conv_transpose2d(y, w, None, layer.stride, padding, tuple(extra), groups, layer.dilation)
     return _unpad_circular(out, *layer.padding) if circular else out
@@ -170,7 +170,10 @@ def forward(layers: nn.Sequential | list[nn.Module], x: torch.Tensor) -> tuple[t
             t = t.flatten(1)
         else:  # an elementwise activation
             d1, d2 = activation_derivatives(layer, h)
-            tape.steps.append(("act", d1, d2 * t))
+            # kept contiguous: in the channels_last layout (the trainer's fast path on the CPU) the
+            # per-set products of the reverse pass would otherwise come out in a strided layout
+            # that every later reshape copies (measured 12% of an eager step)
+            tape.steps.append(("act", d1.contiguous(), (d2 * t).contiguous()))
             h = layer(h)
             t = d1 * t
         tape.widest = max(tape.widest, h[0].numel())
@@ -203,6 +206,8 @@ def _reverse_chunk(steps: list[tuple], g: torch.Tensor, p: torch.Tensor | None, 
         if kind == "act":  # a = sigma'(u), c = sigma''(u) * t_u, per image: broadcast over the sets
             a, c = a[:, None], c[:, None]
             p = c * g if p is None else a * p + c * g
+            if j == 1 and steps[0][0] == "conv":  # a first convolution takes only p: g is not needed again
+                continue
             g = a * g
         elif kind == "flatten":
             g = g.reshape(b, k, *c)
