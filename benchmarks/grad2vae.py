@@ -141,6 +141,8 @@ def attention_cost(batch: int, repeats: int, latent_dim: int, device: str, seed:
                 "reference_conv": {"attention_impl": "reference"}, "conv_fast": {"attention_impl": "fast"},
                 "sum_fast": {"aggregation": "sum", "attention_impl": "fast"},
                 "no_attention": {"attention_weight": 0.0}, "conv_compiled": {}}
+    if step_path == "trainer" and device == "cpu":
+        variants["conv_nchw"] = {}  # the trainer's path but the default NCHW layout (is channels_last worth it here?)
     models = {"vae": vae}
     for name, opts in variants.items():
         torch.manual_seed(seed)
@@ -156,22 +158,23 @@ def attention_cost(batch: int, repeats: int, latent_dim: int, device: str, seed:
     # step_path trainer: every model's step as the trainer runs it with train.fast=true (its default):
     # on the CPU glibc's allocator kept from trimming, conv models and their images in channels_last,
     # the fused Adam step; plain: the eager fp32 NCHW step with the plain Adam (train.fast=false)
-    xs = x
+    xs = {k: x for k in models}
     fused = step_path == "trainer" and device in ("cpu", "cuda")
     if step_path == "trainer" and device == "cpu":
         from vaelab.train.speed import tune_cpu_allocator
 
         tune_cpu_allocator()
-        for m in models.values():
-            m.to(memory_format=torch.channels_last)
-        xs = x.contiguous(memory_format=torch.channels_last)
+        for k, m in models.items():
+            if k != "conv_nchw":
+                m.to(memory_format=torch.channels_last)
+                xs[k] = x.contiguous(memory_format=torch.channels_last)
     losses = {k: (torch.compile(m.loss) if k.endswith("_compiled") else m.loss) for k, m in models.items()}
     opts = {k: torch.optim.Adam(m.parameters(), lr=1e-3, **({"fused": True} if fused else {})) for k, m in models.items()}
 
     def grads(name):
         models[name].zero_grad(set_to_none=True)
         torch.manual_seed(seed + 1)
-        losses[name](xs).loss.backward()
+        losses[name](xs[name]).loss.backward()
         out = {n: q.grad.clone() for n, q in models[name].named_parameters() if q.grad is not None}
         models[name].zero_grad(set_to_none=True)
         return out
@@ -181,7 +184,7 @@ def attention_cost(batch: int, repeats: int, latent_dim: int, device: str, seed:
 
     def step(name):
         opts[name].zero_grad(set_to_none=True)
-        losses[name](xs).loss.backward()
+        losses[name](xs[name]).loss.backward()
         opts[name].step()
 
     times: dict[str, list[float]] = {k: [] for k in models}
