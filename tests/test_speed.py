@@ -172,6 +172,27 @@ def test_compiled_loss_trains_the_same_model(tmp_path, monkeypatch):
         torch.testing.assert_close(wc[k], we[k], rtol=1e-5, atol=1e-5)
 
 
+def test_compile_keeps_compiling_when_a_process_trains_many_models(tmp_path, monkeypatch):
+    """Every model shares the loss's code, so each one adds entries to dynamo's cache; past its
+    recompile limit dynamo runs the frame eager without a word. Each run starts the caches afresh,
+    so the third model of one process is still compiled under a limit of two entries."""
+    graphs = []
+
+    def counting(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    orig = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: orig(fn, backend=counting))
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 2)
+    data = load_data(DataConfig(name="digits", limit=128))
+    seen = []
+    for i in range(3):
+        fit(conv_cfg("train.compile=true", "train.epochs=1", f"seed={i}"), tmp_path / str(i), data=data)
+        seen.append(len(graphs))
+    assert seen[0] > 0 and seen[1] > seen[0] and seen[2] > seen[1], seen
+
+
 def test_allocator_tuning_is_applied_once_on_glibc():
     import platform
 

@@ -86,6 +86,11 @@ class LitAutoencoder(pl.LightningModule):
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
         if self.cfg.compile and self._loss_fn == self.model.loss:
+            # torch.compile's caches start afresh for every run: the loss's code is shared by all
+            # models, each model (and each grad mode) adds a cache entry, and past dynamo's
+            # recompile limit (8) a process that trains models in turn (the one-class protocol, an
+            # ensemble) would silently train the later ones eager
+            torch._dynamo.reset()
             self._loss_fn = torch.compile(self.model.loss)
 
     def _loss(self, batch: torch.Tensor | tuple[torch.Tensor, torch.Tensor], **kw: Any) -> Any:
