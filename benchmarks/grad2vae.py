@@ -11,7 +11,11 @@ one-class anomaly detection against the plain VAE, and its one-class table.
     of the default conv vae, on the same batch, the variants taking turns step by step:
     ``step_ratio_vs_vae`` = {conv, sum, mean, reference_conv, ...}. Each step runs as the trainer runs it
     with train.fast=true (--step-path trainer, the default: channels_last and the kept allocator on
-    the CPU, the fused Adam); --step-path plain times the fp32 NCHW step with the plain Adam.
+    the CPU, the fused Adam); --step-path plain times the fp32 NCHW step with the plain Adam. conv,
+    sum and mean are compiled, as train.compile=auto trains grad2vae on a long run; conv_eager,
+    sum_eager and mean_eager are the same steps uncompiled; the VAE's step is eager (its faster
+    path; vae_compiled is listed). The compile is timed cold (first step and first no-grad call
+    with a fresh inductor cache) and set against what each step saves: ``compile_break_even_steps``.
 (b) convergence: for each of --conv-classes, train on that class only and, after each of the first
     --conv-epochs epochs, score the whole test set with the detection package's default score
     (AutoencoderDetector, as the one-class protocol does) and record the ROC-AUC (anomaly = another
@@ -136,25 +140,32 @@ def attention_cost(batch: int, repeats: int, latent_dim: int, device: str, seed:
                      **{f"{k}_s": v for k, v in t.items()}, "vmap_over_chain": t["vmap"] / t["chain"], **same})
     # one optimisation step of each variant, in blocks of --repeats steps after a warm-up step (the
     # steady state of a training run, whose allocator and caches serve one variant), the blocks taken
-    # in two rounds so that a slower or faster spell of the machine falls on every variant
-    variants = {"conv": {}, "sum": {"aggregation": "sum"}, "mean": {"aggregation": "mean"},
-                "reference_conv": {"attention_impl": "reference"}, "conv_fast": {"attention_impl": "fast"},
-                "sum_fast": {"aggregation": "sum", "attention_impl": "fast"},
-                "no_attention": {"attention_weight": 0.0}, "conv_compiled": {}}
-    if step_path == "trainer" and device == "cpu":
-        variants["conv_nchw"] = {}  # the trainer's path but the default NCHW layout (is channels_last worth it here?)
+    # in two rounds so that a slower or faster spell of the machine falls on every variant.
+    # conv, sum and mean: the default chain path as the trainer runs a long run (train.compile=auto:
+    # torch.compile of the loss, which grad2vae declares pays); *_eager: the same step uncompiled
+    # (train.compile=false, and a run too short for auto); the other paths eager
+    variants = {"conv": ({}, True), "sum": ({"aggregation": "sum"}, True), "mean": ({"aggregation": "mean"}, True),
+                "conv_eager": ({}, False), "sum_eager": ({"aggregation": "sum"}, False),
+                "mean_eager": ({"aggregation": "mean"}, False),
+                "reference_conv": ({"attention_impl": "reference"}, False), "conv_fast": ({"attention_impl": "fast"}, False),
+                "sum_fast": ({"aggregation": "sum", "attention_impl": "fast"}, False),
+                "no_attention": ({"attention_weight": 0.0}, False)}
     models = {"vae": vae}
-    for name, opts in variants.items():
+    compiled = {"vae_compiled"}
+    for name, (opts, comp) in variants.items():
         torch.manual_seed(seed)
         models[name] = build(make_config("grad2vae", {"latent_dim": latent_dim, **opts}), (1, 28, 28)).to(device)
+        if comp:
+            compiled.add(name)
     torch.manual_seed(seed)
     models["vae_compiled"] = build(make_config("vae", {"latent_dim": latent_dim}), (1, 28, 28)).to(device)
-    # *_compiled: the loss through torch.compile, as train.compile=true trains it; its noise drawn by the
-    # eager generator (fallback_random), so that its first gradients can be checked against the eager
-    # step's on the same weights and the same eps before anything is timed
+    # the compiled losses' noise drawn by the eager generator (fallback_random), so that the first
+    # gradients can be checked against the eager step's on the same weights and the same eps before
+    # anything is timed; the compile itself timed cold (a fresh cache folder, as on a new machine)
     import torch._inductor.config as inductor_config
 
     inductor_config.fallback_random = True
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="vaelab-inductor-")
     # step_path trainer: every model's step as the trainer runs it with train.fast=true (its default):
     # on the CPU glibc's allocator kept from trimming, conv models and their images in channels_last,
     # the fused Adam step; plain: the eager fp32 NCHW step with the plain Adam (train.fast=false)
@@ -165,10 +176,9 @@ def attention_cost(batch: int, repeats: int, latent_dim: int, device: str, seed:
 
         tune_cpu_allocator()
         for k, m in models.items():
-            if k != "conv_nchw":
-                m.to(memory_format=torch.channels_last)
-                xs[k] = x.contiguous(memory_format=torch.channels_last)
-    losses = {k: (torch.compile(m.loss) if k.endswith("_compiled") else m.loss) for k, m in models.items()}
+            m.to(memory_format=torch.channels_last)
+            xs[k] = x.contiguous(memory_format=torch.channels_last)
+    losses = {k: (torch.compile(m.loss) if k in compiled else m.loss) for k, m in models.items()}
     opts = {k: torch.optim.Adam(m.parameters(), lr=1e-3, **({"fused": True} if fused else {})) for k, m in models.items()}
 
     def grads(name):
@@ -179,29 +189,53 @@ def attention_cost(batch: int, repeats: int, latent_dim: int, device: str, seed:
         models[name].zero_grad(set_to_none=True)
         return out
 
-    eager_g, compiled_g = grads("conv"), grads("conv_compiled")
-    compiled_error = max(float((compiled_g[n] - g).abs().max() / g.abs().max().clamp_min(1e-12)) for n, g in eager_g.items())
-
     def step(name):
         opts[name].zero_grad(set_to_none=True)
         losses[name](xs[name]).loss.backward()
         opts[name].step()
+
+    def timed(fn) -> float:
+        t0 = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0
+
+    def no_grad_loss(name):
+        with torch.no_grad():  # validation's graph, which torch.compile builds on its first no-grad call
+            losses[name](xs[name])
+
+    # what compiling costs: each compiled grad2vae variant's first training step (dynamo, inductor's
+    # forward and backward graphs, the C++ kernels' build) and its first no-grad call (validation)
+    first = {k: {"train_step_s": timed(lambda k=k: grads(k)), "no_grad_call_s": timed(lambda k=k: no_grad_loss(k))}
+             for k in variants if k in compiled}
+    eager_g, compiled_g = grads("conv_eager"), grads("conv")
+    compiled_error = max(float((compiled_g[n] - g).abs().max() / g.abs().max().clamp_min(1e-12)) for n, g in eager_g.items())
 
     times: dict[str, list[float]] = {k: [] for k in models}
     for _ in range(2):
         for name in models:
             step(name)  # warm-up
             for _ in range(repeats):
-                t0 = time.perf_counter()
-                step(name)
-                if torch.cuda.is_available():
-                    torch.cuda.synchronize()
-                times[name].append(time.perf_counter() - t0)
+                times[name].append(timed(lambda name=name: step(name)))
+    eager_eval = {k: statistics.median([timed(lambda k=k: no_grad_loss(k)) for _ in range(3)]) for k in ("conv", "conv_eager")}
     step_s = {k: statistics.median(v) for k, v in times.items()}
+    # the steps after which the compile has paid for itself: its cost over the eager path (the first step
+    # and the first validation call, less what they would take eager) divided by what each step saves
+    compile_cost = {}
+    for k in first:
+        eager = f"{k}_eager"
+        overhead = first[k]["train_step_s"] + first[k]["no_grad_call_s"] - step_s[eager] - eager_eval["conv_eager"]
+        saved = step_s[eager] - step_s[k]
+        compile_cost[k] = {**first[k], "overhead_s": overhead, "saved_per_step_s": saved,
+                           "break_even_steps": overhead / saved if saved > 0 else None}
     vae_s = step_s.pop("vae")  # the ratios are to the VAE's eager step (its faster one: vae_compiled is listed too)
     rows.append({"part": "a", "what": "training step (loss, backward, Adam)", "batch": len(x), "units": latent_dim,
                  "grad2vae_s": step_s["conv"], "vae_s": vae_s, "grad2vae_over_vae": step_s["conv"] / vae_s,
                  "step_s": step_s, "step_ratio_vs_vae": {k: v / vae_s for k, v in step_s.items()},
+                 "compiled": sorted(compiled), "compile_cost": compile_cost,
+                 "compile_break_even_steps": (None if any(c["break_even_steps"] is None for c in compile_cost.values())
+                                              else max(c["break_even_steps"] for c in compile_cost.values())),
                  "conv_compiled_max_relative_gradient_error": compiled_error,
                  "conv_compiled_equals_eager": bool(compiled_g.keys() == eager_g.keys() and compiled_error <= 1e-4),
                  "grad2vae_parameters": model.num_parameters(), "vae_parameters": vae.num_parameters(),
@@ -683,6 +717,9 @@ def main() -> None:
         last = out["attention_cost"][-1]
         print(f"compiled conv step's gradients against the eager step's: max relative error "
               f"{last['conv_compiled_max_relative_gradient_error']:.2e} (equal to 1e-4: {last['conv_compiled_equals_eager']})")
+        for k, c in last["compile_cost"].items():
+            print(f"compiling {k}: first step {c['train_step_s']:.1f} s, first no-grad call {c['no_grad_call_s']:.1f} s, "
+                  f"{c['saved_per_step_s'] * 1e3:.0f} ms saved per step: pays after {c['break_even_steps']:.0f} steps")
     if "b" in parts:
         t0 = time.perf_counter()
         classes = [int(c) for c in a.conv_classes.split(",") if c.strip()]

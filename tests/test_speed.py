@@ -193,6 +193,71 @@ def test_compile_keeps_compiling_when_a_process_trains_many_models(tmp_path, mon
     assert seen[0] > 0 and seen[1] > seen[0] and seen[2] > seen[1], seen
 
 
+def test_compile_auto_decides_by_model_device_and_run_length(monkeypatch):
+    """train.compile=auto compiles only a model that declares compile_pays, on the CPU, for a run of at
+    least COMPILE_AUTO_MIN_STEPS steps, when inductor has a C++ compiler; true and false are obeyed."""
+    from vaelab.train import speed
+
+    n = speed.COMPILE_AUTO_MIN_STEPS
+    assert speed.resolve_compile(True, False, "cuda", 1)[0] is True
+    assert speed.resolve_compile(False, True, "cpu", 10 * n)[0] is False
+    assert speed.resolve_compile("auto", True, "cpu", n) == (True, f"auto: {n} steps pay for the compile")
+    off = {"model": speed.resolve_compile("auto", False, "cpu", 10 * n), "device": speed.resolve_compile("auto", True, "cuda", 10 * n),
+           "short": speed.resolve_compile("auto", True, "cpu", n - 1)}
+    assert all(flag is False for flag, _ in off.values())
+    assert "does not declare" in off["model"][1] and "cuda" in off["device"][1] and f"{n - 1} steps" in off["short"][1]
+    monkeypatch.setattr(speed, "cpp_compiler_available", lambda: False)
+    flag, why = speed.resolve_compile("auto", True, "cpu", 10 * n)
+    assert flag is False and "C++ compiler" in why
+    from vaelab.models import MODELS
+
+    assert [name for name, spec in sorted(MODELS.items()) if spec.cls.compile_pays] == ["grad2vae"]
+
+
+def test_compile_auto_compiles_grad2vae_on_a_long_run_only(tmp_path, monkeypatch, caplog):
+    """The trainer resolves train.compile=auto (the default) from the model and the run's steps: grad2vae
+    is compiled once the run is long enough, a VAE never; the run's log says which and why."""
+    import logging
+
+    from vaelab.train import speed
+
+    compiled = []
+    orig = torch.compile
+
+    def aot_eager(fn, **kw):
+        compiled.append(fn.__self__.config.name)
+        return orig(fn, backend="aot_eager")
+
+    monkeypatch.setattr(torch, "compile", aot_eager)
+    data = load_data(DataConfig(name="digits", limit=64))
+    small = ["data.name=digits", "model.latent_dim=2", "train.batch_size=32", "train.progress_bar=false", "train.epochs=1"]
+    assert TrainConfig().compile == "auto"
+    minimum = speed.COMPILE_AUTO_MIN_STEPS
+    with caplog.at_level(logging.INFO, logger="vaelab"):
+        fit(RunConfig.build("grad2vae", parse_set(small)), tmp_path / "short", data=data)  # 2 steps: too short
+        monkeypatch.setattr(speed, "COMPILE_AUTO_MIN_STEPS", 2)
+        fit(RunConfig.build("grad2vae", parse_set(small)), tmp_path / "long", data=data)
+        fit(RunConfig.build("vae", parse_set(small)), tmp_path / "vae", data=data)
+        fit(RunConfig.build("grad2vae", parse_set([*small, "train.compile=false"])), tmp_path / "off", data=data)
+    assert compiled == ["grad2vae"]
+    said = [r.getMessage() for r in caplog.records if "torch.compile" in r.getMessage()]
+    assert len(said) == 3, said  # the VAE's run says nothing: compiling is not its question
+    assert said[0].startswith("torch.compile of the loss: off (auto: ") and f"fewer than the {minimum} " in said[0]
+    assert said[1].startswith("torch.compile of the loss: on (auto: ") and said[1].endswith("steps pay for the compile)")
+    assert said[2] == "torch.compile of the loss: off (train.compile=false)"
+
+
+def test_compile_setting_is_checked_and_round_trips(tmp_path):
+    with pytest.raises(ConfigError, match="train.compile must be true, false or auto"):
+        TrainConfig(compile="sometimes")
+    with pytest.raises(ConfigError, match="train.compile"):
+        RunConfig.build("vae", parse_set(["train.compile=sometimes"]))
+    for value in (True, False, "auto"):
+        cfg = RunConfig.build("vae", {"train": {"compile": value}})
+        cfg.save(tmp_path / f"{value}.yaml")
+        assert RunConfig.load(tmp_path / f"{value}.yaml").train.compile == value
+
+
 def test_allocator_tuning_is_applied_once_on_glibc():
     import platform
 

@@ -107,7 +107,9 @@ class Autoencoder(nn.Module):
     ``labels=``), ``denoises`` (has ``denoise``), ``explains`` (has attention maps of its own),
     ``custom_networks`` (accepts your own ``encoder=``/``decoder=``), ``conditional`` (``decode`` and
     ``sample`` take a class label), ``adversarial`` (a ``discriminator`` module trained by
-    ``discriminator_loss`` with an optimizer of its own: the trainer alternates the two steps)."""
+    ``discriminator_loss`` with an optimizer of its own: the trainer alternates the two steps),
+    ``compile_pays`` (a long run trains faster with ``torch.compile`` of the loss once its compile
+    time is paid: ``train.compile=auto`` compiles it; declared only from a measurement)."""
 
     config_class: ClassVar[type[ModelConfig]] = ModelConfig
     can_sample: ClassVar[bool] = False
@@ -118,6 +120,7 @@ class Autoencoder(nn.Module):
     custom_networks: ClassVar[bool] = False
     conditional: ClassVar[bool] = False
     adversarial: ClassVar[bool] = False
+    compile_pays: ClassVar[bool] = False
 
     def __init__(self, config: ModelConfig, encoder: nn.Module | None = None, decoder: nn.Module | None = None):
         super().__init__()

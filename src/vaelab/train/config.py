@@ -52,10 +52,12 @@ class TrainConfig:
     # channels_last layout for conv networks and an allocator that keeps freed memory; all measured
     # faster and all deterministic; false gives the plain fp32 eager reference path.
     # precision: Lightning's "32", "bf16-mixed" (autocast; CPU and GPU) or "16-mixed" (GPU only).
-    # compile: torch.compile the model's loss.
+    # compile: torch.compile the model's loss (true / false); auto compiles it for a model that declares
+    # compile_pays (grad2vae) on the CPU when the run is long enough to pay for the compile
+    # (COMPILE_AUTO_MIN_STEPS; benchmarks/grad2vae.py part a measures both sides).
     fast: bool = True  # fused Adam step, channels_last and a caching allocator on the CPU (deterministic); false: the plain reference path
     precision: str | int = "32"  # "32", "bf16-mixed" (CPU and GPU) or "16-mixed" (GPU only)
-    compile: bool = False  # torch.compile the model's loss
+    compile: bool | Literal["auto"] = "auto"  # torch.compile the model's loss: true, false, or auto (where it pays)
     # where the logs go (docs/trackers.md): every loss term every step, the validation terms, and for the
     # trackers also the config and the final metrics. csv: logs/metrics.csv (the report's loss curves),
     # tensorboard: logs/tensorboard, mlflow, wandb (pip install "vaelab[mlflow]" / "vaelab[wandb]")
@@ -95,6 +97,8 @@ class TrainConfig:
                 raise ConfigError(f"train.{k} must be a name, got {getattr(self, k)!r}")
         if self.mlflow_tracking_uri is not None and not self.mlflow_tracking_uri.strip():
             raise ConfigError("train.mlflow_tracking_uri must be a URI (sqlite:///PATH/mlflow.db, http://HOST:PORT) or null")
+        if self.compile not in (True, False, "auto"):
+            raise ConfigError(f"train.compile must be true, false or auto (compile where it pays), got {self.compile!r}")
         self.precision = str(self.precision)
         if self.precision not in PRECISIONS:
             raise ConfigError(f"train.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")

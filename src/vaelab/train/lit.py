@@ -1,6 +1,7 @@
 """The one Lightning adapter that trains any model of the contract, and its data plumbing."""
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -13,7 +14,9 @@ from ..errors import TrainingError
 from ..models import Autoencoder
 from .config import TrainConfig
 from .batches import InMemoryImages
-from .speed import has_conv_layers, tune_cpu_allocator
+from .speed import has_conv_layers, resolve_compile, tune_cpu_allocator
+
+log = logging.getLogger("vaelab")
 
 
 
@@ -69,6 +72,7 @@ class LitAutoencoder(pl.LightningModule):
         self.progress_metrics: dict[str, float] = {}  # the latest flushed train/loss, for the progress bar
         self._noise_seed = torch.initial_seed()
         self._fused = False  # set by configure_optimizers
+        self.compiled, self.compile_reason = False, ""  # train.compile resolved in setup (the device is known there)
         # an adversarial model has a second optimizer for its discriminator: this module steps both
         # (Lightning's manual optimisation); their states, the scheduler's and the RNG's are in the checkpoint
         self.adversarial = model.adversarial
@@ -85,7 +89,12 @@ class LitAutoencoder(pl.LightningModule):
         self.channels_last = self.cfg.fast and on_cpu and has_conv_layers(self.model)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        if self.cfg.compile and self._loss_fn == self.model.loss:
+        self.compiled, self.compile_reason = resolve_compile(
+            self.cfg.compile, self.model.compile_pays, self.trainer.strategy.root_device.type,
+            self.steps_per_epoch * self.cfg.epochs)
+        if (self.cfg.compile is True or self.model.compile_pays) and self.trainer.is_global_zero:
+            log.info("torch.compile of the loss: %s (%s)", "on" if self.compiled else "off", self.compile_reason)
+        if self.compiled and self._loss_fn == self.model.loss:
             # torch.compile's caches start afresh for every run: the loss's code is shared by all
             # models, each model (and each grad mode) adds a cache entry, and past dynamo's
             # recompile limit (8) a process that trains models in turn (the one-class protocol, an

@@ -65,3 +65,41 @@ def cpu_channels_last(model: nn.Module, x: torch.Tensor) -> Iterator[torch.Tenso
         yield x.contiguous(memory_format=torch.channels_last)
     finally:
         model.to(memory_format=was)
+
+
+# train.compile=auto compiles the loss of a model that declares compile_pays when the run has at least
+# this many optimisation steps. benchmarks/grad2vae.py part (a) measures both sides on grad2vae: the
+# compile (the first step and the first no-grad validation call, from a cold cache) against the
+# seconds each compiled step saves ("compile_break_even_steps": 355 to 654 steps on 2026-12-06). The
+# threshold is about twice that, so that even a first, cold compile is repaid; later runs on the same
+# machine find most of the compiled code in inductor's cache and pay sooner.
+COMPILE_AUTO_MIN_STEPS = 1000
+
+
+def cpp_compiler_available() -> bool:
+    """Whether torch.compile's CPU backend (inductor) finds the C++ compiler it builds its kernels with."""
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+
+        get_cpp_compiler()
+    except Exception:  # noqa: BLE001 - inductor raises its own error types when no compiler is found
+        return False
+    return True
+
+
+def resolve_compile(setting: bool | str, compile_pays: bool, device_type: str, total_steps: int) -> tuple[bool, str]:
+    """Whether to torch.compile the loss, and why (for the run's log). ``setting`` is train.compile:
+    true and false are obeyed; auto compiles only a model that declares ``compile_pays``, on the CPU
+    (where the gain was measured), for a run of at least COMPILE_AUTO_MIN_STEPS steps, when a C++
+    compiler is there for inductor."""
+    if setting is True or setting is False:
+        return bool(setting), f"train.compile={str(setting).lower()}"
+    if not compile_pays:
+        return False, "auto: this model does not declare that compiling pays"
+    if device_type != "cpu":
+        return False, f"auto: the gain is measured on the CPU, not on {device_type}"
+    if total_steps < COMPILE_AUTO_MIN_STEPS:
+        return False, f"auto: {total_steps} steps are fewer than the {COMPILE_AUTO_MIN_STEPS} that pay for the compile"
+    if not cpp_compiler_available():
+        return False, "auto: no C++ compiler for torch.compile's CPU backend (install g++ or set CXX)"
+    return True, f"auto: {total_steps} steps pay for the compile"
