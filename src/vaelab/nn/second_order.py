@@ -201,6 +201,7 @@ def _reverse_chunk(steps: list[tuple], g: torch.Tensor, p: torch.Tensor | None, 
     transposed convolution at the end reads its b x (k * C) input channels without a copy."""
     k, b = g.shape[:2]
     g, p = g.transpose(0, 1), (None if p is None else p.transpose(0, 1))
+    hwc = False  # whether the last linear step wrote its maps in (H, W, C) order (see the linear step)
     for j in range(len(steps) - 1, -1, -1):
         kind, a, c = steps[j]
         if kind == "act":  # a = sigma'(u), c = sigma''(u) * t_u, per image: broadcast over the sets
@@ -210,15 +211,27 @@ def _reverse_chunk(steps: list[tuple], g: torch.Tensor, p: torch.Tensor | None, 
                 continue
             g = a * g
         elif kind == "flatten":
-            g = g.reshape(b, k, *c)
-            p = None if p is None else p.reshape(b, k, *c)
+            if hwc:  # the maps in (H, W, C) order: a channels-last view of [b, k, C, H, W], no copy
+                g = g.unflatten(-1, (*c[1:], c[0])).movedim(-1, 2)
+                p = None if p is None else p.unflatten(-1, (*c[1:], c[0])).movedim(-1, 2)
+            else:
+                g = g.reshape(b, k, *c)
+                p = None if p is None else p.reshape(b, k, *c)
         elif kind == "pool":  # the adjoint of a non-overlapping mean: spread evenly over the window
             g, p = _spread(g, a), (None if p is None else _spread(p, a))
         elif kind == "linear":
+            w = a.weight
+            # under torch.compile a linear layer over flattened conv maps writes them in (H, W, C) order,
+            # the channels-last layout in which inductor runs the convolutions below: the elementwise
+            # kernels between them then read and write one layout, without transposing (about 10% of a
+            # compiled grad2vae step, benchmarks/grad2vae.py part a); eager keeps NCHW, measured faster there
+            hwc = j > 0 and steps[j - 1][0] == "flatten" and len(steps[j - 1][2]) == 3 and torch.compiler.is_compiling()
+            if hwc:
+                w = w.unflatten(1, steps[j - 1][2]).permute(0, 2, 3, 1).flatten(1)
             if p is None:
-                g = g @ a.weight
+                g = g @ w
             else:
-                g, p = torch.stack([g, p]) @ a.weight
+                g, p = torch.stack([g, p]) @ w
         elif j == 0:  # a first convolution: its tangent input is constant, so only p reaches x
             if p is None:
                 break
