@@ -201,7 +201,7 @@ def test_compile_auto_decides_by_model_device_and_run_length(monkeypatch):
     n = speed.COMPILE_AUTO_MIN_STEPS
     assert speed.resolve_compile(True, False, "cuda", 1)[0] is True
     assert speed.resolve_compile(False, True, "cpu", 10 * n)[0] is False
-    assert speed.resolve_compile("auto", True, "cpu", n) == (True, f"auto: {n} steps pay for the compile")
+    assert speed.resolve_compile("auto", True, "cpu", n) == (True, f"auto: {n} steps pay for the compile; the first step waits for it")
     off = {"model": speed.resolve_compile("auto", False, "cpu", 10 * n), "device": speed.resolve_compile("auto", True, "cuda", 10 * n),
            "short": speed.resolve_compile("auto", True, "cpu", n - 1)}
     assert all(flag is False for flag, _ in off.values())
@@ -243,7 +243,7 @@ def test_compile_auto_compiles_grad2vae_on_a_long_run_only(tmp_path, monkeypatch
     said = [r.getMessage() for r in caplog.records if "torch.compile" in r.getMessage()]
     assert len(said) == 3, said  # the VAE's run says nothing: compiling is not its question
     assert said[0].startswith("torch.compile of the loss: off (auto: ") and f"fewer than the {minimum} " in said[0]
-    assert said[1].startswith("torch.compile of the loss: on (auto: ") and said[1].endswith("steps pay for the compile)")
+    assert said[1].startswith("torch.compile of the loss: on (auto: ") and said[1].endswith("steps pay for the compile; the first step waits for it)")
     assert said[2] == "torch.compile of the loss: off (train.compile=false)"
 
 

@@ -102,4 +102,4 @@ def resolve_compile(setting: bool | str, compile_pays: bool, device_type: str, t
         return False, f"auto: {total_steps} steps are fewer than the {COMPILE_AUTO_MIN_STEPS} that pay for the compile"
     if not cpp_compiler_available():
         return False, "auto: no C++ compiler for torch.compile's CPU backend (install g++ or set CXX)"
-    return True, f"auto: {total_steps} steps pay for the compile"
+    return True, f"auto: {total_steps} steps pay for the compile; the first step waits for it"
