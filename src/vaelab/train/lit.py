@@ -100,6 +100,11 @@ class LitAutoencoder(pl.LightningModule):
             # recompile limit (8) a process that trains models in turn (the one-class protocol, an
             # ensemble) would silently train the later ones eager
             torch._dynamo.reset()
+            # the compiled loss draws its noise from torch's generator as the eager one does (inductor's
+            # own generator would draw other numbers): compiling changes how fast, not what is computed
+            import torch._inductor.config as inductor_config
+
+            inductor_config.fallback_random = True
             self._loss_fn = torch.compile(self.model.loss)
 
     def _loss(self, batch: torch.Tensor | tuple[torch.Tensor, torch.Tensor], **kw: Any) -> Any:
