@@ -242,7 +242,17 @@ def tables(results: dict) -> str:
                              f"{v['normal_flagged_max']:.1%} |")
                 norms.append(f"| {which} | {cand} | {ds} | " + " | ".join(
                     f"{v['normal_flagged_by_norm'][n]['min']:.1%}-{v['normal_flagged_by_norm'][n]['max']:.1%}" for n in NORMS) + " |")
-    return "\n".join(lines) + "\n\n" + "\n".join(norms)
+    out = "\n".join(lines) + "\n\n" + "\n".join(norms)
+    weights = results.get("classifier_weights")
+    if weights:  # --weigh: the classifier members' weights in the two-seed ensemble, choosing draws
+        rows = ["| w_E (class_energy) | w_H (class_entropy) | MNIST mean / min | Fashion-MNIST mean / min | |",
+                "|---|---|---|---|---|"]
+        for k, v in weights["summary"].items():
+            note = "**chosen**" if k == weights["chosen"] else ("" if k in weights["allowed"] else "Fashion-MNIST below the floor")
+            rows.append(f"| {v['w_energy']} | {v['w_entropy']} | {v['mnist']['mean_roc_auc']:.4f} / {v['mnist']['min_roc_auc']:.4f} | "
+                        f"{v['fashion-mnist']['mean_roc_auc']:.4f} / {v['fashion-mnist']['min_roc_auc']:.4f} | {note} |")
+        out += "\n\n" + "\n".join(rows)
+    return out
 
 
 # --weigh (docs/results.md, "The classifier members in the two-seed ensemble"): the combo's four members plus
