@@ -440,7 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="quantiles of the training scores that the normalised score maps to 0 and 1: quantile "
                          "(default: median and 99.9th percentile, so a fixed --threshold flags a stable share of "
                          "normal images across models), minmax (min and max), or two numbers such as 0.5,0.99")
-    dt.add_argument("--score", help=f"combo (default: {' + '.join(_DEFAULT_COMBO)}, and class_entropy twice on an ssvae) or one of "
+    dt.add_argument("--score", help=f"combo (default: {' + '.join(_DEFAULT_COMBO)}, and class_energy x 2 + class_entropy on an ssvae) or one of "
                                       f"{', '.join(_SCORES)}")
     dt.add_argument("--combo", help=f"the scores --score combo averages (default {','.join(_DEFAULT_COMBO)})")
     dt.add_argument("--combo-method", choices=["zscore", "rank"], help="how combo puts its members on one scale")

@@ -114,7 +114,7 @@ def test_class_entropy_by_hand_and_in_the_default_combo(ssvae_run):
     torch.testing.assert_close(got, torch.log(h + 1e-6), rtol=1e-4, atol=1e-4)
     assert bool((got >= np.log(1e-6) - 1e-9).all()) and bool((got <= np.log(np.log(model.config.n_classes) + 1e-6)).all())
     det = AutoencoderDetector(run, seed=0).fit(train)
-    assert det.score_.spec().endswith("class_entropy() + class_entropy())")
+    assert det.score_.spec().endswith("class_energy() + class_energy() + class_entropy())")
     target, y, _ = load_detection_set(str(path), DataConfig(name="npz", path=str(path)), "rep1")
     assert det.raw_scores(target).shape == (len(y),)
 
@@ -186,7 +186,7 @@ def test_the_detector_trains_an_ssvae_on_a_partly_labelled_set(tmp_path):
     train = load_data(DataConfig(name="npz", path=str(path), val_fraction=0.0), 0)[0]
     small = {"model": {"latent_dim": 2, "conv_channels": [4], "hidden_dim": 16}}
     det = AutoencoderDetector(epochs=1, overrides=small).fit(train)
-    assert det.model_name_ == "ssvae" and det.score_.spec().endswith("class_entropy() + class_entropy())")
+    assert det.model_name_ == "ssvae" and det.score_.spec().endswith("class_energy() + class_energy() + class_entropy())")
     one_class = train.labelled().select_classes([1])  # every label known, one class: nothing to classify
     det = AutoencoderDetector(epochs=1, overrides=small).fit(one_class)
     assert det.model_name_ == "vae" and len(det.score_.members) == 4

@@ -111,7 +111,8 @@ class AutoencoderDetector(BaseEstimator):
     score : one of 'mse', 'patch_mse', 'bce', 'ssim', 'nelbo', 'nll', 'mahalanobis', 'latent_gmm', 'latent_knn',
         'feature_knn', 'feature_gmm', 'class_entropy', 'combo' (default: 'combo' of DEFAULT_COMBO = 'ssim',
         'latent_gmm', 'feature_knn' and 'patch_mse', each z-scored by its training scores; needs no prior, so any
-        model works; a model with a classifier (ssvae) adds 'class_entropy' twice, DEFAULT_CLASSIFIER_COMBO).
+        model works; a model with a classifier (ssvae) adds 'class_energy' twice and 'class_entropy' once,
+        DEFAULT_CLASSIFIER_COMBO).
     contamination : fraction of the training data flagged: the threshold is the (1 - contamination)
         quantile of ``decision_scores_``. Ignored when ``threshold`` is given; the fallback of the
         other rules.
@@ -206,7 +207,8 @@ class AutoencoderDetector(BaseEstimator):
             log.info("vectors: the default combo keeps its members defined on vectors, %s", " + ".join(combo))
         if model is not None and self.score == "combo" and tuple(self.combo) == DEFAULT_COMBO and has_classifier(model):
             combo = (*combo, *DEFAULT_CLASSIFIER_COMBO[len(DEFAULT_COMBO):])
-            log.info("the model classifies its code: the default combo adds its class entropy, %s", " + ".join(combo))
+            log.info("the model classifies its code: the default combo adds its classifier's energy and entropy, %s",
+                     " + ".join(combo))
         return make_score(self.score, combo=combo, combo_method=self.combo_method, n_samples=self.n_samples,
                           nll_k=self.nll_k, gmm_components=self.gmm_components, knn_k=self.knn_k,
                           feature_dims=self.feature_dims, patch_size=self.patch_size)
