@@ -271,27 +271,29 @@ def weigh_classifier_members() -> dict:
     to the higher MNIST mean). ROC-AUC only: the combo's training scores are not kept per member."""
     from sklearn.metrics import roc_auc_score
 
-    def column(seed: int, which: int, task: str, split: str) -> tuple[np.ndarray, np.ndarray]:
-        cand, col = WEIGH_SOURCES[seed][which]
-        raw = dict(np.load(_kept_raw(cand, *_split(task))))
-        if which:
-            name = str(raw["member_names"][col])
-            if not name.startswith(WEIGH_MEMBERS[which - 1]):
-                raise SystemExit(f"{cand} {task}: column {col} holds {name}, not {WEIGH_MEMBERS[which - 1]}")
-        return raw[f"{split}_members"][:, col].astype(np.float64), raw[f"{split}_labels"]
+    def members(seed: int, ds: str, task_seed: int, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """One seed's four shared members, energy and log entropy (z-scores) on a set, and its labels."""
+        cols = []
+        for which, (cand, col) in enumerate(WEIGH_SOURCES[seed]):
+            raw = kept_raw(cand, ds, task_seed)
+            if raw is None:
+                raise SystemExit(f"no kept scores of {cand} on {ds} seed {task_seed}: run that candidate on the choosing draws first")
+            if which and not str(raw["member_names"][col]).startswith(WEIGH_MEMBERS[which - 1]):
+                raise SystemExit(f"{cand} {ds}-s{task_seed}: column {col} holds {raw['member_names'][col]}, not {WEIGH_MEMBERS[which - 1]}")
+            cols.append(raw[f"{split}_members"][:, col].astype(np.float64))
+        return (*cols, raw[f"{split}_labels"])
 
+    # each set's member scores read once, then every weighting combined from them
+    sets = {(ds, task_seed, split): [members(s, ds, task_seed, split) for s in WEIGH_SOURCES]
+            for ds, task_seed in CHOOSING for split in ("rep1", "rep2")}
     rows = []
     for w_e, w_h in WEIGHTS:
-        for ds, seed in CHOOSING:
-            task = f"{ds}-s{seed}"
-            for split in ("rep1", "rep2"):
-                combos = []
-                for s in WEIGH_SOURCES:
-                    (base, y), (energy, _), (entropy, _) = (column(s, i, task, split) for i in range(3))
-                    combos.append((base.sum(1) + w_e * energy + w_h * entropy) / (4 + w_e + w_h))
-                rows.append({"w_energy": w_e, "w_entropy": w_h, "dataset": ds, "seed": seed, "split": split,
-                             "roc_auc": float(roc_auc_score(y, np.mean(combos, 0))),
-                             **{f"roc_auc_seed{s}": float(roc_auc_score(y, c)) for s, c in zip(WEIGH_SOURCES, combos)}})
+        for (ds, task_seed, split), per_seed in sets.items():
+            combos = [(base.sum(1) + w_e * energy + w_h * entropy) / (4 + w_e + w_h) for base, energy, entropy, _ in per_seed]
+            y = per_seed[0][3]
+            rows.append({"w_energy": w_e, "w_entropy": w_h, "dataset": ds, "seed": task_seed, "split": split,
+                         "roc_auc": float(roc_auc_score(y, np.mean(combos, 0))),
+                         **{f"roc_auc_seed{s}": float(roc_auc_score(y, c)) for s, c in zip(WEIGH_SOURCES, combos)}})
     summary = {}
     for w_e, w_h in WEIGHTS:
         key = f"E{w_e}H{w_h}"
@@ -307,11 +309,6 @@ def weigh_classifier_members() -> dict:
     return {"rule": "highest MNIST worst set on the choosing draws, Fashion-MNIST mean within 0.01 of E0H2's, ties "
                     "within 0.002 to the higher MNIST mean", "sources": {s: [list(map(str, x)) for x in v] for s, v in WEIGH_SOURCES.items()},
             "tasks": rows, "summary": summary, "allowed": allowed, "chosen": chosen}
-
-
-def _split(task: str) -> tuple[str, int]:
-    ds, seed = task.rsplit("-s", 1)
-    return ds, int(seed)
 
 
 def main() -> None:
@@ -330,7 +327,7 @@ def main() -> None:
                                                          "name (minmax, default)")
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--model", default="vae", help="the model trained on each task (ssvae: semi-supervised on the "
-                                                   "study's labelled set, and the default combo adds its class entropy)")
+                                                   "study's labelled set, and the default combo adds its classifier's members)")
     ap.add_argument("--reporting", action="store_true", help="score the reporting draws (only for the chosen candidate)")
     ap.add_argument("--limit-tasks", type=int, default=None, help="smoke test: the first N draws only")
     ap.add_argument("--weigh", action="store_true", help="compare the classifier members' weights in the two-seed ensemble "

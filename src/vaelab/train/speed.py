@@ -71,7 +71,7 @@ def cpu_channels_last(model: nn.Module, x: torch.Tensor) -> Iterator[torch.Tenso
 # this many optimisation steps. benchmarks/grad2vae.py part (a) measures both sides on grad2vae: the
 # compile (the first step and the first no-grad validation call, from a cold cache) against the
 # seconds each compiled step saves ("compile_break_even_steps": 351 to 676 steps on 2026-12-06). The
-# threshold is about twice that, so that even a first, cold compile is repaid; later runs on the same
+# threshold is 1.5 to 3 times that, so that even a first, cold compile is repaid; later runs on the same
 # machine find most of the compiled code in inductor's cache and pay sooner.
 COMPILE_AUTO_MIN_STEPS = 1000
 
