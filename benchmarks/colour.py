@@ -52,6 +52,15 @@ CHOICES = {
                               "model.hidden_dim=1024"],
     "resnet-dlogistic-cc-z256": ["model.arch=resnet", "model.likelihood=dlogistic", "model.channel_conditioning=true",
                                  "model.latent_dim=256", "model.hidden_dim=1024"],
+    # a code that is a map (model.latent_channels): C channels at the last stage's resolution, no fully
+    # connected bottleneck; 8x8 behind two stages of 64 and 128 channels, or 16x16 behind one of 64;
+    # batches of 64 (twice the steps per epoch of the default 128)
+    "resnet-dlogistic-cc-map8x8x8": ["model.arch=resnet", "model.likelihood=dlogistic", "model.channel_conditioning=true",
+                                     "model.conv_channels=[64,128]", "model.latent_channels=8", "train.batch_size=64"],
+    "resnet-dlogistic-cc-map8x8x16": ["model.arch=resnet", "model.likelihood=dlogistic", "model.channel_conditioning=true",
+                                      "model.conv_channels=[64,128]", "model.latent_channels=16", "train.batch_size=64"],
+    "resnet-dlogistic-cc-map16x16x4": ["model.arch=resnet", "model.likelihood=dlogistic", "model.channel_conditioning=true",
+                                       "model.conv_channels=[64]", "model.latent_channels=4", "train.batch_size=64"],
 }
 DIMS = 3 * 32 * 32
 COLS = ["model", "parameters", "param_ratio", "seconds_per_epoch", "bpd_exact", "bpd_exact_twin_minus_uni", "kl_nats",
@@ -89,7 +98,9 @@ def train(model: str, settings: list[str], name: str, epochs: int, latent: int, 
     else:
         if run.exists():
             subprocess.run(["rm", "-rf", str(run)], check=True)
-        cmd = ["vaelab", "train", model, "--data", "cifar10", "--epochs", str(epochs), "--latent-dim", str(latent),
+        # a code that is a map has its size from the map (latent_channels x h x w), not from --latent-dim
+        size = [] if any(v.startswith("model.latent_channels=") for v in settings) else ["--latent-dim", str(latent)]
+        cmd = ["vaelab", "train", model, "--data", "cifar10", "--epochs", str(epochs), *size,
                "--out", str(run), "--set", "train.progress_bar=false", *sum((["--set", s] for s in settings), [])]
     print("$", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
@@ -167,6 +178,9 @@ def main() -> None:
     ap.add_argument("--nll-images", type=int, default=200, help="exact test images scored for bpd (first N of 1,017)")
     ap.add_argument("--fid-images", type=int, default=5000)
     ap.add_argument("--choice", default=None, help="skip stage 1 and use this CHOICES entry")
+    ap.add_argument("--candidates", default=None,
+                    help="comma-separated CHOICES entries that stage 1 trains now; the others keep the figures an earlier "
+                         "call measured (two calls with disjoint sets run side by side, OMP_NUM_THREADS=1 each)")
     ap.add_argument("--models", default=None, help="comma-separated subset of the eight (default: all)")
     a = ap.parse_args()
     if a.table:
@@ -182,9 +196,19 @@ def main() -> None:
     old = json.loads(previous.read_text()) if previous.is_file() else {}
     choosing = {}
     if a.choice is None:
+        now = set(a.candidates.split(",")) if a.candidates else set(CHOICES)
+        if now - set(CHOICES):
+            ap.error(f"--candidates: unknown {', '.join(sorted(now - set(CHOICES)))}; CHOICES has {', '.join(CHOICES)}")
         for name, settings in CHOICES.items():
             run = runs / f"choose-vae-{name}-e{a.choose_epochs}"
             kept = old.get("choosing", {}).get(name)
+            if name not in now and not (run / "metrics.json").is_file():
+                if kept and kept.get("epochs") == a.choose_epochs:
+                    choosing[name] = {**kept, "settings": settings}
+                    print(f"choose {name}: validation nELBO {kept['val_nelbo_bpd']:.4f} bpd (measured earlier, kept)", flush=True)
+                else:
+                    print(f"choose {name}: not measured yet (not in --candidates)", flush=True)
+                continue
             if not (run / "metrics.json").is_file() and kept and kept.get("epochs") == a.choose_epochs:
                 # measured by an earlier call whose run directory is gone: keep its figures, say so
                 choosing[name] = {**kept, "settings": settings, "run": kept.get("run", "(earlier call)")}
@@ -196,6 +220,14 @@ def main() -> None:
                               "seconds_per_epoch": json.loads((run / "metrics.json").read_text())["train_seconds"] / a.choose_epochs}
             print(f"choose {name}: validation nELBO {choosing[name]['val_nelbo_bpd']:.4f} bpd, "
                   f"{choosing[name]['seconds_per_epoch']:.0f} s/epoch", flush=True)
+        missing = set(CHOICES) - set(choosing)
+        if missing:  # a partial stage 1 (--candidates): record what it measured, choose once every candidate has figures
+            now_old = json.loads(previous.read_text()) if previous.is_file() else {}  # a call beside this one may have written
+            merged = {**now_old, "choosing": {**now_old.get("choosing", {}), **choosing}} if now_old else None
+            if merged is not None:
+                (_common.RESULTS / "colour.json").write_text(json.dumps(merged, indent=2) + "\n")
+            print(f"not chosen yet: {', '.join(sorted(missing))} have no figures; run them with --candidates", flush=True)
+            return
         choice = min(choosing, key=lambda n: choosing[n]["val_nelbo_bpd"])
         print(f"chosen: {choice}", flush=True)
     else:
@@ -219,7 +251,9 @@ def main() -> None:
         for r in pair.values():
             print(f"{r['model']}: bpd {r['bpd_exact']:.4f}, FID prior {r['fid_lenet_prior']}, gmm {r['fid_lenet_gmm']}, "
                   f"PSNR {r['psnr']:.2f}, {r['seconds_per_epoch']:.0f} s/epoch", flush=True)
-    # keep the rows of models an earlier call measured with the same choice and budget (--models runs a subset)
+    # keep the rows of models an earlier call measured with the same choice and budget (--models runs a subset);
+    # read again now: a call running beside this one may have written its rows since this one started
+    old = json.loads(previous.read_text()) if previous.is_file() else {}
     if old:
         if old.get("choice") == choice and old.get("epochs") == a.epochs:
             have = {r["model"] for r in rows}
@@ -230,6 +264,10 @@ def main() -> None:
     print_table(rows, COLS)
     best = min(rows, key=lambda r: r["bpd_exact"]) if rows else None
     latent = next((int(v.split("=", 1)[1]) for v in settings if v.startswith("model.latent_dim=")), a.latent_dim)
+    if any(v.startswith("model.latent_channels=") for v in settings) and rows:  # the map's size, from a trained run
+        import yaml
+
+        latent = yaml.safe_load((Path(rows[0]["run"]) / "config.yaml").read_text())["model"]["latent_dim"]
     write_result("colour", rows, epochs=a.epochs, latent_dim=latent, nll_k=a.nll_k, nll_images=a.nll_images,
                  fid_images=a.fid_images, choice=choice, choice_settings=settings, choosing=choosing,
                  best={"model": best["model"], "bpd_exact": best["bpd_exact"]} if best else None,

@@ -35,6 +35,10 @@ class ModelConfig:
     res_blocks: int = 1  # residual blocks per resolution stage when arch=resnet
     conv_channels: list[int] | None = None  # None: chosen from the image size
     hidden_dim: int = 256
+    # 0: the code is a vector behind a fully connected layer of hidden_dim units. C > 0 (arch=conv or resnet,
+    # models with code_maps): the code is a map of C channels at the last conv stage's resolution, its vector
+    # that map flattened (latent_dim = C * h * w, filled in from the image size when not given)
+    latent_channels: int = 0
     mlp_hidden: list[int] = field(default_factory=lambda: [512, 256])
     activation: str = "relu"
     # p(x|z) per pixel: bernoulli (grey levels as targets), gaussian, or, for 8-bit images, a discretised
@@ -55,6 +59,11 @@ class ModelConfig:
             raise ConfigError(f"unknown activation {self.activation!r}; choose one of: {', '.join(ACTIVATIONS)}")
         if self.res_blocks < 1:
             raise ConfigError(f"model.res_blocks (residual blocks per resolution, arch=resnet) must be >= 1, got {self.res_blocks}")
+        if self.latent_channels < 0:
+            raise ConfigError(f"model.latent_channels must be >= 0 (0: a code that is a vector), got {self.latent_channels}")
+        if self.latent_channels and self.arch not in ("conv", "resnet"):
+            raise ConfigError(f"model.latent_channels={self.latent_channels} makes the code a map of the conv networks: set "
+                              f"model.arch=conv or resnet (not {self.arch}), or model.latent_channels=0")
         if self.gaussian_std <= 0:
             raise ConfigError(f"model.gaussian_std must be > 0, got {self.gaussian_std}")
         if self.n_mix < 1:
@@ -77,8 +86,17 @@ class ModelConfig:
         default becomes ``mlp`` and a likelihood left at Bernoulli becomes Gaussian (vectors are
         real numbers, standardised by default); an image architecture asked for is refused."""
         self.image_shape = list(image_shape)
+        chosen = getattr(self, "_set_keys", set())
+        if self.latent_channels and len(image_shape) == 3:
+            from ..nn import code_map_shape
+
+            c, h, w = code_map_shape(tuple(image_shape), self.conv_channels, self.latent_channels)
+            if "latent_dim" in chosen and self.latent_dim != c * h * w:
+                raise ConfigError(f"model.latent_channels={c} on {image_shape[1]}x{image_shape[2]} images makes the code a "
+                                  f"{c}x{h}x{w} map, {c * h * w} numbers, but model.latent_dim={self.latent_dim}: set "
+                                  f"model.latent_dim={c * h * w}, or leave it out and it is filled in")
+            self.latent_dim = c * h * w
         if len(image_shape) == 1:
-            chosen = getattr(self, "_set_keys", set())
             if self.arch in ("conv", "resnet", "unet"):
                 if "arch" in chosen:
                     raise ConfigError(f"model.arch={self.arch} is for images; these data are vectors of {image_shape[0]} "
@@ -109,7 +127,8 @@ class Autoencoder(nn.Module):
     ``sample`` take a class label), ``adversarial`` (a ``discriminator`` module trained by
     ``discriminator_loss`` with an optimizer of its own: the trainer alternates the two steps),
     ``compile_pays`` (a long run trains faster with ``torch.compile`` of the loss once its compile
-    time is paid: ``train.compile=auto`` compiles it; declared only from a measurement)."""
+    time is paid: ``train.compile=auto`` compiles it; declared only from a measurement),
+    ``code_maps`` (its heads and decoder take a code that is a map, ``model.latent_channels`` > 0)."""
 
     config_class: ClassVar[type[ModelConfig]] = ModelConfig
     can_sample: ClassVar[bool] = False
@@ -121,6 +140,7 @@ class Autoencoder(nn.Module):
     conditional: ClassVar[bool] = False
     adversarial: ClassVar[bool] = False
     compile_pays: ClassVar[bool] = False
+    code_maps: ClassVar[bool] = False
 
     def __init__(self, config: ModelConfig, encoder: nn.Module | None = None, decoder: nn.Module | None = None):
         super().__init__()
@@ -129,6 +149,12 @@ class Autoencoder(nn.Module):
         self.config = config
         self.image_shape = tuple(config.image_shape)
         self.latent_dim = config.latent_dim
+        if config.latent_channels and not self.code_maps:
+            raise ConfigError(f"{config.name} takes a code that is a vector only: leave model.latent_channels=0. Models whose "
+                              f"code can be a map: {', '.join(_models_with('code_maps'))}")
+        if config.latent_channels and (encoder is not None or decoder is not None):
+            raise ConfigError("model.latent_channels shapes the built-in conv networks; with your own encoder= and decoder= "
+                              "leave it at 0 (your networks decide the code's layout)")
         if encoder is None and decoder is None:
             if config.networks:
                 raise ModelError(f"this {config.name} was trained with networks of your own ({config.networks}); pass the "
@@ -212,6 +238,7 @@ class Autoencoder(nn.Module):
             config.arch, self.image_shape, config.latent_dim, self.likelihood_channels(),
             conv_channels=config.conv_channels, hidden_dim=config.hidden_dim,
             mlp_hidden=config.mlp_hidden, activation=config.activation, res_blocks=config.res_blocks,
+            latent_channels=config.latent_channels,
         )
 
     # -- the contract --------------------------------------------------------------------------

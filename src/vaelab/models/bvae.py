@@ -37,7 +37,7 @@ from torch import nn
 from torch.distributions import Distribution
 
 from ..errors import ConfigError
-from ..nn import build_bidirectional
+from ..nn import MapHead, build_bidirectional
 from .registry import register_model
 from .vae import IWAE, VAE, BetaTCVAE, BetaTCVAEConfig, IWAEConfig, VAEConfig
 
@@ -81,7 +81,7 @@ class BVAE(VAE):
         self.net = build_bidirectional(
             config.arch, self.image_shape, config.latent_dim, conv_channels=config.conv_channels,
             hidden_dim=config.hidden_dim, mlp_hidden=config.mlp_hidden, activation=config.activation,
-            res_blocks=config.res_blocks,
+            res_blocks=config.res_blocks, latent_channels=config.latent_channels,
         )
         self.feature_dim = self.net.out_dim
         self.likelihood_head = None
@@ -104,6 +104,9 @@ class BVAE(VAE):
 
     def build_heads(self, config: BVAEConfig) -> None:
         """The mean head is the network's own (shared with the backward pass); log-variance is forward-only."""
+        if config.latent_channels:
+            self.logvar = MapHead(self.net.feature_shape, config.latent_channels)
+            return
         self.logvar = nn.Linear(self.feature_dim, config.latent_dim)
 
     def posterior_params(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -53,6 +53,8 @@ class CVAE(VAE):
     """loss = rec + beta * kl_weight * KL(q(z|x,y) || N(0, I)) with -log p(x|z,y), the label
     replaced by the null label for a ``label_dropout`` share of the images (module docstring)."""
 
+    code_maps = False  # its heads and decoder also take the label
+
     config_class = CVAEConfig
     takes_labels = True
     conditional = True

@@ -180,6 +180,8 @@ class Grad2Decoder(nn.Module):
 class Grad2VAE(VAE):
     """The VAE above; ``attention_maps(x)`` gives per-image maps for figures and the callback."""
 
+    code_maps = False  # its networks are its own
+
     config_class = Grad2VAEConfig
     explains = True
     custom_networks = False  # its networks are the paper's

@@ -10,6 +10,7 @@ from torch import nn
 from torch.distributions import Independent
 
 from ..errors import ConfigError, ModelError
+from ..nn import MapHead
 from ..objectives import diag_gaussian, log_mean_exp
 from ..objectives.tc import tc_decomposition
 from .base import Autoencoder, LossOutput, ModelConfig, Split
@@ -52,6 +53,7 @@ class VAE(Autoencoder):
     can_sample = True
     has_density = True
     custom_networks = True
+    code_maps = True  # MapHead heads on the conv encoder's last map (model.latent_channels)
 
     def __init__(self, config: VAEConfig, encoder: nn.Module | None = None, decoder: nn.Module | None = None):
         super().__init__(config, encoder, decoder)
@@ -86,6 +88,10 @@ class VAE(Autoencoder):
         encoder, its output's first and second halves."""
         if getattr(self, "own_networks", False):
             self.mu, self.logvar = Split(0, config.latent_dim), Split(config.latent_dim, 2 * config.latent_dim)
+            return
+        if config.latent_channels:  # a code that is a map: 3x3 conv heads on the encoder's last feature map
+            self.mu = MapHead(self.encoder.feature_shape, config.latent_channels)
+            self.logvar = MapHead(self.encoder.feature_shape, config.latent_channels)
             return
         self.mu = nn.Linear(self.feature_dim, config.latent_dim)
         self.logvar = nn.Linear(self.feature_dim, config.latent_dim)

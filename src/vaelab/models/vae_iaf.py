@@ -105,6 +105,8 @@ class VAEIAF(VAE):
     the one-sample Monte Carlo estimate log q(z|x) - log p(z) at the reconstruction's z (the VAE's
     loss; only the posterior differs). ``flow_transforms`` = 0 gives the VAE's Gaussian posterior."""
 
+    code_maps = False  # its flow is conditioned on a feature vector
+
     config_class = VAEIAFConfig
 
     def build_heads(self, config: VAEIAFConfig) -> None:

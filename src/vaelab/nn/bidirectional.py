@@ -100,6 +100,24 @@ class BiResBlock(nn.Module):
         return y + self.conv1.backward(self.act(self.conv2.backward(y)))
 
 
+class BiMapHead(nn.Module):
+    """The mean head of a code that is a map (``model.latent_channels``): one 3x3 BiConv2d from the
+    last feature map (c, h, w) to the code's C channels. forward: (B, c*h*w) -> (B, C*h*w);
+    backward: (B, C*h*w) -> (B, c*h*w), the same kernel transposed."""
+
+    def __init__(self, feature_shape: tuple[int, int, int], latent_channels: int):
+        super().__init__()
+        self.feature_shape = tuple(feature_shape)
+        self.code_shape = (latent_channels, *self.feature_shape[1:])
+        self.conv = BiConv2d(self.feature_shape[0], latent_channels, 3, 1, 1)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.conv(h.view(-1, *self.feature_shape)).flatten(1)
+
+    def backward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.conv.backward(z.view(-1, *self.code_shape)).flatten(1)
+
+
 # --------------------------------------------------------------------------------------------
 # Networks. Each has ``forward(x) -> features`` (N, out_dim), a mean head ``head``
 # (BiLinear out_dim -> latent_dim) and ``backward(z) -> image-shaped params`` (N, C, H, W) that
@@ -142,10 +160,11 @@ class BiMLP(nn.Module):
 class BiConvNet(nn.Module):
     """[BiConv2d k4 s2 p1 -> act] per entry of ``channels`` -> flatten -> BiLinear -> act.
     Backward: head^T, act, fc^T, act, then the transposed convolutions; the last of them uses
-    the first kernel, whose in-channels are the image channels."""
+    the first kernel, whose in-channels are the image channels. With ``latent_channels`` > 0 the
+    code is a map: no BiLinear, the head is a BiMapHead on the last feature map."""
 
     def __init__(self, shape: tuple[int, int, int], channels: list[int], hidden_dim: int, latent_dim: int,
-                 activation: str = "relu"):
+                 activation: str = "relu", latent_channels: int = 0):
         super().__init__()
         c, h, w = shape
         _halve(h, w, len(channels))
@@ -155,15 +174,31 @@ class BiConvNet(nn.Module):
             c, h, w = out, h // 2, w // 2
         self.convs = nn.ModuleList(convs)
         self.feature_shape = (c, h, w)
-        self.fc = BiLinear(c * h * w, hidden_dim)
-        self.out_dim = hidden_dim
-        self.head = BiLinear(hidden_dim, latent_dim)
+        self._init_code(latent_dim, hidden_dim, latent_channels)
         self.act = make_activation(activation)
+
+    def _init_code(self, latent_dim: int, hidden_dim: int, latent_channels: int) -> None:
+        """The layers between the last feature map and the code: fc + head (a vector code), or a
+        BiMapHead alone (a code that is a map)."""
+        c, h, w = self.feature_shape
+        if latent_channels:
+            self.fc = None
+            self.out_dim = c * h * w
+            self.head = BiMapHead(self.feature_shape, latent_channels)
+        else:
+            self.fc = BiLinear(c * h * w, hidden_dim)
+            self.out_dim = hidden_dim
+            self.head = BiLinear(hidden_dim, latent_dim)
+
+    def _from_code(self, z: torch.Tensor) -> torch.Tensor:
+        """The backward pass from the code to the last feature map, (B, c, h, w)."""
+        y = self.head.backward(z) if self.fc is None else self.fc.backward(self.act(self.head.backward(z)))
+        return y.view(-1, *self.feature_shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for conv in self.convs:
             x = self.act(conv(x))
-        return self.act(self.fc(x.flatten(1)))
+        return x.flatten(1) if self.fc is None else self.act(self.fc(x.flatten(1)))
 
     @property
     def first(self) -> BiConv2d:
@@ -172,7 +207,7 @@ class BiConvNet(nn.Module):
 
     def backward_to_first(self, z: torch.Tensor) -> torch.Tensor:
         """The backward pass up to the first layer's transpose: ``backward(z) = first.backward(this)``."""
-        y = self.fc.backward(self.act(self.head.backward(z))).view(-1, *self.feature_shape)
+        y = self._from_code(z)
         for conv in list(self.convs)[:0:-1]:
             y = conv.backward(self.act(y))
         return self.act(y)
@@ -185,10 +220,14 @@ class BiResNet(nn.Module):
     """Per entry of ``channels``: BiConv2d k4 s2 p1 (halves the map) -> act -> ``blocks``
     BiResBlocks; then flatten -> BiLinear -> act. Backward mirrors it: head^T, act, fc^T, the
     blocks' backward passes in reverse, act, the transposed down-sampling conv, and so on down to
-    the first kernel, which gives the C image channels."""
+    the first kernel, which gives the C image channels. With ``latent_channels`` > 0 the code is a
+    map: no BiLinear, the head is a BiMapHead on the last stage's output."""
+
+    _init_code = BiConvNet._init_code
+    _from_code = BiConvNet._from_code
 
     def __init__(self, shape: tuple[int, int, int], channels: list[int], hidden_dim: int, latent_dim: int,
-                 activation: str = "relu", blocks: int = 1):
+                 activation: str = "relu", blocks: int = 1, latent_channels: int = 0):
         super().__init__()
         if blocks < 1:
             raise ConfigError(f"model.res_blocks must be >= 1, got {blocks}")
@@ -202,9 +241,7 @@ class BiResNet(nn.Module):
         self.downs = nn.ModuleList(downs)
         self.stages = nn.ModuleList(stages)
         self.feature_shape = (c, h, w)
-        self.fc = BiLinear(c * h * w, hidden_dim)
-        self.out_dim = hidden_dim
-        self.head = BiLinear(hidden_dim, latent_dim)
+        self._init_code(latent_dim, hidden_dim, latent_channels)
         self.act = make_activation(activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -212,7 +249,7 @@ class BiResNet(nn.Module):
             x = self.act(down(x))
             for block in blocks:
                 x = block(x)
-        return self.act(self.fc(x.flatten(1)))
+        return x.flatten(1) if self.fc is None else self.act(self.fc(x.flatten(1)))
 
     @property
     def first(self) -> BiConv2d:
@@ -221,7 +258,7 @@ class BiResNet(nn.Module):
 
     def backward_to_first(self, z: torch.Tensor) -> torch.Tensor:
         """The backward pass up to the first layer's transpose: ``backward(z) = first.backward(this)``."""
-        y = self.fc.backward(self.act(self.head.backward(z))).view(-1, *self.feature_shape)
+        y = self._from_code(z)
         for i, (down, blocks) in enumerate(zip(reversed(self.downs), reversed(self.stages))):
             for block in reversed(blocks):
                 y = block.backward(y)
@@ -237,12 +274,19 @@ BI_ARCHS = ("conv", "mlp", "resnet")
 
 
 def build_bidirectional(arch: str, shape: tuple[int, int, int], latent_dim: int, *, conv_channels: list[int] | None,
-                        hidden_dim: int, mlp_hidden: list[int], activation: str, res_blocks: int = 1) -> nn.Module:
-    """The bidirectional network of ``arch`` in {'conv', 'mlp', 'resnet'} for images of ``shape``."""
+                        hidden_dim: int, mlp_hidden: list[int], activation: str, res_blocks: int = 1,
+                        latent_channels: int = 0) -> nn.Module:
+    """The bidirectional network of ``arch`` in {'conv', 'mlp', 'resnet'} for images of ``shape``
+    (``latent_channels`` > 0, conv and resnet: a code that is a map, see BiMapHead)."""
+    if latent_channels and arch not in ("conv", "resnet"):
+        raise ConfigError(f"model.latent_channels={latent_channels} (a code that is a map) needs model.arch=conv or resnet, "
+                          f"not {arch}; or leave model.latent_channels=0 for a code that is a vector")
     if arch == "conv":
-        return BiConvNet(shape, conv_channels or auto_conv_channels(shape[1]), hidden_dim, latent_dim, activation)
+        return BiConvNet(shape, conv_channels or auto_conv_channels(shape[1]), hidden_dim, latent_dim, activation,
+                         latent_channels)
     if arch == "resnet":
-        return BiResNet(shape, conv_channels or auto_conv_channels(shape[1]), hidden_dim, latent_dim, activation, res_blocks)
+        return BiResNet(shape, conv_channels or auto_conv_channels(shape[1]), hidden_dim, latent_dim, activation, res_blocks,
+                        latent_channels)
     if arch == "mlp":
         return BiMLP(shape, mlp_hidden, latent_dim, activation)
     raise ConfigError(f"no bidirectional network for arch {arch!r}; choose one of: {', '.join(BI_ARCHS)}")

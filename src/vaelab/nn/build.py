@@ -13,22 +13,28 @@ from .unet import UNetDecoder, UNetEncoder
 
 def build_networks(arch: str, shape: tuple[int, int, int], latent_dim: int, out_channels: int, *,
                    conv_channels: list[int] | None, hidden_dim: int, mlp_hidden: list[int], activation: str,
-                   res_blocks: int = 1) -> tuple[nn.Module, nn.Module, int]:
+                   res_blocks: int = 1, latent_channels: int = 0) -> tuple[nn.Module, nn.Module, int]:
     """(encoder, decoder, encoder feature size) for ``arch`` in {'conv', 'resnet', 'mlp', 'linear', 'unet'}.
-    'unet': the decoder takes the encoder's skip tensors as well as the code (see vaelab.nn.unet)."""
+    'unet': the decoder takes the encoder's skip tensors as well as the code (see vaelab.nn.unet).
+    ``latent_channels`` > 0 (conv, resnet): the code is a map of that many channels at the last
+    stage's resolution; the encoder then ends at its last feature map (flattened), with no
+    fully connected layer, and the decoder starts with a 3x3 conv (the model's heads are MapHeads)."""
+    if latent_channels and arch not in ("conv", "resnet"):
+        raise ConfigError(f"model.latent_channels={latent_channels} (a code that is a map) needs model.arch=conv or resnet, "
+                          f"not {arch}; or leave model.latent_channels=0 for a code that is a vector")
     if arch == "unet":
         chans = conv_channels or auto_conv_channels(shape[1])
         enc = UNetEncoder(shape, chans, hidden_dim, activation)
         return enc, UNetDecoder(shape, chans, latent_dim, hidden_dim, out_channels, activation), enc.out_dim
     if arch == "conv":
         chans = conv_channels or auto_conv_channels(shape[1])
-        enc = ConvEncoder(shape, chans, hidden_dim, activation)
-        dec = ConvDecoder(shape, chans, latent_dim, hidden_dim, out_channels, activation)
+        enc = ConvEncoder(shape, chans, hidden_dim, activation, to_map=latent_channels > 0)
+        dec = ConvDecoder(shape, chans, latent_dim, hidden_dim, out_channels, activation, latent_channels)
         return enc, dec, enc.out_dim
     if arch == "resnet":
         chans = conv_channels or auto_conv_channels(shape[1])
-        enc = ResEncoder(shape, chans, hidden_dim, activation, res_blocks)
-        dec = ResDecoder(shape, chans, latent_dim, hidden_dim, out_channels, activation, res_blocks)
+        enc = ResEncoder(shape, chans, hidden_dim, activation, res_blocks, to_map=latent_channels > 0)
+        dec = ResDecoder(shape, chans, latent_dim, hidden_dim, out_channels, activation, res_blocks, latent_channels)
         return enc, dec, enc.out_dim
     if arch == "linear":  # no hidden layer, no activation: the code head is the whole encoder
         d = math.prod(shape)

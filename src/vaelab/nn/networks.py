@@ -40,6 +40,33 @@ def auto_conv_channels(height: int, base: int = 32, max_channels: int = 256) -> 
     return chans
 
 
+def code_map_shape(shape: tuple[int, int, int], conv_channels: list[int] | None, latent_channels: int) -> tuple[int, int, int]:
+    """The (C, h, w) of a code that is a map (``model.latent_channels`` = C > 0): C channels at the
+    resolution of the last down-sampling stage of ``conv_channels`` (chosen from the image size
+    when None); the code's vector is that map flattened, C * h * w numbers."""
+    chans = conv_channels or auto_conv_channels(shape[1])
+    h, w = shape[1], shape[2]
+    for _ in chans:
+        if h % 2 or w % 2:
+            raise ConfigError(f"cannot halve a {h}x{w} feature map; use fewer conv channels or data.size")
+        h, w = h // 2, w // 2
+    return latent_channels, h, w
+
+
+class MapHead(nn.Module):
+    """A head on a feature map for a code that is a map: (B, c*h*w) -> view (c, h, w) -> 3x3 conv
+    to ``out`` channels -> (B, out*h*w). Each code unit sees its neighbourhood, not the whole image,
+    so the head has 9 * c * out weights where a fully connected one would have (c*h*w) * (out*h*w)."""
+
+    def __init__(self, feature_shape: tuple[int, int, int], out: int):
+        super().__init__()
+        self.feature_shape = tuple(feature_shape)
+        self.conv = nn.Conv2d(feature_shape[0], out, 3, 1, 1)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.conv(h.view(-1, *self.feature_shape)).flatten(1)
+
+
 class ResBlock(nn.Module):
     """x + conv2(act(conv1(x))), two 3x3 convolutions at constant resolution."""
 
@@ -55,10 +82,11 @@ class ResBlock(nn.Module):
 
 class ConvEncoder(nn.Module):
     """Per entry of ``channels``: conv k4 s2 p1 (halves the map) -> act [-> ``blocks`` ResBlocks];
-    then flatten -> linear -> act."""
+    then flatten -> linear -> act. With ``to_map``, no linear layer: the output is the last
+    feature map flattened (c*h*w numbers), for heads that keep its layout (MapHead)."""
 
     def __init__(self, shape: tuple[int, int, int], channels: list[int], hidden_dim: int, activation: str = "relu",
-                 blocks: int = 0):
+                 blocks: int = 0, to_map: bool = False):
         super().__init__()
         c, h, w = shape
         layers: list[nn.Module] = []
@@ -69,24 +97,41 @@ class ConvEncoder(nn.Module):
             c, h, w = out, h // 2, w // 2
         self.features = nn.Sequential(*layers)
         self.feature_shape = (c, h, w)
-        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, hidden_dim), make_activation(activation))
-        self.out_dim = hidden_dim
+        if to_map:
+            self.fc = nn.Flatten()
+            self.out_dim = c * h * w
+        else:
+            self.fc = nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, hidden_dim), make_activation(activation))
+            self.out_dim = hidden_dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.features(x))
 
 
+def _map_input(latent_channels: int, start: tuple[int, int, int]) -> nn.Module:
+    """A decoder's first layer for a code that is a map: (B, C*h*w) -> view (C, h, w) -> 3x3 conv to
+    the deepest stage's channels, flattened again for the decoder's ``view``."""
+    c, h, w = start
+    return nn.Sequential(nn.Unflatten(1, (latent_channels, h, w)), nn.Conv2d(latent_channels, c, 3, 1, 1), nn.Flatten())
+
+
 class ConvDecoder(nn.Module):
+    """Linear -> act -> linear -> act (or, for a code that is a map, a 3x3 conv), then per stage from
+    the deepest a transposed conv k4 s2 p1 (doubles the map) -> act; the last gives ``out_channels``."""
+
     def __init__(self, shape: tuple[int, int, int], channels: list[int], latent_dim: int, hidden_dim: int,
-                 out_channels: int, activation: str = "relu"):
+                 out_channels: int, activation: str = "relu", latent_channels: int = 0):
         super().__init__()
         c, h, w = shape
         sh, sw = h // 2 ** len(channels), w // 2 ** len(channels)
         self.start = (channels[-1], sh, sw)
-        self.fc = nn.Sequential(
-            nn.Linear(latent_dim, hidden_dim), make_activation(activation),
-            nn.Linear(hidden_dim, channels[-1] * sh * sw), make_activation(activation),
-        )
+        if latent_channels:
+            self.fc = nn.Sequential(_map_input(latent_channels, self.start), make_activation(activation))
+        else:
+            self.fc = nn.Sequential(
+                nn.Linear(latent_dim, hidden_dim), make_activation(activation),
+                nn.Linear(hidden_dim, channels[-1] * sh * sw), make_activation(activation),
+            )
         layers: list[nn.Module] = []
         rev = list(reversed(channels))
         for i, cin in enumerate(rev):
@@ -106,25 +151,29 @@ class ResEncoder(ConvEncoder):
     twin of vaelab.nn.BiResNet's forward pass."""
 
     def __init__(self, shape: tuple[int, int, int], channels: list[int], hidden_dim: int, activation: str = "relu",
-                 blocks: int = 1):
+                 blocks: int = 1, to_map: bool = False):
         if blocks < 1:
             raise ConfigError(f"model.res_blocks must be >= 1, got {blocks}")
-        super().__init__(shape, channels, hidden_dim, activation, blocks)
+        super().__init__(shape, channels, hidden_dim, activation, blocks, to_map)
 
 
 class ResDecoder(nn.Module):
     """The mirror of ResEncoder with its own weights (BiResNet's backward pass, unshared):
-    linear -> act -> linear, then per stage from the deepest: ``blocks`` ResBlocks -> act ->
-    transposed conv k4 s2 p1 (doubles the map); the last gives ``out_channels``."""
+    linear -> act -> linear (for a code that is a map, one 3x3 conv), then per stage from the
+    deepest: ``blocks`` ResBlocks -> act -> transposed conv k4 s2 p1 (doubles the map); the last
+    gives ``out_channels``."""
 
     def __init__(self, shape: tuple[int, int, int], channels: list[int], latent_dim: int, hidden_dim: int,
-                 out_channels: int, activation: str = "relu", blocks: int = 1):
+                 out_channels: int, activation: str = "relu", blocks: int = 1, latent_channels: int = 0):
         super().__init__()
         c, h, w = shape
         sh, sw = h // 2 ** len(channels), w // 2 ** len(channels)
         self.start = (channels[-1], sh, sw)
-        self.fc = nn.Sequential(nn.Linear(latent_dim, hidden_dim), make_activation(activation),
-                                nn.Linear(hidden_dim, channels[-1] * sh * sw))
+        if latent_channels:
+            self.fc = _map_input(latent_channels, self.start)
+        else:
+            self.fc = nn.Sequential(nn.Linear(latent_dim, hidden_dim), make_activation(activation),
+                                    nn.Linear(hidden_dim, channels[-1] * sh * sw))
         layers: list[nn.Module] = []
         rev = list(reversed(channels))
         for i, cin in enumerate(rev):
