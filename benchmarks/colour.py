@@ -178,6 +178,7 @@ def main() -> None:
     ap.add_argument("--nll-images", type=int, default=200, help="exact test images scored for bpd (first N of 1,017)")
     ap.add_argument("--fid-images", type=int, default=5000)
     ap.add_argument("--choice", default=None, help="skip stage 1 and use this CHOICES entry")
+    ap.add_argument("--choose-only", action="store_true", help="run stage 1, record it in colour.json and stop")
     ap.add_argument("--candidates", default=None,
                     help="comma-separated CHOICES entries that stage 1 trains now; the others keep the figures an earlier "
                          "call measured (two calls with disjoint sets run side by side, OMP_NUM_THREADS=1 each)")
@@ -230,8 +231,18 @@ def main() -> None:
             return
         choice = min(choosing, key=lambda n: choosing[n]["val_nelbo_bpd"])
         print(f"chosen: {choice}", flush=True)
+        if a.choose_only:
+            now_old = json.loads(previous.read_text()) if previous.is_file() else {}
+            keep = now_old.get("choice") == choice  # the table's rows belong to the choice they were trained with
+            write_result("colour", now_old.get("results", []) if keep else [],
+                         **{k: v for k, v in now_old.items() if keep and k not in ("benchmark", "command", "date", "machine", "results")},
+                         choice=choice, choice_settings=CHOICES[choice], choosing=choosing, choose_epochs=a.choose_epochs)
+            return
     else:
         choice = a.choice
+        if choice not in CHOICES:
+            ap.error(f"--choice {choice}: not in CHOICES ({', '.join(CHOICES)})")
+        choosing = old.get("choosing", {})  # stage 1 as an earlier call recorded it
     settings = CHOICES[choice]
     wanted = set(a.models.split(",")) if a.models else None
 
@@ -255,10 +266,10 @@ def main() -> None:
     # read again now: a call running beside this one may have written its rows since this one started
     old = json.loads(previous.read_text()) if previous.is_file() else {}
     if old:
-        if old.get("choice") == choice and old.get("epochs") == a.epochs:
+        if old.get("choice") == choice and old.get("epochs") in (a.epochs, None):  # None: stage 1 alone so far
             have = {r["model"] for r in rows}
             rows = [r for r in old["results"] if r["model"] not in have] + rows
-            choosing = choosing or old.get("choosing", {})
+        choosing = choosing or old.get("choosing", {})
     order = [m for pair in PAIRS for m in pair]
     rows.sort(key=lambda r: order.index(r["model"]))
     print_table(rows, COLS)
