@@ -1,6 +1,7 @@
 """Training a model of the contract into a run directory: Lightning does the loop."""
 from __future__ import annotations
 
+
 import logging
 import pickle
 import signal
@@ -200,6 +201,21 @@ def _interrupted_message(run_dir: Path) -> str:
             f"`vaelab train --resume {run_dir}`: the result is bit-identical to an uninterrupted run")
 
 
+
+@contextmanager
+def flush_denormals() -> Iterator[bool]:
+    """Subnormal floats (below 1.2e-38 in float32) read and written as zero on the CPU while
+    training, then back to IEEE behaviour. An importance-weighted bound's gradient weights the k
+    samples by their normalised weights, most of them far below 1e-38 once the model is sharp; x86
+    cores take a slow path for every subnormal, and a convolution's backward pass on such gradients
+    runs tens of times slower (benchmarks/denormals.py). Numbers that small change no update."""
+    flushed = torch.set_flush_denormal(True)  # False where the CPU has no flush-to-zero mode
+    try:
+        yield flushed
+    finally:
+        if flushed:
+            torch.set_flush_denormal(False)
+
 def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False,
         data: tuple[ImageSet, ImageSet, ImageSet] | None = None, encoder: torch.nn.Module | None = None,
         decoder: torch.nn.Module | None = None) -> tuple[Autoencoder, tuple[ImageSet, ImageSet, ImageSet]]:
@@ -257,7 +273,8 @@ def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False,
             warnings.filterwarnings("ignore", ".*checkpoint that ended before the epoch ended.*")
             model.input_checks = False  # batches are uint8 / 255: no per-step value check
             try:
-                trainer.fit(lit, loader, val_loader, ckpt_path=str(ckpt) if resume else None, weights_only=True)
+                with flush_denormals():
+                    trainer.fit(lit, loader, val_loader, ckpt_path=str(ckpt) if resume else None, weights_only=True)
             except SystemExit:
                 # Lightning turns Ctrl-C into a graceful stop and sys.exit(1), leaving SIGINT ignored
                 signal.signal(signal.SIGINT, signal.default_int_handler)
