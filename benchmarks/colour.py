@@ -178,6 +178,8 @@ def main() -> None:
     ap.add_argument("--nll-images", type=int, default=200, help="exact test images scored for bpd (first N of 1,017)")
     ap.add_argument("--fid-images", type=int, default=5000)
     ap.add_argument("--choice", default=None, help="skip stage 1 and use this CHOICES entry")
+    ap.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
+                    help="a setting added to the chosen ones for the table's eight models (repeatable; part of their run names)")
     ap.add_argument("--choose-only", action="store_true", help="run stage 1, record it in colour.json and stop")
     ap.add_argument("--candidates", default=None,
                     help="comma-separated CHOICES entries that stage 1 trains now; the others keep the figures an earlier "
@@ -243,7 +245,8 @@ def main() -> None:
         if choice not in CHOICES:
             ap.error(f"--choice {choice}: not in CHOICES ({', '.join(CHOICES)})")
         choosing = old.get("choosing", {})  # stage 1 as an earlier call recorded it
-    settings = CHOICES[choice]
+    settings = CHOICES[choice] + a.extra
+    tag = "".join("-" + v.split(".", 1)[-1].replace("=", "") for v in a.extra)  # e.g. -scheduleonecycle
     wanted = set(a.models.split(",")) if a.models else None
 
     rows = []
@@ -252,7 +255,7 @@ def main() -> None:
         for m in (uni, bi):
             if wanted is not None and m not in wanted:
                 continue
-            name = f"{m}-{choice}-e{a.epochs}"
+            name = f"{m}-{choice}{tag}-e{a.epochs}"
             run = train(m, settings, name, a.epochs, a.latent_dim, runs)
             pair[m] = {"model": m, **evaluate(run, a, exact)}
         if uni in pair and bi in pair:
@@ -266,7 +269,8 @@ def main() -> None:
     # read again now: a call running beside this one may have written its rows since this one started
     old = json.loads(previous.read_text()) if previous.is_file() else {}
     if old:
-        if old.get("choice") == choice and old.get("epochs") in (a.epochs, None):  # None: stage 1 alone so far
+        # epochs None: only stage 1 recorded so far
+        if old.get("choice") == choice and old.get("epochs") in (a.epochs, None) and old.get("table_settings", a.extra) == a.extra:
             have = {r["model"] for r in rows}
             rows = [r for r in old["results"] if r["model"] not in have] + rows
         choosing = choosing or old.get("choosing", {})
@@ -280,7 +284,7 @@ def main() -> None:
 
         latent = yaml.safe_load((Path(rows[0]["run"]) / "config.yaml").read_text())["model"]["latent_dim"]
     write_result("colour", rows, epochs=a.epochs, latent_dim=latent, nll_k=a.nll_k, nll_images=a.nll_images,
-                 fid_images=a.fid_images, choice=choice, choice_settings=settings, choosing=choosing,
+                 fid_images=a.fid_images, choice=choice, choice_settings=CHOICES[choice], table_settings=a.extra, choosing=choosing,
                  best={"model": best["model"], "bpd_exact": best["bpd_exact"]} if best else None,
                  data="CIFAR-10 train: all 50,000 images; bpd: the exact-pixel test subset")
 
