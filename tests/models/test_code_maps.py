@@ -96,12 +96,17 @@ def test_a_map_code_trains_reloads_and_evaluates(tmp_path, name):
     model = vaelab.load(run)
     assert model.latent_dim == 2 * 4 * 4  # digits are 8x8: one stage to 4x4
     x = torch.rand(5, 1, 8, 8).round()
-    torch.testing.assert_close(model.encode(x).mean, model.encode(x).mean)
+    q = model.encode(x)
+    assert q.mean.shape == (5, 32)
     assert model.sample(3).shape == (3, 1, 8, 8)
-    # IWAE with one sample is the ELBO's bound on the same draw
+    # one importance weight is log p(x|z) + log p(z) - log q(z|x) at the same draw of z, written out here
     torch.manual_seed(0)
-    lw, _ = model.log_weights(x, 1)
+    lw, _ = model.log_weights(x, 1, q)
+    torch.manual_seed(0)
+    z = q.rsample((1,))[0]
+    ref = model.decode(z).log_prob(x) + model.prior().log_prob(z) - q.log_prob(z)
     assert lw.shape == (1, 5) and torch.isfinite(lw).all()
+    torch.testing.assert_close(lw[0], ref)
 
 
 def test_the_cli_trains_a_map_code(tmp_path, capsys):
