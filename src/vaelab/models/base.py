@@ -13,6 +13,7 @@ from torch.distributions import Distribution
 from ..data.imageset import to_unit_float
 from ..errors import ConfigError, ModelError
 from ..nn import ACTIVATIONS, build_networks
+from ..nn.networks import check_latent_channels
 from ..objectives import importance_log_weights, kl_to_prior, pixel_likelihood, standard_normal
 from ..objectives.discretized import DiscretizedGaussian, from_params, num_params
 
@@ -61,9 +62,7 @@ class ModelConfig:
             raise ConfigError(f"model.res_blocks (residual blocks per resolution, arch=resnet) must be >= 1, got {self.res_blocks}")
         if self.latent_channels < 0:
             raise ConfigError(f"model.latent_channels must be >= 0 (0: a code that is a vector), got {self.latent_channels}")
-        if self.latent_channels and self.arch not in ("conv", "resnet"):
-            raise ConfigError(f"model.latent_channels={self.latent_channels} makes the code a map of the conv networks: set "
-                              f"model.arch=conv or resnet (not {self.arch}), or model.latent_channels=0")
+        check_latent_channels(self.arch, self.latent_channels)
         if self.gaussian_std <= 0:
             raise ConfigError(f"model.gaussian_std must be > 0, got {self.gaussian_std}")
         if self.n_mix < 1:

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from .networks import auto_conv_channels, make_activation
+from .networks import auto_conv_channels, check_latent_channels, make_activation
 
 
 class BiLinear(nn.Module):
@@ -118,6 +118,31 @@ class BiMapHead(nn.Module):
         return self.conv.backward(z.view(-1, *self.code_shape)).flatten(1)
 
 
+class _CodeLayers:
+    """The layers of a conv network between its last feature map (``feature_shape``) and the code:
+    fc + head for a vector code, a BiMapHead alone for a code that is a map (``latent_channels``)."""
+
+    def _init_code(self, latent_dim: int, hidden_dim: int, latent_channels: int) -> None:
+        c, h, w = self.feature_shape
+        if latent_channels:
+            self.fc = None
+            self.out_dim = c * h * w
+            self.head = BiMapHead(self.feature_shape, latent_channels)
+        else:
+            self.fc = BiLinear(c * h * w, hidden_dim)
+            self.out_dim = hidden_dim
+            self.head = BiLinear(hidden_dim, latent_dim)
+
+    def _to_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The forward pass from the last feature map to the head's input, (B, out_dim)."""
+        return x.flatten(1) if self.fc is None else self.act(self.fc(x.flatten(1)))
+
+    def _from_code(self, z: torch.Tensor) -> torch.Tensor:
+        """The backward pass from the code to the last feature map, (B, c, h, w)."""
+        y = self.head.backward(z) if self.fc is None else self.fc.backward(self.act(self.head.backward(z)))
+        return y.view(-1, *self.feature_shape)
+
+
 # --------------------------------------------------------------------------------------------
 # Networks. Each has ``forward(x) -> features`` (N, out_dim), a mean head ``head``
 # (BiLinear out_dim -> latent_dim) and ``backward(z) -> image-shaped params`` (N, C, H, W) that
@@ -157,7 +182,7 @@ class BiMLP(nn.Module):
         return y.view(-1, *self.shape)
 
 
-class BiConvNet(nn.Module):
+class BiConvNet(_CodeLayers, nn.Module):
     """[BiConv2d k4 s2 p1 -> act] per entry of ``channels`` -> flatten -> BiLinear -> act.
     Backward: head^T, act, fc^T, act, then the transposed convolutions; the last of them uses
     the first kernel, whose in-channels are the image channels. With ``latent_channels`` > 0 the
@@ -177,28 +202,10 @@ class BiConvNet(nn.Module):
         self._init_code(latent_dim, hidden_dim, latent_channels)
         self.act = make_activation(activation)
 
-    def _init_code(self, latent_dim: int, hidden_dim: int, latent_channels: int) -> None:
-        """The layers between the last feature map and the code: fc + head (a vector code), or a
-        BiMapHead alone (a code that is a map)."""
-        c, h, w = self.feature_shape
-        if latent_channels:
-            self.fc = None
-            self.out_dim = c * h * w
-            self.head = BiMapHead(self.feature_shape, latent_channels)
-        else:
-            self.fc = BiLinear(c * h * w, hidden_dim)
-            self.out_dim = hidden_dim
-            self.head = BiLinear(hidden_dim, latent_dim)
-
-    def _from_code(self, z: torch.Tensor) -> torch.Tensor:
-        """The backward pass from the code to the last feature map, (B, c, h, w)."""
-        y = self.head.backward(z) if self.fc is None else self.fc.backward(self.act(self.head.backward(z)))
-        return y.view(-1, *self.feature_shape)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for conv in self.convs:
             x = self.act(conv(x))
-        return x.flatten(1) if self.fc is None else self.act(self.fc(x.flatten(1)))
+        return self._to_features(x)
 
     @property
     def first(self) -> BiConv2d:
@@ -216,15 +223,12 @@ class BiConvNet(nn.Module):
         return self.first.backward(self.backward_to_first(z))
 
 
-class BiResNet(nn.Module):
+class BiResNet(_CodeLayers, nn.Module):
     """Per entry of ``channels``: BiConv2d k4 s2 p1 (halves the map) -> act -> ``blocks``
     BiResBlocks; then flatten -> BiLinear -> act. Backward mirrors it: head^T, act, fc^T, the
     blocks' backward passes in reverse, act, the transposed down-sampling conv, and so on down to
     the first kernel, which gives the C image channels. With ``latent_channels`` > 0 the code is a
     map: no BiLinear, the head is a BiMapHead on the last stage's output."""
-
-    _init_code = BiConvNet._init_code
-    _from_code = BiConvNet._from_code
 
     def __init__(self, shape: tuple[int, int, int], channels: list[int], hidden_dim: int, latent_dim: int,
                  activation: str = "relu", blocks: int = 1, latent_channels: int = 0):
@@ -249,7 +253,7 @@ class BiResNet(nn.Module):
             x = self.act(down(x))
             for block in blocks:
                 x = block(x)
-        return x.flatten(1) if self.fc is None else self.act(self.fc(x.flatten(1)))
+        return self._to_features(x)
 
     @property
     def first(self) -> BiConv2d:
@@ -278,9 +282,7 @@ def build_bidirectional(arch: str, shape: tuple[int, int, int], latent_dim: int,
                         latent_channels: int = 0) -> nn.Module:
     """The bidirectional network of ``arch`` in {'conv', 'mlp', 'resnet'} for images of ``shape``
     (``latent_channels`` > 0, conv and resnet: a code that is a map, see BiMapHead)."""
-    if latent_channels and arch not in ("conv", "resnet"):
-        raise ConfigError(f"model.latent_channels={latent_channels} (a code that is a map) needs model.arch=conv or resnet, "
-                          f"not {arch}; or leave model.latent_channels=0 for a code that is a vector")
+    check_latent_channels(arch, latent_channels)
     if arch == "conv":
         return BiConvNet(shape, conv_channels or auto_conv_channels(shape[1]), hidden_dim, latent_dim, activation,
                          latent_channels)

@@ -7,7 +7,8 @@ import math
 from torch import nn
 
 from ..errors import ConfigError
-from .networks import ConvDecoder, ConvEncoder, LinearDecoder, MLPDecoder, MLPEncoder, ResDecoder, ResEncoder, auto_conv_channels
+from .networks import (ConvDecoder, ConvEncoder, LinearDecoder, MLPDecoder, MLPEncoder, ResDecoder, ResEncoder, auto_conv_channels,
+                       check_latent_channels)
 from .unet import UNetDecoder, UNetEncoder
 
 
@@ -19,9 +20,7 @@ def build_networks(arch: str, shape: tuple[int, int, int], latent_dim: int, out_
     ``latent_channels`` > 0 (conv, resnet): the code is a map of that many channels at the last
     stage's resolution; the encoder then ends at its last feature map (flattened), with no
     fully connected layer, and the decoder starts with a 3x3 conv (the model's heads are MapHeads)."""
-    if latent_channels and arch not in ("conv", "resnet"):
-        raise ConfigError(f"model.latent_channels={latent_channels} (a code that is a map) needs model.arch=conv or resnet, "
-                          f"not {arch}; or leave model.latent_channels=0 for a code that is a vector")
+    check_latent_channels(arch, latent_channels)
     if arch == "unet":
         chans = conv_channels or auto_conv_channels(shape[1])
         enc = UNetEncoder(shape, chans, hidden_dim, activation)

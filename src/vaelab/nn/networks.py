@@ -53,6 +53,13 @@ def code_map_shape(shape: tuple[int, int, int], conv_channels: list[int] | None,
     return latent_channels, h, w
 
 
+def check_latent_channels(arch: str, latent_channels: int) -> None:
+    """Refuses a code that is a map (``latent_channels`` > 0) on an architecture without conv stages."""
+    if latent_channels and arch not in ("conv", "resnet"):
+        raise ConfigError(f"model.latent_channels={latent_channels} (a code that is a map) needs model.arch=conv or resnet, "
+                          f"not {arch}; or leave model.latent_channels=0 for a code that is a vector")
+
+
 class MapHead(nn.Module):
     """A head on a feature map for a code that is a map: (B, c*h*w) -> view (c, h, w) -> 3x3 conv
     to ``out`` channels -> (B, out*h*w). Each code unit sees its neighbourhood, not the whole image,
