@@ -258,9 +258,6 @@ def main() -> None:
             name = f"{m}-{choice}{tag}-e{a.epochs}"
             run = train(m, settings, name, a.epochs, a.latent_dim, runs)
             pair[m] = {"model": m, **evaluate(run, a, exact)}
-        if uni in pair and bi in pair:
-            pair[bi]["param_ratio"] = pair[bi]["parameters"] / pair[uni]["parameters"]
-            pair[bi]["bpd_exact_twin_minus_uni"] = pair[bi]["bpd_exact"] - pair[uni]["bpd_exact"]
         rows += list(pair.values())
         for r in pair.values():
             print(f"{r['model']}: bpd {r['bpd_exact']:.4f}, FID prior {r['fid_lenet_prior']}, gmm {r['fid_lenet_gmm']}, "
@@ -276,6 +273,11 @@ def main() -> None:
         choosing = choosing or old.get("choosing", {})
     order = [m for pair in PAIRS for m in pair]
     rows.sort(key=lambda r: order.index(r["model"]))
+    by = {r["model"]: r for r in rows}
+    for uni, bi in PAIRS:  # after the merge: a twin and its model may come from two calls
+        if uni in by and bi in by:
+            by[bi]["param_ratio"] = by[bi]["parameters"] / by[uni]["parameters"]
+            by[bi]["bpd_exact_twin_minus_uni"] = by[bi]["bpd_exact"] - by[uni]["bpd_exact"]
     print_table(rows, COLS)
     best = min(rows, key=lambda r: r["bpd_exact"]) if rows else None
     latent = next((int(v.split("=", 1)[1]) for v in settings if v.startswith("model.latent_dim=")), a.latent_dim)
