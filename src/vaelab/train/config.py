@@ -38,6 +38,10 @@ class TrainConfig:
     step_gamma: float = 0.01  # lr factor at each step_milestones epoch (schedule=step)
     kl_warmup_steps: int = 0  # KL weight rises linearly from 0 to 1 over this many steps
     grad_clip: float | None = None  # clip the gradient norm to this; null: no clipping
+    # fine-tuning: start from the weights of an earlier run of the same model and network (its
+    # directory or a .safetensors file) instead of a fresh initialisation; the optimizer and the
+    # schedule start afresh, e.g. on other data
+    init_from: str | None = None  # start from an earlier run's weights (its directory or a .safetensors file); null: fresh
     nan_policy: Literal["stop", "skip"] = "stop"  # a non-finite loss stops training (keeping the last checkpoint) or skips the step
     # besides the one after every epoch, write the resumable checkpoint every this many optimisation
     # steps (atomically), so a killed run loses at most this many steps; None: only after epochs
@@ -83,6 +87,8 @@ class TrainConfig:
             raise ConfigError(f"train.num_nodes must be >= 1, got {self.num_nodes}")
         if self.kl_warmup_steps < 0:
             raise ConfigError(f"train.kl_warmup_steps must be >= 0, got {self.kl_warmup_steps}")
+        if self.init_from is not None and not str(self.init_from).strip():
+            raise ConfigError("train.init_from must be a run directory or a .safetensors file (or null for a fresh start)")
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise ConfigError(f"train.grad_clip must be > 0, got {self.grad_clip}")
         if isinstance(self.loggers, str):  # TrainConfig(loggers="csv,mlflow")

@@ -216,6 +216,26 @@ def flush_denormals() -> Iterator[bool]:
         if flushed:
             torch.set_flush_denormal(False)
 
+def init_weights(model: Autoencoder, source: str | Path) -> Autoencoder:
+    """Load the weights of an earlier run (its directory, or a .safetensors file) into ``model``
+    (train.init_from); a run of another model, or of other network settings, is refused with what differs."""
+    from ..models.persist import load_weights
+
+    src = Path(source).expanduser()
+    path = src / "model.safetensors" if src.is_dir() else src
+    if not path.is_file():
+        what = (f"{src} is a directory without model.safetensors (a run that has not finished an epoch, or not a run)"
+                if src.is_dir() else f"{src} does not exist")
+        raise ConfigError(f"train.init_from: {what}; give a finished run's directory or a .safetensors file")
+    try:
+        load_weights(model, path)
+    except CheckpointError as e:
+        raise ConfigError(f"train.init_from: {e}. Fine-tuning starts from a run of the same model with the same "
+                          "model.* settings (its config.yaml lists them)") from None
+    log.info("starting from the weights of %s", path)
+    return model
+
+
 def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False,
         data: tuple[ImageSet, ImageSet, ImageSet] | None = None, encoder: torch.nn.Module | None = None,
         decoder: torch.nn.Module | None = None) -> tuple[Autoencoder, tuple[ImageSet, ImageSet, ImageSet]]:
@@ -239,6 +259,8 @@ def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False,
     num_classes = max(int(y.max()) for y in labelled) + 1 if train.labels is not None and labelled else None
     model = build(cfg.model, train.shape, n_train=len(train), encoder=encoder, decoder=decoder, num_classes=num_classes)
     t = cfg.train
+    if t.init_from and not resume:  # resuming: the checkpoint holds the weights
+        init_weights(model, t.init_from)
     # the Trainer first: it knows which process this is (Lightning's launcher, torchrun and SLURM all
     # start every process with this same call)
     trainer = make_trainer(t, run_dir, model_callbacks(model, run_dir, train), has_val=len(val) > 0,
