@@ -126,7 +126,8 @@ def evaluate(run: Path, a: argparse.Namespace, exact: Path) -> dict:
         return row
 
     def ev(*args: str) -> dict:
-        cmd = ["vaelab", "evaluate", str(run), "--json", *args]
+        # --no-report: the table reads the JSON; redrawing the run's report would fit its GMM sampler a third time
+        cmd = ["vaelab", "evaluate", str(run), "--json", "--no-report", *args]
         print("$", " ".join(cmd), flush=True)
         return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
 
@@ -161,7 +162,7 @@ def finetuned_bpd(run: Path, a: argparse.Namespace, exact: Path) -> dict:
     done = run / "colour_metrics.json"
     if done.is_file():
         return json.loads(done.read_text())
-    cmd = ["vaelab", "evaluate", str(run), "--json", "--metrics", "nll", "--test-data", str(exact), "--nll-k", str(a.nll_k),
+    cmd = ["vaelab", "evaluate", str(run), "--json", "--no-report", "--metrics", "nll", "--test-data", str(exact), "--nll-k", str(a.nll_k),
            "--nll-images", str(a.nll_images)]
     print("$", " ".join(cmd), flush=True)
     ex = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
