@@ -16,7 +16,11 @@ Two stages, both resumable (every run directory under --runs is reused once fini
    chosen network and likelihood: parameters, seconds per epoch, bpd on the exact test images, FID of
    the prior's and the GMM sampler's samples (features of a LeNet trained on CIFAR-10's own labels,
    fid_lenet: not comparable with Inception FID), PSNR, SSIM and the linear probe on the run's test
-   split.
+   split;
+3. fine-tune (--finetune-exact E): each table model trained E epochs more from its weights
+   (train.init_from) on the exact-pixel training images (7,261 trained on, 807 held out), the peak
+   learning rate chosen among --finetune-lrs by the vae's held-out bound, then bpd on the same exact
+   test images (bpd_exact_finetuned).
 
     VAELAB_DATA=../shared/data python benchmarks/colour.py --runs DIR [--choose-epochs 1] [--epochs 2] [--nll-images 200]
     python benchmarks/colour.py --runs DIR --choice resnet-dlogistic-cc --models vae,bvae   # a subset; rows merge
