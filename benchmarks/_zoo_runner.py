@@ -40,9 +40,7 @@ def train_or_reuse(model: str, dataset: str, epochs: int, runs: Path, extra: lis
     if not (run / "metrics.json").is_file():
         if (run / "checkpoints" / "last.ckpt").is_file():  # a killed run: continue it, keep its epochs
             cmd = ["vaelab", "train", "--resume", str(run), "--epochs", str(epochs), "--set", "train.progress_bar=false"]
-        else:
-            if run.exists():
-                subprocess.run(["rm", "-rf", str(run)], check=True)
+        else:  # vaelab starts a run stopped before its first checkpoint again, and refuses one another process trains
             cmd = ["vaelab", "train", model, "--data", dataset, "--epochs", str(epochs), "--latent-dim", "16", "--out", str(run),
                    "--set", "train.progress_bar=false", *(extra or [])]
         print("$", " ".join(cmd), flush=True)

@@ -101,8 +101,8 @@ def train(model: str, settings: list[str], name: str, epochs: int, latent: int, 
     if (run / "checkpoints" / "last.ckpt").is_file():
         cmd = ["vaelab", "train", "--resume", str(run), "--epochs", str(epochs), "--set", "train.progress_bar=false"]
     else:
-        if run.exists():
-            subprocess.run(["rm", "-rf", str(run)], check=True)
+        # a run stopped before its first checkpoint is started again by vaelab itself, which refuses a run
+        # another process is training (deleting the directory here once removed a live run's files)
         # a code that is a map has its size from the map (latent_channels x h x w), not from --latent-dim
         size = [] if any(v.startswith("model.latent_channels=") for v in settings) else ["--latent-dim", str(latent)]
         cmd = ["vaelab", "train", model, *data, "--epochs", str(epochs), *size,
