@@ -342,6 +342,11 @@ def main() -> None:
         # epochs None: only stage 1 recorded so far
         if old.get("choice") == choice and old.get("epochs") in (a.epochs, None) and old.get("table_settings", a.extra) == a.extra:
             have = {r["model"] for r in rows}
+            before = {r["model"]: r for r in old["results"]}
+            for r in rows:  # a fine-tuning an earlier call measured from this same run stays with its row
+                b = before.get(r["model"], {})
+                if "bpd_exact_finetuned" not in r and b.get("run") == r["run"] and "bpd_exact_finetuned" in b:
+                    r.update({k: b[k] for k in ("bpd_exact_finetuned", "finetune_seconds_per_epoch", "finetune_run") if k in b})
             rows = [r for r in old["results"] if r["model"] not in have] + rows
             if ft_meta is None or old.get("finetune", {}).get("epochs") == a.finetune_exact:
                 ft_meta = ft_meta or old.get("finetune")
