@@ -120,6 +120,25 @@ def val_bpd(run: Path) -> float:
     return float(rows[-1]["val/nelbo"]) / (DIMS * math.log(2))
 
 
+def vaelab_evaluate(run: Path, *args: str) -> dict:
+    """`vaelab evaluate RUN --json ARGS` (--no-report: the table reads the JSON; redrawing the run's report
+    would fit its GMM sampler once more)."""
+    cmd = ["vaelab", "evaluate", str(run), "--json", "--no-report", *args]
+    print("$", " ".join(cmd), flush=True)
+    return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+
+
+def exact_bpd(run: Path, a: argparse.Namespace, exact: Path) -> dict:
+    """The run's NLL on the exact test images (cached on its own in the run directory)."""
+    done = run / f"colour_nll-k{a.nll_k}-n{a.nll_images}.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    ex = vaelab_evaluate(run, "--metrics", "nll", "--test-data", str(exact), "--nll-k", str(a.nll_k), "--nll-images", str(a.nll_images))
+    done.write_text(json.dumps(ex, indent=2))
+    print(f"{run.name}: bpd {ex['bpd']:.4f} on the exact test images", flush=True)
+    return ex
+
+
 def evaluate(run: Path, a: argparse.Namespace, exact: Path) -> dict:
     """Every figure of the table for one run (cached in run/colour_metrics.json)."""
     done = run / "colour_metrics.json"
@@ -129,37 +148,23 @@ def evaluate(run: Path, a: argparse.Namespace, exact: Path) -> dict:
         row.setdefault("kl_nats", json.loads((run / "metrics.json").read_text()).get("kl"))
         return row
 
-    def ev(*args: str) -> dict:
-        # --no-report: the table reads the JSON; redrawing the run's report would fit its GMM sampler a third time
-        cmd = ["vaelab", "evaluate", str(run), "--json", "--no-report", *args]
-        print("$", " ".join(cmd), flush=True)
-        return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
-
-    # the bpd first, kept on its own: the other figures take longer (the GMM sampler's fit on 1,024-number codes)
-    nll_done = run / f"colour_nll-k{a.nll_k}-n{a.nll_images}.json"
-    if nll_done.is_file():
-        ex = json.loads(nll_done.read_text())
-    else:
-        ex = ev("--metrics", "nll", "--test-data", str(exact), "--nll-k", str(a.nll_k), "--nll-images", str(a.nll_images))
-        nll_done.write_text(json.dumps(ex, indent=2))
-        print(f"{run.name}: bpd {ex['bpd']:.4f} on the exact test images", flush=True)
+    ex = exact_bpd(run, a, exact)  # first: the other figures take longer (the GMM sampler's fit on 1,024-number codes)
     train_m = json.loads((run / "metrics.json").read_text())
     secs = train_m.get("train_seconds")
     if secs is None:  # a run killed after training, before its metrics: the span from its config to its last checkpoint
         secs = (run / "checkpoints" / "last.ckpt").stat().st_mtime - (run / "config.yaml").stat().st_mtime
-    if a.bpd_only:  # FID and the probe left blank (not cached: a later call without --bpd-only measures them); the
-        # test-split ELBO, KL, PSNR and SSIM come from the run's own metrics (the same functions on the same split)
-        return {"run": str(run), "parameters": train_m["parameters"], "train_seconds": secs, "seconds_per_epoch": secs / a.epochs,
-                "bpd_exact": ex["bpd"], "nll_exact_nats": ex["nll"], "nll_images": min(a.nll_images, ex["n_test"]),
-                "nelbo_test_jpeg_bpd": train_m["nelbo"] / (DIMS * math.log(2)), "kl_nats": train_m.get("kl"),
-                "psnr": train_m.get("psnr"), "ssim": train_m.get("ssim"), "active_units": train_m.get("active_units"), "bpd_only": True}
-    own = ev("--metrics", "elbo,recon,au,probes,fid", "--fid-samplers", "prior,gmm", "--fid-images", str(a.fid_images))
+    # the test-split ELBO, KL, PSNR and SSIM: the run's own metrics under --bpd-only (the same functions on the same
+    # split); FID and the probe then stay blank and nothing is cached, so a later call without it measures them
+    own = train_m if a.bpd_only else vaelab_evaluate(run, "--metrics", "elbo,recon,au,probes,fid", "--fid-samplers", "prior,gmm",
+                                                      "--fid-images", str(a.fid_images))
     row = {"run": str(run), "parameters": train_m["parameters"], "train_seconds": secs,
            "seconds_per_epoch": secs / a.epochs, "bpd_exact": ex["bpd"], "nll_exact_nats": ex["nll"],
            "nll_images": min(a.nll_images, ex["n_test"]),
-           "nelbo_test_jpeg_bpd": own["nelbo"] / (DIMS * math.log(2)), "kl_nats": own.get("kl"), "fid_lenet_prior": own.get("fid_lenet"),
-           "fid_lenet_gmm": own.get("fid_lenet_gmm"), "psnr": own.get("psnr"), "ssim": own.get("ssim"),
-           "probe_linear_acc": own.get("probe_linear_acc"), "active_units": own.get("active_units")}
+           "nelbo_test_jpeg_bpd": own["nelbo"] / (DIMS * math.log(2)), "kl_nats": own.get("kl"), "psnr": own.get("psnr"),
+           "ssim": own.get("ssim"), "active_units": own.get("active_units")}
+    if a.bpd_only:
+        return {**row, "bpd_only": True}
+    row.update(fid_lenet_prior=own.get("fid_lenet"), fid_lenet_gmm=own.get("fid_lenet_gmm"), probe_linear_acc=own.get("probe_linear_acc"))
     done.write_text(json.dumps(row, indent=2))
     return row
 
@@ -179,10 +184,7 @@ def finetuned_bpd(run: Path, a: argparse.Namespace, exact: Path) -> dict:
     done = run / "colour_metrics.json"
     if done.is_file():
         return json.loads(done.read_text())
-    cmd = ["vaelab", "evaluate", str(run), "--json", "--no-report", "--metrics", "nll", "--test-data", str(exact), "--nll-k", str(a.nll_k),
-           "--nll-images", str(a.nll_images)]
-    print("$", " ".join(cmd), flush=True)
-    ex = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+    ex = exact_bpd(run, a, exact)
     m = json.loads((run / "metrics.json").read_text())
     out = {"run": str(run), "bpd_exact": ex["bpd"], "val_nelbo_bpd": val_bpd(run),
            "seconds_per_epoch": m["train_seconds"] / a.finetune_exact}
@@ -322,8 +324,7 @@ def main() -> None:
     if a.finetune_exact and rows:
         vae_row = next((r for r in rows if r["model"] == "vae"), None)
         if vae_row is None:  # the choice needs the vae's table run
-            vae_row = {"model": "vae", **evaluate(train("vae", settings, f"vae-{choice}{tag}-e{a.epochs}", a.epochs, a.latent_dim, runs),
-                                                   a, exact)}
+            vae_row = {"model": "vae", "run": str(train("vae", settings, f"vae-{choice}{tag}-e{a.epochs}", a.epochs, a.latent_dim, runs))}
         tried = {}
         for lr in [float(v) for v in a.finetune_lrs.split(",")]:
             tried[f"{lr:g}"] = val_bpd(finetune(vae_row, "vae", settings, lr, a, runs))

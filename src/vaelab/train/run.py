@@ -216,6 +216,7 @@ def flush_denormals() -> Iterator[bool]:
         if flushed:
             torch.set_flush_denormal(False)
 
+
 def init_weights(model: Autoencoder, source: str | Path) -> Autoencoder:
     """Load the weights of an earlier run (its directory, or a .safetensors file) into ``model``
     (train.init_from); a run of another model, or of other network settings, is refused with what differs."""
