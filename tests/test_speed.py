@@ -184,12 +184,17 @@ def test_compile_keeps_compiling_when_a_process_trains_many_models(tmp_path, mon
 
     orig = torch.compile
     monkeypatch.setattr(torch, "compile", lambda fn, **kw: orig(fn, backend=counting))
-    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 2)
     data = load_data(DataConfig(name="digits", limit=128))
     seen = []
-    for i in range(3):
-        fit(conv_cfg("train.compile=true", "train.epochs=1", f"seed={i}"), tmp_path / str(i), data=data)
-        seen.append(len(graphs))
+    # dynamo's own patch() sets and restores the limit; pytest's monkeypatch would delete the entry on
+    # undo whenever its getattr missed, hiding the setting from every later compile in the process
+    before = torch._dynamo.config.recompile_limit
+    with torch._dynamo.config.patch(recompile_limit=2):
+        assert torch._dynamo.config.recompile_limit == 2
+        for i in range(3):
+            fit(conv_cfg("train.compile=true", "train.epochs=1", f"seed={i}"), tmp_path / str(i), data=data)
+            seen.append(len(graphs))
+    assert torch._dynamo.config.recompile_limit == before
     assert seen[0] > 0 and seen[1] > seen[0] and seen[2] > seen[1], seen
 
 
