@@ -95,7 +95,8 @@ def test_knn_scores_agree_with_scikit_learn_and_leave_each_training_image_out(so
     normal, held_out, _ = synthetic
     model = fitted[0].model_
     name = f"{source}_knn"  # latent_knn, feature_knn
-    d = AutoencoderDetector(model, name, normalize=False, knn_k=3, feature_dims=dims or 64).fit(normal)
+    # calibration=0: fitted and scored on the same images, the case that leaving each image out is for
+    d = AutoencoderDetector(model, name, normalize=False, knn_k=3, feature_dims=dims or 64, calibration=0).fit(normal)
     with torch.no_grad():
         rep = (lambda x: model.encode(x).mean) if source == "latent" else model.features
         tr, te = rep(normal).double().numpy(), rep(held_out).double().numpy()
@@ -208,15 +209,51 @@ def test_trained_run_directory_backs_the_same_detector(fitted, synthetic):
 def test_contamination_sets_the_fraction_flagged(contamination, fitted, synthetic):
     normal = synthetic[0]
     d = AutoencoderDetector(fitted[0].model_, "mse", contamination=contamination).fit(normal)
-    assert d.threshold_ == pytest.approx(np.quantile(d.decision_scores_, 1 - contamination))
-    assert abs(d.labels_.mean() - contamination) <= 1.5 / len(normal)
+    # the threshold is a quantile of the held-out part's scores (a tenth of the images, never fitted)
+    assert d.n_calibration_ == round(0.1 * len(normal)) and len(d.calibration_scores_) == d.n_calibration_
+    assert d.threshold_ == pytest.approx(np.quantile(d.calibration_scores_, 1 - contamination))
+    assert abs((d.calibration_scores_ > d.threshold_).mean() - contamination) <= 1.0 / d.n_calibration_
+    old = AutoencoderDetector(fitted[0].model_, "mse", contamination=contamination, calibration=0).fit(normal)
+    assert old.threshold_ == pytest.approx(np.quantile(old.decision_scores_, 1 - contamination))
+    assert abs(old.labels_.mean() - contamination) <= 1.5 / len(normal)
     np.testing.assert_array_equal(d.predict(normal), d.labels_)
     np.testing.assert_array_equal(d.fit_predict(normal), d.labels_)
 
 
+def test_calibration_holds_out_normal_images_that_nothing_was_fitted_on(fitted, synthetic):
+    """The normalisation and the threshold come from normal images that the score's state never saw: the
+    held-out tenth of X by default, or the calibration_set given; and that is what makes the contamination
+    the share of unseen normal images flagged, where the fitted images' own scores undercount it."""
+    from vaelab.detect.detector import calibration_split
+
+    normal, held_out, _ = synthetic
+    model = fitted[0].model_
+    d = AutoencoderDetector(model, "latent_knn", knn_k=3, seed=4).fit(normal)
+    fit_idx, cal_idx = calibration_split(len(normal), 0.1, 4)
+    assert len(cal_idx) == d.n_calibration_ == 51 and not set(fit_idx) & set(cal_idx) and len(fit_idx) + len(cal_idx) == 512
+    assert len(d.score_.train_) == len(fit_idx)  # the kNN's reference set: the fitted part only
+    cal_raw = d.raw_scores(normal[cal_idx])
+    assert (d.raw_min_, d.raw_max_) == pytest.approx(tuple(np.quantile(cal_raw, [0.5, 0.999])), rel=1e-6)
+    np.testing.assert_allclose(d.decision_scores_[cal_idx], d.calibration_scores_, rtol=1e-6)
+    assert d.decision_scores_.shape == (512,) and d.calibrated_on_ == "held-out part of X"
+    # leave-one-out scores of fitted images still sit below those of unseen ones: calibrating on them flags more
+    on_fitted = AutoencoderDetector(model, "latent_knn", knn_k=3, seed=4, calibration=0).fit(normal)
+    assert on_fitted.threshold_ <= 1 and on_fitted.raw_threshold_ < d.raw_threshold_
+    given = AutoencoderDetector(model, "latent_knn", knn_k=3).fit(normal, calibration_set=held_out)
+    assert given.n_calibration_ == 128 and len(given.score_.train_) == 512 and given.calibrated_on_ == "calibration_set"
+    assert given.threshold_ == pytest.approx(np.quantile(given.decision_function(held_out), 0.9))
+    for bad in (1.0, -0.1, "a", True):
+        with pytest.raises(ConfigError, match="calibration is the fraction"):
+            AutoencoderDetector(model, "mse", calibration=bad).fit(normal)
+    with pytest.raises(DataError, match="too few"):
+        AutoencoderDetector(model, "mse", calibration=0.5).fit(normal[:3])
+    with pytest.raises(DataError, match="calibration_set"):
+        AutoencoderDetector(model, "mse").fit(normal, calibration_set=torch.rand(4, 1, 8, 8))
+
+
 def test_normalised_scores_threshold_and_sign_conventions(fitted, synthetic):
     normal, held_out, noise = synthetic
-    d = AutoencoderDetector(fitted[0].model_, "nelbo", threshold=0.3).fit(normal)  # the study's rule
+    d = AutoencoderDetector(fitted[0].model_, "nelbo", threshold=0.3, calibration=0).fit(normal)  # the study's rule
     assert d.threshold_ == 0.3
     for x in (held_out, noise, (noise * 255).round().to(torch.uint8)):
         s = d.decision_function(x)
@@ -224,23 +261,24 @@ def test_normalised_scores_threshold_and_sign_conventions(fitted, synthetic):
         np.testing.assert_array_equal(d.score_samples(x), -s)
         np.testing.assert_array_equal(d.predict(x), (d.decision_function(x, clip=False) > 0.3).astype(int))
     assert d.decision_function(noise, clip=False).max() > 1.0 and d.predict(noise).mean() > 0.9
-    raw = AutoencoderDetector(fitted[0].model_, "mse", normalize=False, threshold=0.01).fit(normal)
+    raw = AutoencoderDetector(fitted[0].model_, "mse", normalize=False, threshold=0.01, calibration=0).fit(normal)
     assert raw.raw_threshold_ == 0.01 and raw.decision_function(noise).max() > 0.01
     # the default normalisation's anchors: the training scores' median and 99.9th percentile
     assert raw.norm_quantiles_ == (0.5, 0.999)
     assert (raw.raw_min_, raw.raw_max_) == pytest.approx(tuple(np.quantile(raw.raw_scores(normal), [0.5, 0.999])), rel=1e-5)
-    mm = AutoencoderDetector(fitted[0].model_, "mse", normalize=False, threshold=0.01, norm_range="minmax").fit(normal)
+    mm = AutoencoderDetector(fitted[0].model_, "mse", normalize=False, threshold=0.01, norm_range="minmax", calibration=0).fit(normal)
     assert mm.raw_scores(normal).min() == pytest.approx(mm.raw_min_) and mm.decision_scores_.max() == mm.raw_max_
 
 
 def test_combo_standardises_its_members(fitted, synthetic):
     normal, held_out, _ = synthetic
     model = fitted[0].model_
-    mse = AutoencoderDetector(model, "mse", normalize=False).fit(normal)
-    one = AutoencoderDetector(model, "combo", normalize=False, combo=("mse",)).fit(normal)
+    mse = AutoencoderDetector(model, "mse", normalize=False, calibration=0).fit(normal)
+    one = AutoencoderDetector(model, "combo", normalize=False, combo=("mse",), calibration=0).fit(normal)
     train, test = mse.raw_scores(normal), mse.raw_scores(held_out)
     np.testing.assert_allclose(one.raw_scores(held_out), (test - train.mean()) / train.std(), rtol=1e-6, atol=1e-9)
-    rank = AutoencoderDetector(model, "combo", normalize=False, combo=("mse", "mahalanobis"), combo_method="rank").fit(normal)
+    rank = AutoencoderDetector(model, "combo", normalize=False, combo=("mse", "mahalanobis"), combo_method="rank",
+                               calibration=0).fit(normal)
     r = rank.raw_scores(held_out)
     assert r.min() >= 0.0 and r.max() <= 1.0
     assert rank.decision_scores_.mean() == pytest.approx(0.5, abs=0.01)  # mid-ranks of the training set itself
@@ -358,7 +396,8 @@ def test_cli_bench_one_class_then_detect_on_its_run(tmp_path, capsys):
             "--out", str(rep))
     m = json.loads((rep / "metrics.json").read_text())
     assert m["roc_auc"] == pytest.approx(bench["auroc"]["mse"]["per_class"]["3"]["mean"], abs=1e-6)
-    assert m["n"] == 359 and sum(map(sum, m["confusion_matrix"])) == 359 and m["calibration_flagged_fraction"] <= 0.06
+    assert m["n"] == 359 and sum(map(sum, m["confusion_matrix"])) == 359 and m["calibration_flagged_fraction"] <= 0.05 + 1 / m["n_calibration"]
+    assert m["calibrated_on"] == "calibration_set" and m["n_calibration"] < 0.2 * 359  # the run's validation split
     for f in ("report.html", "scores.csv", "figures/score_histogram.png", "figures/roc.png", "figures/pr.png",
               "figures/confusion.png", "figures/flagged.png"):
         assert (rep / f).is_file(), f
@@ -494,17 +533,17 @@ def test_cli_detect_on_the_study_layout(study, tmp_path, capsys):
 def test_norm_range_anchors_the_normalisation_at_training_quantiles(fitted, synthetic):
     normal, held_out, noise = synthetic
     model = fitted[0].model_
-    minmax = AutoencoderDetector(model, "mse", threshold=0.3, norm_range="minmax").fit(normal)
-    same = AutoencoderDetector(model, "mse", threshold=0.3, norm_range=(0, 1)).fit(normal)
+    minmax = AutoencoderDetector(model, "mse", threshold=0.3, calibration=0, norm_range="minmax").fit(normal)
+    same = AutoencoderDetector(model, "mse", threshold=0.3, calibration=0, norm_range=(0, 1)).fit(normal)
     raw = minmax.raw_scores(normal)
     assert (minmax.raw_min_, minmax.raw_max_) == (raw.min(), raw.max()) == (same.raw_min_, same.raw_max_)
-    default = AutoencoderDetector(model, "mse", threshold=0.3).fit(normal)  # 'quantile': median and 99.9th percentile
-    named = AutoencoderDetector(model, "mse", threshold=0.3, norm_range="quantile").fit(normal)
+    default = AutoencoderDetector(model, "mse", threshold=0.3, calibration=0).fit(normal)  # 'quantile': median and 99.9th percentile
+    named = AutoencoderDetector(model, "mse", threshold=0.3, calibration=0, norm_range="quantile").fit(normal)
     assert (default.raw_min_, default.raw_max_) == (named.raw_min_, named.raw_max_) == pytest.approx(
         tuple(np.quantile(raw, [0.5, 0.999])), rel=1e-6)
-    q = AutoencoderDetector(model, "mse", threshold=0.3, norm_range=(0.5, 0.9)).fit(normal)
+    q = AutoencoderDetector(model, "mse", threshold=0.3, calibration=0, norm_range=(0.5, 0.9)).fit(normal)
     assert (q.raw_min_, q.raw_max_) == pytest.approx(tuple(np.quantile(raw, [0.5, 0.9])), rel=1e-6)
-    arr = AutoencoderDetector(model, "mse", threshold=0.3, norm_range=np.array([0.5, 0.9])).fit(normal)  # numpy works too
+    arr = AutoencoderDetector(model, "mse", threshold=0.3, calibration=0, norm_range=np.array([0.5, 0.9])).fit(normal)  # numpy works too
     assert (arr.raw_min_, arr.raw_max_) == (q.raw_min_, q.raw_max_)
     # the median maps to 0 and the 90th percentile to 1: half the training scores clip to 0, a tenth to 1
     assert abs((q.decision_scores_ == 0).mean() - 0.5) <= 1.5 / len(normal)

@@ -50,8 +50,8 @@ def test_the_ensemble_score_is_the_mean_of_its_members_raw_scores(runs):
     np.testing.assert_allclose(ens.raw_scores(test), want, rtol=0, atol=1e-10)
     # the members differ (two seeds), so the mean is not either member's score
     assert not np.allclose(singles[0].raw_scores(test), singles[1].raw_scores(test))
-    # the normalisation anchors are the quantiles of the mean training score
-    train_raw = np.mean([d.decision_scores_ for d in singles], 0)
+    # the normalisation anchors are the quantiles of the mean calibration score (the same held-out part: one seed)
+    train_raw = np.mean([d.calibration_scores_ for d in singles], 0)
     lo, hi = np.quantile(train_raw, ens.norm_quantiles_)
     assert ens.raw_min_ == pytest.approx(lo, abs=1e-10) and ens.raw_max_ == pytest.approx(hi, abs=1e-10)
 

@@ -38,7 +38,7 @@ def _sets(run):
 
 
 @pytest.mark.parametrize("rule", ["mad", "iqr", "gmm", "contamination"])
-def test_unsupervised_rules_apply_their_function_to_the_training_scores(digits_run, rule):
+def test_unsupervised_rules_apply_their_function_to_the_calibration_scores(digits_run, rule):
     from vaelab.detect import AutoencoderDetector
     from vaelab.detect import thresholds as T
 
@@ -48,7 +48,7 @@ def test_unsupervised_rules_apply_their_function_to_the_training_scores(digits_r
         det = AutoencoderDetector(digits_run, threshold_rule=rule, contamination=0.05).fit(train)
         ref = {"mad": lambda s: T.threshold_mad(s), "iqr": lambda s: T.threshold_iqr(s),
                "gmm": lambda s: T.threshold_gmm(s, 0, contamination=0.05),
-               "contamination": lambda s: float(np.quantile(s, 0.95))}[rule](det.decision_scores_)
+               "contamination": lambda s: float(np.quantile(s, 0.95))}[rule](det.calibration_scores_)
     assert det.threshold_ == pytest.approx(ref, rel=1e-12, abs=1e-12)
     assert det.threshold_info_["rule"] == rule
     np.testing.assert_array_equal(det.labels_, (det.decision_scores_ > det.threshold_).astype(np.int64))
@@ -82,7 +82,7 @@ def test_predict_proba_and_confidence_have_pyods_meaning(digits_run):
     for method in ("linear", "unify"):
         p = det.predict_proba(test, method)
         assert p.shape == (len(test), 2) and np.allclose(p.sum(1), 1) and (p >= 0).all()
-        np.testing.assert_allclose(p, predict_proba(det.decision_scores_, det.decision_function(test, clip=False), method))
+        np.testing.assert_allclose(p, predict_proba(det.calibration_scores_, det.decision_function(test, clip=False), method))
     c = det.predict_confidence(test)
     assert c.shape == (len(test),) and ((c >= 0) & (c <= 1)).all()
 

@@ -49,8 +49,8 @@ def detect_run(run_dir: str | Path | list[str | Path], data: str, split: str | N
                val_split: str | None = None, maps: list[str] | None = None,
                **detector_options: Any) -> tuple[Path, dict[str, Any]]:
     """Score ``data`` (a dataset name, an .npz, an OOD-study file or a folder) with the model of
-    ``run_dir``, calibrated on the run's training split (normalisation and, with
-    ``contamination``, the threshold); write ``out`` (default RUN_DIR/detect-<data>-<time>) with
+    ``run_dir``: the score's state is fitted on the run's training split, and the normalisation and
+    (with ``contamination``) the threshold come from its validation split, which the model never fitted; write ``out`` (default RUN_DIR/detect-<data>-<time>) with
     metrics.json, scores.csv, figures/ (histogram; ROC, PR, confusion matrix when anomaly labels
     are known), figures/flagged.png and a self-contained report.html. ``threshold_rule='f1'``
     (in ``detector_options``) picks the threshold on the labelled ``val_data`` / ``val_split``.
@@ -59,7 +59,7 @@ def detect_run(run_dir: str | Path | list[str | Path], data: str, split: str | N
     `vaelab data build-defects` file, an MVTec AD category) also their pixel ROC-AUC and AUPRO.
     Several run directories (``run_dir`` a list; runs of one configuration with different seeds,
     trained on the same data) make an ensemble: the score is the mean of their raw scores,
-    calibrated on the first run's training split; pixel maps come from the first run's model."""
+    calibrated on the first run's validation split; pixel maps come from the first run's model."""
     if maps:
         from ..detect.maps import MAP_KINDS
 
@@ -83,7 +83,7 @@ def detect_run(run_dir: str | Path | list[str | Path], data: str, split: str | N
     cfg, models = load_ensemble(runs)
     model = models[0]
     target, y, desc = load_detection_set(data, cfg.data, split, anomaly_classes)
-    train = load_data(cfg.data, cfg.seed)[0]
+    train, held_out, _ = load_data(cfg.data, cfg.seed)
     score = score or DEFAULT_SCORE
     val = {}
     if val_data is not None:
@@ -96,7 +96,10 @@ def detect_run(run_dir: str | Path | list[str | Path], data: str, split: str | N
         val = {"val": v, "val_labels": vy}
     det = AutoencoderDetector(models if len(models) > 1 else model, score, contamination=contamination if contamination is not None else 0.1,
                               threshold=threshold, seed=cfg.seed, batch_size=cfg.train.eval_batch_size,
-                              **detector_options).fit(train, **val)
+                              **detector_options)
+    # calibrated on the run's validation split, which its model never fitted: the training images score
+    # lower than new normal images, so their quantiles would flag more than the contamination says
+    det.fit(train, calibration_set=held_out if len(held_out) else None, **val)
     log.info("scoring %d images of %s", len(target), desc)
     s = det.decision_function(target, clip=False)  # unclipped: images beyond the training range keep their order
     flagged = (s > det.threshold_).astype(np.int64)  # = det.predict(target), without scoring twice
@@ -109,7 +112,8 @@ def detect_run(run_dir: str | Path | list[str | Path], data: str, split: str | N
             f"contamination {det.contamination}" if det.threshold_rule == "contamination" else det.threshold_rule),
         "threshold_info": {k: v for k, v in det.threshold_info_.items() if k != "reason"},
         "n": len(target), "n_flagged": int(flagged.sum()), "flagged_fraction": float(flagged.mean()),
-        "n_calibration": det.n_train_, "calibration_flagged_fraction": float(det.labels_.mean()),
+        "n_calibration": det.n_calibration_, "calibrated_on": det.calibrated_on_,
+        "calibration_flagged_fraction": float((det.calibration_scores_ > det.threshold_).mean()),
     }
     if y is not None:
         metrics.update({k: v for k, v in evaluate_detection(y, s, det.threshold_).items() if k != "threshold"})
@@ -145,14 +149,16 @@ def detect_run(run_dir: str | Path | list[str | Path], data: str, split: str | N
     settings = {"run_dir": str(run_dir.resolve()), **({"ensemble_of": [str(r.resolve()) for r in runs]} if len(runs) > 1 else {}),
                 "model": cfg.model.name, "data": desc, "score": score,
                 "threshold": threshold, "contamination": None if threshold is not None else det.contamination,
-                "calibration": f"{cfg.data.name} training split ({det.n_train_} images)", **detector_options}
+                "calibration": (f"{cfg.data.name} validation split ({det.n_calibration_} images the model never fitted)"
+                                if len(held_out) else f"{det.n_calibration_} images held out of the {cfg.data.name} training split"),
+                **detector_options}
     lo, hi = det.norm_quantiles_
-    anchors = ("0 = the most normal training image, 1 = the most anomalous" if (lo, hi) == (0.0, 1.0) else
-               f"0 = the training scores' {lo:g} quantile, 1 = their {hi:g} quantile")
+    anchors = ("0 = the most normal calibration image, 1 = the most anomalous" if (lo, hi) == (0.0, 1.0) else
+               f"0 = the calibration scores' {lo:g} quantile, 1 = their {hi:g} quantile")
     by = (f"the {cfg.model.name} of {run_dir.resolve()}" if len(runs) == 1 else
           f"an ensemble of {len(runs)} runs (the mean of their raw scores; the first: {cfg.model.name} of {run_dir.resolve()})")
     notes = [f"Scores of {len(target)} images of {desc} by {by}: '{score}', "
-             f"normalised with the training split's scores ({anchors}); higher is more anomalous. "
+             f"normalised with the calibration scores ({anchors}); higher is more anomalous. "
              f"Images above the threshold {det.threshold_:.4g} are flagged."]
     if y is None:
         notes.append("The set has no anomaly labels, so no ROC-AUC: use an OOD-study file, a one-class run "

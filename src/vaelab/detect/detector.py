@@ -91,6 +91,38 @@ def as_images(X: Any, name: str = "X") -> torch.Tensor:
 
 
 
+def calibration_split(n: int, fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The sorted indices (fitted, held out) of ``n`` items with ``fraction`` held out (at least one
+    when the fraction is positive), drawn under ``seed``; nothing held out at fraction 0."""
+    if fraction <= 0:
+        return np.arange(n), np.arange(0)
+    n_out = max(1, int(round(n * fraction)))
+    if n - n_out < 2:
+        raise DataError(f"{n} training items are too few to hold out a calibration part ({fraction:g} of them) and "
+                        "still fit on the rest; give more normal data, or calibration=0 to calibrate on the fitted data")
+    perm = np.random.default_rng(seed).permutation(n)
+    return np.sort(perm[n_out:]), np.sort(perm[:n_out])
+
+
+def _as_imageset(X: Any, images: torch.Tensor) -> ImageSet:
+    """X as the ImageSet the trainer takes: an ImageSet as it is; vectors as they are (the model sees them
+    standardised by the training part's statistics); uint8 or float images as 8-bit images."""
+    if images.ndim == 2:
+        return ImageSet(images)
+    if isinstance(X, ImageSet):
+        return X
+    return ImageSet(images) if images.dtype == torch.uint8 else ImageSet.from_float(images)
+
+
+def _subset(X: Any, images: torch.Tensor, idx: np.ndarray) -> Any:
+    """Items ``idx`` of X, an ImageSet kept an ImageSet (its labels with it), anything else as a tensor."""
+    if len(idx) == len(images):
+        return X
+    if isinstance(X, ImageSet):
+        return X.subset(torch.as_tensor(idx), X.name)
+    return images[torch.as_tensor(idx)]
+
+
 class AutoencoderDetector(BaseEstimator):
     """Anomaly / out-of-distribution detector backed by any autoencoder of the family.
 
@@ -113,9 +145,17 @@ class AutoencoderDetector(BaseEstimator):
         'latent_gmm', 'feature_knn' and 'patch_mse', each z-scored by its training scores; needs no prior, so any
         model works; a model with a classifier (ssvae) adds 'class_energy' twice and 'class_entropy' once,
         DEFAULT_CLASSIFIER_COMBO).
-    contamination : fraction of the training data flagged: the threshold is the (1 - contamination)
-        quantile of ``decision_scores_``. Ignored when ``threshold`` is given; the fallback of the
-        other rules.
+    contamination : fraction of unseen normal data flagged: the threshold is the (1 - contamination)
+        quantile of ``calibration_scores_``, the scores of normal images that neither the model (when the
+        detector trains it) nor the score's state was fitted on. Ignored when ``threshold`` is given; the
+        fallback of the other rules.
+    calibration : the fraction of X held out from fitting (default 0.1, as data.val_fraction) on which the normalisation and the
+        threshold are computed: a model and a score fitted on an image score it lower than an unseen normal
+        image, so quantiles of the fitted images' own scores flag more new normal data than
+        ``contamination`` says. When the detector trains its model, the held-out part is the trainer's
+        validation set. ``fit(X, calibration_set=...)`` gives the held-out images instead (``vaelab detect``
+        passes the run's validation split, which its model never fitted); 0 calibrates on X's own scores
+        (the earlier behaviour).
     threshold_rule : how ``threshold_`` is chosen when no fixed ``threshold`` is given (see
         vaelab.detect.thresholds): 'contamination' (default), 'f1' (the F1-best point on a labelled
         validation set passed to ``fit(X, val=..., val_labels=...)``; with no anomaly in it, a warning
@@ -135,6 +175,7 @@ class AutoencoderDetector(BaseEstimator):
     patch_size : the window (pixels) of the patch_mse score.
 
     Learned state: ``models_`` and ``scores_`` (one per member; ``model_`` and ``score_`` are the first), ``decision_scores_`` (the training set's anomaly scores),
+    ``calibration_scores_`` (the held-out normal scores the threshold and normalisation come from; ``n_calibration_`` of them),
     ``threshold_``, ``labels_`` (1 = flagged), ``raw_min_`` / ``raw_max_`` (the normalisation: the raw
     scores that map to 0 and 1, the training scores' ``norm_quantiles_``, the quantiles ``norm_range`` names).
     ``decision_function``: higher = more anomalous (PyOD); ``score_samples`` = -decision_function
@@ -148,7 +189,7 @@ class AutoencoderDetector(BaseEstimator):
                  nll_k: int = 100, gmm_components: int = 5, knn_k: int = 5, feature_dims: int = 64,
                  patch_size: int = DEFAULT_PATCH_SIZE, model_name: str = "auto", epochs: int = 10,
                  n_models: int = 1, overrides: dict[str, Any] | None = None, train_dir: str | Path | None = None,
-                 batch_size: int = 500, seed: int = 0):
+                 batch_size: int = 500, seed: int = 0, calibration: float = 0.1):
         self.model = model
         self.score = score
         self.contamination = contamination
@@ -171,6 +212,7 @@ class AutoencoderDetector(BaseEstimator):
         self.train_dir = train_dir
         self.batch_size = batch_size
         self.seed = seed
+        self.calibration = calibration
 
     # -- fitting --------------------------------------------------------------------------------
     def _check_params(self) -> None:
@@ -191,6 +233,10 @@ class AutoencoderDetector(BaseEstimator):
                 raise ConfigError(f"with normalize=True scores lie in [0, 1]: give a threshold in [0, 1) "
                                   f"(e.g. 0.3), not {self.threshold}; or set normalize=False for a raw threshold")
         self.norm_quantiles_ = resolve_norm_range(self.norm_range)
+        c = self.calibration
+        if isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c) or not 0 <= c < 1:
+            raise ConfigError(f"calibration is the fraction of the training data held out to set the threshold, a number in "
+                              f"[0, 1) (default 0.1; 0 calibrates on the fitted data's own scores); got {c!r}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if isinstance(self.n_models, bool) or not isinstance(self.n_models, int) or self.n_models < 1:
@@ -213,15 +259,13 @@ class AutoencoderDetector(BaseEstimator):
                           nll_k=self.nll_k, gmm_components=self.gmm_components, knn_k=self.knn_k,
                           feature_dims=self.feature_dims, patch_size=self.patch_size)
 
-    def _train(self, X: Any, images: torch.Tensor, member: int = 0) -> tuple[Autoencoder, Any]:
+    def _train(self, X: Any, images: torch.Tensor, member: int = 0, held_out: Any = None) -> tuple[Autoencoder, Any]:
         from ..config import deep_merge
         from ..train import RunConfig, fit
 
-        if images.ndim == 2:  # vectors: the model sees them standardised by the training part's statistics
-            data = ImageSet(images)
-        else:
-            data = X if isinstance(X, ImageSet) else (
-                ImageSet(images) if images.dtype == torch.uint8 else ImageSet.from_float(images))
+        data = _as_imageset(X, images)
+        if held_out is not None:
+            held_out = _as_imageset(held_out, as_images(held_out))
         base = {"seed": self.seed + member, "data": {"name": data.name if data.name in SOURCES else "npz"},
                 "train": {"epochs": self.epochs, "progress_bar": False}}
         name = self.model_name
@@ -233,7 +277,10 @@ class AutoencoderDetector(BaseEstimator):
                          else "no partly labelled training set")
         self.model_name_ = name
         cfg = RunConfig.build(name, deep_merge(base, self.overrides or {}))
-        train, val = data.split(cfg.data.val_fraction, cfg.seed)
+        if held_out is None:
+            train, val = data.split(cfg.data.val_fraction, cfg.seed)
+        else:  # the calibration part: never fitted, it is the trainer's validation set
+            train, val = data, held_out
         standardizer = None
         if data.is_vector:
             from ..data import _standardized, fit_standardizer
@@ -268,9 +315,9 @@ class AutoencoderDetector(BaseEstimator):
             return given.eval(), None
         raise ConfigError(f"model must be None, an Autoencoder, a run directory or a list of them; got {type(given).__name__}")
 
-    def _members(self, X: Any, images: torch.Tensor) -> list[tuple[Autoencoder, Any]]:
+    def _members(self, X: Any, images: torch.Tensor, held_out: Any = None) -> list[tuple[Autoencoder, Any]]:
         if self.model is None:
-            return [self._train(X, images, i) for i in range(self.n_models)]
+            return [self._train(X, images, i, held_out) for i in range(self.n_models)]
         given = list(self.model) if isinstance(self.model, (list, tuple)) else [self.model]
         if not given:
             raise ConfigError("model is an empty list; give one or more Autoencoders or run directories, or None to train one")
@@ -281,36 +328,59 @@ class AutoencoderDetector(BaseEstimator):
                               "on the same kind of data")
         return members
 
-    def fit(self, X: Any, y: Any = None, *, val: Any = None, val_labels: Any = None) -> "AutoencoderDetector":
-        """Train a model on X (when none was given), fit the score's state on X, score X
-        (``decision_scores_``) and set ``threshold_`` (``threshold_info_`` says how). ``y`` is ignored
-        (unsupervised); ``val`` / ``val_labels`` (1 = anomaly) are the labelled validation set of
-        ``threshold_rule='f1'``."""
+    def fit(self, X: Any, y: Any = None, *, val: Any = None, val_labels: Any = None,
+            calibration_set: Any = None) -> "AutoencoderDetector":
+        """Train a model on X (when none was given), fit the score's state on X, and set the normalisation
+        and ``threshold_`` (``threshold_info_`` says how) on calibration scores of normal images that
+        nothing was fitted on: ``calibration_set`` when given, else the ``calibration`` fraction of X held
+        out from fitting (none when 0). ``decision_scores_`` and ``labels_`` are X's scores and flags;
+        ``calibration_scores_`` the held-out ones. ``y`` is ignored (unsupervised); ``val`` /
+        ``val_labels`` (1 = anomaly) are the labelled validation set of ``threshold_rule='f1'``."""
         self._check_params()
         if self.threshold is None and self.threshold_rule == "f1" and (val is None or val_labels is None):
             raise ConfigError("threshold_rule='f1' picks the threshold on a labelled validation set: pass "
                               "fit(X, val=images, val_labels=labels) (1 = anomaly), or choose an unsupervised rule "
                               f"({', '.join(r for r in THRESHOLD_RULES if r != 'f1')})")
         images = as_images(X)
-        members = self._members(X, images)
+        fit_idx, cal_idx = calibration_split(len(images), 0.0 if calibration_set is not None else self.calibration, self.seed)
+        fit_X = _subset(X, images, fit_idx)
+        fit_images = as_images(fit_X)
+        if calibration_set is not None:
+            cal_images = as_images(calibration_set, "calibration_set")
+            if cal_images.shape[1:] != images.shape[1:]:
+                raise DataError(f"calibration_set: shape {tuple(cal_images.shape[1:])} per item, X has {tuple(images.shape[1:])}; "
+                                "give held-out normal data of the same kind as X")
+        else:
+            cal_images = images[cal_idx] if len(cal_idx) else None
+        held_out = None if cal_images is None or calibration_set is not None else _subset(X, images, cal_idx)
+        members = self._members(fit_X, fit_images, held_out)
         self.models_ = [m for m, _ in members]
         self.standardizers_ = [std for _, std in members]
         self.model_ = self.models_[0]
         # the first member's standardiser of vectors (None for images, or a model given as an object)
         self.input_center_, self.input_scale_ = self.standardizers_[0] or (None, None)
-        self.scores_, raws = [], []
+        self.scores_, fit_raws, cal_raws = [], [], []
         for i, model in enumerate(self.models_):
-            x = self._prepare(images, i)
+            x = self._prepare(fit_images, i)
             log.info("fitting the %r score on %d training images%s", self.score, len(x),
                      f" (model {i + 1} of {len(self.models_)})" if len(self.models_) > 1 else "")
             score = self._make_score(model).fit(model, x, self.batch_size, self.seed)
-            raws.append(score.training_scores(model, x, self.batch_size, self.seed).numpy())
+            fit_raws.append(score.training_scores(model, x, self.batch_size, self.seed).numpy())
+            if cal_images is not None:
+                log.info("calibrating on %d held-out normal images", len(cal_images))
+                cal_raws.append(score_images(model, score, self._prepare(cal_images, i), self.batch_size, self.seed).numpy())
             self.scores_.append(score)
         self.score_ = self.scores_[0]
-        raw = np.mean(raws, 0)
+        fit_raw = np.mean(fit_raws, 0)
+        cal_raw = np.mean(cal_raws, 0) if cal_raws else fit_raw
         lo, hi = self.norm_quantiles_
-        # (0, 1): exactly the min and max; np.quantile interpolates linearly between training scores
-        self.raw_min_, self.raw_max_ = (float(v) for v in np.quantile(raw, [lo, hi]))
+        # (0, 1): exactly the min and max; np.quantile interpolates linearly between calibration scores
+        self.raw_min_, self.raw_max_ = (float(v) for v in np.quantile(cal_raw, [lo, hi]))
+        self.calibration_scores_ = self._scale(cal_raw, clip=True)
+        raw = np.empty(len(images))
+        raw[fit_idx] = fit_raw
+        if len(cal_idx):
+            raw[cal_idx] = cal_raw
         self.decision_scores_ = self._scale(raw, clip=True)
         if self.threshold is not None:
             self.threshold_, self.threshold_info_ = float(self.threshold), {"rule": "fixed", "fallback": None}
@@ -318,11 +388,14 @@ class AutoencoderDetector(BaseEstimator):
             vs = None
             if self.threshold_rule == "f1":
                 vs = self._scale(self._raw(as_images(val, "val")), clip=False)
-            thr, self.threshold_info_ = choose_threshold(self.threshold_rule, self.decision_scores_, vs, val_labels,
+            thr, self.threshold_info_ = choose_threshold(self.threshold_rule, self.calibration_scores_, vs, val_labels,
                                                          self.contamination, seed=self.seed)
             self.threshold_ = float(thr)
         self.labels_ = (self.decision_scores_ > self.threshold_).astype(np.int64)
         self.n_train_ = len(images)
+        self.n_calibration_ = len(cal_raw)
+        self.calibrated_on_ = ("calibration_set" if calibration_set is not None else
+                               "held-out part of X" if len(cal_idx) else "X (the fitted data's own scores)")
         return self
 
     def _prepare(self, images: torch.Tensor, member: int = 0) -> torch.Tensor:
@@ -378,13 +451,13 @@ class AutoencoderDetector(BaseEstimator):
         training scores' range, 'unify' maps them through the Gaussian error function fitted to the
         training scores (Kriegel et al. 2011)."""
         self._check_fitted()
-        return predict_proba(self.decision_scores_, self.decision_function(X, clip=False), method)
+        return predict_proba(self.calibration_scores_, self.decision_function(X, clip=False), method)
 
     def predict_confidence(self, X: Any) -> np.ndarray:
         """How sure each ``predict`` is, in [0, 1] (PyOD's ExCeeD, Perini et al. 2020): the probability,
         given the training set's size and ``contamination``, that the prediction would stay the same."""
         self._check_fitted()
-        return predict_confidence(self.decision_scores_, self.decision_function(X, clip=False),
+        return predict_confidence(self.calibration_scores_, self.decision_function(X, clip=False),
                                   self.contamination if self.contamination is not None else 0.1, threshold=self.threshold_)
 
     def fit_predict(self, X: Any, y: Any = None) -> np.ndarray:
