@@ -38,6 +38,11 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return deep_merge(o, parse_set(getattr(args, "set", None)))
 
 
+def class_list(text: str) -> list[int | str]:
+    """A comma list of classes: numbers as numbers, anything else a class name (resolved against the data)."""
+    return [int(c) if c.strip().lstrip("-").isdigit() else c.strip() for c in text.split(",") if c.strip()]
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .api import train_run
     from .train import RunConfig
@@ -178,7 +183,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
             except ValueError:
                 raise ConfigError(f"--norm-range takes a name ({', '.join(NORM_RANGES)}) or two quantiles LOW,HIGH, "
                                   f"e.g. 0.5,0.99; got {args.norm_range!r}") from None
-    anomaly = [int(c) for c in args.anomaly_classes.split(",")] if args.anomaly_classes else None
+    anomaly = class_list(args.anomaly_classes) if args.anomaly_classes else None
     if args.threshold_rule:
         opts["threshold_rule"] = args.threshold_rule
     out, metrics = detect_run(args.run_dir, args.data, args.split, args.score, args.threshold, args.contamination,
@@ -221,10 +226,9 @@ def cmd_bench_one_class(args: argparse.Namespace) -> int:
 
     try:
         seeds: Any = [int(s) for s in args.seeds.split(",") if s.strip()] if "," in args.seeds else int(args.seeds)
-        classes = [int(c) for c in args.classes.split(",") if c.strip()] if args.classes else None
     except ValueError:
-        raise ConfigError(f"--seeds takes a count (3: seeds 0, 1, 2) or a comma list (0,4,7), and --classes a comma "
-                          f"list of class numbers; got --seeds {args.seeds!r} --classes {args.classes!r}") from None
+        raise ConfigError(f"--seeds takes a count (3: seeds 0, 1, 2) or a comma list (0,4,7); got {args.seeds!r}") from None
+    classes = class_list(args.classes) if args.classes else None
     out = Path(args.out) if args.out else Path("runs") / f"one-class-{args.data}-{args.model}-{time.strftime('%Y%m%d-%H%M%S')}"
     result = one_class_protocol(args.data, args.model, args.epochs, seeds, classes, args.score or DEFAULT_SCORE,
                                 parse_set(args.set), out, keep_checkpoints=args.keep_checkpoints, jobs=args.jobs)
@@ -237,10 +241,9 @@ def cmd_data_build_ood_study(args: argparse.Namespace) -> int:
     from .detect import build_ood_study
     from .errors import ConfigError
 
-    try:
-        classes = [int(c) for c in args.classes.split(",") if c.strip()]
-    except ValueError:
-        raise ConfigError(f"--classes takes comma-separated digits such as 0,1,2,3,4; got {args.classes!r}") from None
+    classes = class_list(args.classes)
+    if not classes:
+        raise ConfigError(f"--classes takes comma-separated classes such as 0,1,2,3,4 (numbers or names); got {args.classes!r}")
     sizes = build_ood_study(args.out, args.seed, classes, args.n_labeled, args.n_normal, args.anomaly_fraction,
                             dataset=args.data)
     print(json.dumps(sizes))
@@ -447,7 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
     dt.add_argument("--nll-k", type=int, help="importance samples for --score nll (default 100)")
     dt.add_argument("--n-samples", type=int, help="posterior samples for --score nelbo (default 1)")
     dt.add_argument("--patch-size", type=int, help=f"window in pixels of the patch_mse score (default {_DEFAULT_PATCH_SIZE})")
-    dt.add_argument("--anomaly-classes", help="comma-separated labels that mark anomalies in a labelled set")
+    dt.add_argument("--anomaly-classes", help="comma-separated classes (numbers or names) that mark anomalies in a labelled set")
     dt.add_argument("--threshold-rule", choices=["contamination", "f1", "mad", "iqr", "gmm"],
                     help="how the threshold is chosen without --threshold: contamination (default), f1 on a labelled "
                          "--val-data set, or mad / iqr / gmm on the training scores")
@@ -491,7 +494,7 @@ def build_parser() -> argparse.ArgumentParser:
     oc.add_argument("--model", default="vae", help="model name (default vae)")
     oc.add_argument("--epochs", type=int, default=20, help="per class (default 20: the benchmarked configuration)")
     oc.add_argument("--seeds", default="1", help="a count (3: seeds 0, 1, 2) or a comma list (0,4,7); default 1")
-    oc.add_argument("--classes", help="comma-separated normal classes (default: all)")
+    oc.add_argument("--classes", help="comma-separated normal classes, numbers or names (default: all)")
     oc.add_argument("--score", help=f"one score or a comma list (one column each): combo (default: "
                                     f"{' + '.join(_DEFAULT_COMBO)}) or any of {', '.join(_SCORES)}")
     oc.add_argument("--set", action="append", metavar="KEY=VALUE", help="any run-config key, e.g. model.arch=mlp")
@@ -508,7 +511,7 @@ def build_parser() -> argparse.ArgumentParser:
     bo.add_argument("--data", default="mnist",
                     help="the images: mnist (the study's; default), fashion-mnist or cifar10 (colour): the same layout on other images")
     bo.add_argument("--seed", type=int, default=0)
-    bo.add_argument("--classes", default="0,1,2,3,4", help="in-distribution classes (default 0,1,2,3,4)")
+    bo.add_argument("--classes", default="0,1,2,3,4", help="in-distribution classes, numbers or names (default 0,1,2,3,4)")
     bo.add_argument("--n-labeled", type=int, default=1000, help="labeled in-distribution images (default 1000)")
     bo.add_argument("--n-normal", type=int, default=1000, help="in-distribution images per representative set (default 1000)")
     bo.add_argument("--anomaly-fraction", type=float, default=0.05,

@@ -164,6 +164,24 @@ def test_a_csv_run_from_the_command_line_samples_scores_and_refuses_image_grids(
     q = _cli("detect", str(run), "--data", str(new), "--out", str(tmp_path / "d"), cwd=tmp_path)
     assert q.returncode == 0, q.stderr
     assert json.loads((tmp_path / "d" / "metrics.json").read_text())["n"] == 50  # every row, not a test split
+    # class names work where class numbers do: the CSV's named classes mark the anomalies
+    mixed = tmp_path / "mixed.csv"
+    mixed.write_text("a,b,kind,c,d\n" + "".join(f"{r[0]},{r[1]},{k},{r[2]},{r[3]}\n" for r, k in zip(x[:60], kind[:60])))
+    assert cli_main(["detect", str(run), "--data", str(mixed), "--anomaly-classes", "dog", "--out", str(tmp_path / "named")]) == 0
+    capsys.readouterr()
+    m = json.loads((tmp_path / "named" / "metrics.json").read_text())
+    assert m["n"] == 60 and m["n_anomalies"] == int((kind[:60] == "dog").sum()) and m["roc_auc"] is not None
+    by_number = cli_main(["detect", str(run), "--data", str(mixed), "--anomaly-classes", "1", "--out", str(tmp_path / "numbered")])
+    assert by_number == 0 and json.loads((tmp_path / "numbered" / "metrics.json").read_text())["roc_auc"] == m["roc_auc"]
+    capsys.readouterr()
+    assert cli_main(["detect", str(run), "--data", str(mixed), "--anomaly-classes", "horse", "--out", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err
+    assert "no class named 'horse'" in err and "'cat', 'dog'" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    def train_labels(**classes):
+        return load_data(DataConfig(name="csv", path=str(p), label_column="kind", **classes))[0].labels.tolist()
+
+    assert train_labels(classes=["cat"]) == train_labels(classes=[0]) and set(train_labels(classes=["cat"])) == {0}
+    assert train_labels(drop_classes=["cat"]) == train_labels(classes=[1]) and set(train_labels(drop_classes=["cat"])) == {1}
 
 
 def test_detectors_standardise_raw_vectors_as_their_model_was_trained():

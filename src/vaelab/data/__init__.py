@@ -7,7 +7,7 @@ import torch
 from typing import Literal
 
 from ..errors import ConfigError, DataError
-from .imageset import ImageSet
+from .imageset import ImageSet, resolve_classes
 from .sources import SOURCES, Source, get_source
 from .synthetic import DSPRITES, SHAPES
 
@@ -20,8 +20,8 @@ class DataConfig:
     name: str = "fashion-mnist"  # a source of `vaelab datasets` (mnist, cifar10, folder, npz, ...)
     path: str | None = None  # for the folder and npz sources
     val_fraction: float = 0.1  # of the training split, held out for validation
-    classes: list[int] | None = None  # keep only these classes (training and validation)
-    drop_classes: list[int] | None = None  # leave these classes out (training and validation)
+    classes: list[int | str] | None = None  # keep only these classes (numbers or names; training and validation)
+    drop_classes: list[int | str] | None = None  # leave these classes out (numbers or names; training and validation)
     limit: int | None = None  # at most this many training images (seeded subset)
     test_limit: int | None = None  # at most this many test images (seeded subset)
     size: int | None = None  # make images size x size (a folder of mixed sizes needs it)
@@ -109,4 +109,4 @@ def load_data(cfg: DataConfig, seed: int = 0) -> tuple[ImageSet, ImageSet, Image
     return train, val, test
 
 
-__all__ = ["DataConfig", "ImageSet", "Source", "SOURCES", "get_source", "load_data", "load_split"]
+__all__ = ["DataConfig", "ImageSet", "resolve_classes", "Source", "SOURCES", "get_source", "load_data", "load_split"]

@@ -19,6 +19,29 @@ def to_unit_float(x: torch.Tensor) -> torch.Tensor:
 UNKNOWN_LABEL = -1  # the label of an image whose class is not known (semi-supervised training sets)
 
 
+def resolve_classes(classes: Sequence[int | str], class_names: Sequence[str], where: str = "the data",
+                    what: str = "class") -> list[int]:
+    """Class numbers from numbers, digit strings or names of ``class_names`` (their index): the one
+    place where `--anomaly-classes`, `--classes` and `data.classes` turn names into numbers."""
+    names = [str(n) for n in class_names]
+    out = []
+    for c in classes:
+        if isinstance(c, bool):
+            raise DataError(f"{what}: {c!r} is not a class; give class numbers or names")
+        if isinstance(c, int):
+            out.append(c)
+            continue
+        text = str(c).strip()
+        if text.lstrip("-").isdigit():
+            out.append(int(text))
+        elif text in names:
+            out.append(names.index(text))
+        else:
+            known = ", ".join(repr(n) for n in names) if names else "none (its labels are numbers only)"
+            raise DataError(f"{what}: {where} has no class named {text!r}; its class names are {known}")
+    return out
+
+
 @dataclass
 class ImageSet:
     """Images as a uint8 tensor (N, C, H, W), or vectors as a float32 tensor (N, D) (tabular
@@ -137,12 +160,20 @@ class ImageSet:
             return self
         return self.subset((self.labels != UNKNOWN_LABEL).nonzero().squeeze(1))
 
-    def select_classes(self, keep: Sequence[int] | None = None, drop: Sequence[int] | None = None) -> "ImageSet":
-        """Keep only the listed classes and/or drop others (one-class work)."""
+    def class_ids(self, classes: Sequence[int | str], what: str = "class") -> list[int]:
+        """The class numbers of ``classes``: numbers (or digit strings) as they are, names looked up in
+        ``class_names`` (a CSV label column of names, fashion-mnist's 'Sneaker'); an unknown name is
+        refused with the known ones."""
+        return resolve_classes(classes, self.class_names, f"{self.name}", what)
+
+    def select_classes(self, keep: Sequence[int | str] | None = None, drop: Sequence[int | str] | None = None) -> "ImageSet":
+        """Keep only the listed classes and/or drop others (one-class work); numbers or class names."""
         if keep is None and drop is None:
             return self
         if self.labels is None:
             raise DataError(f"{self.name}: a class filter needs labels, and this set has none")
+        keep = None if keep is None else self.class_ids(keep, "data.classes")
+        drop = None if drop is None else self.class_ids(drop, "data.drop_classes")
         mask = torch.ones(len(self), dtype=torch.bool)
         if keep is not None:
             mask &= torch.isin(self.labels, torch.as_tensor(list(keep)))

@@ -38,7 +38,7 @@ def _as_list(v: str | Sequence[Any] | None, kind: type = str) -> list[Any] | Non
 
 
 def one_class_protocol(dataset: str, model_name: str = "vae", epochs: int = 20, seeds: Sequence[int] | int = (0,),
-                       classes: Sequence[int] | None = None, score: str | Sequence[str] = DEFAULT_SCORE,
+                       classes: Sequence[int | str] | None = None, score: str | Sequence[str] = DEFAULT_SCORE,
                        overrides: dict[str, Any] | None = None, out_dir: str | Path = "runs/one-class",
                        keep_checkpoints: bool = False, detector_options: dict[str, Any] | None = None,
                        log: Callable[[str], None] | None = print, jobs: int = 1) -> dict[str, Any]:
@@ -89,7 +89,8 @@ def one_class_protocol(dataset: str, model_name: str = "vae", epochs: int = 20, 
     present = sorted(set(test_labels.labels.tolist())) if test_labels.labels is not None else []
     if not present:
         raise ConfigError(f"{dataset} has no labels: the one-class protocol needs labelled classes")
-    classes = _as_list(classes, int) or present
+    named = _as_list(classes, str)  # numbers or class names
+    classes = test_labels.class_ids(named, "classes") if named else present
     missing = [c for c in classes if c not in present]
     if missing:
         raise ConfigError(f"{dataset} has no class(es) {missing}; its classes are {present}")

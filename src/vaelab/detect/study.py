@@ -36,7 +36,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..data import SOURCES, DataConfig, ImageSet, load_split
+from ..data import SOURCES, DataConfig, ImageSet, load_split, resolve_classes
 from ..data.parsers import images_to_tensor, load_npz
 from ..data.sources import Cifar10Source, IdxSource
 from ..errors import ConfigError, DataError
@@ -51,7 +51,7 @@ def _anomaly_count(n_normal: int, fraction: float) -> int:
     return int(n_normal * fraction / (1.0 - fraction))
 
 
-def build_ood_study(out: str | Path, seed: int = 0, classes: Sequence[int] = (0, 1, 2, 3, 4), n_labeled: int = 1000,
+def build_ood_study(out: str | Path, seed: int = 0, classes: Sequence[int | str] = (0, 1, 2, 3, 4), n_labeled: int = 1000,
                     n_normal: int = 1000, anomaly_fraction: float = 0.05,
                     mnist: tuple[ImageSet, ImageSet] | None = None, dataset: str = "mnist") -> dict[str, int]:
     """Write the study layout built from ``dataset`` (MNIST by default; any labelled source with 10
@@ -64,7 +64,7 @@ def build_ood_study(out: str | Path, seed: int = 0, classes: Sequence[int] = (0,
     in-distribution images and ``int(n_normal * f / (1 - f))`` anomalies (f = anomaly_fraction;
     52 for 1000 and 5%: 1,052 images), shuffled. ``mnist``: (train, test) ImageSets of ``dataset``,
     else loaded."""
-    classes = [int(c) for c in classes]
+    classes = resolve_classes(classes, getattr(SOURCES.get(dataset), "class_names", []), dataset, "classes")
     if len(set(classes)) != len(classes) or not classes or not all(0 <= c <= 9 for c in classes) or len(classes) > 9:
         raise ConfigError(f"classes must be 1 to 9 distinct digits 0..9 (the rest are the anomalies), got {classes}")
     if not 0 < anomaly_fraction < 0.5:
@@ -211,14 +211,14 @@ def load_ood_study(path: str | Path) -> OODStudy:
 
 
 def load_detection_set(data: str, like: DataConfig, split: str | None = None,
-                       anomaly_classes: Sequence[int] | None = None) -> tuple[ImageSet, np.ndarray | None, str]:
+                       anomaly_classes: Sequence[int | str] | None = None) -> tuple[ImageSet, np.ndarray | None, str]:
     """The set `vaelab detect` scores, shaped like the run's data (``like``: size, channels), its
     anomaly labels when they are known, and a description.
 
     ``data``: a file in the OOD-study layout (``split``: rep1 (default), rep2, labeled, train;
     anomalies = its anomaly label), another .npz or a folder of images (``split`` test by
     default), or a source name (mnist, fashion-mnist, ...). Anomaly labels: ``anomaly_classes``
-    when given; else, for the run's own source with a class filter (data.classes / drop_classes),
+    (class numbers or names) when given; else, for the run's own source with a class filter (data.classes / drop_classes),
     every image outside the kept classes."""
     if data in SOURCES and data == like.name and like.path and not Path(data).exists():
         data = like.path  # the run's own npz / folder
@@ -264,7 +264,7 @@ def load_detection_set(data: str, like: DataConfig, split: str | None = None,
     if anomaly_classes is not None:
         if s.labels is None:
             raise DataError(f"{desc} has no labels, so anomaly classes {list(anomaly_classes)} cannot be marked")
-        y = torch.isin(s.labels, torch.as_tensor(list(anomaly_classes))).numpy().astype(np.int64)
+        y = torch.isin(s.labels, torch.as_tensor(s.class_ids(anomaly_classes, "--anomaly-classes"))).numpy().astype(np.int64)
     elif study is not None:
         y = study.anomalies(split or "rep1")
     elif s.masks is not None and s.labels is not None:  # a defect set (build-defects, MVTec AD): 1 = defect
@@ -272,9 +272,9 @@ def load_detection_set(data: str, like: DataConfig, split: str | None = None,
     elif s.labels is not None and cfg.name == like.name and (like.classes is not None or like.drop_classes is not None):
         keep = torch.ones(len(s), dtype=torch.bool)
         if like.classes is not None:
-            keep &= torch.isin(s.labels, torch.as_tensor(like.classes))
+            keep &= torch.isin(s.labels, torch.as_tensor(s.class_ids(like.classes, "the run's data.classes")))
         if like.drop_classes is not None:
-            keep &= ~torch.isin(s.labels, torch.as_tensor(like.drop_classes))
+            keep &= ~torch.isin(s.labels, torch.as_tensor(s.class_ids(like.drop_classes, "the run's data.drop_classes")))
         y = (~keep).numpy().astype(np.int64)
     return s, y, desc
 
