@@ -66,18 +66,38 @@ def train_run(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = 
             return run_dir, _finished_run(run_dir, cfg, done, data, encoder, decoder)
     from ..train import fit  # imports Lightning: only when training
 
+    earlier = earlier_segments(run_dir) if resume else []
     t0 = time.perf_counter()
     model, (train, val, test) = fit(cfg, run_dir, resume=resume, data=data, encoder=encoder, decoder=decoder)
-    train_seconds = time.perf_counter() - t0
-    log.info("trained in %.1f s; evaluating on %d test images and drawing the report", train_seconds, len(test))
+    segments = [*earlier, time.perf_counter() - t0]
+    log.info("trained in %.1f s%s; evaluating on %d test images and drawing the report", segments[-1],
+             f" ({sum(segments):.1f} s over {len(segments)} sessions)" if len(segments) > 1 else "", len(test))
     metrics = evaluate(model, test, DEFAULT_METRICS, batch_size=cfg.train.eval_batch_size, seed=cfg.seed, train=train)
-    metrics.update({"train_seconds": train_seconds, "parameters": model.num_parameters(),
+    metrics.update({"train_seconds": sum(segments), "train_seconds_segments": segments, "parameters": model.num_parameters(),
                     "n_train": len(train), "n_val": len(val), "n_test": len(test)})
     atomic_write_json(run_dir / "metrics.json", metrics)
     record_command(run_dir)
     make_report(run_dir, model, cfg, metrics, test, train)
     log_final(run_dir, metrics, cfg)
     return run_dir, metrics
+
+
+def earlier_segments(run_dir: Path) -> list[float]:
+    """The training times of the sessions of ``run_dir`` that finished before this resume (from its
+    metrics.json; a session killed before it wrote metrics is not counted)."""
+    import json
+
+    try:
+        m = json.loads((run_dir / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return []
+    if not isinstance(m, dict):
+        return []
+    seg = m.get("train_seconds_segments")
+    if isinstance(seg, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in seg):
+        return [float(v) for v in seg]
+    t = m.get("train_seconds")  # a run written before segments were kept
+    return [float(t)] if isinstance(t, (int, float)) and not isinstance(t, bool) and t >= 0 else []
 
 
 def invocation() -> str:
