@@ -86,7 +86,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if bad or not names:
             raise ConfigError(f"--fid-samplers: unknown sampler(s) {bad or names}; choose from {', '.join(SAMPLERS)}")
         opts["samplers"] = names
-    result = evaluate_run(args.run_dir, metrics, update_report=not args.no_report, test_data=args.test_data, **opts)
+    if args.no_report and args.report:
+        from .errors import ConfigError
+
+        raise ConfigError("--report redraws report.html and --no-report leaves the run untouched; give one of them")
+    result = evaluate_run(args.run_dir, metrics, update_report=not args.no_report, test_data=args.test_data,
+                          redraw=args.report or not args.json, **opts)
     if args.json:
         print(json.dumps(result))
     else:
@@ -357,7 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--fid-samplers", help="comma-separated samplers whose samples FID scores (default prior,gmm; also "
                                           "maf, iaf, two-stage, vamp): keys fid_lenet (prior) and fid_lenet_NAME")
     e.add_argument("--n-labels", type=int, help="labelled images for the few-label transfer (default 2000)")
-    e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.add_argument("--json", action="store_true", help="print one JSON object; the numbers go to metrics.json but report.html "
+                                                     "is not redrawn (add --report)")
+    e.add_argument("--report", action="store_true", help="redraw report.html (the default without --json)")
     e.add_argument("--no-report", action="store_true", help="do not update metrics.json and report.html")
     e.add_argument("--test-data", metavar="NAME|FILE.npz",
                    help="score this set's test split instead of the run's (a dataset name, or an .npz with x_test): "

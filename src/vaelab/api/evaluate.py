@@ -15,12 +15,15 @@ log = logging.getLogger("vaelab")
 
 
 def evaluate_run(run_dir: str | Path, metrics: list[str] | None = None, update_report: bool = True,
-                 test_data: str | None = None, **options: Any) -> dict[str, Any]:
+                 test_data: str | None = None, redraw: bool = True, **options: Any) -> dict[str, Any]:
     """Metrics of a trained run on its test split (default: elbo, recon, au; ``["all"]``: every
     metric). ``options`` go to the metrics (nll_k, nll_images, fid_features, n_labels, ...).
     ``test_data``: score another set instead of the run's test split: a dataset name or an .npz
     (its x_test, y_test), e.g. CIFAR-10's exact-pixel images for a model trained on the JPEG copy.
-    Its metrics go to metrics.json under ``evaluations`` -> that set, never over the run's own."""
+    Its metrics go to metrics.json under ``evaluations`` -> that set, never over the run's own.
+    ``update_report``: merge the numbers into metrics.json; with ``redraw`` also draw report.html
+    again (its figures, mixture fit and t-SNE included: the slow part). ``vaelab evaluate --json``
+    redraws nothing unless ``--report`` is given."""
     run_dir = Path(run_dir)
     cfg = RunConfig.load(run_dir / "config.yaml")
     model = load_run(run_dir)
@@ -57,7 +60,10 @@ def evaluate_run(run_dir: str | Path, metrics: list[str] | None = None, update_r
             old = {}
         old.update(result)
         atomic_write_json(path, old)
-        make_report(run_dir, model, cfg, old, test, train)
+        if redraw:
+            make_report(run_dir, model, cfg, old, test, train)
+        else:
+            log.info("metrics.json updated; report.html not redrawn (vaelab evaluate --report redraws it)")
     return result
 
 
