@@ -37,7 +37,7 @@ class AppScorer:
     ``detector_options``: AutoencoderDetector options (threshold, contamination, threshold_rule...)."""
 
     def __init__(self, run_dir: str | Path, score: str | None = None, max_map_images: int = 1000, **detector_options: Any):
-        from .data import load_data
+        from .data import load_run_data
         from .detect import DEFAULT_SCORE, AutoencoderDetector
         from .detect.maps import mse_map
         from .train import RunConfig, load_run
@@ -51,11 +51,12 @@ class AppScorer:
         if self.model.is_vector:
             raise ConfigError(f"{self.run_dir} models vectors (tabular data); the app shows images. Score vectors with "
                               "`vaelab detect` or vaelab.detect.AutoencoderDetector")
-        train = load_data(self.cfg.data, self.cfg.seed)[0]
+        train, held_out, _ = load_run_data(self.cfg.data, self.cfg.seed, self.run_dir)
         opts = {"contamination": 0.1, **detector_options}
         self.score = score or DEFAULT_SCORE
         self.detector = AutoencoderDetector(self.model, self.score, seed=self.cfg.seed,
-                                            batch_size=self.cfg.train.eval_batch_size, **opts).fit(train)
+                                            batch_size=self.cfg.train.eval_batch_size, **opts).fit(
+            train, calibration_set=held_out if len(held_out) else None)  # as vaelab detect: the run's validation split
         self.shape = tuple(self.model.image_shape)  # (C, H, W)
         sample = train.images[:max_map_images]
         with torch.no_grad():

@@ -91,7 +91,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
         raise ConfigError("--report redraws report.html and --no-report leaves the run untouched; give one of them")
     result = evaluate_run(args.run_dir, metrics, update_report=not args.no_report, test_data=args.test_data,
-                          redraw=args.report or not args.json, **opts)
+                          redraw=args.report or not args.json, run_data=args.run_data, **opts)
     if args.json:
         print(json.dumps(result))
     else:
@@ -119,7 +119,7 @@ def cmd_traverse(args: argparse.Namespace) -> int:
 def cmd_sample(args: argparse.Namespace) -> int:
     from .api import sample_run
 
-    print(sample_run(args.run_dir, args.n, args.out, args.seed, args.sampler, args.class_))
+    print(sample_run(args.run_dir, args.n, args.out, args.seed, args.sampler, args.class_, run_data=args.run_data))
     return 0
 
 
@@ -193,7 +193,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
         opts["threshold_rule"] = args.threshold_rule
     out, metrics = detect_run(args.run_dir, args.data, args.split, args.score, args.threshold, args.contamination,
                               args.out, anomaly, val_data=args.val_data, val_split=args.val_split,
-                              maps=[m.strip() for m in args.maps.split(",") if m.strip()] if args.maps else None, **opts)
+                              maps=[m.strip() for m in args.maps.split(",") if m.strip()] if args.maps else None,
+                              run_data=args.run_data, **opts)
     shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}
     print(json.dumps(shown))
     print(f"report: {(out / 'report.html').resolve()}")
@@ -205,7 +206,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     opts = {k: v for k, v in {"combo": args.combo, "threshold": args.threshold, "contamination": args.contamination}.items()
             if v is not None}
-    out = export_run(args.run_dir, args.out, args.format, args.score, **opts)
+    out = export_run(args.run_dir, args.out, args.format, args.score, run_data=args.run_data, **opts)
     print(json.dumps(json.loads((out / "manifest.json").read_text())))
     print(f"bundle: {out.resolve()}")
     return 0
@@ -352,6 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="test-set metrics of a run")
+    _add_run_data_option(e)
     e.add_argument("run_dir")
     e.add_argument("--metrics", help="comma-separated subset of: elbo, recon, au, accuracy, nll, fid, probes, few_label, "
                                      "mig; or all (default: elbo,recon,au,accuracy)")
@@ -373,6 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("sample", help="draw new images from the prior")
+    _add_run_data_option(s)
     s.add_argument("run_dir")
     s.add_argument("-n", type=int, default=64)
     s.add_argument("--out", required=True)
@@ -438,6 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     pt.set_defaults(func=cmd_pretrain)
 
     dt = sub.add_parser("detect", help="score a set for anomalies / out-of-distribution images with a trained run")
+    _add_run_data_option(dt)
     dt.add_argument("run_dir", nargs="+", help="a training run; several (one configuration, other seeds) make an "
                                                "ensemble scored by the mean of their raw scores")
     dt.add_argument("--data", required=True, help="a dataset name (mnist, ...), an .npz (an OOD-study file: see "
@@ -470,6 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
     dt.set_defaults(func=cmd_detect)
 
     xp = sub.add_parser("export", help="write a run's fitted detector as a standalone ONNX / TorchScript scorer with manifest.json")
+    _add_run_data_option(xp)
     xp.add_argument("run_dir", nargs="+", help="a training run; several (the same data, other seeds) export their "
                                                "ensemble as one scorer")
     xp.add_argument("--format", choices=["onnx", "torchscript"], default="onnx", help="the bundle's format (default onnx)")
@@ -551,6 +556,11 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(func=cmd_models)
     _add_import_option(sub)
     return p
+
+
+def _add_run_data_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run-data", metavar="PATH", help="where the run's own data (its folder, .npz or CSV: data.path in its "
+                                                      "config.yaml) is now, when it has moved")
 
 
 def _add_import_option(sub: argparse._SubParsersAction) -> None:

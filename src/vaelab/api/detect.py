@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from ..config import dump_yaml
-from ..data import load_data
+from ..data import load_run_data
 from ..fileio import atomic_write_json
 from ..plotting import save_grid
 from ..report import write_report
@@ -46,7 +46,7 @@ def load_ensemble(runs: list[Path]) -> tuple[RunConfig, list[Any]]:
 def detect_run(run_dir: str | Path | list[str | Path], data: str, split: str | None = None, score: str | None = None,
                threshold: float | None = None, contamination: float | None = None, out: str | Path | None = None,
                anomaly_classes: list[int] | None = None, max_flagged: int = 64, val_data: str | None = None,
-               val_split: str | None = None, maps: list[str] | None = None,
+               val_split: str | None = None, maps: list[str] | None = None, run_data: str | Path | None = None,
                **detector_options: Any) -> tuple[Path, dict[str, Any]]:
     """Score ``data`` (a dataset name, an .npz, an OOD-study file or a folder) with the model of
     ``run_dir``: the score's state is fitted on the run's training split, and the normalisation and
@@ -59,7 +59,8 @@ def detect_run(run_dir: str | Path | list[str | Path], data: str, split: str | N
     `vaelab data build-defects` file, an MVTec AD category) also their pixel ROC-AUC and AUPRO.
     Several run directories (``run_dir`` a list; runs of one configuration with different seeds,
     trained on the same data) make an ensemble: the score is the mean of their raw scores,
-    calibrated on the first run's validation split; pixel maps come from the first run's model."""
+    calibrated on the first run's validation split; pixel maps come from the first run's model.
+    ``run_data``: where the run's own data (its recorded data.path) is now, when it has moved."""
     if maps:
         from ..detect.maps import MAP_KINDS
 
@@ -83,7 +84,7 @@ def detect_run(run_dir: str | Path | list[str | Path], data: str, split: str | N
     cfg, models = load_ensemble(runs)
     model = models[0]
     target, y, desc = load_detection_set(data, cfg.data, split, anomaly_classes)
-    train, held_out, _ = load_data(cfg.data, cfg.seed)
+    train, held_out, _ = load_run_data(cfg.data, cfg.seed, run_dir, run_data)
     score = score or DEFAULT_SCORE
     val = {}
     if val_data is not None:

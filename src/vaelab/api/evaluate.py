@@ -5,7 +5,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ..data import load_data
+from ..data import load_run_data
 from ..evaluate import DEFAULT_METRICS, evaluate
 from ..fileio import atomic_write_json
 from ..train import RunConfig, load_run
@@ -15,7 +15,8 @@ log = logging.getLogger("vaelab")
 
 
 def evaluate_run(run_dir: str | Path, metrics: list[str] | None = None, update_report: bool = True,
-                 test_data: str | None = None, redraw: bool = True, **options: Any) -> dict[str, Any]:
+                 test_data: str | None = None, redraw: bool = True, run_data: str | Path | None = None,
+                 **options: Any) -> dict[str, Any]:
     """Metrics of a trained run on its test split (default: elbo, recon, au; ``["all"]``: every
     metric). ``options`` go to the metrics (nll_k, nll_images, fid_features, n_labels, ...).
     ``test_data``: score another set instead of the run's test split: a dataset name or an .npz
@@ -23,11 +24,12 @@ def evaluate_run(run_dir: str | Path, metrics: list[str] | None = None, update_r
     Its metrics go to metrics.json under ``evaluations`` -> that set, never over the run's own.
     ``update_report``: merge the numbers into metrics.json; with ``redraw`` also draw report.html
     again (its figures, mixture fit and t-SNE included: the slow part). ``vaelab evaluate --json``
-    redraws nothing unless ``--report`` is given."""
+    redraws nothing unless ``--report`` is given. ``run_data``: where the run's own data (its recorded
+    data.path) is now, when it has moved."""
     run_dir = Path(run_dir)
     cfg = RunConfig.load(run_dir / "config.yaml")
     model = load_run(run_dir)
-    train, _, test = load_data(cfg.data, cfg.seed)
+    train, _, test = load_run_data(cfg.data, cfg.seed, run_dir, run_data)
     if test_data is not None:
         test = _other_test_set(cfg, test_data, test)
     kw = {"batch_size": cfg.train.eval_batch_size, "seed": cfg.seed, "train": train, **options}

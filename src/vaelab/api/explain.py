@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from ..data import load_data
+from ..data import load_run_data
 from ..train import RunConfig, load_run
 from ..explain.figures import pick_examples
 
@@ -55,7 +55,7 @@ def explain_run(run_dir: str | Path, method: str = "grad2", data: str | None = N
     if method == "gradcam":
         options.update(layer=layer, unit=unit)
         if anomaly:
-            options["stats"] = normal_statistics(model, load_data(cfg.data, cfg.seed)[0], cfg.train.eval_batch_size)
+            options["stats"] = normal_statistics(model, load_run_data(cfg.data, cfg.seed, run_dir)[0], cfg.train.eval_batch_size)
     suffix = "-anomaly" if anomaly else ""
     out = Path(out) if out else run_dir / "figures" / f"explain-{method}{suffix}.png"
     what = {"grad2": "second-order attention", "gradcam": "gradient attention"}[method]

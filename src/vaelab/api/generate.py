@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from ..data import load_data, load_split
+from ..data import load_run_data, load_split
 from ..generate import interpolate, latent_traversal, make_sampler
 from ..models import Autoencoder
 from ..plotting import image_format, interleave_rows, save_grid
@@ -16,7 +16,7 @@ log = logging.getLogger("vaelab")
 
 
 def sample_run(run_dir: str | Path, n: int, out: str | Path, seed: int = 0, sampler: str = "prior",
-               label: int | None = None) -> Path:
+               label: int | None = None, run_data: str | Path | None = None) -> Path:
     """``n`` new images from the sampler named ``sampler`` (vaelab.generate.SAMPLERS): the model's
     prior, or a density fitted to the training codes (which are then loaded). ``label``: the class
     a conditional model (cvae) draws (``vaelab sample --class K``). A run of vectors
@@ -36,7 +36,7 @@ def sample_run(run_dir: str | Path, n: int, out: str | Path, seed: int = 0, samp
     model = load_run(run_dir)
     if label is not None:
         model.require("conditional", "drawing a chosen class (--class)")
-    train = load_data(cfg.data, cfg.seed)[0] if s.needs_train else None
+    train = load_run_data(cfg.data, cfg.seed, run_dir, run_data)[0] if s.needs_train else None
     x = s.fit(model, train).sample(n, label=label)
     if not vectors:
         return save_grid(x, out)

@@ -1,7 +1,9 @@
 """Where images come from: named sources, validation, splits and transforms."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from typing import Literal
@@ -109,4 +111,33 @@ def load_data(cfg: DataConfig, seed: int = 0) -> tuple[ImageSet, ImageSet, Image
     return train, val, test
 
 
-__all__ = ["DataConfig", "ImageSet", "resolve_classes", "Source", "SOURCES", "get_source", "load_data", "load_split"]
+def load_run_data(cfg: DataConfig, seed: int, run_dir: str | Path, run_data: str | Path | None = None
+                  ) -> tuple[ImageSet, ImageSet, ImageSet]:
+    """``load_data`` of a trained run's data config. ``run_data``: where the run's data (its data.path:
+    a folder, an .npz or a CSV) is now, when it has moved. A recorded path that is not there gives an
+    error that names it, says it comes from the run, and names the option that overrides it."""
+    from dataclasses import replace
+
+    from ..errors import DataError
+
+    if run_data is not None:
+        if cfg.path is None:
+            raise DataError(f"--run-data {run_data}: the run {run_dir} was trained on the {cfg.name} dataset, which has no "
+                            "path to override; vaelab finds it itself (vaelab datasets says where)")
+        cfg = replace(cfg, path=os.path.abspath(os.path.expanduser(str(run_data))))
+    elif cfg.path is not None and not Path(cfg.path).expanduser().exists():
+        relative = "" if Path(cfg.path).is_absolute() else (
+            ", a path relative to the directory it was trained from (runs record absolute paths since)")
+        raise DataError(f"the run {run_dir} was trained on {cfg.name} data at {cfg.path!r} (data.path in its config.yaml"
+                        f"{relative}), and nothing is there now; give where that data is with --run-data PATH "
+                        "(vaelab detect, evaluate, sample, export; run_data= in the API)")
+    return load_data(cfg, seed)
+
+
+def absolute_data_path(cfg: DataConfig) -> None:
+    """Make ``cfg.path`` absolute, as a run records it: a run read from another directory finds its data."""
+    if cfg.path is not None:
+        cfg.path = os.path.abspath(os.path.expanduser(cfg.path))
+
+
+__all__ = ["DataConfig", "absolute_data_path", "load_run_data", "ImageSet", "resolve_classes", "Source", "SOURCES", "get_source", "load_data", "load_split"]

@@ -16,7 +16,7 @@ from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from ..config import check_version
-from ..data import ImageSet, load_data
+from ..data import ImageSet, absolute_data_path, load_data
 from ..errors import CheckpointError, ConfigError, DataError, TrainingError
 from ..fileio import atomic_path
 from ..models import Autoencoder, build
@@ -285,6 +285,7 @@ def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False,
             if resume:
                 check_checkpoint(ckpt, lit)
                 _stash_metrics(run_dir)
+            absolute_data_path(cfg.data)  # read from another directory, the run still finds its data
             cfg.save(run_dir / "config.yaml")
         # the loggers of train.loggers; a tracker (mlflow, wandb) opens or continues its run here
         loggers = make_loggers(t, run_dir, resume, main)
