@@ -1,10 +1,11 @@
 """Training a model of the contract into a run directory: Lightning does the loop."""
 from __future__ import annotations
 
-
 import logging
 import pickle
 import signal
+import sys
+import time
 import warnings
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any, Iterator
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.callbacks import ProgressBar as ProgressBarBase
 from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
@@ -73,12 +75,44 @@ class AtomicCheckpoint(pl.Callback):
 
 
 class ProgressBar(TQDMProgressBar):
-    """Lightning's progress bar, showing the training loss that LitAutoencoder logs itself."""
+    """Lightning's progress bar, showing the training loss that LitAutoencoder logs itself (and not
+    Lightning's logger version, v_num, which says nothing about a vaelab run)."""
 
     def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
         metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
         metrics.update({k: f"{v:.4g}" for k, v in getattr(pl_module, "progress_metrics", {}).items()})
         return metrics
+
+
+class PlainProgress(ProgressBarBase):
+    """The progress of a run whose output is not a terminal (a log file, CI): one line per epoch, with
+    no carriage returns, instead of a bar redrawn hundreds of times."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._enabled, self._t0 = True, 0.0
+
+    def disable(self) -> None:
+        self._enabled = False
+
+    def enable(self) -> None:
+        self._enabled = True
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._t0 = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not (self._enabled and trainer.is_global_zero):
+            return
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in getattr(pl_module, "progress_metrics", {}).items())
+        log.info("epoch %d/%d: %d steps in %.1f s%s", trainer.current_epoch + 1, trainer.max_epochs,
+                 trainer.num_training_batches, time.perf_counter() - self._t0, f", {shown}" if shown else "")
+
+
+def progress_callback() -> pl.Callback:
+    """Lightning's bar when stdout (where it draws) is a terminal, one log line per epoch otherwise (a file, a pipe)."""
+    return ProgressBar() if sys.stdout.isatty() else PlainProgress()
 
 
 def check_checkpoint(ckpt: Path, lit: LitAutoencoder) -> None:
@@ -143,7 +177,7 @@ def make_trainer(t: TrainConfig, run_dir: Path, callbacks: list[pl.Callback], ha
     ``manual``: the model steps its own optimizers (an adversarial model), which clip themselves."""
     callbacks = [AtomicCheckpoint(run_dir, t.checkpoint_every_n_steps), *callbacks]
     if t.progress_bar:
-        callbacks.append(ProgressBar())
+        callbacks.append(progress_callback())
     try:
         with warnings.catch_warnings():  # Lightning would quietly turn 16-mixed into bf16-mixed on a CPU
             warnings.filterwarnings("ignore", ".*AMP with fp16 is not supported on CPU.*")
