@@ -164,7 +164,13 @@ def detect_run(run_dir: str | Path | list[str | Path], data: str, split: str | N
     if y is None:
         notes.append("The set has no anomaly labels, so no ROC-AUC: use an OOD-study file, a one-class run "
                      "(data.classes) on its own dataset, or --anomaly-classes.")
-    write_report(out, f"vaelab detect: {cfg.model.name} on {desc}", dump_yaml(settings), metrics, figs, notes)
+    if target.is_vector:  # rows of a table: examples and entries, not images and pixels
+        from ..report.glossary import for_vectors
+
+        notes = [for_vectors(n) for n in notes]
+        settings["calibration"] = for_vectors(settings["calibration"])
+    write_report(out, f"vaelab detect: {cfg.model.name} on {desc}", dump_yaml(settings), metrics, figs, notes,
+                 vectors=target.is_vector)
     return out, metrics
 
 

@@ -257,8 +257,9 @@ def make_report(run_dir: Path, model: Autoencoder, cfg: RunConfig, metrics: dict
     figs += F.figs
     title = f"vaelab run: {cfg.model.name} on {cfg.data.name}"
     notes = [f"Run directory: {run_dir.resolve()}", f"{metrics.get('parameters', model.num_parameters()):,} parameters; "
-             f"{cfg.train.epochs} epochs; latent dimension {cfg.model.latent_dim}. Losses are in nats per image "
-             "(summed over pixels, averaged over images)."]
+             f"{cfg.train.epochs} epochs; latent dimension {cfg.model.latent_dim}. "
+             + ("Losses are in nats per example (summed over the vector's entries, averaged over examples)."
+                if model.is_vector else "Losses are in nats per image (summed over pixels, averaged over images).")]
     if getattr(model, "discrete_likelihood", False):
         notes.append(f"Likelihood: {cfg.model.likelihood}, a probability mass on each of the 256 levels of every "
                      "sub-pixel, so the NLL is a code length and is also given in bits per dimension (bpd). "
@@ -268,7 +269,7 @@ def make_report(run_dir: Path, model: Autoencoder, cfg: RunConfig, metrics: dict
     notes += [f"Data: {n}" for n in data_notes] + fig_notes + F.notes
     cmd = run_dir / "command.txt"
     command = " ; then ".join(cmd.read_text(encoding="utf-8").splitlines()) if cmd.is_file() else None
-    return write_report(run_dir, title, dump_yaml(cfg.to_dict()), metrics, figs, notes, command=command)
+    return write_report(run_dir, title, dump_yaml(cfg.to_dict()), metrics, figs, notes, command=command, vectors=model.is_vector)
 
 
 def _attention_figures(run_dir: Path, model: Autoencoder, cfg: RunConfig, test: ImageSet) -> list[tuple[str, Path]]:

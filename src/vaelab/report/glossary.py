@@ -46,13 +46,29 @@ PATTERNS: list[tuple[str, tuple[str, str, str]]] = [
 ]
 
 
-def describe(key: str) -> tuple[str, str, str] | None:
-    """(name, unit, meaning) of a metric key, or None for a key the glossary does not know."""
-    if key in GLOSSARY:
-        return GLOSSARY[key]
-    for pattern, (name, unit, meaning) in PATTERNS:
-        m = re.match(pattern, key)
-        if m:
-            extra = " (GMM sampler)" if key.endswith("_gmm") else ""
-            return name + extra, unit, meaning.format(m.group(1))
-    return None
+# the words of image data and their counterparts for vectors (rows of a table)
+_VECTOR_WORDS = ((r"\bper pixel\b", "per entry"), (r"\bpixels\b", "entries"), (r"\bimages\b", "examples"),
+                 (r"\bimage\b", "example"))
+
+
+def for_vectors(text: str) -> str:
+    """``text`` in the words of vector data: entries for pixels, examples for images."""
+    for pattern, word in _VECTOR_WORDS:
+        text = re.sub(pattern, word, text)
+    return text
+
+
+def describe(key: str, vectors: bool = False) -> tuple[str, str, str] | None:
+    """(name, unit, meaning) of a metric key, or None for a key the glossary does not know; with
+    ``vectors`` in the words of vector data."""
+    found = GLOSSARY.get(key)
+    if found is None:
+        for pattern, (name, unit, meaning) in PATTERNS:
+            m = re.match(pattern, key)
+            if m:
+                extra = " (GMM sampler)" if key.endswith("_gmm") else ""
+                found = name + extra, unit, meaning.format(m.group(1))
+                break
+    if found is None or not vectors:
+        return found
+    return tuple(for_vectors(part) for part in found)
