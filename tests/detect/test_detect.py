@@ -211,8 +211,13 @@ def test_contamination_sets_the_fraction_flagged(contamination, fitted, syntheti
     d = AutoencoderDetector(fitted[0].model_, "mse", contamination=contamination).fit(normal)
     # the threshold is a quantile of the held-out part's scores (a tenth of the images, never fitted)
     assert d.n_calibration_ == round(0.1 * len(normal)) and len(d.calibration_scores_) == d.n_calibration_
-    assert d.threshold_ == pytest.approx(np.quantile(d.calibration_scores_, 1 - contamination))
-    assert abs((d.calibration_scores_ > d.threshold_).mean() - contamination) <= 1.0 / d.n_calibration_
+    # the split-conformal quantile: the k-th smallest held-out score, k = ceil((n + 1)(1 - contamination)), so that
+    # a new normal image lies above it with probability (n + 1 - k) / (n + 1), at most the contamination
+    n = d.n_calibration_
+    k = int(np.ceil((n + 1) * (1 - contamination) - 1e-9))
+    assert d.threshold_ == np.sort(d.calibration_scores_)[k - 1]
+    assert int((d.calibration_scores_ > d.threshold_).sum()) == n - k
+    assert contamination - 1 / (n + 1) <= (n + 1 - k) / (n + 1) <= contamination
     old = AutoencoderDetector(fitted[0].model_, "mse", contamination=contamination, calibration=0).fit(normal)
     assert old.threshold_ == pytest.approx(np.quantile(old.decision_scores_, 1 - contamination))
     assert abs(old.labels_.mean() - contamination) <= 1.5 / len(normal)
@@ -234,14 +239,14 @@ def test_calibration_holds_out_normal_images_that_nothing_was_fitted_on(fitted, 
     assert len(d.score_.train_) == len(fit_idx)  # the kNN's reference set: the fitted part only
     cal_raw = d.raw_scores(normal[cal_idx])
     assert (d.raw_min_, d.raw_max_) == pytest.approx(tuple(np.quantile(cal_raw, [0.5, 0.999])), rel=1e-6)
-    np.testing.assert_allclose(d.decision_scores_[cal_idx], d.calibration_scores_, rtol=1e-6)
+    np.testing.assert_allclose(d.decision_scores_[cal_idx], np.clip(d.calibration_scores_, 0, 1), rtol=1e-6)
     assert d.decision_scores_.shape == (512,) and d.calibrated_on_ == "held-out part of X"
     # leave-one-out scores of fitted images still sit below those of unseen ones: calibrating on them flags more
     on_fitted = AutoencoderDetector(model, "latent_knn", knn_k=3, seed=4, calibration=0).fit(normal)
     assert on_fitted.threshold_ <= 1 and on_fitted.raw_threshold_ < d.raw_threshold_
     given = AutoencoderDetector(model, "latent_knn", knn_k=3).fit(normal, calibration_set=held_out)
     assert given.n_calibration_ == 128 and len(given.score_.train_) == 512 and given.calibrated_on_ == "calibration_set"
-    assert given.threshold_ == pytest.approx(np.quantile(given.decision_function(held_out), 0.9))
+    assert given.threshold_ == pytest.approx(np.sort(given.decision_function(held_out, clip=False))[116])  # ceil(129 * 0.9) = 117th
     for bad in (1.0, -0.1, "a", True):
         with pytest.raises(ConfigError, match="calibration is the fraction"):
             AutoencoderDetector(model, "mse", calibration=bad).fit(normal)

@@ -100,3 +100,28 @@ def test_cli_threshold_rule_f1_with_a_validation_set(digits_run, tmp_path, capsy
     assert cli_main(["detect", str(digits_run), "--data", "digits", "--threshold-rule", "f1", "--out", str(tmp_path / "e")]) == 2
     err = capsys.readouterr().err
     assert "labelled validation set" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("n,alpha", [(19, 0.1), (50, 0.05), (12, 0.1)])
+def test_the_held_out_contamination_threshold_is_the_conformal_quantile(n, alpha):
+    """On n held-out scores the threshold is the ceil((n + 1)(1 - alpha))-th smallest, and the probability that a
+    new score from the same distribution exceeds it is (n + 1 - k) / (n + 1) <= alpha: checked exactly for normal
+    scores, averaging the Gaussian tail above each draw's threshold over 4,000 draws (four standard errors)."""
+    from scipy.stats import norm
+
+    from vaelab.detect.thresholds import threshold_contamination
+
+    rng = np.random.default_rng(n)
+    k = int(np.ceil((n + 1) * (1 - alpha) - 1e-9))
+    tails = []
+    for _ in range(4000):
+        s = rng.normal(size=n)
+        thr = threshold_contamination(s, alpha, held_out=True)
+        assert thr == np.sort(s)[k - 1]
+        tails.append(norm.sf(thr))
+    tails = np.asarray(tails)
+    want = (n + 1 - k) / (n + 1)
+    assert alpha - 1 / (n + 1) <= want <= alpha
+    assert abs(tails.mean() - want) < 4 * tails.std() / np.sqrt(len(tails)), (tails.mean(), want)
+    # the fitted data's own rule (linear interpolation, PyOD) sits lower, so it flags more new data
+    assert threshold_contamination(s, alpha) <= threshold_contamination(s, alpha, held_out=True)

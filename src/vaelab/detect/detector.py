@@ -145,10 +145,12 @@ class AutoencoderDetector(BaseEstimator):
         'latent_gmm', 'feature_knn' and 'patch_mse', each z-scored by its training scores; needs no prior, so any
         model works; a model with a classifier (ssvae) adds 'class_energy' twice and 'class_entropy' once,
         DEFAULT_CLASSIFIER_COMBO).
-    contamination : fraction of unseen normal data flagged: the threshold is the (1 - contamination)
-        quantile of ``calibration_scores_``, the scores of normal images that neither the model (when the
-        detector trains it) nor the score's state was fitted on. Ignored when ``threshold`` is given; the
-        fallback of the other rules.
+    contamination : fraction of unseen normal data flagged: the threshold is the split-conformal
+        (1 - contamination) quantile of ``calibration_scores_``, the scores of normal images that neither
+        the model (when the detector trains it) nor the score's state was fitted on, so a new normal image
+        is flagged with probability at most ``contamination`` (and within 1 / (n_calibration_ + 1) of it).
+        With ``calibration=0``, the linear quantile of the training scores (PyOD's rule). Ignored when
+        ``threshold`` is given; the fallback of the other rules.
     calibration : the fraction of X held out from fitting (default 0.1, as data.val_fraction) on which the normalisation and the
         threshold are computed: a model and a score fitted on an image score it lower than an unseen normal
         image, so quantiles of the fitted images' own scores flag more new normal data than
@@ -376,7 +378,7 @@ class AutoencoderDetector(BaseEstimator):
         lo, hi = self.norm_quantiles_
         # (0, 1): exactly the min and max; np.quantile interpolates linearly between calibration scores
         self.raw_min_, self.raw_max_ = (float(v) for v in np.quantile(cal_raw, [lo, hi]))
-        self.calibration_scores_ = self._scale(cal_raw, clip=True)
+        self.calibration_scores_ = self._scale(cal_raw, clip=False)  # unclipped, as decision_function(clip=False)
         raw = np.empty(len(images))
         raw[fit_idx] = fit_raw
         if len(cal_idx):
@@ -389,7 +391,7 @@ class AutoencoderDetector(BaseEstimator):
             if self.threshold_rule == "f1":
                 vs = self._scale(self._raw(as_images(val, "val")), clip=False)
             thr, self.threshold_info_ = choose_threshold(self.threshold_rule, self.calibration_scores_, vs, val_labels,
-                                                         self.contamination, seed=self.seed)
+                                                         self.contamination, seed=self.seed, held_out=bool(cal_raws))
             self.threshold_ = float(thr)
         self.labels_ = (self.decision_scores_ > self.threshold_).astype(np.int64)
         self.n_train_ = len(images)

@@ -88,13 +88,23 @@ def _check_k(k: Any, name: str) -> float:
 
 
 # -- the rules ------------------------------------------------------------------------------------
-def threshold_contamination(train_scores: Any, contamination: float) -> float:
-    """Returns the (1 - contamination) quantile of the training scores, PyOD's ``threshold_``
+def threshold_contamination(train_scores: Any, contamination: float, held_out: bool = False) -> float:
+    """Returns the (1 - contamination) quantile of the scores.
+
+    On the fitted data's own scores (``held_out=False``) it is PyOD's ``threshold_``
     (``np.percentile(scores, 100 * (1 - contamination))``, linear interpolation): about a share
-    ``contamination`` of the training samples lies above it."""
+    ``contamination`` of those samples lies above it. On the scores of ``n`` held-out normal samples
+    (``held_out=True``) it is the split-conformal quantile, the k-th smallest score with
+    k = ceil((n + 1)(1 - contamination)): a new normal sample exchangeable with them lies above it with
+    probability (n + 1 - k) / (n + 1), at most ``contamination`` and within 1 / (n + 1) of it (the
+    largest score when n is too small for that, under (1 - contamination) / contamination)."""
     s = _scores(train_scores, "train_scores")
     c = _check_contamination(contamination)
-    return float(np.percentile(s, 100.0 * (1.0 - c)))
+    if not held_out:
+        return float(np.percentile(s, 100.0 * (1.0 - c)))
+    n = len(s)
+    k = min(n, math.ceil((n + 1) * (1.0 - c) - 1e-9))
+    return float(np.sort(s)[k - 1])
 
 
 def _fallback_info(reason: str) -> dict[str, Any]:
@@ -252,10 +262,11 @@ class _RuleInputs:
     seed: int
     mad_k: float
     iqr_k: float
+    held_out: bool = False
 
 
 def _rule_contamination(a: _RuleInputs) -> tuple[float, dict[str, Any]]:
-    return threshold_contamination(a.train_scores, a.contamination), {"fallback": None}
+    return threshold_contamination(a.train_scores, a.contamination, a.held_out), {"fallback": None}
 
 
 def _rule_f1(a: _RuleInputs) -> tuple[float, dict[str, Any]]:
@@ -290,7 +301,7 @@ UNSUPERVISED_RULES = tuple(r for r in RULES if r != "f1")
 
 def choose_threshold(rule: str, train_scores: Any, val_scores: Any = None, val_labels: Any = None,
                      contamination: float = 0.1, *, seed: int = 0, mad_k: float = 3.0,
-                     iqr_k: float = 1.5) -> tuple[float, dict[str, Any]]:
+                     iqr_k: float = 1.5, held_out: bool = False) -> tuple[float, dict[str, Any]]:
     """Returns ``(threshold, info)`` from the rule named ``rule`` (one of ``THRESHOLD_RULES``).
 
     The unsupervised rules ('contamination', 'mad', 'iqr', 'gmm') read ``train_scores`` only;
@@ -298,13 +309,15 @@ def choose_threshold(rule: str, train_scores: Any, val_scores: Any = None, val_l
     rule on ``train_scores`` when those labels hold one class only. ``info`` always has
     ``rule`` and ``fallback`` (None, or the name of the rule used instead), plus the rule's own
     entries (precision / recall / F1 for 'f1', the mixture for 'gmm').
+    ``held_out``: ``train_scores`` are scores of held-out normal data (the detector's calibration part),
+    and 'contamination' takes their split-conformal quantile (see ``threshold_contamination``).
     Raises ConfigError for an unknown rule, and for 'f1' without validation scores and labels.
     """
     try:
         apply = RULES[rule]
     except (KeyError, TypeError):
         raise ConfigError(f"unknown threshold rule {rule!r}; choose one of: {', '.join(THRESHOLD_RULES)}") from None
-    thr, info = apply(_RuleInputs(train_scores, val_scores, val_labels, contamination, seed, mad_k, iqr_k))
+    thr, info = apply(_RuleInputs(train_scores, val_scores, val_labels, contamination, seed, mad_k, iqr_k, held_out))
     return float(thr), {"rule": rule, **info}
 
 
