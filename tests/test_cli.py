@@ -103,6 +103,9 @@ def test_help_lists_every_anomaly_score_and_the_default_combo():
 
     assert cli_module._SCORES == tuple(SCORES) and cli_module._DEFAULT_COMBO == tuple(DEFAULT_COMBO)
     assert cli_module._DEFAULT_PATCH_SIZE == DEFAULT_PATCH_SIZE
+    from vaelab.detect.thresholds import THRESHOLD_RULES
+
+    assert cli_module._THRESHOLD_RULES == THRESHOLD_RULES
     assert "patch_mse" in cli("detect", "--help").stdout
 
 

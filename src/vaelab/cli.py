@@ -14,6 +14,7 @@ _SCORES = ("mse", "bce", "patch_mse", "nelbo", "nll", "mahalanobis", "latent_gmm
            "feature_gmm", "class_entropy", "class_energy")
 _DEFAULT_COMBO = ("ssim", "latent_gmm", "feature_knn", "patch_mse")
 _DEFAULT_PATCH_SIZE = 15
+_THRESHOLD_RULES = ("contamination", "conformal", "f1", "mad", "iqr", "gmm")
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -191,10 +192,12 @@ def cmd_detect(args: argparse.Namespace) -> int:
     anomaly = class_list(args.anomaly_classes) if args.anomaly_classes else None
     if args.threshold_rule:
         opts["threshold_rule"] = args.threshold_rule
+    if args.fpr is not None:
+        opts["fpr"] = args.fpr
     out, metrics = detect_run(args.run_dir, args.data, args.split, args.score, args.threshold, args.contamination,
                               args.out, anomaly, val_data=args.val_data, val_split=args.val_split,
                               maps=[m.strip() for m in args.maps.split(",") if m.strip()] if args.maps else None,
-                              run_data=args.run_data, **opts)
+                              run_data=args.run_data, fdr=args.fdr, **opts)
     shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}
     print(json.dumps(shown))
     print(f"report: {(out / 'report.html').resolve()}")
@@ -449,7 +452,11 @@ def build_parser() -> argparse.ArgumentParser:
     dt.add_argument("--split", help="OOD-study file: rep1 (default), rep2, labeled or train; a dataset: test (default) or train")
     lim = dt.add_mutually_exclusive_group()
     lim.add_argument("--threshold", type=float, help="flag normalised scores above this, in [0, 1) (e.g. 0.3)")
-    lim.add_argument("--contamination", type=float, help="flag this fraction of the training data (default 0.1)")
+    lim.add_argument("--contamination", type=float, help="flag about this fraction of new normal data: the quantile of the "
+                                                         "scores of the run's validation split (default 0.1)")
+    lim.add_argument("--fdr", type=float, metavar="Q", help="flag by Benjamini-Hochberg on the conformal p-values: of the "
+                                                            "images flagged, at most Q are normal on average")
+    dt.add_argument("--fpr", type=float, help="the false-alarm rate of --threshold-rule conformal (e.g. 0.05)")
     dt.add_argument("--norm-range", metavar="NAME|LOW,HIGH",
                     help="quantiles of the training scores that the normalised score maps to 0 and 1: quantile "
                          "(default: median and 99.9th percentile, so a fixed --threshold flags a stable share of "
@@ -462,9 +469,9 @@ def build_parser() -> argparse.ArgumentParser:
     dt.add_argument("--n-samples", type=int, help="posterior samples for --score nelbo (default 1)")
     dt.add_argument("--patch-size", type=int, help=f"window in pixels of the patch_mse score (default {_DEFAULT_PATCH_SIZE})")
     dt.add_argument("--anomaly-classes", help="comma-separated classes (numbers or names) that mark anomalies in a labelled set")
-    dt.add_argument("--threshold-rule", choices=["contamination", "f1", "mad", "iqr", "gmm"],
-                    help="how the threshold is chosen without --threshold: contamination (default), f1 on a labelled "
-                         "--val-data set, or mad / iqr / gmm on the training scores")
+    dt.add_argument("--threshold-rule", choices=_THRESHOLD_RULES,
+                    help="how the threshold is chosen without --threshold: contamination (default), conformal at a "
+                         "false-alarm rate --fpr, f1 on a labelled --val-data set, or mad / iqr / gmm on the calibration scores")
     dt.add_argument("--val-data", help="the labelled validation set of --threshold-rule f1 (same forms as --data; its "
                                        "anomalies marked as --data's are, or by --anomaly-classes)")
     dt.add_argument("--val-split", help="the split of --val-data (as --split)")

@@ -48,7 +48,7 @@ def test_unsupervised_rules_apply_their_function_to_the_calibration_scores(digit
         det = AutoencoderDetector(digits_run, threshold_rule=rule, contamination=0.05).fit(train)
         ref = {"mad": lambda s: T.threshold_mad(s), "iqr": lambda s: T.threshold_iqr(s),
                "gmm": lambda s: T.threshold_gmm(s, 0, contamination=0.05),
-               "contamination": lambda s: float(np.quantile(s, 0.95))}[rule](det.calibration_scores_)
+               "contamination": lambda s: T.threshold_contamination(s, 0.05, held_out=True)}[rule](det.calibration_scores_)
     assert det.threshold_ == pytest.approx(ref, rel=1e-12, abs=1e-12)
     assert det.threshold_info_["rule"] == rule
     np.testing.assert_array_equal(det.labels_, (det.decision_scores_ > det.threshold_).astype(np.int64))
@@ -125,3 +125,32 @@ def test_the_held_out_contamination_threshold_is_the_conformal_quantile(n, alpha
     assert abs(tails.mean() - want) < 4 * tails.std() / np.sqrt(len(tails)), (tails.mean(), want)
     # the fitted data's own rule (linear interpolation, PyOD) sits lower, so it flags more new data
     assert threshold_contamination(s, alpha) <= threshold_contamination(s, alpha, held_out=True)
+
+
+def test_cli_writes_conformal_pvalues_and_flags_at_a_false_alarm_or_discovery_rate(digits_run, tmp_path, capsys):
+    """scores.csv holds each image's conformal p-value against the run's validation split; --threshold-rule
+    conformal --fpr flags exactly p <= fpr, and --fdr flags the Benjamini-Hochberg set of those p-values."""
+    import csv
+
+    from vaelab.cli import main
+    from vaelab.detect.conformal import benjamini_hochberg
+
+    def rows(out):
+        return list(csv.DictReader(open(out / "scores.csv")))
+
+    assert main(["detect", str(digits_run), "--data", "digits", "--threshold-rule", "conformal", "--fpr", "0.05",
+                 "--out", str(tmp_path / "fpr")]) == 0
+    r = rows(tmp_path / "fpr")
+    p = np.array([float(x["pvalue"]) for x in r])
+    m = json.loads((tmp_path / "fpr" / "metrics.json").read_text())
+    assert m["threshold_from"] == "conformal, fpr 0.05" and p.min() >= 1 / (m["n_calibration"] + 1) - 1e-6 and p.max() <= 1
+    np.testing.assert_array_equal([int(x["flagged"]) for x in r], (p <= 0.05).astype(int))
+    assert main(["detect", str(digits_run), "--data", "digits", "--fdr", "0.1", "--out", str(tmp_path / "fdr")]) == 0
+    r = rows(tmp_path / "fdr")
+    np.testing.assert_allclose([float(x["pvalue"]) for x in r], p, rtol=1e-5)  # the same calibration, the same p-values
+    np.testing.assert_array_equal([int(x["flagged"]) for x in r], benjamini_hochberg(p, 0.1))
+    m = json.loads((tmp_path / "fdr" / "metrics.json").read_text())
+    assert m["threshold_from"].startswith("fdr 0.1") and m["n_flagged"] == int(benjamini_hochberg(p, 0.1).sum())
+    capsys.readouterr()
+    assert main(["detect", str(digits_run), "--data", "digits", "--fdr", "1.5", "--out", str(tmp_path / "bad")]) == 2
+    assert "rate in (0, 1)" in capsys.readouterr().err

@@ -47,7 +47,7 @@ def detect_run(run_dir: str | Path | list[str | Path], data: str, split: str | N
                threshold: float | None = None, contamination: float | None = None, out: str | Path | None = None,
                anomaly_classes: list[int] | None = None, max_flagged: int = 64, val_data: str | None = None,
                val_split: str | None = None, maps: list[str] | None = None, run_data: str | Path | None = None,
-               **detector_options: Any) -> tuple[Path, dict[str, Any]]:
+               fdr: float | None = None, **detector_options: Any) -> tuple[Path, dict[str, Any]]:
     """Score ``data`` (a dataset name, an .npz, an OOD-study file or a folder) with the model of
     ``run_dir``: the score's state is fitted on the run's training split, and the normalisation and
     (with ``contamination``) the threshold come from its validation split, which the model never fitted; write ``out`` (default RUN_DIR/detect-<data>-<time>) with
@@ -72,6 +72,7 @@ def detect_run(run_dir: str | Path | list[str | Path], data: str, split: str | N
     import numpy as np
 
     from ..detect import DEFAULT_SCORE, AutoencoderDetector, detection_figures, evaluate_detection, load_detection_set
+    from ..detect.conformal import benjamini_hochberg, check_rate, conformal_pvalues
     from ..fileio import atomic_write_text
 
     runs = run_dirs(run_dir)
@@ -103,21 +104,36 @@ def detect_run(run_dir: str | Path | list[str | Path], data: str, split: str | N
     det.fit(train, calibration_set=held_out if len(held_out) else None, **val)
     log.info("scoring %d images of %s", len(target), desc)
     s = det.decision_function(target, clip=False)  # unclipped: images beyond the training range keep their order
-    flagged = (s > det.threshold_).astype(np.int64)  # = det.predict(target), without scoring twice
+    # conformal p-values against the held-out calibration scores (none when calibrated on fitted data)
+    pvalues = conformal_pvalues(det.calibration_scores_, s) if det.held_out_ else None
+    thr = det.threshold_
+    if fdr is not None:  # Benjamini-Hochberg on the batch's p-values: at most fdr of the flagged are normal on average
+        if pvalues is None:
+            from ..errors import ConfigError
+
+            raise ConfigError("--fdr needs conformal p-values, and this run has no validation split to calibrate on "
+                              "(data.val_fraction=0); train it with one, or flag with --contamination")
+        flagged = benjamini_hochberg(pvalues, check_rate(fdr, "--fdr"))
+        # the flagged images are the highest scores: the cut lies at the highest score left unflagged
+        thr = float(s[flagged == 0].max()) if (flagged == 0).any() else float(s.min()) - 1.0
+    else:
+        flagged = (s > thr).astype(np.int64)  # = det.predict(target), without scoring twice
     stem = Path(data).stem if Path(data).suffix else Path(data).name
     out = Path(out) if out else run_dir / f"detect-{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     metrics: dict[str, Any] = {
         "data": desc, "score": score, "normalized": True, "norm_range": [float(q) for q in det.norm_quantiles_],
-        "threshold": det.threshold_,
-        "threshold_from": "threshold" if threshold is not None else (
-            f"contamination {det.contamination}" if det.threshold_rule == "contamination" else det.threshold_rule),
+        "threshold": thr,
+        "threshold_from": f"fdr {fdr} (Benjamini-Hochberg on conformal p-values)" if fdr is not None else
+        "threshold" if threshold is not None else (
+            f"contamination {det.contamination}" if det.threshold_rule == "contamination" else
+            f"conformal, fpr {det.fpr}" if det.threshold_rule == "conformal" else det.threshold_rule),
         "threshold_info": {k: v for k, v in det.threshold_info_.items() if k != "reason"},
         "n": len(target), "n_flagged": int(flagged.sum()), "flagged_fraction": float(flagged.mean()),
         "n_calibration": det.n_calibration_, "calibrated_on": det.calibrated_on_,
         "calibration_flagged_fraction": float((det.calibration_scores_ > det.threshold_).mean()),
     }
     if y is not None:
-        metrics.update({k: v for k, v in evaluate_detection(y, s, det.threshold_).items() if k != "threshold"})
+        metrics.update({k: v for k, v in evaluate_detection(y, s, thr).items() if k != "threshold"})
     pixel_maps = _pixel_maps(model, target, train, maps or [], metrics, out)
     atomic_write_json(out / "metrics.json", metrics)
     import csv
@@ -127,11 +143,11 @@ def detect_run(run_dir: str | Path | list[str | Path], data: str, split: str | N
     files = target.files or [""] * len(target)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")  # file names may hold commas or quotes
-    w.writerow(["index", "file", "score", "flagged", "label", "anomaly"])
+    w.writerow(["index", "file", "score", "pvalue", "flagged", "label", "anomaly"])
     for i, (v, f, lab, name) in enumerate(zip(s, flagged, labels, files)):
-        w.writerow([i, name, f"{v:.6g}", f, lab, "" if y is None else int(y[i])])
+        w.writerow([i, name, f"{v:.6g}", "" if pvalues is None else f"{pvalues[i]:.6g}", f, lab, "" if y is None else int(y[i])])
     atomic_write_text(out / "scores.csv", buf.getvalue())
-    figs = detection_figures(out / "figures", s, det.threshold_, y, metrics, score)
+    figs = detection_figures(out / "figures", s, thr, y, metrics, score)
     idx = np.argsort(-s)[: min(max_flagged, int(flagged.sum()))]
     if len(idx) and not target.is_vector:
         figs.append((f"The {len(idx)} highest-scoring flagged images of {int(flagged.sum())} (highest first)",
@@ -160,7 +176,9 @@ def detect_run(run_dir: str | Path | list[str | Path], data: str, split: str | N
           f"an ensemble of {len(runs)} runs (the mean of their raw scores; the first: {cfg.model.name} of {run_dir.resolve()})")
     notes = [f"Scores of {len(target)} images of {desc} by {by}: '{score}', "
              f"normalised with the calibration scores ({anchors}); higher is more anomalous. "
-             f"Images above the threshold {det.threshold_:.4g} are flagged."]
+             + (f"Images are flagged by the Benjamini-Hochberg procedure at a false-discovery rate of {fdr} on their "
+                f"conformal p-values (scores.csv), which puts the cut at {thr:.4g}."
+                if fdr is not None else f"Images above the threshold {thr:.4g} are flagged.")]
     if y is None:
         notes.append("The set has no anomaly labels, so no ROC-AUC: use an OOD-study file, a one-class run "
                      "(data.classes) on its own dataset, or --anomaly-classes.")

@@ -16,6 +16,7 @@ from ..data import SOURCES, ImageSet
 from ..errors import ConfigError, DataError, ModelError
 from ..models import Autoencoder
 from ..train import load_run
+from .conformal import benjamini_hochberg, check_rate, conformal_pvalues
 from .thresholds import THRESHOLD_RULES, choose_threshold, predict_confidence, predict_proba
 from .scores import (DEFAULT_CLASSIFIER_COMBO, DEFAULT_COMBO, DEFAULT_PATCH_SIZE, SCORE_NAMES, VECTOR_COMBO, Score, has_classifier, make_score,
                      score_images)
@@ -163,6 +164,9 @@ class AutoencoderDetector(BaseEstimator):
         validation set passed to ``fit(X, val=..., val_labels=...)``; with no anomaly in it, a warning
         and the contamination rule), or a rule on the training scores: 'mad' (median + 3 x 1.4826 MAD),
         'iqr' (Q3 + 1.5 IQR), 'gmm' (where a two-component mixture's upper component takes over).
+        'conformal' flags at the false-alarm rate ``fpr``: exactly the images whose conformal p-value
+        (``predict_pvalues``) is at most ``fpr``, at most that share of new normal images on average.
+    fpr : the false-alarm rate of ``threshold_rule='conformal'``, in (0, 1).
     threshold : an explicit threshold on ``decision_function`` (in [0, 1) when ``normalize``).
     normalize : scale the scores linearly by two quantiles of the training scores (``norm_range``) and
         clip to [0, 1].
@@ -191,7 +195,7 @@ class AutoencoderDetector(BaseEstimator):
                  nll_k: int = 100, gmm_components: int = 5, knn_k: int = 5, feature_dims: int = 64,
                  patch_size: int = DEFAULT_PATCH_SIZE, model_name: str = "auto", epochs: int = 10,
                  n_models: int = 1, overrides: dict[str, Any] | None = None, train_dir: str | Path | None = None,
-                 batch_size: int = 500, seed: int = 0, calibration: float = 0.1):
+                 batch_size: int = 500, seed: int = 0, calibration: float = 0.1, fpr: float | None = None):
         self.model = model
         self.score = score
         self.contamination = contamination
@@ -215,6 +219,7 @@ class AutoencoderDetector(BaseEstimator):
         self.batch_size = batch_size
         self.seed = seed
         self.calibration = calibration
+        self.fpr = fpr
 
     # -- fitting --------------------------------------------------------------------------------
     def _check_params(self) -> None:
@@ -235,6 +240,11 @@ class AutoencoderDetector(BaseEstimator):
                 raise ConfigError(f"with normalize=True scores lie in [0, 1]: give a threshold in [0, 1) "
                                   f"(e.g. 0.3), not {self.threshold}; or set normalize=False for a raw threshold")
         self.norm_quantiles_ = resolve_norm_range(self.norm_range)
+        if self.fpr is not None:
+            check_rate(self.fpr, "fpr")
+        if self.threshold is None and self.threshold_rule == "conformal" and self.fpr is None:
+            raise ConfigError("threshold_rule='conformal' flags at a false-alarm rate: give fpr (e.g. fpr=0.05, at most that "
+                              "share of new normal data flagged on average)")
         c = self.calibration
         if isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c) or not 0 <= c < 1:
             raise ConfigError(f"calibration is the fraction of the training data held out to set the threshold, a number in "
@@ -390,12 +400,14 @@ class AutoencoderDetector(BaseEstimator):
             vs = None
             if self.threshold_rule == "f1":
                 vs = self._scale(self._raw(as_images(val, "val")), clip=False)
+            rate = self.fpr if self.threshold_rule == "conformal" else self.contamination
             thr, self.threshold_info_ = choose_threshold(self.threshold_rule, self.calibration_scores_, vs, val_labels,
-                                                         self.contamination, seed=self.seed, held_out=bool(cal_raws))
+                                                         rate, seed=self.seed, held_out=bool(cal_raws))
             self.threshold_ = float(thr)
         self.labels_ = (self.decision_scores_ > self.threshold_).astype(np.int64)
         self.n_train_ = len(images)
         self.n_calibration_ = len(cal_raw)
+        self.held_out_ = bool(cal_raws)  # the calibration scores are of data nothing was fitted on: p-values hold
         self.calibrated_on_ = ("calibration_set" if calibration_set is not None else
                                "held-out part of X" if len(cal_idx) else "X (the fitted data's own scores)")
         return self
@@ -443,10 +455,24 @@ class AutoencoderDetector(BaseEstimator):
         """Normality: the opposite of ``decision_function`` (higher = more normal, as scikit-learn)."""
         return -self.decision_function(X)
 
-    def predict(self, X: Any) -> np.ndarray:
+    def predict(self, X: Any, fdr: float | None = None) -> np.ndarray:
         """1 for an anomaly (score above ``threshold_``), 0 for a normal image. Compared before
-        clipping, so an image beyond the training range is flagged whatever the threshold."""
+        clipping, so an image beyond the training range is flagged whatever the threshold.
+        ``fdr``: flag instead by the Benjamini-Hochberg procedure on the batch's conformal p-values, so
+        that of the images flagged, the expected share of normal ones is at most ``fdr``."""
+        if fdr is not None:
+            return benjamini_hochberg(self.predict_pvalues(X), check_rate(fdr, "fdr"))
         return (self.decision_function(X, clip=False) > self.threshold_).astype(np.int64)
+
+    def predict_pvalues(self, X: Any) -> np.ndarray:
+        """Split-conformal p-values: (1 + #{calibration scores >= the image's}) / (n_calibration_ + 1). For a
+        new normal image exchangeable with the held-out calibration images, P(p <= alpha) <= alpha for
+        every alpha (on average over draws of the calibration part). Small p = anomalous."""
+        self._check_fitted()
+        if not self.held_out_:
+            raise ModelError("p-values need calibration scores of held-out normal data, and this detector was calibrated "
+                             "on the data it fitted (calibration=0); fit it with calibration > 0 or a calibration_set")
+        return conformal_pvalues(self.calibration_scores_, self.decision_function(X, clip=False))
 
     def predict_proba(self, X: Any, method: str = "linear") -> np.ndarray:
         """[N, 2] probabilities (normal, anomaly) with PyOD's meaning: 'linear' scales the scores by the

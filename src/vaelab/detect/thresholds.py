@@ -7,6 +7,8 @@ Thresholds follow PyOD's prediction rule: a sample is flagged when ``score > thr
 Rules (``choose_threshold(rule, ...)``, names in ``THRESHOLD_RULES``):
 
 - ``contamination``: the (1 - c) quantile of the training scores (PyOD's ``threshold_``).
+- ``conformal``: the split-conformal quantile of held-out normal scores at a false-alarm rate
+  (``contamination`` carries it): flagged exactly when the conformal p-value is at most it.
 - ``f1``: the F1-best cut of a labelled validation set (scikit-learn's precision-recall curve).
 - ``mad``: median + k * 1.4826 * MAD of the training scores (robust z-score, as PyThresh's MAD).
 - ``iqr``: Q3 + k * IQR of the training scores (Tukey's fence, as PyThresh's IQR).
@@ -269,6 +271,15 @@ def _rule_contamination(a: _RuleInputs) -> tuple[float, dict[str, Any]]:
     return threshold_contamination(a.train_scores, a.contamination, a.held_out), {"fallback": None}
 
 
+def _rule_conformal(a: _RuleInputs) -> tuple[float, dict[str, Any]]:
+    if not a.held_out:
+        raise ConfigError("rule 'conformal' needs scores of held-out normal data, which nothing was fitted on: calibrate "
+                          "the detector on a held-out part (calibration > 0, the default) or a calibration_set")
+    from .conformal import conformal_threshold
+
+    return conformal_threshold(a.train_scores, a.contamination), {"fallback": None, "fpr": a.contamination}
+
+
 def _rule_f1(a: _RuleInputs) -> tuple[float, dict[str, Any]]:
     if a.val_scores is None or a.val_labels is None:
         raise ConfigError("rule 'f1' needs a labelled validation set: pass val_scores and val_labels "
@@ -290,6 +301,7 @@ def _rule_gmm(a: _RuleInputs) -> tuple[float, dict[str, Any]]:
 
 RULES: dict[str, Callable[[_RuleInputs], tuple[float, dict[str, Any]]]] = {
     "contamination": _rule_contamination,
+    "conformal": _rule_conformal,
     "f1": _rule_f1,
     "mad": _rule_mad,
     "iqr": _rule_iqr,
