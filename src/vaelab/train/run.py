@@ -290,7 +290,9 @@ def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False,
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     train, val, test = data if data is not None else load_data(cfg.data, cfg.seed)
     _check_data(train, val, test, cfg)
-    labelled = [s.labels for s in (train, val, test) if s.labels is not None and len(s.labels)]
+    # the classes a model learns come from its training data (train and validation), never from the test
+    # split: a test set's anomaly class would otherwise become one more class of the classifier
+    labelled = [s.labels for s in (train, val) if s.labels is not None and len(s.labels)]
     num_classes = max(int(y.max()) for y in labelled) + 1 if train.labels is not None and labelled else None
     model = build(cfg.model, train.shape, n_train=len(train), encoder=encoder, decoder=decoder, num_classes=num_classes)
     t = cfg.train
