@@ -96,12 +96,19 @@ def detect_run(run_dir: str | Path | list[str | Path], data: str, split: str | N
             raise ConfigError(f"--val-data {vdesc} has no anomaly labels; give an OOD-study file, the run's own data with "
                               "a class filter, or --anomaly-classes")
         val = {"val": v, "val_labels": vy}
-    det = AutoencoderDetector(models if len(models) > 1 else model, score, contamination=contamination if contamination is not None else 0.1,
-                              threshold=threshold, seed=cfg.seed, batch_size=cfg.train.eval_batch_size,
-                              **detector_options)
-    # calibrated on the run's validation split, which its model never fitted: the training images score
-    # lower than new normal images, so their quantiles would flag more than the contamination says
-    det.fit(train, calibration_set=held_out if len(held_out) else None, **val)
+    settings = dict(score=score, contamination=contamination if contamination is not None else 0.1, threshold=threshold,
+                    seed=cfg.seed, batch_size=cfg.train.eval_batch_size, **detector_options)
+    # the fitted detector is kept in the run (detectors/KEY), keyed by its settings, the data it was fitted and
+    # calibrated on and the weights: the next call with the same key reuses it instead of rescoring the training split
+    key = _detector_key(runs, settings, cfg, run_data, {"val_data": val_data, "val_split": val_split,
+                                                        "anomaly_classes": anomaly_classes if val_data else None})
+    det = _cached_detector(runs[0], key)
+    if det is None:
+        det = AutoencoderDetector(models if len(models) > 1 else model, **settings)
+        # calibrated on the run's validation split, which its model never fitted: the training images score
+        # lower than new normal images, so their quantiles would flag more than the contamination says
+        det.fit(train, calibration_set=held_out if len(held_out) else None, **val)
+        _keep_detector(runs[0], key, det)
     log.info("scoring %d images of %s", len(target), desc)
     s = det.decision_function(target, clip=False)  # unclipped: images beyond the training range keep their order
     # conformal p-values against the held-out calibration scores (none when calibrated on fitted data)
@@ -190,6 +197,62 @@ def detect_run(run_dir: str | Path | list[str | Path], data: str, split: str | N
     write_report(out, f"vaelab detect: {cfg.model.name} on {desc}", dump_yaml(settings), metrics, figs, notes,
                  vectors=target.is_vector)
     return out, metrics
+
+
+def _detector_key(runs: list[Path], settings: dict[str, Any], cfg: RunConfig, run_data: Any, extra: dict[str, Any]) -> str:
+    """A digest of what a fitted detector depends on: its settings, the run's data config (and where its data
+    is), the labelled validation set of the f1 rule, and every run's weights, byte for byte."""
+    import hashlib
+    import json
+
+    from ..config import to_dict
+
+    h = hashlib.sha256()
+    h.update(json.dumps({"settings": settings, "data": to_dict(cfg.data), "run_data": str(run_data) if run_data else None,
+                         "extra": extra, "format": 1}, sort_keys=True, default=str).encode())
+    for r in runs:
+        with open(r / "model.safetensors", "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()[:24]
+
+
+def _cached_detector(run_dir: Path, key: str) -> Any:
+    """The detector kept under RUN_DIR/detectors/KEY, or None (none kept, or one that does not load)."""
+    from ..detect import AutoencoderDetector
+    from ..errors import VaelabError
+
+    home = run_dir / "detectors"
+    if home.is_symlink() or not (home / key).is_dir():
+        return None
+    try:
+        det = AutoencoderDetector.load(home / key)
+    except VaelabError as e:
+        log.info("the kept detector %s does not load (%s); fitting it again", home / key, e)
+        return None
+    log.info("reusing the detector fitted and calibrated earlier with these settings (%s)", home / key)
+    return det
+
+
+def _keep_detector(run_dir: Path, key: str, det: Any) -> None:
+    """Save ``det`` to RUN_DIR/detectors/KEY, written whole under a temporary name and then renamed; a run
+    directory that cannot be written (read-only, a symlinked detectors/) only costs the reuse."""
+    import shutil
+    import tempfile
+
+    home = run_dir / "detectors"
+    try:
+        if home.is_symlink():
+            raise OSError(f"{home} is a symlink")
+        home.mkdir(exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=home))
+        try:
+            det.save(tmp / "d")
+            (tmp / "d").rename(home / key)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    except OSError as e:
+        log.info("the fitted detector is not kept in %s (%s); the next call fits it again", home, e)
 
 
 def _pixel_maps(model: Any, target: Any, train: Any, kinds: list[str], metrics: dict[str, Any], out: Path) -> dict[str, Any]:

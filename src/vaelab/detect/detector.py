@@ -488,6 +488,21 @@ class AutoencoderDetector(BaseEstimator):
         return predict_confidence(self.calibration_scores_, self.decision_function(X, clip=False),
                                   self.contamination if self.contamination is not None else 0.1, threshold=self.threshold_)
 
+    def save(self, path: str | Path) -> Path:
+        """Write the fitted detector to the new folder ``path``: its settings and learned numbers as JSON,
+        its calibration scores and each score's fitted state as safetensors, each member model's weights.
+        ``AutoencoderDetector.load(path)`` gives it back without refitting; nothing is pickled."""
+        from .persist import save_detector
+
+        return save_detector(self, path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "AutoencoderDetector":
+        """The detector ``save`` wrote to ``path``; a damaged or edited folder is refused, saying what."""
+        from .persist import load_detector
+
+        return load_detector(path)
+
     def fit_predict(self, X: Any, y: Any = None) -> np.ndarray:
         return self.fit(X).labels_
 
