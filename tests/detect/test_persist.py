@@ -116,3 +116,27 @@ def test_a_second_vaelab_detect_reuses_the_calibrated_detector(tmp_path, monkeyp
     st.save_file(w, str(weights), metadata=read_metadata(weights))
     with pytest.raises(AssertionError, match="fitted again"):  # other weights: fitted anew
         main(["detect", str(run), "--data", "digits", "--out", str(tmp_path / "d4")])
+
+
+def test_update_calibration_follows_drifted_normal_data_without_refitting(data, model, tmp_path):
+    """Normal images from a changed camera score higher: recalibrating on a batch of them brings the share of new
+    drifted images flagged back to the rate, and keep= slides a window over the stream."""
+    normal, held, _ = data
+    det = AutoencoderDetector(model, "mse", threshold_rule="conformal", fpr=0.1).fit(normal)
+    g = torch.Generator().manual_seed(5)
+    drifted = 1 - squares(400, g)  # a camera whose polarity changed: dark squares on white
+    batch, later = drifted[:200], drifted[200:]
+    before = det.predict(later).mean()
+    score_state = det.score_
+    det.update_calibration(batch)
+    assert det.score_ is score_state and det.n_calibration_ == 200 and det.calibrated_on_.startswith("update_calibration")
+    after = det.predict(later).mean()
+    assert before > 0.5 and after < 0.2, (before, after)  # what the brighter images look like is normal again
+    np.testing.assert_array_equal(det.calibration_raw_, det.raw_scores(batch))
+    det.update_calibration(later[:50], keep=100)
+    assert det.n_calibration_ == 150
+    det.save(tmp_path / "det")
+    again = AutoencoderDetector.load(tmp_path / "det")
+    np.testing.assert_array_equal(again.predict_pvalues(later), det.predict_pvalues(later))
+    with pytest.raises(ConfigError, match="keep is"):
+        det.update_calibration(batch, keep=-1)

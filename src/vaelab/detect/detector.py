@@ -385,15 +385,26 @@ class AutoencoderDetector(BaseEstimator):
         self.score_ = self.scores_[0]
         fit_raw = np.mean(fit_raws, 0)
         cal_raw = np.mean(cal_raws, 0) if cal_raws else fit_raw
-        lo, hi = self.norm_quantiles_
-        # (0, 1): exactly the min and max; np.quantile interpolates linearly between calibration scores
-        self.raw_min_, self.raw_max_ = (float(v) for v in np.quantile(cal_raw, [lo, hi]))
-        self.calibration_scores_ = self._scale(cal_raw, clip=False)  # unclipped, as decision_function(clip=False)
         raw = np.empty(len(images))
         raw[fit_idx] = fit_raw
         if len(cal_idx):
             raw[cal_idx] = cal_raw
-        self.decision_scores_ = self._scale(raw, clip=True)
+        self.decision_raw_ = raw
+        self.n_train_ = len(images)
+        self._calibrate(cal_raw, held_out=bool(cal_raws), val=val, val_labels=val_labels)
+        self.calibrated_on_ = ("calibration_set" if calibration_set is not None else
+                               "held-out part of X" if len(cal_idx) else "X (the fitted data's own scores)")
+        return self
+
+    def _calibrate(self, cal_raw: np.ndarray, held_out: bool, val: Any = None, val_labels: Any = None) -> None:
+        """The normalisation and threshold from raw calibration scores (``held_out``: of data nothing was
+        fitted on, so the conformal quantile and p-values apply); the training set's scores and flags follow."""
+        lo, hi = self.norm_quantiles_
+        # (0, 1): exactly the min and max; np.quantile interpolates linearly between calibration scores
+        self.raw_min_, self.raw_max_ = (float(v) for v in np.quantile(cal_raw, [lo, hi]))
+        self.calibration_raw_ = np.asarray(cal_raw, dtype=np.float64)
+        self.calibration_scores_ = self._scale(self.calibration_raw_, clip=False)  # unclipped, as decision_function(clip=False)
+        self.decision_scores_ = self._scale(self.decision_raw_, clip=True)
         if self.threshold is not None:
             self.threshold_, self.threshold_info_ = float(self.threshold), {"rule": "fixed", "fallback": None}
         else:
@@ -402,14 +413,25 @@ class AutoencoderDetector(BaseEstimator):
                 vs = self._scale(self._raw(as_images(val, "val")), clip=False)
             rate = self.fpr if self.threshold_rule == "conformal" else self.contamination
             thr, self.threshold_info_ = choose_threshold(self.threshold_rule, self.calibration_scores_, vs, val_labels,
-                                                         rate, seed=self.seed, held_out=bool(cal_raws))
+                                                         rate, seed=self.seed, held_out=held_out)
             self.threshold_ = float(thr)
         self.labels_ = (self.decision_scores_ > self.threshold_).astype(np.int64)
-        self.n_train_ = len(images)
         self.n_calibration_ = len(cal_raw)
-        self.held_out_ = bool(cal_raws)  # the calibration scores are of data nothing was fitted on: p-values hold
-        self.calibrated_on_ = ("calibration_set" if calibration_set is not None else
-                               "held-out part of X" if len(cal_idx) else "X (the fitted data's own scores)")
+        self.held_out_ = held_out  # the calibration scores are of data nothing was fitted on: p-values hold
+
+    def update_calibration(self, X_new: Any, keep: int = 0, val: Any = None, val_labels: Any = None) -> "AutoencoderDetector":
+        """Calibrate again on new normal data, without refitting the model or the score: the normalisation,
+        the threshold and the p-values then describe ``X_new`` (plus the last ``keep`` calibration scores
+        before it, a sliding window over a stream). For drift: when what counts as normal moves, a batch of
+        recent normal images recalibrates the detector in the time it takes to score them. ``X_new`` must be
+        normal data the score was not fitted on, as the first calibration part was."""
+        self._check_fitted()
+        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 0:
+            raise ConfigError(f"keep is how many of the latest calibration scores stay beside the new ones, an integer >= 0; got {keep!r}")
+        new = self._raw(as_images(X_new, "X_new"))
+        old = self.calibration_raw_[-keep:] if keep and self.held_out_ else np.zeros(0)
+        self._calibrate(np.concatenate([old, new]), held_out=True, val=val, val_labels=val_labels)
+        self.calibrated_on_ = f"update_calibration ({len(new)} new, {len(old)} kept)"
         return self
 
     def _prepare(self, images: torch.Tensor, member: int = 0) -> torch.Tensor:

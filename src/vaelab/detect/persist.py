@@ -132,9 +132,9 @@ def save_detector(det: Any, path: str | Path) -> Path:
     if path.is_symlink() or (path.exists() and (not path.is_dir() or any(path.iterdir()))):
         raise ConfigError(f"{path} already exists and is not an empty folder; a detector is saved into a new one")
     path.mkdir(parents=True, exist_ok=True)
-    tensors: dict[str, torch.Tensor] = {
-        "calibration_scores": torch.from_numpy(np.asarray(det.calibration_scores_, dtype=np.float64)),
-        "decision_scores": torch.from_numpy(np.asarray(det.decision_scores_, dtype=np.float64)),
+    tensors: dict[str, torch.Tensor] = {  # raw: the normalisation in detector.json maps them to the detector's scale
+        "calibration_raw": torch.from_numpy(np.asarray(det.calibration_raw_, dtype=np.float64)),
+        "decision_raw": torch.from_numpy(np.asarray(det.decision_raw_, dtype=np.float64)),
     }
     members = []
     for i, (model, score, std) in enumerate(zip(det.models_, det.scores_, det.standardizers_)):
@@ -231,13 +231,14 @@ def load_detector(path: str | Path) -> Any:
         raise CheckpointError(f"{path / 'detector.json'}: the threshold and normalisation must be finite numbers")
     det.norm_quantiles_ = tuple(float(q) for q in doc.get("norm_quantiles", ()))
     det.threshold_info_ = doc.get("threshold_info") if isinstance(doc.get("threshold_info"), dict) else {}
-    for name in ("calibration_scores", "decision_scores"):
-        if name not in tensors:
-            raise CheckpointError(f"{path / 'arrays.safetensors'} has no {name}")
-    det.calibration_scores_ = tensors["calibration_scores"].numpy()
-    det.decision_scores_ = tensors["decision_scores"].numpy()
-    if len(det.calibration_scores_) != det.n_calibration_ or not np.isfinite(det.calibration_scores_).all():
-        raise CheckpointError(f"{path}: {len(det.calibration_scores_)} calibration scores, but detector.json says "
+    for name in ("calibration_raw", "decision_raw"):
+        if name not in tensors or tensors[name].ndim != 1 or not torch.isfinite(tensors[name]).all():
+            raise CheckpointError(f"{path / 'arrays.safetensors'} has no finite {name} scores; the folder is damaged or edited")
+    det.calibration_raw_, det.decision_raw_ = tensors["calibration_raw"].numpy(), tensors["decision_raw"].numpy()
+    if len(det.calibration_raw_) != det.n_calibration_:
+        raise CheckpointError(f"{path}: {len(det.calibration_raw_)} calibration scores, but detector.json says "
                               f"{det.n_calibration_}; the folder was edited")
+    det.calibration_scores_ = det._scale(det.calibration_raw_, clip=False)
+    det.decision_scores_ = det._scale(det.decision_raw_, clip=True)
     det.labels_ = (det.decision_scores_ > det.threshold_).astype(np.int64)
     return det
