@@ -132,6 +132,12 @@ def test_tabular_detection_through_the_api_and_the_cli(tmp_path):
     assert p.returncode == 0, p.stderr
     cli_auc = json.loads((tmp_path / "det" / "metrics.json").read_text())["roc_auc"]
     assert abs(cli_auc - auc) < 1e-9
+    import csv
+
+    rows = list(csv.DictReader(open(tmp_path / "det" / "scores.csv")))  # each row's top three columns, largest first
+    top = det.explain(test).argmax(1)
+    assert [int(r["top_features"].split(" ")[0]) for r in rows] == top.tolist()
+    assert all(r["top_features"].count(";") == 2 for r in rows) and (tmp_path / "det" / "figures" / "features.png").is_file()
 
 
 def _cli(*args, cwd):

@@ -150,11 +150,26 @@ def detect_run(run_dir: str | Path | list[str | Path], data: str, split: str | N
     files = target.files or [""] * len(target)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")  # file names may hold commas or quotes
-    w.writerow(["index", "file", "score", "pvalue", "flagged", "label", "anomaly"])
+    # vectors: the features that make each row's score (scores.csv) and the flagged rows' (a figure)
+    tops, contributions = [""] * len(target), None
+    if target.is_vector:
+        from ..detect.features import top_features
+
+        log.info("explaining the scores of %d rows by their %d features", len(target), target.shape[0])
+        contributions = det.explain(target)
+        tops = top_features(contributions, 3)
+    w.writerow(["index", "file", "score", "pvalue", "flagged", "label", "anomaly"] + (["top_features"] if target.is_vector else []))
     for i, (v, f, lab, name) in enumerate(zip(s, flagged, labels, files)):
-        w.writerow([i, name, f"{v:.6g}", "" if pvalues is None else f"{pvalues[i]:.6g}", f, lab, "" if y is None else int(y[i])])
+        w.writerow([i, name, f"{v:.6g}", "" if pvalues is None else f"{pvalues[i]:.6g}", f, lab, "" if y is None else int(y[i])]
+                   + ([tops[i]] if target.is_vector else []))
     atomic_write_text(out / "scores.csv", buf.getvalue())
     figs = detection_figures(out / "figures", s, thr, y, metrics, score)
+    if contributions is not None and flagged.any():
+        from ..detect.figures import feature_figure
+
+        figs.append((f"The columns that contribute most to the scores of the {int(flagged.sum())} flagged rows (the mean "
+                     "of each column's contribution: its reconstruction error, or gradient x input of the score)",
+                     feature_figure(contributions[flagged == 1], out / "figures" / "features.png")))
     idx = np.argsort(-s)[: min(max_flagged, int(flagged.sum()))]
     if len(idx) and not target.is_vector:
         figs.append((f"The {len(idx)} highest-scoring flagged images of {int(flagged.sum())} (highest first)",

@@ -510,6 +510,15 @@ class AutoencoderDetector(BaseEstimator):
         return predict_confidence(self.calibration_scores_, self.decision_function(X, clip=False),
                                   self.contamination if self.contamination is not None else 0.1, threshold=self.threshold_)
 
+    def explain(self, X: Any, method: str = "auto") -> np.ndarray:
+        """(N, D) how much each feature of each row of vectors X contributes to its score: 'reconstruction'
+        (each feature's squared reconstruction error, standardised units), 'gradient' (gradient x input of the
+        score, from the training mean, by central differences: any score) or 'auto' (reconstruction for the
+        mse / bce scores, gradient otherwise). Larger = more of the score. Images: ``vaelab.detect.maps``."""
+        from .features import feature_contributions
+
+        return feature_contributions(self, X, method)
+
     def save(self, path: str | Path) -> Path:
         """Write the fitted detector to the new folder ``path``: its settings and learned numbers as JSON,
         its calibration scores and each score's fitted state as safetensors, each member model's weights.

@@ -42,6 +42,17 @@ def score_histogram(scores: np.ndarray, threshold: float, out: Path, y_true: np.
     return _save(fig, out)
 
 
+def feature_figure(contributions: np.ndarray, out: Path, top: int = 12) -> Path:
+    """The features with the largest mean contribution to the flagged rows' scores, as horizontal bars."""
+    plt = _plt()
+    mean = np.asarray(contributions, dtype=np.float64).mean(0)
+    order = np.argsort(-mean)[:top][::-1]
+    fig, ax = plt.subplots(figsize=(6, 0.3 * len(order) + 1.2))
+    ax.barh([f"column {j}" for j in order], mean[order], color="tab:red", alpha=0.8)
+    ax.set_xlabel("mean contribution to the score")
+    return _save(fig, out)
+
+
 def roc_figure(y_true: np.ndarray, scores: np.ndarray, out: Path) -> Path:
     from sklearn.metrics import roc_auc_score, roc_curve
 
