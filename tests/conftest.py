@@ -61,8 +61,8 @@ def require_shared(sub: str) -> None:
         missing(f"{SHARED / sub} not found (the project's offline data beside the repository)")
 
 
-@pytest.fixture
-def fashion_mnist():
+@pytest.fixture(scope="session")
+def fashion_mnist():  # session scope: checked before any module fixture that would train on it
     require_source("fashion-mnist")
 
 
