@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import require_module
+
 
 @pytest.fixture(scope="module")
 def scorer(tmp_path_factory):
@@ -78,7 +80,7 @@ def test_missing_gradio_names_the_extra(monkeypatch):
 
 
 def test_page_served_on_a_free_port_answers_its_client(scorer, tmp_path):
-    pytest.importorskip("gradio")
+    require_module("gradio")
     from gradio_client import Client, handle_file
     from PIL import Image
 
@@ -105,7 +107,7 @@ def test_page_served_on_a_free_port_answers_its_client(scorer, tmp_path):
 
 
 def test_cli_app_refuses_a_directory_that_is_not_a_run(tmp_path, capsys):
-    pytest.importorskip("gradio")
+    require_module("gradio")
     from vaelab.cli import main
 
     assert main(["app", str(tmp_path)]) != 0

@@ -2,6 +2,7 @@
 printed, and the docs site builds with warnings as errors."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -82,3 +83,115 @@ def test_readme_shell_blocks_run_as_printed(tmp_path):
         assert p.returncode == 0, f"README block failed:\n{code}\n{p.stdout[-2000:]}\n{p.stderr[-3000:]}"
     assert (tmp_path / "runs" / "tour-compare.html").is_file()
     assert "vaelab compare" in (tmp_path / "runs" / "tour-compare.html").read_text()[:2000]
+
+
+# -- every figure in the result tables comes from the JSON its benchmark wrote ------------------------
+RESULTS = ROOT / "benchmarks" / "results"
+NUMBER = re.compile(r"(?<![\w.])[-+]?\d[\d,]*(?:\.\d+)?%?")
+RANGE = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)%?-(\d+(?:\.\d+)?)%")  # 8.4-15.1% or 8.4%-15.1%: two percentages
+# text in a cell that quotes someone else's figure, not a measurement of ours
+QUOTED = re.compile(r"`[^`]*`|\([^()]*(?:paper|plain PyTorch)[^()]*\)")
+
+
+def _result_files(text: str) -> list[Path]:
+    """The results files a paragraph or row names: NAME.json, benchmarks/NAME.py, `python -m benchmarks NAME`
+    and `--name NAME` (a benchmark's results go to NAME.json, and its variants to NAME_*.json)."""
+    names = (set(re.findall(r"(\w+)\.json", text)) | set(re.findall(r"benchmarks/(\w+)\.py", text))
+             | set(re.findall(r"python -m benchmarks (\w+)", text)) | set(re.findall(r"--name (\w+)", text)))
+    return sorted({p for n in names for p in [*RESULTS.glob(f"{n}.json"), *RESULTS.glob(f"{n}_*.json")]})
+
+
+def _numbers_in(path: Path) -> list[float]:
+    out: list[float] = []
+
+    def walk(o):
+        if isinstance(o, bool):
+            return
+        if isinstance(o, (int, float)):
+            out.append(float(o))
+        elif isinstance(o, dict):
+            for v in o.values():
+                walk(v)
+        elif isinstance(o, list):
+            for v in o:
+                walk(v)
+
+    walk(json.loads(path.read_text()))
+    return out
+
+
+def _tables(text: str) -> list[tuple[int, str, list[str]]]:
+    """(line of the header, the text since the previous table or heading, the rows) of each Markdown table."""
+    lines, out, i, last = text.splitlines(), [], 0, 0
+    while i < len(lines):
+        if lines[i].lstrip().startswith("|") and i + 1 < len(lines) and lines[i + 1].lstrip().startswith("|---"):
+            j = i
+            while j < len(lines) and lines[j].lstrip().startswith("|"):
+                j += 1
+            k = i - 1
+            while k > last and not lines[k].startswith("#"):
+                k -= 1
+            out.append((i + 1, "\n".join(lines[k:i]), [r.strip() for r in lines[i:j]]))
+            last, i = j, j
+        else:
+            i += 1
+    return out
+
+
+def _figures(cell: str) -> list[tuple[str, bool]]:
+    """The decimal figures of a table cell, each with whether it is a percentage; integers (counts, epochs,
+    seeds) are left out."""
+    cell = QUOTED.sub("", cell)
+    found = [(m.group(1), True) for m in RANGE.finditer(cell)] + [(m.group(2), True) for m in RANGE.finditer(cell)]
+    for m in NUMBER.finditer(RANGE.sub("", cell)):
+        found.append((m.group().rstrip("%"), m.group().endswith("%")))
+    return [(s, pct) for s, pct in found if "." in s]
+
+
+def unmatched_figures(doc: Path) -> list[str]:
+    """Every decimal figure in the doc's result tables that no number in the results files named for that
+    table (or row) rounds to at the figure's precision. A table's files are named in the text before it,
+    or in the row (the README's summary table names each row's benchmark); a table whose text names none
+    takes the previous table's. A signed figure (+0.178) may instead be the difference of two figures of its row."""
+    bad, previous = [], []
+    for line, before, rows in _tables(doc.read_text()):
+        files = _result_files(before) or previous
+        previous, row_files = files, files
+        for n, row in enumerate(rows[2:], start=line + 2):
+            cells = row.strip("|").split("|")[1:]  # the first column names the row
+            figures = [f for c in cells for f in _figures(c)]
+            if not figures:
+                continue
+            row_files = _result_files(row) or (row_files if "same" in row else files)
+            if not row_files:
+                bad.append(f"{doc.name}:{n}: no results file named for this table")
+                continue
+            values = [v for f in row_files for v in _numbers_in(f)]
+            plain = [float(s.replace(",", "")) for s, pct in figures if not pct]
+            for s, pct in figures:
+                x, digits = float(s.replace(",", "").lstrip("+")), len(s.split(".")[1])
+                tol = 0.5 * 10 ** -digits + 1e-9  # the figure is the value rounded (half up or half even)
+                scale = 100.0 if pct else 1.0
+                if any(abs(abs(v * scale) - abs(x)) <= tol for v in values):
+                    continue
+                if s.startswith("+") and any(abs((a - b) - x) <= 2 * tol for a in plain for b in plain):
+                    continue
+                bad.append(f"{doc.name}:{n}: {s}{'%' if pct else ''} not in {', '.join(f.name for f in row_files)}")
+    return bad
+
+
+def test_every_figure_in_the_result_tables_is_in_its_results_file():
+    """The README's and docs/results.md's result tables quote what benchmarks/results/*.json hold: a figure
+    changed by hand, or left behind when its benchmark ran again, fails here with its line."""
+    bad = unmatched_figures(ROOT / "README.md") + unmatched_figures(ROOT / "docs" / "results.md")
+    assert not bad, "figures not found in their results files:\n" + "\n".join(bad)
+
+
+def test_the_figures_check_catches_a_figure_changed_by_hand(tmp_path):
+    """The check above is not vacuous: one figure of docs/results.md changed in its last digit is found."""
+    text = (ROOT / "docs" / "results.md").read_text()
+    assert "| Fashion-MNIST | 240.12 |" in text
+    changed = tmp_path / "results.md"
+    changed.write_text(text.replace("| Fashion-MNIST | 240.12 |", "| Fashion-MNIST | 240.13 |"))
+    line = next(i for i, row in enumerate(text.splitlines(), 1) if row.startswith("| Fashion-MNIST | 240.12 |"))
+    assert unmatched_figures(changed) == [f"results.md:{line}: 240.13 not in vae_baseline.json"]

@@ -247,13 +247,16 @@ def test_interrupted_checkpoint_write_keeps_the_previous_checkpoint(tmp_path, mo
 
 
 def test_torn_metrics_log_does_not_break_the_report(tmp_path):
-    from vaelab.report.figures import loss_curves
+    from vaelab.report.figures import loss_curves, read_metrics_csv
 
+    png = b"\x89PNG\r\n\x1a\n"
     log = tmp_path / "metrics.csv"
     log.write_text("epoch,step,train/loss,train/rec\n0,0,5.0,4.0\n0,1,4.0,3.5\n0,2,3.")  # killed mid-row
-    assert loss_curves(log, tmp_path / "c.png") is not None
+    assert [(r["train/loss"], r["train/rec"]) for r in read_metrics_csv(log)] == [("5.0", "4.0"), ("4.0", "3.5")]
+    assert loss_curves(log, tmp_path / "c.png") == tmp_path / "c.png" and (tmp_path / "c.png").read_bytes()[:8] == png
     log.write_text("epoch,step,train/loss\n0,0,5.0\n0,1,4.0e")
-    assert loss_curves(log, tmp_path / "d.png") is not None
+    assert [r["train/loss"] for r in read_metrics_csv(log)] == ["5.0"]  # "4.0e" is a torn number, not 4.0
+    assert loss_curves(log, tmp_path / "d.png") == tmp_path / "d.png" and (tmp_path / "d.png").read_bytes()[:8] == png
 
 
 # ---- 3. safe loading: nothing unpickled, other models / versions / shapes refused -------------

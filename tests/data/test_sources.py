@@ -5,10 +5,25 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import SHARED, needs_fmnist
+from tests.conftest import SHARED, needs_fmnist, require_shared
 from vaelab.data import DataConfig, ImageSet, get_source, load_data, load_split
 from vaelab.data.download import RemoteFile, download
 from vaelab.errors import ConfigError, DataError
+
+
+@pytest.fixture
+def shared_mnist():
+    require_shared("mnist")
+
+
+@pytest.fixture
+def shared_cifar10():
+    require_shared("cifar10")
+
+
+@pytest.fixture
+def shared_celeba_sample():
+    require_shared("celeba-sample")
 
 
 @needs_fmnist
@@ -20,13 +35,13 @@ def test_fashion_mnist_full_splits():
     assert torch.bincount(te.labels).tolist() == [1000] * 10
 
 
-@pytest.mark.skipif(not (SHARED / "mnist").is_dir(), reason="needs ../shared/data/mnist")
+@pytest.mark.usefixtures("shared_mnist")
 def test_mnist_first_test_labels():
     te = get_source("mnist").load("test")
     assert te.labels[:10].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]  # the well-known first MNIST test labels
 
 
-@pytest.mark.skipif(not (SHARED / "cifar10").is_dir(), reason="needs ../shared/data/cifar10")
+@pytest.mark.usefixtures("shared_cifar10")
 def test_cifar10_jpeg_npz_matches_exact_subset():
     te = get_source("cifar10").load("test")
     assert te.images.shape == (10000, 3, 32, 32)
@@ -38,7 +53,7 @@ def test_cifar10_jpeg_npz_matches_exact_subset():
     assert (te.labels[torch.from_numpy(idx)] == torch.from_numpy(exact["y_test"][:50].astype(np.int64))).all()
 
 
-@pytest.mark.skipif(not (SHARED / "celeba-sample").is_dir(), reason="needs ../shared/data/celeba-sample")
+@pytest.mark.usefixtures("shared_celeba_sample")
 def test_celeba64_crop_resize():
     tr = get_source("celeba64").load("train")
     te = get_source("celeba64").load("test")

@@ -417,11 +417,10 @@ def test_cli_bench_one_class_then_detect_on_its_run(tmp_path, capsys):
 # -- the OOD study's layout ------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
+    from tests.conftest import require_source
     from vaelab.cli import main
-    from vaelab.data import get_source
 
-    if get_source("mnist").locate() is None:
-        pytest.skip("MNIST not found (set VAELAB_DATA to a folder with mnist/)")
+    require_source("mnist")
     path = tmp_path_factory.mktemp("study") / "study.npz"
     assert main(["data", "build-ood-study", "--out", str(path), "--seed", "1"]) == 0
     return path

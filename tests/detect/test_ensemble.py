@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import require_module
 from vaelab.errors import ConfigError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -102,7 +103,7 @@ def test_ensemble_errors_name_the_fix(runs):
 
 
 def test_exported_ensemble_equals_the_detector(runs, tmp_path):
-    pytest.importorskip("onnxruntime")
+    require_module("onnxruntime")
     from vaelab.detect import AutoencoderDetector
     from vaelab.detect.export import export_detector
     from vaelab.exported import load_exported

@@ -14,10 +14,16 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("onnx")
-pytest.importorskip("onnxruntime")
+from tests.conftest import require_module
 
 FORMATS = ("onnx", "torchscript")
+
+
+def needs(fmt: str) -> None:
+    """ONNX bundles need the export extra (onnx, onnxruntime); TorchScript ones need only torch."""
+    if fmt == "onnx":
+        require_module("onnx")
+        require_module("onnxruntime")
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +53,7 @@ def _detector(setup, score):
 @pytest.mark.parametrize("score", ["mse", "nelbo", "latent_gmm", "combo"])
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_exported_scores_equal_the_detector(setup, score, fmt, tmp_path):
+    needs(fmt)
     from vaelab.detect.export import export_detector
     from vaelab.exported import load_exported
 
@@ -137,6 +144,7 @@ def test_rank_combo_is_refused(setup, tmp_path):
 
 
 def test_manifest(setup, tmp_path):
+    needs("onnx")
     import vaelab
     from vaelab.detect.export import export_detector
 
@@ -151,6 +159,7 @@ def test_manifest(setup, tmp_path):
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_loader_runs_without_the_training_stack(setup, fmt, tmp_path):
+    needs(fmt)
     from vaelab.detect.export import export_detector
 
     _, _, _, test = setup
@@ -195,6 +204,7 @@ def test_cli_export(setup, tmp_path):
 def test_exported_bernoulli_log_prob_is_stable_where_logits_saturate(tmp_path):
     """torch's Bernoulli log_prob exports to ONNX as log(sigmoid(l)): -inf, then NaN, for a saturated
     logit. The exporter's form equals torch's log_prob and stays finite in onnxruntime."""
+    needs("onnx")
     import onnxruntime as ort
     from torch.distributions import Bernoulli, Independent
 

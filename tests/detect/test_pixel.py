@@ -277,3 +277,40 @@ def test_pasted_defects_are_found_by_a_difference_map():
 def test_defect_errors_name_the_fix(args, kw, err, match):
     with pytest.raises(err, match=match):
         paste_defects(*args, **kw)
+
+
+def mvtec_reference_aupro(maps, masks, fpr_limit=0.3):
+    """The AU-PRO of the MVTec (3D-)AD evaluation code, written here from its description (every normal
+    pixel's score a threshold): at the threshold of rank r of the n sorted normal-pixel scores (0-based,
+    ascending) the FPR is taken as 1 - (r + 1) / n and a defect pixel counts as found when its score is
+    strictly above the threshold; the curve, from (1, 1) at the lowest threshold, is integrated by the
+    trapezoid rule up to fpr_limit (interpolated there) and divided by it."""
+    ok = np.sort(maps[~masks])
+    n = len(ok)
+    regions = []
+    for i in range(len(masks)):
+        lab, k = ndimage.label(masks[i], structure=np.ones((3, 3)))
+        regions += [maps[i][lab == r] for r in range(1, k + 1)]
+    fpr = np.r_[1.0, [1 - (r + 1) / n for r in range(n)]][::-1]
+    pro = np.r_[1.0, [np.mean([(reg > ok[r]).mean() for reg in regions]) for r in range(n)]][::-1]
+    below = fpr < fpr_limit  # the FPRs are distinct and increasing, so np.interp interpolates at the limit
+    x, y = np.r_[fpr[below], fpr_limit], np.r_[pro[below], np.interp(fpr_limit, fpr, pro)]
+    return float(np.sum(np.diff(x) * (y[1:] + y[:-1])) / 2) / fpr_limit
+
+
+@pytest.mark.parametrize("limit", [0.3, 1.0])
+def test_aupro_against_the_mvtec_reference_algorithm(limit):
+    """Without ties the two agree to within 1 / (2 n fpr_limit) (n normal pixels): both curves pass through
+    the same points, which the reference joins by a chord and vaelab by the staircase of the pixels in
+    between, never above it. With ties they differ by convention: vaelab flags tied pixels together
+    (score >= t, one diagonal step, as scikit-learn's ROC curve), so a constant map scores fpr_limit / 2; the
+    reference ranks tied normal pixels as if apart but flags no tied defect pixel, so it scores 0."""
+    rng = np.random.default_rng(4)
+    masks = ndimage.binary_dilation(rng.random((3, 12, 12)) < 0.03, structure=np.ones((1, 3, 3)))
+    maps = rng.normal(size=masks.shape) + 1.5 * masks  # continuous: no ties
+    n = int((~masks).sum())
+    ours, ref = aupro(maps, masks, fpr_limit=limit), mvtec_reference_aupro(maps, masks, fpr_limit=limit)
+    assert ref - 1 / (2 * n * limit) - 1e-12 <= ours <= ref + 1e-12, (ours, ref)
+    constant = np.full(masks.shape, 0.7)
+    assert aupro(constant, masks, fpr_limit=limit) == pytest.approx(limit / 2)
+    assert mvtec_reference_aupro(constant, masks, fpr_limit=limit) == pytest.approx(0.0 if limit < 1 else 0.5 / n)

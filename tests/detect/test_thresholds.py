@@ -8,6 +8,7 @@ import pytest
 from scipy.stats import binom, median_abs_deviation
 from sklearn.mixture import GaussianMixture
 
+from tests.conftest import require_module
 from vaelab.detect.thresholds import (MAD_SCALE, THRESHOLD_RULES, ThresholdFallbackWarning, choose_threshold,
                                       predict_confidence, predict_proba, threshold_contamination, threshold_f1,
                                       threshold_gmm, threshold_iqr, threshold_mad)
@@ -285,7 +286,7 @@ def test_predict_confidence_bounds_and_monotonicity():
 
 # -- PyOD as an independent reference (skipped when it is not installed) -------------------------
 def test_against_pyod():
-    pytest.importorskip("pyod")
+    require_module("pyod")
     from pyod.models.knn import KNN
 
     rng = np.random.default_rng(13)

@@ -19,7 +19,11 @@ BASE = ["data.name=digits", "train.batch_size=64", "train.progress_bar=false", "
 def run(tmp_path_factory):
     from vaelab.api import train_run
 
-    cfg = RunConfig.build("cvae", parse_set(BASE + ["train.epochs=20"]))
+    # an MLP for 10 epochs at lr 1.5e-3 and a 100-image test split (the report's figures): under 10 s of
+    # training on one idle core (the conv model for 20 epochs took 294 s on a busy machine), where class-K
+    # samples are classified as K 0.88 of the time (min 0.63) and the label-free ones are not one class (max 0.48)
+    cfg = RunConfig.build("cvae", parse_set(BASE + ["train.epochs=10", "model.arch=mlp", "train.lr=1.5e-3",
+                                                     "data.test_limit=100"]))
     run_dir, metrics = train_run(cfg, tmp_path_factory.mktemp("cvae") / "run")
     return run_dir, cfg, metrics
 
@@ -37,7 +41,7 @@ def test_class_k_samples_are_classified_as_k_by_lenet(run, capsys):
         rates = [float((net(model.sample(100, g, label=k)).argmax(1) == k).float().mean()) for k in range(10)]
         free = torch.bincount(net(model.sample(1000, g)).argmax(1), minlength=10).float() / 1000
     with capsys.disabled():
-        print("\ncvae (digits, 20 epochs): class-K samples classified as K by LeNet: "
+        print("\ncvae (digits, MLP, 10 epochs): class-K samples classified as K by LeNet: "
               + " ".join(f"{k}:{r:.2f}" for k, r in enumerate(rates)) + f"  mean {sum(rates) / 10:.3f} (chance 0.10)")
     assert sum(rates) / 10 >= 0.7 and min(rates) >= 0.3
     # without a label the samples are not one class: no class takes most of them

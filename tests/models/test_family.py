@@ -233,12 +233,17 @@ def test_iwae_k1_equals_the_elbo():
     z = q.rsample((1,))[0]
     elbo = m.decode(z).log_prob(x) + torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(1) - q.log_prob(z)
     torch.testing.assert_close(out.terms["iwae"], -elbo)
-    # and in expectation the analytic-KL ELBO of the VAE
+    # and in expectation the analytic-KL ELBO of the VAE: the same seed gives both the same draws of z, so
+    # per draw they differ only by the Monte Carlo KL against the closed-form one, whose mean over 400
+    # draws is within four of its standard errors of 0 for each image
+    n = 400
     torch.manual_seed(1)
-    vals = torch.stack([m.loss(x).terms["iwae"].detach() for _ in range(400)]).mean(0)
+    vals = torch.stack([m.loss(x).terms["iwae"].detach() for _ in range(n)]).double()
     torch.manual_seed(1)
-    ref = torch.stack([m.loss(x).terms["nelbo"].detach() for _ in range(400)]).mean(0)
-    assert (vals - ref).abs().max() < 1.0
+    ref = torch.stack([m.loss(x).terms["nelbo"].detach() for _ in range(n)]).double()
+    diff = vals - ref
+    se = diff.std(0) / n ** 0.5
+    assert (se > 0).all() and (diff.mean(0).abs() < 4 * se).all(), (diff.mean(0), se)
 
 
 def test_iwae_bound_does_not_decrease_with_k():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -78,17 +79,32 @@ def test_dead_codes_restart_at_encoder_outputs():
 
 def test_trains_logs_codebook_usage_and_reloads(tmp_path):
     import vaelab
-    from vaelab.api import train_run
     from vaelab.config import parse_set
     from vaelab.train import RunConfig
 
+    from ..conftest import train_run_keeping_model
+
     cfg = RunConfig.build("vq-vae", parse_set(["data.name=digits", "model.conv_channels=[8]", "model.num_codes=16",
                                                "train.epochs=1", "train.progress_bar=false"]))
-    run, metrics = train_run(cfg, tmp_path / "run")
-    assert 1 <= metrics["perplexity"] <= 16 and 0 < metrics["codes_used"] <= 1 and math.isfinite(metrics["rec"])
+    run, metrics, trained = train_run_keeping_model(cfg, tmp_path / "run")
+    assert math.isfinite(metrics["rec"])
     assert "train/perplexity" in (run / "logs" / "metrics.csv").read_text().splitlines()[0]
     m = vaelab.load(run)
     x = torch.rand(3, *SHAPE)
-    torch.testing.assert_close(m.reconstruct(x), m.reconstruct(x))
+    with torch.no_grad():  # the reloaded model is the trained one: same codebook, same reconstructions
+        torch.testing.assert_close(m.codebook, trained.codebook, rtol=0, atol=0)
+        torch.testing.assert_close(m.reconstruct(x), trained.reconstruct(x), rtol=0, atol=0)
+    # codebook usage on the test split (one batch of eval_batch_size) from a histogram of its codes
+    from scipy.stats import entropy
+
+    from vaelab.data import load_data
+
+    test = load_data(cfg.data, cfg.seed)[2]
+    assert len(test) <= cfg.train.eval_batch_size
+    with torch.no_grad():
+        idx = m.quantise(m.encoder(test.images.float() / 255))[1]
+    counts = np.bincount(idx.reshape(-1).numpy(), minlength=16)
+    assert metrics["perplexity"] == pytest.approx(math.exp(entropy(counts)), rel=1e-4)
+    assert metrics["codes_used"] == pytest.approx((counts > 0).mean(), abs=1e-6)
     assert m.latent_dim == cfg.model.code_dim * 4 * 4  # the flattened 4 x 4 grid of codes
     assert not m.can_sample

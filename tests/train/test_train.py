@@ -1,5 +1,3 @@
-import threading
-
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -109,12 +107,31 @@ def test_nan_skip_policy_continues(tmp_path, digits, monkeypatch):
 
 
 def test_second_process_on_same_run_dir_is_refused(tmp_path):
+    """A second process (a real one: its own interpreter) that takes the lock of a run directory
+    this process holds gets vaelab's refusal; once released, the lock can be taken again."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import vaelab
+
+    probe = ("import sys\nfrom pathlib import Path\nfrom vaelab.errors import TrainingError\n"
+             "from vaelab.train.rundir import run_lock\n"
+             "try:\n    run_lock(Path(sys.argv[1])).__enter__()\nexcept TrainingError as e:\n    print('refused:', e)\n"
+             "else:\n    print('taken')\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(vaelab.__file__).parents[1]), "OMP_NUM_THREADS": "1"}
+
+    def second() -> str:
+        out = subprocess.run([sys.executable, "-c", probe, str(tmp_path)], capture_output=True, text=True, env=env, timeout=120)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
     with run_lock(tmp_path):
-        err = []
-        t = threading.Thread(target=lambda: err.append(pytest.raises(TrainingError, lambda: run_lock(tmp_path).__enter__())))
-        t.start()
-        t.join()
-    with run_lock(tmp_path):  # released afterwards
+        held = second()
+        assert held.startswith("refused:") and "in use by another vaelab process" in held, held
+    assert second() == "taken\n"  # released afterwards
+    with run_lock(tmp_path):  # and this process takes it again
         pass
 
 

@@ -125,6 +125,13 @@ def aupro(maps: Any, masks: Any, fpr_limit: float = 0.3, num_thresholds: int | N
     AU-PRO, usually at 0.3). The curve is integrated by the trapezoid rule, linearly interpolated
     at ``fpr_limit``; a constant map scores ``fpr_limit / 2``.
 
+    Ties: pixels of equal score are flagged together (score >= t), so a run of tied scores is one
+    straight step of the curve, as in scikit-learn's ROC curve. The MVTec AD evaluation code
+    differs there: it ranks tied normal pixels as if they were apart and counts a defect pixel as
+    found only when its score is strictly above the threshold, so a constant map scores 0 in it.
+    Without ties the two differ by less than 1 / (2 n ``fpr_limit``), n the number of normal pixels
+    (the reference joins the same curve points by chords, this function by the exact staircase).
+
     Raises DataError when the masks hold no defect pixel or no normal pixel, ConfigError for an
     ``fpr_limit`` outside (0, 1].
     """

@@ -6,8 +6,9 @@ Inference in Variational Autoencoders", AAAI 2019; the MMD-VAE).
 the paper's objective (its eq. 6 with D = MMD): alpha trades the mutual information between x
 and z, lambda the weight of matching the aggregate posterior q(z) to the prior. alpha = 0,
 lambda = 1 is the VAE. MMD^2 is the unbiased U-statistic between the codes z ~ q(z|x) of the
-minibatch and as many prior draws (vaelab.objectives.mmd), with the Gaussian kernel by default
-as in the paper. The posterior is the VAE's, so the ELBO (``nelbo``) is logged and scored."""
+minibatch and as many prior draws (vaelab.objectives.mmd), with a Gaussian kernel by default, the
+paper's kernel family, though not its authors' bandwidth nor their biased estimate (see
+vaelab.objectives.mmd). The posterior is the VAE's, so the ELBO (``nelbo``) is logged and scored."""
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -9,7 +9,9 @@ the reference distribution (1 for the standard normal prior):
 
 - ``imq``: the inverse multiquadratic k(x, y) = sum_s C_s / (C_s + ||x - y||^2), C_s = 2 d sigma2 s
   over the scales s in IMQ_SCALES, as in the code of Tolstikhin et al. (WAE, 2018);
-- ``rbf``: the Gaussian k(x, y) = exp(-||x - y||^2 / (2 d sigma2)), the kernel of InfoVAE.
+- ``rbf``: the Gaussian k(x, y) = exp(-||x - y||^2 / (2 d sigma2)), the kernel family InfoVAE uses; this
+  bandwidth and the unbiased estimate are vaelab's choices (the InfoVAE authors' code uses another bandwidth
+  and the biased estimate), so its values are not comparable with theirs.
 
 Used by the WAE-MMD and InfoVAE models; a pure function of tensors like everything here."""
 from __future__ import annotations

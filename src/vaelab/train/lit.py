@@ -244,7 +244,7 @@ class LitAutoencoder(pl.LightningModule):
                 self.skipped_steps += 1
                 return None
             self.flush_logs()
-            self._non_finite(float(out.loss), self.current_epoch, self.global_step)
+            self._non_finite(float(out.loss.detach()), self.current_epoch, self.global_step)
         self._record(out, w)
         return out.loss
 
