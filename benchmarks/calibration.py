@@ -33,15 +33,18 @@ def shapes(n: int, seed: int, size: int = 32) -> np.ndarray:
     return out
 
 
-def datasets(smoke: bool, root: Path) -> dict:
-    """name -> (normal training data, unseen normal data, epochs): ImageSets or float arrays of vectors."""
+def datasets(smoke: bool, root: Path, seed: int = 0) -> dict:
+    """name -> (normal training data, unseen normal data, epochs): ImageSets or float tensors of vectors. ``seed``
+    draws which rows of digits, breast cancer and wine are trained on and which are unseen, and which
+    Fashion-MNIST training images are used (its unseen images are its test split; the shapes folder's
+    two parts are independent draws of one generator)."""
     import torch
     from PIL import Image
     from sklearn.datasets import load_breast_cancer, load_digits, load_wine
 
     from vaelab.data import DataConfig, ImageSet, load_split
 
-    def split_rows(x: np.ndarray, seed: int = 0, frac: float = 0.7) -> tuple[torch.Tensor, torch.Tensor]:
+    def split_rows(x: np.ndarray, frac: float = 0.7) -> tuple[torch.Tensor, torch.Tensor]:
         perm = np.random.default_rng(seed).permutation(len(x))
         k = int(frac * len(x))
         return torch.tensor(x[perm[:k]], dtype=torch.float32), torch.tensor(x[perm[k:]], dtype=torch.float32)
@@ -49,12 +52,12 @@ def datasets(smoke: bool, root: Path) -> dict:
     out = {}
     d = load_digits()
     imgs = torch.tensor(np.round(d.images * 255 / 16), dtype=torch.uint8)[:, None]
-    perm = np.random.default_rng(0).permutation(len(imgs))
+    perm = np.random.default_rng(seed).permutation(len(imgs))
     k = int(0.7 * len(imgs))
     out["digits (all classes)"] = (ImageSet(imgs[np.sort(perm[:k])]), ImageSet(imgs[np.sort(perm[k:])]), 30)
     for c, name in ((0, "T-shirt/top"), (7, "Sneaker")):
         cfg = DataConfig(name="fashion-mnist", classes=[c])
-        train = load_split(cfg, "train").limit(2000 if not smoke else 300, 0)
+        train = load_split(cfg, "train").limit(2000 if not smoke else 300, seed)
         test = load_split(cfg, "test")
         out[f"fashion-mnist class {c} ({name})"] = (train, test, 10)
     b = load_breast_cancer()
@@ -87,9 +90,11 @@ def main() -> None:
 
     seeds = range(1 if a.smoke else a.seeds)
     rows, t0 = [], time.perf_counter()
-    for name, (train, fresh, epochs) in datasets(a.smoke, Path(a.work)).items():
+    per_seed = {seed: datasets(a.smoke, Path(a.work), seed) for seed in seeds}
+    for name in per_seed[0]:
         shares: dict[str, list[float]] = {"before": [], "after": []}
         for seed in seeds:
+            train, fresh, epochs = per_seed[seed][name]
             for when, cal in (("before", 0.0), ("after", 0.1)):
                 det = AutoencoderDetector(contamination=a.contamination, epochs=epochs, seed=seed, calibration=cal).fit(train)
                 shares[when].append(float(det.predict(fresh).mean()))
