@@ -6,7 +6,7 @@ import logging
 import math
 import tempfile
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -103,6 +103,26 @@ def calibration_split(n: int, fraction: float, seed: int = 0) -> tuple[np.ndarra
                         "still fit on the rest; give more normal data, or calibration=0 to calibrate on the fitted data")
     perm = np.random.default_rng(seed).permutation(n)
     return np.sort(perm[n_out:]), np.sort(perm[:n_out])
+
+
+def group_labels(groups: Any, n: int, name: str = "groups") -> np.ndarray:
+    """One group label per item (numbers or names) as a numpy array, checked against the items' count."""
+    if isinstance(groups, torch.Tensor):
+        groups = groups.cpu().numpy()
+    g = np.asarray(groups)
+    if g.ndim != 1 or len(g) != n:
+        raise DataError(f"{name} gives {g.shape[0] if g.ndim else 0} labels for {n} items; give one group label per item")
+    if g.dtype.kind not in "iuUSO":
+        raise DataError(f"{name} are labels (integers or names), got {g.dtype}")
+    return g.astype(str) if g.dtype.kind in "USO" else g.astype(np.int64)
+
+
+def _calibration_images(calibration_set: Any, images: torch.Tensor) -> torch.Tensor:
+    cal = as_images(calibration_set, "calibration_set")
+    if cal.shape[1:] != images.shape[1:]:
+        raise DataError(f"calibration_set: shape {tuple(cal.shape[1:])} per item, X has {tuple(images.shape[1:])}; "
+                        "give held-out normal data of the same kind as X")
+    return cal
 
 
 def _as_imageset(X: Any, images: torch.Tensor) -> ImageSet:
@@ -341,36 +361,52 @@ class AutoencoderDetector(BaseEstimator):
         return members
 
     def fit(self, X: Any, y: Any = None, *, val: Any = None, val_labels: Any = None,
-            calibration_set: Any = None) -> "AutoencoderDetector":
+            calibration_set: Any = None, groups: Any = None, calibration_groups: Any = None) -> "AutoencoderDetector":
         """Train a model on X (when none was given), fit the score's state on X, and set the normalisation
         and ``threshold_`` (``threshold_info_`` says how) on calibration scores of normal images that
         nothing was fitted on: ``calibration_set`` when given, else the ``calibration`` fraction of X held
         out from fitting (none when 0). ``decision_scores_`` and ``labels_`` are X's scores and flags;
         ``calibration_scores_`` the held-out ones. ``y`` is ignored (unsupervised); ``val`` /
-        ``val_labels`` (1 = anomaly) are the labelled validation set of ``threshold_rule='f1'``."""
+        ``val_labels`` (1 = anomaly) are the labelled validation set of ``threshold_rule='f1'``.
+
+        ``groups``: one label per item of X (a product category, a camera, a class): one model is trained on
+        all of X, and each group gets its own score state, normalisation and threshold, fitted and calibrated
+        on its own items (``groups_``: group -> a detector of that group); then every scoring method takes
+        ``groups=`` for the items it scores. With ``calibration_set``, ``calibration_groups`` labels it."""
         self._check_params()
         if self.threshold is None and self.threshold_rule == "f1" and (val is None or val_labels is None):
             raise ConfigError("threshold_rule='f1' picks the threshold on a labelled validation set: pass "
                               "fit(X, val=images, val_labels=labels) (1 = anomaly), or choose an unsupervised rule "
                               f"({', '.join(r for r in THRESHOLD_RULES if r != 'f1')})")
         images = as_images(X)
+        self.groups_ = None
+        if groups is not None:
+            return self._fit_groups(X, images, groups, calibration_set, calibration_groups, val, val_labels)
         fit_idx, cal_idx = calibration_split(len(images), 0.0 if calibration_set is not None else self.calibration, self.seed)
         fit_X = _subset(X, images, fit_idx)
         fit_images = as_images(fit_X)
         if calibration_set is not None:
-            cal_images = as_images(calibration_set, "calibration_set")
-            if cal_images.shape[1:] != images.shape[1:]:
-                raise DataError(f"calibration_set: shape {tuple(cal_images.shape[1:])} per item, X has {tuple(images.shape[1:])}; "
-                                "give held-out normal data of the same kind as X")
+            cal_images = _calibration_images(calibration_set, images)
         else:
             cal_images = images[cal_idx] if len(cal_idx) else None
         held_out = None if cal_images is None or calibration_set is not None else _subset(X, images, cal_idx)
-        members = self._members(fit_X, fit_images, held_out)
+        self._set_members(self._members(fit_X, fit_images, held_out))
+        self._fit_scores(fit_images, cal_images, fit_idx, cal_idx, len(images), val, val_labels)
+        self.calibrated_on_ = ("calibration_set" if calibration_set is not None else
+                               "held-out part of X" if len(cal_idx) else "X (the fitted data's own scores)")
+        return self
+
+    def _set_members(self, members: list[tuple[Autoencoder, Any]]) -> None:
         self.models_ = [m for m, _ in members]
         self.standardizers_ = [std for _, std in members]
         self.model_ = self.models_[0]
         # the first member's standardiser of vectors (None for images, or a model given as an object)
         self.input_center_, self.input_scale_ = self.standardizers_[0] or (None, None)
+
+    def _fit_scores(self, fit_images: torch.Tensor, cal_images: torch.Tensor | None, fit_idx: np.ndarray,
+                    cal_idx: np.ndarray, n: int, val: Any, val_labels: Any) -> None:
+        """Each member's score fitted on ``fit_images`` and its scores of them (and of ``cal_images``, held out),
+        then the calibration; ``decision_raw_`` puts them in X's order (fit_idx, cal_idx of n items)."""
         self.scores_, fit_raws, cal_raws = [], [], []
         for i, model in enumerate(self.models_):
             x = self._prepare(fit_images, i)
@@ -385,16 +421,109 @@ class AutoencoderDetector(BaseEstimator):
         self.score_ = self.scores_[0]
         fit_raw = np.mean(fit_raws, 0)
         cal_raw = np.mean(cal_raws, 0) if cal_raws else fit_raw
-        raw = np.empty(len(images))
+        raw = np.empty(n)
         raw[fit_idx] = fit_raw
         if len(cal_idx):
             raw[cal_idx] = cal_raw
         self.decision_raw_ = raw
-        self.n_train_ = len(images)
+        self.n_train_ = n
         self._calibrate(cal_raw, held_out=bool(cal_raws), val=val, val_labels=val_labels)
-        self.calibrated_on_ = ("calibration_set" if calibration_set is not None else
-                               "held-out part of X" if len(cal_idx) else "X (the fitted data's own scores)")
+
+    def _fit_groups(self, X: Any, images: torch.Tensor, groups: Any, calibration_set: Any, calibration_groups: Any,
+                    val: Any, val_labels: Any) -> "AutoencoderDetector":
+        from sklearn.base import clone
+
+        g = group_labels(groups, len(images), "groups")
+        names = list(dict.fromkeys(sorted(g.tolist(), key=str)))
+        if calibration_set is not None:
+            cal_all = _calibration_images(calibration_set, images)
+            if calibration_groups is None:
+                raise ConfigError("fit(X, groups=..., calibration_set=...) also needs calibration_groups, the group of each "
+                                  "calibration item")
+            cg = group_labels(calibration_groups, len(cal_all), "calibration_groups")
+            missing = [n for n in names if not (cg == n).any()]
+            if missing:
+                raise DataError(f"groups {missing} have no calibration item; every group needs held-out normal data")
+        fit_idx, cal_idx = [], []
+        for n in names:  # each group's own held-out part
+            idx = np.nonzero(g == n)[0]
+            if calibration_set is None:
+                f, c = calibration_split(len(idx), self.calibration, self.seed)
+                fit_idx.append(idx[f])
+                cal_idx.append(idx[c])
+            else:
+                fit_idx.append(idx)
+        all_fit = np.sort(np.concatenate(fit_idx))
+        all_cal = np.sort(np.concatenate(cal_idx)) if cal_idx else np.zeros(0, dtype=np.int64)
+        held_out = _subset(X, images, all_cal) if len(all_cal) else None
+        log.info("one model for %d groups (%s)", len(names), ", ".join(map(str, names[:10])) + (" ..." if len(names) > 10 else ""))
+        members = self._members(_subset(X, images, all_fit), images[torch.as_tensor(all_fit)], held_out)
+        self._set_members(members)
+        self.groups_ = {}
+        raw = np.empty(len(images))
+        for k, n in enumerate(names):
+            sub = clone(self)
+            sub._check_params()
+            sub.groups_ = None
+            sub._set_members(members)
+            if calibration_set is None:
+                f_idx, c_idx = fit_idx[k], cal_idx[k]
+                cal = images[torch.as_tensor(c_idx)] if len(c_idx) else None
+            else:
+                f_idx, c_idx = fit_idx[k], np.zeros(0, dtype=np.int64)
+                cal = cal_all[torch.as_tensor(np.nonzero(cg == n)[0])]
+            log.info("group %s: %d items to fit, %d to calibrate", n, len(f_idx), 0 if cal is None else len(cal))
+            local_fit, local_cal = np.arange(len(f_idx)), np.arange(len(f_idx), len(f_idx) + len(c_idx))
+            sub._fit_scores(images[torch.as_tensor(f_idx)], cal, local_fit, local_cal, len(f_idx) + len(c_idx), val, val_labels)
+            sub.calibrated_on_ = f"group {n}: " + ("calibration_set" if calibration_set is not None else "held-out part of X")
+            raw[f_idx] = sub.decision_raw_[local_fit]
+            if len(c_idx):
+                raw[c_idx] = sub.decision_raw_[local_cal]
+            self.groups_[n] = sub
+        first = self.groups_[names[0]]
+        self.scores_, self.score_ = first.scores_, first.score_
+        self.n_train_, self.decision_raw_ = len(images), raw
+        self.decision_scores_ = np.empty(len(images))
+        for n, sub in self.groups_.items():
+            idx = np.nonzero(g == n)[0]
+            self.decision_scores_[idx] = sub._scale(raw[idx], clip=True)
+        self.labels_ = np.zeros(len(images), dtype=np.int64)
+        for n, sub in self.groups_.items():
+            idx = np.nonzero(g == n)[0]
+            self.labels_[idx] = (self.decision_scores_[idx] > sub.threshold_).astype(np.int64)
+        self.thresholds_ = {n: sub.threshold_ for n, sub in self.groups_.items()}
+        self.threshold_ = None  # one per group: thresholds_
+        self.held_out_ = all(sub.held_out_ for sub in self.groups_.values())
+        self.n_calibration_ = sum(sub.n_calibration_ for sub in self.groups_.values())
+        self.calibrated_on_ = f"each of {len(names)} groups on its own held-out part"
         return self
+
+    def _by_group(self, X: Any, groups: Any, fn: Callable[["AutoencoderDetector", Any], np.ndarray]) -> np.ndarray:
+        """``fn(group's detector, its items)`` of every item of X, in X's order (a grouped detector)."""
+        images = as_images(X)
+        g = group_labels(groups, len(images), "groups")
+        unknown = sorted({v for v in g.tolist() if v not in self.groups_}, key=str)
+        if unknown:
+            raise DataError(f"groups {unknown[:5]} were not seen in fit; known groups: {list(self.groups_)[:20]}")
+        out = np.empty(len(images))
+        for n in dict.fromkeys(g.tolist()):
+            idx = np.nonzero(g == n)[0]
+            out[idx] = fn(self.groups_[n], images[torch.as_tensor(idx)])
+        return out
+
+    def _one_calibration(self, what: str) -> None:
+        if getattr(self, "groups_", None):
+            raise ConfigError(f"{what} of a grouped detector is each group's own: call it on det.groups_[GROUP] for that group's items")
+
+    def _grouped(self, groups: Any) -> bool:
+        if getattr(self, "groups_", None):
+            if groups is None:
+                raise ConfigError(f"this detector was fitted with groups ({len(self.groups_)}): pass groups= for the items "
+                                  "scored, one label per item")
+            return True
+        if groups is not None:
+            raise ConfigError("groups= is for a detector fitted with groups; this one was fitted without")
+        return False
 
     def _calibrate(self, cal_raw: np.ndarray, held_out: bool, val: Any = None, val_labels: Any = None) -> None:
         """The normalisation and threshold from raw calibration scores (``held_out``: of data nothing was
@@ -419,15 +548,25 @@ class AutoencoderDetector(BaseEstimator):
         self.n_calibration_ = len(cal_raw)
         self.held_out_ = held_out  # the calibration scores are of data nothing was fitted on: p-values hold
 
-    def update_calibration(self, X_new: Any, keep: int = 0, val: Any = None, val_labels: Any = None) -> "AutoencoderDetector":
+    def update_calibration(self, X_new: Any, keep: int = 0, val: Any = None, val_labels: Any = None,
+                           groups: Any = None) -> "AutoencoderDetector":
         """Calibrate again on new normal data, without refitting the model or the score: the normalisation,
         the threshold and the p-values then describe ``X_new`` (plus the last ``keep`` calibration scores
         before it, a sliding window over a stream). For drift: when what counts as normal moves, a batch of
         recent normal images recalibrates the detector in the time it takes to score them. ``X_new`` must be
-        normal data the score was not fitted on, as the first calibration part was."""
+        normal data the score was not fitted on, as the first calibration part was. A grouped detector
+        recalibrates each group named in ``groups`` on its items, and leaves the others as they are."""
         self._check_fitted()
         if isinstance(keep, bool) or not isinstance(keep, int) or keep < 0:
             raise ConfigError(f"keep is how many of the latest calibration scores stay beside the new ones, an integer >= 0; got {keep!r}")
+        if self._grouped(groups):
+            def recalibrate(d: "AutoencoderDetector", x: Any) -> np.ndarray:
+                d.update_calibration(x, keep, val, val_labels)
+                return np.zeros(len(x))
+
+            self._by_group(X_new, groups, recalibrate)
+            self.thresholds_ = {n: sub.threshold_ for n, sub in self.groups_.items()}
+            return self
         new = self._raw(as_images(X_new, "X_new"))
         old = self.calibration_raw_[-keep:] if keep and self.held_out_ else np.zeros(0)
         self._calibrate(np.concatenate([old, new]), held_out=True, val=val, val_labels=val_labels)
@@ -462,35 +601,46 @@ class AutoencoderDetector(BaseEstimator):
         s = (raw - self.raw_min_) / (span if span > 0 else 1.0)
         return np.clip(s, 0.0, 1.0) if clip else s
 
-    def raw_scores(self, X: Any) -> np.ndarray:
-        """The score before normalisation (higher = more anomalous)."""
+    def raw_scores(self, X: Any, groups: Any = None) -> np.ndarray:
+        """The score before normalisation (higher = more anomalous); ``groups``: of a grouped detector."""
         self._check_fitted()
+        if self._grouped(groups):
+            return self._by_group(X, groups, lambda d, x: d.raw_scores(x))
         return self._raw(as_images(X))
 
-    def decision_function(self, X: Any, clip: bool = True) -> np.ndarray:
+    def decision_function(self, X: Any, clip: bool = True, groups: Any = None) -> np.ndarray:
         """Anomaly scores, higher = more anomalous; with ``normalize`` min-max scaled by the
         training scores and (``clip``) clipped to [0, 1]. Unclipped scores keep the order of the
-        images beyond the training range (use them for ROC-AUC)."""
+        images beyond the training range (use them for ROC-AUC). A grouped detector scales each item by
+        its group's calibration."""
+        if self._grouped(groups):
+            return self._by_group(X, groups, lambda d, x: d.decision_function(x, clip))
         return self._scale(self.raw_scores(X), clip)
 
-    def score_samples(self, X: Any) -> np.ndarray:
+    def score_samples(self, X: Any, groups: Any = None) -> np.ndarray:
         """Normality: the opposite of ``decision_function`` (higher = more normal, as scikit-learn)."""
-        return -self.decision_function(X)
+        return -self.decision_function(X, groups=groups)
 
-    def predict(self, X: Any, fdr: float | None = None) -> np.ndarray:
+    def predict(self, X: Any, fdr: float | None = None, groups: Any = None) -> np.ndarray:
         """1 for an anomaly (score above ``threshold_``), 0 for a normal image. Compared before
         clipping, so an image beyond the training range is flagged whatever the threshold.
         ``fdr``: flag instead by the Benjamini-Hochberg procedure on the batch's conformal p-values, so
-        that of the images flagged, the expected share of normal ones is at most ``fdr``."""
+        that of the images flagged, the expected share of normal ones is at most ``fdr``. A grouped
+        detector applies each group's threshold (and p-values) to its items."""
         if fdr is not None:
-            return benjamini_hochberg(self.predict_pvalues(X), check_rate(fdr, "fdr"))
+            return benjamini_hochberg(self.predict_pvalues(X, groups), check_rate(fdr, "fdr"))
+        if self._grouped(groups):
+            return self._by_group(X, groups, lambda d, x: d.predict(x)).astype(np.int64)
         return (self.decision_function(X, clip=False) > self.threshold_).astype(np.int64)
 
-    def predict_pvalues(self, X: Any) -> np.ndarray:
+    def predict_pvalues(self, X: Any, groups: Any = None) -> np.ndarray:
         """Split-conformal p-values: (1 + #{calibration scores >= the image's}) / (n_calibration_ + 1). For a
         new normal image exchangeable with the held-out calibration images, P(p <= alpha) <= alpha for
-        every alpha (on average over draws of the calibration part). Small p = anomalous."""
+        every alpha (on average over draws of the calibration part). Small p = anomalous. A grouped
+        detector compares each item with its own group's calibration scores."""
         self._check_fitted()
+        if self._grouped(groups):
+            return self._by_group(X, groups, lambda d, x: d.predict_pvalues(x))
         if not self.held_out_:
             raise ModelError("p-values need calibration scores of held-out normal data, and this detector was calibrated "
                              "on the data it fitted (calibration=0); fit it with calibration > 0 or a calibration_set")
@@ -501,12 +651,14 @@ class AutoencoderDetector(BaseEstimator):
         training scores' range, 'unify' maps them through the Gaussian error function fitted to the
         training scores (Kriegel et al. 2011)."""
         self._check_fitted()
+        self._one_calibration("predict_proba")
         return predict_proba(self.calibration_scores_, self.decision_function(X, clip=False), method)
 
     def predict_confidence(self, X: Any) -> np.ndarray:
         """How sure each ``predict`` is, in [0, 1] (PyOD's ExCeeD, Perini et al. 2020): the probability,
         given the training set's size and ``contamination``, that the prediction would stay the same."""
         self._check_fitted()
+        self._one_calibration("predict_confidence")
         return predict_confidence(self.calibration_scores_, self.decision_function(X, clip=False),
                                   self.contamination if self.contamination is not None else 0.1, threshold=self.threshold_)
 
@@ -517,6 +669,7 @@ class AutoencoderDetector(BaseEstimator):
         mse / bce scores, gradient otherwise). Larger = more of the score. Images: ``vaelab.detect.maps``."""
         from .features import feature_contributions
 
+        self._one_calibration("explain")
         return feature_contributions(self, X, method)
 
     def save(self, path: str | Path) -> Path:

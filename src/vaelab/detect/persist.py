@@ -119,8 +119,9 @@ def _jsonable(v: Any) -> Any:
 LEARNED = ("threshold_", "raw_min_", "raw_max_", "n_train_", "n_calibration_", "held_out_", "calibrated_on_", "model_name_")
 
 
-def save_detector(det: Any, path: str | Path) -> Path:
-    """Write fitted ``det`` to the new folder ``path`` (refused if it exists and is not empty)."""
+def save_detector(det: Any, path: str | Path, with_models: bool = True) -> Path:
+    """Write fitted ``det`` to the new folder ``path`` (refused if it exists and is not empty). A grouped
+    detector writes its models once and each group's calibration in ``group-K/`` beside them."""
     from ..fileio import atomic_write_text
     from ..models.persist import save_weights
     from safetensors.torch import save_file
@@ -132,13 +133,27 @@ def save_detector(det: Any, path: str | Path) -> Path:
     if path.is_symlink() or (path.exists() and (not path.is_dir() or any(path.iterdir()))):
         raise ConfigError(f"{path} already exists and is not an empty folder; a detector is saved into a new one")
     path.mkdir(parents=True, exist_ok=True)
+    if getattr(det, "groups_", None):
+        for i, (model, std) in enumerate(zip(det.models_, det.standardizers_)):
+            save_weights(model, path / f"model-{i}.safetensors")
+            if std is not None:
+                with atomic_path(path / f"standardizer-{i}.safetensors") as tmp:
+                    save_file({"center": std[0].contiguous(), "scale": std[1].contiguous()}, str(tmp))
+        names = list(det.groups_)
+        for k, n in enumerate(names):
+            save_detector(det.groups_[n], path / f"group-{k}", with_models=False)
+        doc = {"format": FORMAT, "version": VERSION, "groups": _jsonable(names), "n_models": len(det.models_),
+               "params": {k: _jsonable(v) for k, v in det.get_params().items() if k not in ("model", "train_dir")}}
+        atomic_write_text(path / "detector.json", json.dumps(doc, indent=1, allow_nan=False) + "\n")
+        return path
     tensors: dict[str, torch.Tensor] = {  # raw: the normalisation in detector.json maps them to the detector's scale
         "calibration_raw": torch.from_numpy(np.asarray(det.calibration_raw_, dtype=np.float64)),
         "decision_raw": torch.from_numpy(np.asarray(det.decision_raw_, dtype=np.float64)),
     }
     members = []
     for i, (model, score, std) in enumerate(zip(det.models_, det.scores_, det.standardizers_)):
-        save_weights(model, path / f"model-{i}.safetensors")
+        if with_models:
+            save_weights(model, path / f"model-{i}.safetensors")
         if std is not None:
             tensors[f"member{i}.center"], tensors[f"member{i}.scale"] = (t.contiguous() for t in std)
         members.append({"score": score.spec(), "state": _state(score, f"member{i}.score.", tensors),
@@ -163,12 +178,65 @@ def _read_file(path: Path, limit: int | None = None) -> bytes:
     return path.read_bytes()
 
 
-def load_detector(path: str | Path) -> Any:
-    """The detector ``save_detector`` wrote to ``path``; a damaged or edited folder is refused, saying what."""
-    from safetensors.torch import load as load_safetensors
-
+def _load_model(weights: Path) -> Any:
     from ..models import build, make_config
     from ..models.persist import load_weights, read_metadata
+
+    _read_file(weights)
+    meta = read_metadata(weights)
+    try:
+        config = json.loads(meta.get("config", ""))
+        model = load_weights(build(make_config(meta["model"], {k: v for k, v in config.items() if k != "name"})), weights)
+    except (KeyError, ValueError, TypeError, AttributeError, ConfigError) as e:
+        raise CheckpointError(f"{weights}: its header does not describe a vaelab model ({e})") from None
+    return model.eval()
+
+
+def _load_groups(path: Path, doc: dict[str, Any]) -> Any:
+    from safetensors.torch import load as load_safetensors
+
+    from .detector import AutoencoderDetector, group_labels
+
+    names, n_models = doc.get("groups"), doc.get("n_models")
+    if not isinstance(names, list) or not names or not isinstance(n_models, int) or not 1 <= n_models <= 64:
+        raise CheckpointError(f"{path / 'detector.json'}: its groups or model count are not what a grouped detector writes")
+    models, stds = [], []
+    for i in range(n_models):
+        models.append(_load_model(path / f"model-{i}.safetensors"))
+        std_file = path / f"standardizer-{i}.safetensors"
+        if std_file.exists() or std_file.is_symlink():
+            t = load_safetensors(_read_file(std_file))
+            if set(t) != {"center", "scale"}:
+                raise CheckpointError(f"{std_file} is not a standardiser (center, scale)")
+            stds.append((t["center"], t["scale"]))
+        else:
+            stds.append(None)
+    try:
+        det = AutoencoderDetector(**{k: v for k, v in (doc.get("params") or {}).items()})
+        det._check_params()
+    except (ConfigError, TypeError) as e:
+        raise CheckpointError(f"{path / 'detector.json'}: its settings are refused ({e})") from None
+    det._set_members(list(zip(models, stds)))
+    det.groups_ = {}
+    labels = group_labels(names, len(names), "groups")
+    for k, n in enumerate(labels.tolist()):
+        det.groups_[n] = load_detector(path / f"group-{k}", members=(models, stds))
+    first = next(iter(det.groups_.values()))
+    det.scores_, det.score_ = first.scores_, first.score_
+    det.thresholds_ = {n: sub.threshold_ for n, sub in det.groups_.items()}
+    det.threshold_ = None
+    det.held_out_ = all(sub.held_out_ for sub in det.groups_.values())
+    det.n_calibration_ = sum(sub.n_calibration_ for sub in det.groups_.values())
+    det.n_train_ = sum(sub.n_train_ for sub in det.groups_.values())
+    det.model = det.models_ if len(det.models_) > 1 else det.model_
+    return det
+
+
+def load_detector(path: str | Path, members: tuple[list[Any], list[Any]] | None = None) -> Any:
+    """The detector ``save_detector`` wrote to ``path``; a damaged or edited folder is refused, saying what.
+    ``members``: the (models, standardisers) of a group's folder, which its grouped parent holds."""
+    from safetensors.torch import load as load_safetensors
+
     from .detector import AutoencoderDetector
 
     path = Path(path)
@@ -181,6 +249,9 @@ def load_detector(path: str | Path) -> Any:
         raise CheckpointError(f"{path / 'detector.json'} is not valid JSON ({e}); the folder is damaged or edited") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT or doc.get("version") != VERSION:
         raise CheckpointError(f"{path / 'detector.json'} is not a vaelab detector of format version {VERSION}")
+    if "groups" in doc and members is None:
+        return _load_groups(path, doc)
+    given = members
     params, members = doc.get("params"), doc.get("members")
     if not isinstance(params, dict) or not isinstance(members, list) or not members:
         raise CheckpointError(f"{path / 'detector.json'} lacks the detector's settings or members")
@@ -197,16 +268,10 @@ def load_detector(path: str | Path) -> Any:
     except ConfigError as e:
         raise CheckpointError(f"{path / 'detector.json'}: its settings are refused ({e})") from None
     det.models_, det.scores_, det.standardizers_ = [], [], []
+    if given is not None and len(given[0]) != len(members):
+        raise CheckpointError(f"{path}: {len(members)} members, but the grouped detector holds {len(given[0])} models")
     for i, m in enumerate(members):
-        weights = path / f"model-{i}.safetensors"
-        _read_file(weights)
-        meta = read_metadata(weights)
-        try:
-            config = json.loads(meta.get("config", ""))
-            model = load_weights(build(make_config(meta["model"], {k: v for k, v in config.items() if k != "name"})), weights)
-        except (KeyError, ValueError, TypeError, ConfigError) as e:
-            raise CheckpointError(f"{weights}: its header does not describe a vaelab model ({e})") from None
-        model.eval()
+        model = given[0][i] if given is not None else _load_model(path / f"model-{i}.safetensors")
         std = None
         if isinstance(m, dict) and m.get("standardized"):
             std = (tensors.get(f"member{i}.center"), tensors.get(f"member{i}.scale"))
