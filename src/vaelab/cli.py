@@ -197,7 +197,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     out, metrics = detect_run(args.run_dir, args.data, args.split, args.score, args.threshold, args.contamination,
                               args.out, anomaly, val_data=args.val_data, val_split=args.val_split,
                               maps=[m.strip() for m in args.maps.split(",") if m.strip()] if args.maps else None,
-                              run_data=args.run_data, fdr=args.fdr, **opts)
+                              run_data=args.run_data, fdr=args.fdr, group_by_label=args.group_by_label, **opts)
     shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}
     print(json.dumps(shown))
     print(f"report: {(out / 'report.html').resolve()}")
@@ -457,6 +457,9 @@ def build_parser() -> argparse.ArgumentParser:
     lim.add_argument("--fdr", type=float, metavar="Q", help="flag by Benjamini-Hochberg on the conformal p-values: of the "
                                                             "images flagged, at most Q are normal on average")
     dt.add_argument("--fpr", type=float, help="the false-alarm rate of --threshold-rule conformal (e.g. 0.05)")
+    dt.add_argument("--group-by-label", action="store_true",
+                    help="many categories in one model: calibrate each class of the run's data (a CSV label column, class "
+                         "sub-folders) on its own, and score each item of --data by its class's calibration")
     dt.add_argument("--norm-range", metavar="NAME|LOW,HIGH",
                     help="quantiles of the training scores that the normalised score maps to 0 and 1: quantile "
                          "(default: median and 99.9th percentile, so a fixed --threshold flags a stable share of "

@@ -76,3 +76,26 @@ def test_a_grouped_detector_saves_its_model_once_and_each_groups_calibration(fit
     assert {k: v for k, v in again.thresholds_.items() if k != 7} == {k: v for k, v in before.items() if k != 7}
     with pytest.raises(ConfigError, match="groups_\\[GROUP\\]"):
         again.predict_proba(test)
+
+
+def test_vaelab_detect_group_by_label_calibrates_each_class_of_the_run(tmp_path):
+    import csv
+    import json
+
+    from vaelab.api import train_run
+    from vaelab.cli import main
+    from vaelab.config import parse_set
+    from vaelab.train import RunConfig
+
+    cfg = RunConfig.build("vae", parse_set(["data.name=digits", "model.arch=mlp", "model.mlp_hidden=[32]", "model.latent_dim=4",
+                                            "train.epochs=2", "train.batch_size=128", "train.progress_bar=false"]))
+    run, _ = train_run(cfg, tmp_path / "run")
+    assert main(["detect", str(run), "--data", "digits", "--score", "latent_knn", "--group-by-label", "--out", str(tmp_path / "d")]) == 0
+    m = json.loads((tmp_path / "d" / "metrics.json").read_text())
+    assert sorted(m["thresholds"], key=int) == [str(c) for c in range(10)] and m["threshold"] is None
+    rows = list(csv.DictReader(open(tmp_path / "d" / "scores.csv")))
+    flags = [int(r["flagged"]) for r in rows]
+    assert flags == [int(float(r["score"]) > m["thresholds"][r["label"]] - 1e-5 * abs(m["thresholds"][r["label"]]))
+                     for r in rows] and m["n_flagged"] == sum(flags)
+    assert 0.02 < m["flagged_fraction"] < 0.3  # test digits are normal for their own class
+    assert main(["detect", str(run), "--data", "digits", "--group-by-label", "--fdr", "0.1", "--out", str(tmp_path / "f")]) == 0

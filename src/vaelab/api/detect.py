@@ -47,7 +47,7 @@ def detect_run(run_dir: str | Path | list[str | Path], data: str, split: str | N
                threshold: float | None = None, contamination: float | None = None, out: str | Path | None = None,
                anomaly_classes: list[int] | None = None, max_flagged: int = 64, val_data: str | None = None,
                val_split: str | None = None, maps: list[str] | None = None, run_data: str | Path | None = None,
-               fdr: float | None = None, **detector_options: Any) -> tuple[Path, dict[str, Any]]:
+               fdr: float | None = None, group_by_label: bool = False, **detector_options: Any) -> tuple[Path, dict[str, Any]]:
     """Score ``data`` (a dataset name, an .npz, an OOD-study file or a folder) with the model of
     ``run_dir``: the score's state is fitted on the run's training split, and the normalisation and
     (with ``contamination``) the threshold come from its validation split, which the model never fitted; write ``out`` (default RUN_DIR/detect-<data>-<time>) with
@@ -100,19 +100,33 @@ def detect_run(run_dir: str | Path | list[str | Path], data: str, split: str | N
                     seed=cfg.seed, batch_size=cfg.train.eval_batch_size, **detector_options)
     # the fitted detector is kept in the run (detectors/KEY), keyed by its settings, the data it was fitted and
     # calibrated on and the weights: the next call with the same key reuses it instead of rescoring the training split
-    key = _detector_key(runs, settings, cfg, run_data, {"val_data": val_data, "val_split": val_split,
+    key = _detector_key(runs, settings, cfg, run_data, {"val_data": val_data, "val_split": val_split, "groups": group_by_label,
                                                         "anomaly_classes": anomaly_classes if val_data else None})
+    groups: dict[str, Any] = {}
+    if group_by_label:  # one calibration per class of the run's data (a CSV label column, class sub-folders)
+        if train.labels is None or target.labels is None or (train.labels < 0).any():
+            from ..errors import ConfigError
+
+            raise ConfigError("--group-by-label calibrates each class on its own: the run's data and --data need a label "
+                              "for every item (a CSV label column, class sub-folders of a folder, an npz with y)")
+        groups = {"groups": train.labels}
+        if len(held_out):
+            groups["calibration_groups"] = held_out.labels
     det = _cached_detector(runs[0], key)
     if det is None:
         det = AutoencoderDetector(models if len(models) > 1 else model, **settings)
         # calibrated on the run's validation split, which its model never fitted: the training images score
         # lower than new normal images, so their quantiles would flag more than the contamination says
-        det.fit(train, calibration_set=held_out if len(held_out) else None, **val)
+        det.fit(train, calibration_set=held_out if len(held_out) else None, **val, **groups)
         _keep_detector(runs[0], key, det)
     log.info("scoring %d images of %s", len(target), desc)
-    s = det.decision_function(target, clip=False)  # unclipped: images beyond the training range keep their order
+    grouping = {"groups": target.labels} if group_by_label else {}
+    s = det.decision_function(target, clip=False, **grouping)  # unclipped: images beyond the training range keep their order
     # conformal p-values against the held-out calibration scores (none when calibrated on fitted data)
-    pvalues = conformal_pvalues(det.calibration_scores_, s) if det.held_out_ else None
+    if group_by_label:
+        pvalues = det.predict_pvalues(target, **grouping) if det.held_out_ else None
+    else:
+        pvalues = conformal_pvalues(det.calibration_scores_, s) if det.held_out_ else None
     thr = det.threshold_
     if fdr is not None:  # Benjamini-Hochberg on the batch's p-values: at most fdr of the flagged are normal on average
         if pvalues is None:
@@ -122,7 +136,13 @@ def detect_run(run_dir: str | Path | list[str | Path], data: str, split: str | N
                               "(data.val_fraction=0); train it with one, or flag with --contamination")
         flagged = benjamini_hochberg(pvalues, check_rate(fdr, "--fdr"))
         # the flagged images are the highest scores: the cut lies at the highest score left unflagged
-        thr = float(s[flagged == 0].max()) if (flagged == 0).any() else float(s.min()) - 1.0
+        if group_by_label:  # scores on each group's own scale: no single cut
+            thr = None
+        else:
+            thr = float(s[flagged == 0].max()) if (flagged == 0).any() else float(s.min()) - 1.0
+    elif group_by_label:  # each item at its own group's threshold
+        thr = None
+        flagged = np.array([v > det.thresholds_[g] for v, g in zip(s, target.labels.tolist())], dtype=np.int64)
     else:
         flagged = (s > thr).astype(np.int64)  # = det.predict(target), without scoring twice
     stem = Path(data).stem if Path(data).suffix else Path(data).name
@@ -137,10 +157,11 @@ def detect_run(run_dir: str | Path | list[str | Path], data: str, split: str | N
         "threshold_info": {k: v for k, v in det.threshold_info_.items() if k != "reason"},
         "n": len(target), "n_flagged": int(flagged.sum()), "flagged_fraction": float(flagged.mean()),
         "n_calibration": det.n_calibration_, "calibrated_on": det.calibrated_on_,
-        "calibration_flagged_fraction": float((det.calibration_scores_ > det.threshold_).mean()),
+        "calibration_flagged_fraction": _calibration_flagged(det),
+        **({"thresholds": {str(k): v for k, v in det.thresholds_.items()}} if group_by_label else {}),
     }
     if y is not None:
-        metrics.update({k: v for k, v in evaluate_detection(y, s, thr).items() if k != "threshold"})
+        metrics.update({k: v for k, v in evaluate_detection(y, s, thr, flagged if thr is None else None).items() if k != "threshold"})
     pixel_maps = _pixel_maps(model, target, train, maps or [], metrics, out)
     atomic_write_json(out / "metrics.json", metrics)
     import csv
@@ -199,8 +220,9 @@ def detect_run(run_dir: str | Path | list[str | Path], data: str, split: str | N
     notes = [f"Scores of {len(target)} images of {desc} by {by}: '{score}', "
              f"normalised with the calibration scores ({anchors}); higher is more anomalous. "
              + (f"Images are flagged by the Benjamini-Hochberg procedure at a false-discovery rate of {fdr} on their "
-                f"conformal p-values (scores.csv), which puts the cut at {thr:.4g}."
-                if fdr is not None else f"Images above the threshold {thr:.4g} are flagged.")]
+                "conformal p-values (scores.csv)" + (f", which puts the cut at {thr:.4g}." if thr is not None else ".")
+                if fdr is not None else f"Images above the threshold {thr:.4g} are flagged." if thr is not None else
+                f"Each class is scored and flagged by its own calibration ({len(det.groups_)} classes; metrics.json: thresholds).")]
     if y is None:
         notes.append("The set has no anomaly labels, so no ROC-AUC: use an OOD-study file, a one-class run "
                      "(data.classes) on its own dataset, or --anomaly-classes.")
@@ -212,6 +234,13 @@ def detect_run(run_dir: str | Path | list[str | Path], data: str, split: str | N
     write_report(out, f"vaelab detect: {cfg.model.name} on {desc}", dump_yaml(settings), metrics, figs, notes,
                  vectors=target.is_vector)
     return out, metrics
+
+
+def _calibration_flagged(det: Any) -> float:
+    """The share of the calibration scores above the threshold (each group's above its own)."""
+    subs = list(det.groups_.values()) if getattr(det, "groups_", None) else [det]
+    above = sum(int((d.calibration_scores_ > d.threshold_).sum()) for d in subs)
+    return above / max(1, sum(len(d.calibration_scores_) for d in subs))
 
 
 def _detector_key(runs: list[Path], settings: dict[str, Any], cfg: RunConfig, run_data: Any, extra: dict[str, Any]) -> str:

@@ -493,6 +493,8 @@ class AutoencoderDetector(BaseEstimator):
             self.labels_[idx] = (self.decision_scores_[idx] > sub.threshold_).astype(np.int64)
         self.thresholds_ = {n: sub.threshold_ for n, sub in self.groups_.items()}
         self.threshold_ = None  # one per group: thresholds_
+        self.threshold_info_ = {"rule": "fixed" if self.threshold is not None else self.threshold_rule, "fallback": None,
+                                "per_group": len(names)}
         self.held_out_ = all(sub.held_out_ for sub in self.groups_.values())
         self.n_calibration_ = sum(sub.n_calibration_ for sub in self.groups_.values())
         self.calibrated_on_ = f"each of {len(names)} groups on its own held-out part"

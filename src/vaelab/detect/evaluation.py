@@ -21,11 +21,12 @@ def _binary_labels(y_true: Any, n: int) -> np.ndarray:
     return y.astype(np.int64)
 
 
-def evaluate_detection(y_true: Any, scores: Any, threshold: float) -> dict[str, Any]:
+def evaluate_detection(y_true: Any, scores: Any, threshold: float | None, flagged: Any = None) -> dict[str, Any]:
     """ROC-AUC, PR-AUC (average precision, anomalies positive) and, at ``threshold`` (flag when
     score > threshold), the confusion matrix [[tn, fp], [fn, tp]], TPR (= recall), FPR,
     precision, F1 and accuracy. ``y_true``: 1 = anomaly. ROC-AUC and PR-AUC are None when only
-    one kind of image is present (they are undefined)."""
+    one kind of image is present (they are undefined). ``flagged`` (1 / 0 per image) gives the flags
+    instead of one threshold: a grouped detector's, each group at its own threshold."""
     from sklearn.metrics import average_precision_score, confusion_matrix, roc_auc_score
 
     s = np.asarray(scores, dtype=np.float64)
@@ -33,10 +34,12 @@ def evaluate_detection(y_true: Any, scores: Any, threshold: float) -> dict[str, 
         raise DataError(f"scores must be a non-empty 1-D array, got shape {s.shape}")
     if not np.isfinite(s).all():
         raise DataError("scores contain NaN or infinite values; they cannot be ranked")
-    if not math.isfinite(float(threshold)):
+    if flagged is None and (threshold is None or not math.isfinite(float(threshold))):
         raise DataError(f"threshold must be a finite number, got {threshold}")
     y = _binary_labels(y_true, len(s))
-    pred = (s > threshold).astype(np.int64)
+    pred = (s > threshold).astype(np.int64) if flagged is None else np.asarray(flagged).astype(np.int64).ravel()
+    if len(pred) != len(s):
+        raise DataError(f"{len(pred)} flags for {len(s)} scores")
     (tn, fp), (fn, tp) = confusion_matrix(y, pred, labels=[0, 1]).tolist()
     both = 0 < y.sum() < len(y)
 
@@ -47,7 +50,7 @@ def evaluate_detection(y_true: Any, scores: Any, threshold: float) -> dict[str, 
     return {
         "roc_auc": float(roc_auc_score(y, s)) if both else None,
         "pr_auc": float(average_precision_score(y, s)) if both else None,
-        "threshold": float(threshold),
+        "threshold": None if threshold is None else float(threshold),
         "confusion_matrix": [[tn, fp], [fn, tp]],
         "tn": tn, "fp": fp, "fn": fn, "tp": tp,
         "tpr": recall, "fpr": ratio(fp, fp + tn), "precision": precision, "recall": recall,

@@ -22,12 +22,13 @@ def _save(fig: Any, out: Path) -> Path:
     return atomic_write_figure(fig, out)
 
 
-def score_histogram(scores: np.ndarray, threshold: float, out: Path, y_true: np.ndarray | None = None,
+def score_histogram(scores: np.ndarray, threshold: float | None, out: Path, y_true: np.ndarray | None = None,
                     score_name: str = "score") -> Path:
-    """Histograms of the scores (normal and anomalous apart when labels are known) and the threshold."""
+    """Histograms of the scores (normal and anomalous apart when labels are known) and the threshold (none
+    drawn for a grouped detector, whose groups each have their own)."""
     plt = _plt()
     s = np.asarray(scores, dtype=np.float64)
-    bins = np.histogram_bin_edges(np.append(s, threshold), bins=50)
+    bins = np.histogram_bin_edges(s if threshold is None else np.append(s, threshold), bins=50)
     fig, ax = plt.subplots(figsize=(6, 3.6))
     if y_true is None:
         ax.hist(s, bins=bins, color="tab:blue", alpha=0.8, label=f"all ({len(s)})")
@@ -36,7 +37,8 @@ def score_histogram(scores: np.ndarray, threshold: float, out: Path, y_true: np.
         ax.hist(s[~y], bins=bins, color="tab:blue", alpha=0.6, density=True, label=f"normal ({int((~y).sum())})")
         ax.hist(s[y], bins=bins, color="tab:red", alpha=0.6, density=True, label=f"anomalous ({int(y.sum())})")
         ax.set_ylabel("density")
-    ax.axvline(threshold, color="k", ls="--", lw=1.2, label=f"threshold {threshold:.3g}")
+    if threshold is not None:
+        ax.axvline(threshold, color="k", ls="--", lw=1.2, label=f"threshold {threshold:.3g}")
     ax.set_xlabel(f"anomaly score ({score_name})")
     ax.legend(fontsize=8)
     return _save(fig, out)
@@ -99,7 +101,7 @@ def confusion_figure(matrix: list[list[int]], out: Path) -> Path:
     return _save(fig, out)
 
 
-def detection_figures(out_dir: Path, scores: np.ndarray, threshold: float, y_true: np.ndarray | None = None,
+def detection_figures(out_dir: Path, scores: np.ndarray, threshold: float | None, y_true: np.ndarray | None = None,
                       metrics: dict[str, Any] | None = None, score_name: str = "score") -> list[tuple[str, Path]]:
     """(caption, path) of the histogram and, when labels are known, ROC, PR and confusion figures."""
     out_dir = Path(out_dir)

@@ -225,6 +225,8 @@ def _load_groups(path: Path, doc: dict[str, Any]) -> Any:
     det.scores_, det.score_ = first.scores_, first.score_
     det.thresholds_ = {n: sub.threshold_ for n, sub in det.groups_.items()}
     det.threshold_ = None
+    det.threshold_info_ = {"rule": "fixed" if det.threshold is not None else det.threshold_rule, "fallback": None,
+                           "per_group": len(det.groups_)}
     det.held_out_ = all(sub.held_out_ for sub in det.groups_.values())
     det.n_calibration_ = sum(sub.n_calibration_ for sub in det.groups_.values())
     det.n_train_ = sum(sub.n_train_ for sub in det.groups_.values())
