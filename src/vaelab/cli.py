@@ -553,6 +553,10 @@ def _add_import_option(sub: argparse._SubParsersAction) -> None:
         parser.add_argument("--import", dest="imports", action="append", metavar="MODULE",
                             help="a module (dotted name, or a .py file) that registers models of your own with "
                                  "@vaelab.register_model; repeatable")
+        parser.add_argument("--trust-imports", action="store_true",
+                            help="import the module a run's config names for its model (imports:); off by default, as "
+                                 "a run directory from someone else could name any code. Never from inside the run "
+                                 "directory or beside it")
 
 
 def _log_to_stderr() -> None:
@@ -589,6 +593,11 @@ def main(argv: list[str] | None = None) -> int:
             from .models import import_models
 
             import_models(args.imports)
+        if getattr(args, "trust_imports", False):
+            from .models import trust_imports
+
+            with trust_imports():
+                return args.func(args)
         return args.func(args)
     except VaelabError as e:
         from .train.run import Interrupted

@@ -8,7 +8,7 @@ from typing import Any
 from ..config import from_dict
 from .base import Autoencoder, LossOutput, ModelConfig, embed_images
 from .registry import (CAPABILITIES, MODELS, ModelSpec, discover, get_spec, import_models, load_entry_points,
-                       models_with, register_model, require)
+                       models_with, register_model, require, trust_imports)
 
 discover()
 
@@ -45,4 +45,4 @@ def build(config: ModelConfig, image_shape: tuple[int, ...] | None = None, n_tra
 __all__ = ["AE", "AEConfig", "Autoencoder", "BIWAE", "BVAE", "BVAEConfig", "BetaTCBVAE", "BetaTCVAE", "CAPABILITIES",
            "ContractiveAE", "DenoisingAE", "Grad2VAE", "IWAE", "LossOutput", "MODELS", "ModelConfig", "ModelSpec", "SSVAE",
            "SSVAEConfig", "SparseAE", "VAE", "VAEConfig", "build", "discover", "embed_images", "get_spec", "import_models",
-           "load_entry_points", "make_config", "models_with", "register_model", "require"]
+           "load_entry_points", "make_config", "models_with", "register_model", "require", "trust_imports"]
