@@ -51,10 +51,13 @@ def train_run(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = 
         with run_lock(run_dir):  # a run another process is training is refused before its files are read
             done = epochs_done(run_dir)
         if done is None:
-            if not (run_dir / "config.yaml").is_file():
+            from ..train.rundir import is_marked
+
+            if not (run_dir / "config.yaml").is_file() or not is_marked(run_dir):
                 from ..errors import CheckpointError
 
-                raise CheckpointError(f"{run_dir} is not a vaelab run (no config.yaml); train a new run into it instead")
+                raise CheckpointError(f"{run_dir} is not a vaelab run (no config.yaml, or not vaelab's marker); train a new "
+                                      "run into a new directory instead")
             log.info("%s was stopped before its first checkpoint: training it from the beginning", run_dir)
             resume = False
         elif cfg.train.epochs < done:
@@ -97,8 +100,10 @@ def record_command(run_dir: Path) -> None:
     the first run, then each resume), written atomically."""
     from ..fileio import atomic_write_text
 
-    path = run_dir / "command.txt"
-    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+    from ..runfiles import inside, read_text
+
+    path = inside(run_dir, "command.txt")  # a symlink is refused, never read into the report
+    lines = read_text(path).splitlines() if path.is_file() else []
     atomic_write_text(path, "\n".join([*lines, invocation()]) + "\n")
 
 
@@ -120,7 +125,9 @@ def _finished_run(run_dir: Path, cfg: RunConfig, done: int, data: tuple[ImageSet
         log.info("%s written again from the checkpoint", run_dir / "model.safetensors")
         restored = True
     try:
-        metrics = json.loads((run_dir / "metrics.json").read_text())
+        from ..runfiles import read_text
+
+        metrics = json.loads(read_text(run_dir / "metrics.json"))
         if isinstance(metrics, dict) and metrics:
             log.info("%s is finished (%d of %d epochs); nothing %schanged. To train longer: vaelab train --resume %s "
                      "--epochs N with N > %d", run_dir, done, cfg.train.epochs, "else " if restored else "", run_dir, done)
@@ -164,7 +171,9 @@ class _Figures:
 def make_figures(run_dir: Path, model: Autoencoder, test: ImageSet, seed: int = 0, train: ImageSet | None = None,
                  notes: list[str] | None = None) -> list[tuple[str, Path]]:
     """The run report's figures; what cannot be drawn is explained in ``notes`` (appended to)."""
-    fig = run_dir / "figures"
+    from ..runfiles import inside
+
+    fig = inside(run_dir, "figures")  # a symlinked figures/ is refused: its target's files would be replaced
     F = _Figures()
     curves = loss_curves(run_dir / "logs" / "metrics.csv", fig / "loss_curves.png")
     if curves:
@@ -246,8 +255,10 @@ def make_report(run_dir: Path, model: Autoencoder, cfg: RunConfig, metrics: dict
                      "distribution clamped to [0, 1] (within half a grey level of the discretised mean).")
     data_notes = list(dict.fromkeys((train.notes if train is not None else []) + test.notes))
     notes += [f"Data: {n}" for n in data_notes] + fig_notes + F.notes
-    cmd = run_dir / "command.txt"
-    command = " ; then ".join(cmd.read_text(encoding="utf-8").splitlines()) if cmd.is_file() else None
+    from ..runfiles import inside, read_text
+
+    cmd = inside(run_dir, "command.txt")
+    command = " ; then ".join(read_text(cmd).splitlines()) if cmd.is_file() else None
     return write_report(run_dir, title, dump_yaml(cfg.to_dict()), metrics, figs, notes, command=command)
 
 

@@ -27,7 +27,7 @@ from .batches import make_loader, visible_labels
 from .lit import LitAutoencoder
 from .speed import cpu_has_bf16
 from .trackers import check_packages, make_loggers, start_trackers
-from .rundir import CHECKPOINT, _stash_metrics, check_new_run_dir, epochs_done, merge_metrics, run_lock
+from .rundir import CHECKPOINT, _stash_metrics, check_new_run_dir, epochs_done, mark_run, merge_metrics, run_lock
 
 log = logging.getLogger("vaelab")
 
@@ -285,6 +285,7 @@ def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False,
             if resume:
                 check_checkpoint(ckpt, lit)
                 _stash_metrics(run_dir)
+            mark_run(run_dir)
             cfg.save(run_dir / "config.yaml")
         # the loggers of train.loggers; a tracker (mlflow, wandb) opens or continues its run here
         loggers = make_loggers(t, run_dir, resume, main)

@@ -17,6 +17,7 @@ from ..errors import CheckpointError, ConfigError, TrainingError
 from ..fileio import atomic_write_text
 from ..models import Autoencoder, build
 from ..models.persist import describe_mismatch, save_weights
+from ..runfiles import check_links, open_lock
 from .config import RunConfig
 
 log = logging.getLogger("vaelab")
@@ -29,17 +30,18 @@ CHECKPOINT = "checkpoints/last.ckpt"
 def run_lock(run_dir: Path) -> Iterator[None]:
     """One process per run directory: a second one is refused instead of interleaving."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    fh = open(run_dir / ".lock", "w")
+    check_links(run_dir)  # a symlinked .lock, logs/, figures/... would lead the run's writes out of it
+    fd = open_lock(run_dir / ".lock")  # O_NOFOLLOW, never truncated
     try:
-        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        fh.close()
+        os.close(fd)
         raise TrainingError(f"{run_dir} is in use by another vaelab process; wait for it or choose another --out") from None
     try:
         yield
     finally:
-        fcntl.flock(fh, fcntl.LOCK_UN)
-        fh.close()
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 # Lightning's CSV logger deletes logs/metrics.csv when it starts, so a resumed run keeps the earlier
@@ -111,10 +113,32 @@ def epochs_done(run_dir: str | Path) -> int | None:
                               "Train a new run, or restore the file") from None
 
 
+# vaelab's own mark on a directory it trains a run in: only a directory that carries it counts as a
+# run stopped before its first checkpoint (any config.yaml of the user's does not)
+MARKER = ".vaelab-run"
+
+
+def mark_run(run_dir: Path) -> None:
+    """Mark ``run_dir`` as a vaelab run (written once, atomically, before its config)."""
+    from ..runfiles import inside
+
+    path = inside(run_dir, MARKER)
+    if not path.is_file():
+        from .. import __version__
+
+        atomic_write_text(path, f"vaelab run directory (vaelab {__version__})\n")
+
+
+def is_marked(run_dir: Path) -> bool:
+    path = Path(run_dir) / MARKER
+    return path.is_file() and not path.is_symlink()
+
+
 def check_new_run_dir(run_dir: Path) -> bool:
     """May a new run be trained into ``run_dir``? Yes if it does not exist or is empty, or if it
-    holds a run stopped before its first checkpoint (nothing trained to lose: returns True, the
-    caller says it takes the directory over). A run with a checkpoint or weights, a file, or a
+    holds a run stopped before its first checkpoint, which only a directory with vaelab's marker
+    (``MARKER``) can be (nothing trained to lose: returns True, the caller says it takes the
+    directory over). A run with a checkpoint or weights, a file, or a
     non-empty directory that is not a vaelab run (the user's own files) is refused."""
     if not run_dir.exists():
         return False
@@ -123,10 +147,10 @@ def check_new_run_dir(run_dir: Path) -> bool:
     entries = [p.name for p in run_dir.iterdir() if p.name != ".lock"]
     if not entries:
         return False
-    if (run_dir / "config.yaml").is_file():
-        if (run_dir / CHECKPOINT).exists() or (run_dir / "model.safetensors").exists():
-            raise TrainingError(f"{run_dir} already holds a run; resume it with `vaelab train --resume {run_dir}`, "
-                                "or choose another --out")
+    if (run_dir / "config.yaml").is_file() and ((run_dir / CHECKPOINT).exists() or (run_dir / "model.safetensors").exists()):
+        raise TrainingError(f"{run_dir} already holds a run; resume it with `vaelab train --resume {run_dir}`, "
+                            "or choose another --out")
+    if is_marked(run_dir):
         return True
     shown = ", ".join(sorted(entries)[:5]) + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
     raise TrainingError(f"{run_dir} is not empty and is not a vaelab run (it holds {shown}); a run writes config.yaml, "
@@ -142,6 +166,7 @@ def load_run(run_dir: str | Path, encoder: torch.nn.Module | None = None,
     from ..models.persist import load_weights
 
     run_dir = Path(run_dir)
+    check_links(run_dir)
     cfg = RunConfig.load(run_dir / "config.yaml")
     weights = run_dir / "model.safetensors"
     if not weights.is_file():
