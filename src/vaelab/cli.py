@@ -374,6 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "vaelab.generate.SAMPLERS")
     s.add_argument("--class", dest="class_", type=int, metavar="K",
                    help="draw class K (a conditional model: cvae); default: the model's unconditional samples")
+    _force_option(s)
     s.set_defaults(func=cmd_sample)
 
     i = sub.add_parser("interpolate", help="decode paths between pairs of test images")
@@ -382,6 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--pairs", type=int, default=4)
     i.add_argument("--steps", type=int, default=10)
     i.add_argument("--mode", choices=["linear", "slerp"], default="linear")
+    _force_option(i)
     i.set_defaults(func=cmd_interpolate)
 
     tv = sub.add_parser("traverse", help="sweep each latent unit with the others fixed")
@@ -391,6 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     tv.add_argument("--span", type=float, default=3.0)
     tv.add_argument("--steps", type=int, default=9)
     tv.add_argument("--units", help="comma-separated units (default: all)")
+    _force_option(tv)
     tv.set_defaults(func=cmd_traverse)
 
     r = sub.add_parser("reconstruct", help="test images beside their reconstructions")
@@ -398,6 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("-n", type=int, default=32)
     r.add_argument("--out", required=True)
     r.add_argument("--noisy", action="store_true", help="denoising models: clean / corrupted / denoised rows")
+    _force_option(r)
     r.set_defaults(func=cmd_reconstruct)
 
     ex = sub.add_parser("explain", help="attention maps of test images: grad2 (grad2vae) or gradcam (any conv VAE)")
@@ -413,6 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--unit", type=int, help="gradcam: explain this latent unit (default: the mean over units)")
     ex.add_argument("--seed", type=int, default=0, help="grad2: seed of the posterior sample's noise")
     ex.add_argument("--out", required=True, help="the PNG to write")
+    _force_option(ex)
     ex.set_defaults(func=cmd_explain)
 
     pt = sub.add_parser("pretrain", help="greedy layer-wise pretraining of a stacked autoencoder, then fine-tuning on labels")
@@ -513,6 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
     bo.add_argument("--n-normal", type=int, default=1000, help="in-distribution images per representative set (default 1000)")
     bo.add_argument("--anomaly-fraction", type=float, default=0.05,
                     help="anomalies' share of a representative set (default 0.05)")
+    _force_option(bo)
     bo.set_defaults(func=cmd_data_build_ood_study)
 
     bd = dl_sub.add_parser("build-defects", help="a dataset's test images with synthetic defects and their exact masks")
@@ -541,6 +547,34 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(func=cmd_models)
     _add_import_option(sub)
     return p
+
+
+def _force_option(parser: argparse.ArgumentParser) -> None:
+    """--force on a command that writes the file --out names: without it an existing file (or a
+    symlink, even a dangling one) is refused, never replaced."""
+    parser.add_argument("--force", action="store_true", help="replace the file --out names if it exists")
+    parser.set_defaults(out_file=True)
+
+
+def _refuse_existing(args: argparse.Namespace) -> None:
+    import os
+    import stat
+
+    from .errors import ConfigError
+    from .fileio import write_error
+
+    out = Path(args.out)
+    try:
+        st = os.lstat(out)
+    except FileNotFoundError:
+        return
+    except OSError as e:  # a name too long, a path under a file...
+        raise write_error(out, e) from None
+    if stat.S_ISDIR(st.st_mode):
+        return  # each command says itself that it wants a file name, not a folder
+    if not args.force:
+        raise ConfigError(f"--out {out} already exists; vaelab replaces no file without --force. Pass --force to "
+                          "replace it, or choose a new name")
 
 
 def _add_import_option(sub: argparse._SubParsersAction) -> None:
@@ -589,6 +623,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _log_to_stderr()
     try:
+        if getattr(args, "out_file", False):
+            _refuse_existing(args)
         if getattr(args, "imports", None):
             from .models import import_models
 
@@ -606,6 +642,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"vaelab: {e}", file=sys.stderr)
             return 130
         print(f"vaelab: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a file-system error no stage turned into a VaelabError: still one line
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        print(f"vaelab: error: {where}{e.strerror or e}; check the path, its permissions and the free space", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("vaelab: interrupted; a training run keeps its last checkpoint (resume it with vaelab train --resume RUN)",

@@ -96,7 +96,7 @@ def open_lock(path: str | os.PathLike) -> int:
 
 # what vaelab keeps in a run directory: none of these may be a symlink
 RUN_ENTRIES = (".lock", "config.yaml", "model.safetensors", "metrics.json", "report.html", "command.txt", "figures",
-               "logs", "logs/metrics.csv", "checkpoints", "checkpoints/last.ckpt", "cache", ".vaelab-run")
+               "logs", "logs/metrics.csv", "checkpoints", "checkpoints/last.ckpt", "cache", ".vaelab-run", "finished.json")
 
 
 def check_links(run_dir: str | os.PathLike) -> None:

@@ -18,7 +18,7 @@ from ..models import Autoencoder
 from ..plotting import interleave_rows, save_grid
 from ..report import loss_curves, write_report
 from ..train import RunConfig, load_run
-from ..train.rundir import epochs_done, restore_weights, run_lock
+from ..train.rundir import epochs_done, is_finished, mark_finished, restore_weights, run_lock
 from ..train.trackers import log_final
 
 log = logging.getLogger("vaelab")
@@ -80,6 +80,7 @@ def train_run(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = 
     record_command(run_dir)
     make_report(run_dir, model, cfg, metrics, test, train)
     log_final(run_dir, metrics, cfg)
+    mark_finished(run_dir)  # last: until it is written, --resume finishes what is missing
     return run_dir, metrics
 
 
@@ -109,37 +110,43 @@ def record_command(run_dir: Path) -> None:
 
 def _finished_run(run_dir: Path, cfg: RunConfig, done: int, data: tuple[ImageSet, ImageSet, ImageSet] | None,
                   encoder: torch.nn.Module | None = None, decoder: torch.nn.Module | None = None) -> dict[str, Any]:
-    """A resumed run that has already trained every epoch: nothing is trained or changed; lost
-    weights are written again from the checkpoint, and lost metrics (a run killed while it was
-    being evaluated) are computed again."""
+    """A resumed run that has already trained every epoch. Finished (the weights, metrics.json and
+    report of its last checkpoint all written, ``is_finished``): nothing is trained or changed.
+    Otherwise (killed, or a full disk, after its last checkpoint) the missing steps are done from
+    the checkpoint: the weights written again from it, the metrics computed again, the report drawn."""
     import json
 
-    from ..errors import CheckpointError
+    from ..runfiles import read_text
 
-    restored = False
-    try:
-        model = load_run(run_dir, encoder, decoder)
-    except CheckpointError as e:
-        log.info("%s; writing model.safetensors again from the checkpoint", str(e).split(". ")[0])
-        model = restore_weights(run_dir, cfg, encoder, decoder)
-        log.info("%s written again from the checkpoint", run_dir / "model.safetensors")
-        restored = True
-    try:
-        from ..runfiles import read_text
-
-        metrics = json.loads(read_text(run_dir / "metrics.json"))
-        if isinstance(metrics, dict) and metrics:
-            log.info("%s is finished (%d of %d epochs); nothing %schanged. To train longer: vaelab train --resume %s "
-                     "--epochs N with N > %d", run_dir, done, cfg.train.epochs, "else " if restored else "", run_dir, done)
-            return metrics
-    except (OSError, ValueError):
-        pass
-    log.info("%s finished training but has no metrics.json: evaluating it again", run_dir)
-    train, val, test = data if data is not None else load_data(cfg.data, cfg.seed)
-    metrics = evaluate(model, test, DEFAULT_METRICS, batch_size=cfg.train.eval_batch_size, seed=cfg.seed, train=train)
-    metrics.update({"parameters": model.num_parameters(), "n_train": len(train), "n_val": len(val), "n_test": len(test)})
-    atomic_write_json(run_dir / "metrics.json", metrics)
-    make_report(run_dir, model, cfg, metrics, test, train)
+    if is_finished(run_dir):
+        restored = False
+        try:
+            load_run(run_dir, encoder, decoder, finished_only=False)
+        except VaelabError as e:  # lost or damaged weights: the checkpoint holds them
+            log.info("%s; writing model.safetensors again from the checkpoint", str(e).split(". ")[0])
+            with run_lock(run_dir):
+                restore_weights(run_dir, RunConfig.load(run_dir / "config.yaml"), encoder, decoder)
+            log.info("%s written again from the checkpoint", run_dir / "model.safetensors")
+            restored = True
+        try:
+            metrics = json.loads(read_text(run_dir / "metrics.json"))
+            if isinstance(metrics, dict) and metrics:
+                log.info("%s is finished (%d of %d epochs); nothing %schanged. To train longer: vaelab train --resume %s "
+                         "--epochs N with N > %d", run_dir, done, cfg.train.epochs, "else " if restored else "", run_dir,
+                         done)
+                return metrics
+        except (OSError, ValueError, VaelabError) as e:
+            log.info("%s: %s", run_dir, str(e).split(". ")[0])
+    log.info("%s trained every epoch, but the weights, metrics and report of its last checkpoint were not all written: "
+             "writing them from the checkpoint", run_dir)
+    with run_lock(run_dir):
+        model = restore_weights(run_dir, RunConfig.load(run_dir / "config.yaml"), encoder, decoder)  # as it trained
+        train, val, test = data if data is not None else load_data(cfg.data, cfg.seed)
+        metrics = evaluate(model, test, DEFAULT_METRICS, batch_size=cfg.train.eval_batch_size, seed=cfg.seed, train=train)
+        metrics.update({"parameters": model.num_parameters(), "n_train": len(train), "n_val": len(val), "n_test": len(test)})
+        atomic_write_json(run_dir / "metrics.json", metrics)
+        make_report(run_dir, model, cfg, metrics, test, train)
+        mark_finished(run_dir)
     return metrics
 
 

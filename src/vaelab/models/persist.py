@@ -14,11 +14,15 @@ from ..fileio import atomic_path
 from .base import Autoencoder
 
 
-def save_weights(model: Autoencoder, path: str | Path) -> None:
+def save_weights(model: Autoencoder, path: str | Path, checkpoint: dict[str, int] | None = None) -> None:
+    """``checkpoint``: the state of the run's resumable checkpoint these weights are (its epochs and
+    steps), recorded so that weights older than the checkpoint are recognised."""
     from ..config import to_dict
 
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     meta = {"vaelab_version": __version__, "model": model.config.name, "config": json.dumps(to_dict(model.config))}
+    if checkpoint is not None:
+        meta["checkpoint"] = json.dumps(checkpoint, sort_keys=True)
     with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata=meta)
 

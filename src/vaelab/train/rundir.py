@@ -134,6 +134,50 @@ def is_marked(run_dir: Path) -> bool:
     return path.is_file() and not path.is_symlink()
 
 
+# written last when a run finishes: which checkpoint its weights, metrics.json and report belong to
+FINISHED = "finished.json"
+
+
+def checkpoint_stamp(run_dir: str | Path) -> dict[str, int] | None:
+    """Which state the resumable checkpoint holds (whole epochs and optimisation steps), or None
+    without one."""
+    ckpt = Path(run_dir) / CHECKPOINT
+    if not ckpt.is_file():
+        return None
+    try:
+        state = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)
+        return {"epochs": int(state["loops"]["fit_loop"]["epoch_progress"]["total"]["processed"]),
+                "global_step": int(state["global_step"])}
+    except Exception as e:  # noqa: BLE001 - any damage: say so with the fix
+        raise CheckpointError(f"{ckpt} is not a readable training checkpoint ({type(e).__name__}); it is truncated "
+                              "or damaged. Train a new run, or restore the file") from None
+
+
+def mark_finished(run_dir: Path) -> None:
+    """Record that the weights, metrics.json and report of the run's last checkpoint are all
+    written; called after the last of them."""
+    import json
+
+    stamp = checkpoint_stamp(run_dir)
+    if stamp is not None:
+        atomic_write_text(Path(run_dir) / FINISHED, json.dumps(stamp, sort_keys=True) + "\n")
+
+
+def is_finished(run_dir: Path) -> bool:
+    """Are the weights, metrics.json and report of the run's last checkpoint all written?"""
+    import json
+
+    from ..runfiles import read_text
+
+    path = Path(run_dir) / FINISHED
+    if not path.is_file() or not (Path(run_dir) / "report.html").is_file():
+        return False
+    try:
+        return json.loads(read_text(path, 4096)) == checkpoint_stamp(run_dir)
+    except (ValueError, CheckpointError):
+        return False
+
+
 def check_new_run_dir(run_dir: Path) -> bool:
     """May a new run be trained into ``run_dir``? Yes if it does not exist or is empty, or if it
     holds a run stopped before its first checkpoint, which only a directory with vaelab's marker
@@ -159,16 +203,29 @@ def check_new_run_dir(run_dir: Path) -> bool:
 
 
 def load_run(run_dir: str | Path, encoder: torch.nn.Module | None = None,
-                   decoder: torch.nn.Module | None = None) -> Autoencoder:
+                   decoder: torch.nn.Module | None = None, finished_only: bool = True) -> Autoencoder:
     """The trained model of a run directory (config.yaml + model.safetensors) in eval mode; refuses
     weights of another model or shape. ``vaelab.load`` is this function; a run trained with
-    networks of your own needs the same (untrained) ``encoder`` and ``decoder`` again."""
+    networks of your own needs the same (untrained) ``encoder`` and ``decoder`` again.
+    ``finished_only``: refuse weights that record an earlier checkpoint than the run's resumable
+    one (a run stopped after its last checkpoint, before it wrote its weights again)."""
     from ..models.persist import load_weights
 
     run_dir = Path(run_dir)
     check_links(run_dir)
     cfg = RunConfig.load(run_dir / "config.yaml")
     weights = run_dir / "model.safetensors"
+    if finished_only and weights.is_file() and (run_dir / CHECKPOINT).is_file():
+        from ..models.persist import read_metadata
+
+        try:
+            recorded = read_metadata(weights).get("checkpoint")
+        except CheckpointError:
+            recorded = None  # a damaged weights file: load_weights below says so, naming the checkpoint
+        if recorded is not None and _json_or_none(recorded) != checkpoint_stamp(run_dir):
+            raise CheckpointError(f"{weights} holds the weights of an earlier checkpoint than {run_dir / CHECKPOINT} (the "
+                                  "run stopped before it wrote them again): `vaelab train --resume "
+                                  f"{run_dir}` writes them, the metrics and the report from the checkpoint")
     if not weights.is_file():
         if (run_dir / CHECKPOINT).is_file():
             raise CheckpointError(f"{run_dir} has no model.safetensors, but {run_dir / CHECKPOINT} holds the weights: "
@@ -183,6 +240,15 @@ def load_run(run_dir: str | Path, encoder: torch.nn.Module | None = None,
         raise
 
 
+def _json_or_none(text: str) -> object:
+    import json
+
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
 def restore_weights(run_dir: str | Path, cfg: RunConfig, encoder: torch.nn.Module | None = None,
                     decoder: torch.nn.Module | None = None) -> Autoencoder:
     """The model of the run's resumable checkpoint, written again as model.safetensors (for a
@@ -195,5 +261,5 @@ def restore_weights(run_dir: str | Path, cfg: RunConfig, encoder: torch.nn.Modul
     if problem:
         raise CheckpointError(f"{run_dir / CHECKPOINT} does not fit the run's config ({problem})")
     model.load_state_dict(sd)
-    save_weights(model, run_dir / "model.safetensors")
+    save_weights(model, run_dir / "model.safetensors", checkpoint_stamp(run_dir))
     return model.eval()
