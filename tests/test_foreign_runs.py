@@ -22,7 +22,7 @@ from vaelab.errors import CheckpointError, ConfigError, TrainingError, VaelabErr
 # each payload writes a file named after itself into PWNED_DIR: it must never appear
 PAYLOAD = "import os, pathlib; pathlib.Path(os.environ['PWNED_DIR'], {name!r}).write_text('ran')\n"
 
-# one process drives every case through vaelab.load, `vaelab evaluate` and `vaelab compare`, with
+# one process drives every case through vaelab.load and `vaelab evaluate / compare / detect / export / app`, with
 # and without trust, with the current directory on sys.path ('' of python -c)
 DRIVER = r"""
 import json, os, sys
@@ -42,6 +42,8 @@ for case, (run, cwd) in cases.items():
         flags = ["--trust-imports"] if trust else []
         got.append(main(["evaluate", run, *flags]))
         got.append(main(["compare", run, run + "-copy", *flags]))
+        for job in (["detect", run, "--data", "digits"], ["export", run, "--out", run + "-bundle"], ["app", run]):
+            got.append(main([*job, *flags]))
     out[case] = got
 print("RESULT" + json.dumps(out))
 """
@@ -58,7 +60,8 @@ def _run_dir(root: Path, name: str, imports: list[str]) -> str:
 
 
 def test_code_in_or_beside_a_run_directory_never_runs(tmp_path):
-    """Every way a run could bring the module its config names is refused before the module runs:
+    """Every way a run could bring the module its config names is refused before the module runs, in
+vaelab.load and the evaluate, compare, detect, export and app commands:
     a namespace package (no __init__.py) inside the run and beside it, a relative ../x.py, an
     absolute path into the run through a symlink, a regular package found through a sys.path
     entry that holds the run; an absolute path outside runs only with the user's trust."""
@@ -104,8 +107,9 @@ def test_code_in_or_beside_a_run_directory_never_runs(tmp_path):
                        cwd=tmp_path, timeout=300)
     assert "Traceback" not in p.stderr, p.stderr[-3000:]
     results = json.loads(p.stdout.split("RESULT", 1)[1])
-    for case, (load, evaluate, compare, load_t, evaluate_t, compare_t) in results.items():
-        assert evaluate == compare == evaluate_t == compare_t == 2, (case, results[case])
+    for case, got in results.items():
+        load, load_t = got[0], got[6]
+        assert got[1:6] == got[7:] == [2] * 5, (case, got)  # evaluate, compare, detect, export, app: refused
         if case == "abs-outside":  # outside the run's tree: refused unless trusted
             assert "--trust-imports" in load and "trusted import ran" in load_t
             continue
@@ -113,8 +117,8 @@ def test_code_in_or_beside_a_run_directory_never_runs(tmp_path):
             assert "inside the run directory or beside it" in message, (case, message)
     # the one trusted import outside the tree ran; nothing a run brought did
     assert sorted(os.listdir(pwned)) == ["outside"], os.listdir(pwned)
-    # 5 runs refused by load, evaluate and compare, trusted or not (load's own messages are in stdout)
-    assert p.stderr.count("inside the run directory or beside it") == 5 * 4
+    # 5 runs refused by evaluate, compare, detect, export and app, trusted or not (load's messages are in stdout)
+    assert p.stderr.count("inside the run directory or beside it") == 5 * 5 * 2
 
 
 def test_a_module_on_the_import_path_elsewhere_is_imported_only_when_trusted(tmp_path, monkeypatch):
