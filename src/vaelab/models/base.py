@@ -346,6 +346,8 @@ class Autoencoder(nn.Module):
             if x.is_floating_point() and self.config.likelihood == "bernoulli" and self.input_checks and x.numel() \
                     and not torch._C._functorch.is_functorch_wrapped_tensor(x):
                 lo, hi = (float(v) for v in torch.aminmax(x.detach()))
+                if not (math.isfinite(lo) and math.isfinite(hi)):
+                    raise ModelError(f"{self.config.name} got vectors with NaN or infinite values; drop or impute them")
                 if lo < -1e-6 or hi > 1 + 1e-6:
                     raise ModelError(f"{self.config.name} has a Bernoulli likelihood, which takes values in [0, 1]; got "
                                      f"[{lo:.4g}, {hi:.4g}]. Use model.likelihood=gaussian for real-valued vectors")
@@ -359,6 +361,9 @@ class Autoencoder(nn.Module):
             return
         lo, hi = torch.aminmax(x.detach())
         lo, hi = float(lo), float(hi)
+        if not (math.isfinite(lo) and math.isfinite(hi)):  # min / max propagate NaN
+            raise ModelError(f"{self.config.name} got images with NaN or infinite values; drop or repair those images "
+                             "(images are floats in [0, 1])")
         if lo < -1e-6 or hi > 1 + 1e-6:
             # a Bernoulli likelihood needs [0, 1]; a Gaussian one models any real values (a PCA-like linear AE on
             # centred data), so there only what looks like 0..255 pixel values is refused

@@ -78,5 +78,10 @@ def load_weights(model: Autoencoder, path: str | Path) -> Autoencoder:
     if problem:
         raise CheckpointError(f"{path} does not fit this {model.config.name} model ({problem}); "
                               f"it was written by vaelab {meta.get('vaelab_version', '?')} for another configuration")
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(f"{path} holds NaN or infinite weights ({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}); "
+                              "the file is damaged or the training diverged. Resume from checkpoints/last.ckpt, or retrain "
+                              "(train.grad_clip, a smaller train.lr)")
     model.load_state_dict(state)
     return model
