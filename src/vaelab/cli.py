@@ -38,6 +38,13 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return deep_merge(o, parse_set(getattr(args, "set", None)))
 
 
+def _strict_dumps(obj: Any, **kw: Any) -> str:
+    """JSON for stdout as the files are written: no NaN literal (null, with null_reasons)."""
+    from .fileio import strict_json
+
+    return json.dumps(strict_json(obj), allow_nan=False, **kw)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .api import train_run
     from .train import RunConfig
@@ -61,7 +68,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = RunConfig.build(args.model, _overrides(args))
         run_dir, metrics = train_run(cfg, args.out)
     shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}
-    print(json.dumps(shown))
+    print(_strict_dumps(shown))
     print(f"report: {(run_dir / 'report.html').resolve()}")
     return 0
 
@@ -254,7 +261,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     out = args.out if args.out or args.json else "compare.html"
     path, table = compare_runs(args.runs, out)
     if args.json:
-        print(json.dumps(table, indent=1))
+        print(_strict_dumps(table, indent=1))
     if path is not None:
         print(f"comparison: {path.resolve()}")
     return 0

@@ -70,8 +70,8 @@ def write_error(path: Path, e: OSError, tmp: Path | None = None) -> WriteError:
             free = None
         written = tmp.stat().st_size if tmp is not None and tmp.exists() else 0
         need = f"at least {written:,} bytes were being written" if written else "the file needs more"
-        fix = (f"the disk is full ({free:,} bytes free; {need}): free space on it, or write elsewhere"
-               if free is not None else "the disk is full: free space on it, or write elsewhere")
+        fix = (f"the disk is full ({reason}; {free:,} bytes free; {need}): free space on it, or write elsewhere"
+               if free is not None else f"the disk is full ({reason}): free space on it, or write elsewhere")
         msg = f"cannot write {path}: {fix}. Nothing was replaced; a training run stays resumable"
     elif e.errno == _errno.ENAMETOOLONG:
         msg = f"cannot write {path}: a name in the path is too long ({reason}); choose a shorter name"
