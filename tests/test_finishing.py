@@ -160,3 +160,17 @@ def test_an_out_that_cannot_be_written_is_one_line(one_epoch, tmp_path, capsys, 
     assert main(["sample", str(one_epoch), "-n", "4", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("vaelab: error: cannot write") and "Traceback" not in "".join(err), err
+
+
+@pytest.mark.parametrize("case", ["dangling symlink", "under a file"])
+def test_a_run_directory_that_cannot_be_made_is_one_line(tmp_path, capsys, case):
+    from vaelab.cli import main
+
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    out = {"dangling symlink": tmp_path / "dangling", "under a file": tmp_path / "file" / "run"}[case]
+    argv = ["train", "vae", "--data", "digits", "--epochs", "1", "--out", str(out)]
+    assert main([*argv, *(a for k in QUICK for a in ("--set", k))]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("vaelab: error: ") and str(out) in err[-1] and "Traceback" not in "".join(err), err
+    assert not (tmp_path / "nowhere").exists() and (tmp_path / "file").read_text() == "x"

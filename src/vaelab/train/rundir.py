@@ -184,6 +184,9 @@ def check_new_run_dir(run_dir: Path) -> bool:
     (``MARKER``) can be (nothing trained to lose: returns True, the caller says it takes the
     directory over). A run with a checkpoint or weights, a file, or a
     non-empty directory that is not a vaelab run (the user's own files) is refused."""
+    if run_dir.is_symlink() and not run_dir.exists():
+        raise ConfigError(f"--out {run_dir} is a symlink to {os.readlink(run_dir)}, which does not exist; give a "
+                          "directory for the run (a new one is created)")
     if not run_dir.exists():
         return False
     if not run_dir.is_dir():
