@@ -138,3 +138,16 @@ def test_a_16_bit_png_gets_the_score_vaelab_detect_gives_it(scorer, tmp_path):
     with pytest.raises(DataError, match="not a readable image") as e:
         scorer(str(tmp_path / "notes.png"))
     assert "\n" not in str(e.value)
+
+
+def test_an_upload_larger_than_the_readers_limit_is_refused_before_decoding(scorer, tmp_path):
+    """A 72-megapixel PNG (a few kB on disk) is refused from its header, as the folder reader refuses it."""
+    from PIL import Image
+
+    from vaelab.errors import DataError
+
+    path = tmp_path / "huge.png"
+    Image.new("1", (9000, 8000)).save(path)
+    assert path.stat().st_size < 1 << 20
+    with pytest.raises(DataError, match="declares 9000 x 8000 pixels"):
+        scorer(str(path))
