@@ -113,3 +113,43 @@ def test_cli_app_refuses_a_directory_that_is_not_a_run(tmp_path, capsys):
     assert main(["app", str(tmp_path)]) != 0
     err = capsys.readouterr().err
     assert "not a run directory" in err and "Traceback" not in err
+
+
+def test_a_16_bit_png_gets_the_score_vaelab_detect_gives_it(scorer, tmp_path):
+    """The app reads an upload with vaelab's own image reader: a 16-bit PNG is scaled to 8 bits as
+    `vaelab detect` scales it (not clipped), so both give the same score; a file that is not an
+    image is a one-line DataError, not a decoder's traceback."""
+    from PIL import Image
+
+    from vaelab.detect.study import load_detection_set
+    from vaelab.errors import DataError
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    img = _test_image(scorer, 5)[0].numpy().astype(np.uint16) * 257  # the digit at 16 bits
+    path = folder / "digit16.png"
+    Image.fromarray(img, mode="I;16").save(path)
+    assert Image.open(path).mode == "I;16"
+    app = scorer(str(path))
+    target, _, _ = load_detection_set(str(folder), scorer.cfg.data)
+    det = scorer.detector
+    assert app["score"] == pytest.approx(float(det.decision_function(target.images, clip=False)[0]), rel=1e-9)
+    assert app["flag"] == int(det.predict(target.images)[0])
+    assert app["score"] == pytest.approx(scorer(_test_image(scorer, 5)[0].numpy())["score"], rel=1e-9)
+    (tmp_path / "notes.png").write_text("not an image")
+    with pytest.raises(DataError, match="not a readable image") as e:
+        scorer(str(tmp_path / "notes.png"))
+    assert "\n" not in str(e.value)
+
+
+def test_an_upload_larger_than_the_readers_limit_is_refused_before_decoding(scorer, tmp_path):
+    """A 72-megapixel PNG (a few kB on disk) is refused from its header, as the folder reader refuses it."""
+    from PIL import Image
+
+    from vaelab.errors import DataError
+
+    path = tmp_path / "huge.png"
+    Image.new("1", (9000, 8000)).save(path)
+    assert path.stat().st_size < 1 << 20
+    with pytest.raises(DataError, match="declares 9000 x 8000 pixels"):
+        scorer(str(path))

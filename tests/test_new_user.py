@@ -251,13 +251,15 @@ def test_ctrl_c_prints_how_to_resume_exits_130_and_the_resume_is_exact(tmp_path)
 # ---- 10. Ctrl-C before the first checkpoint is no dead end -----------------------------------------
 def test_a_run_stopped_before_its_first_checkpoint_can_be_resumed_or_retrained(tmp_path):
     from vaelab.train import RunConfig
+    from vaelab.train.rundir import mark_run
 
     cfg = RunConfig.build("vae", {"data": {"name": "digits"}, "train": {"epochs": 1, "progress_bar": False},
                                   "model": {"arch": "mlp", "mlp_hidden": [32], "latent_dim": 4}})
     for how in ("resume", "fresh"):
         run = tmp_path / how
         (run / "logs").mkdir(parents=True)
-        cfg.save(run / "config.yaml")  # what a run killed before its first checkpoint leaves
+        mark_run(run)  # vaelab's marker, then the config: what a run killed before its first checkpoint leaves
+        cfg.save(run / "config.yaml")
         p = cli("train", "--resume", str(run)) if how == "resume" else \
             cli("train", "vae", "--data", "digits", "--epochs", "1", *QUICK, "--out", str(run))
         assert p.returncode == 0, p.stderr

@@ -4,12 +4,26 @@ __version__ = "0.1.0"
 from .errors import CheckpointError, ConfigError, DataError, ModelError, TrainingError, VaelabError  # noqa: E402
 
 
-def load(run_dir, encoder=None, decoder=None):
+def load(run_dir, encoder=None, decoder=None, trust_imports=False):
     """The trained model of a run directory (config.yaml + model.safetensors), in eval mode. A run
-    trained with networks of your own takes the same (untrained) ``encoder`` and ``decoder``."""
+    trained with networks of your own takes the same (untrained) ``encoder`` and ``decoder``.
+
+    A run of a model that is not registered names the module that defines it; that module is
+    imported only with ``trust_imports=True`` (and never from inside the run directory or beside
+    it): import it yourself first, or pass ``trust_imports=True`` for a run you trust."""
+    from .models.registry import trust_imports as trusted
     from .train.rundir import load_run
 
-    return load_run(run_dir, encoder, decoder)
+    with trusted(trust_imports):
+        return load_run(run_dir, encoder, decoder)
+
+
+def trust_imports(on=True):
+    """A context manager: runs loaded within it may import the modules their configs name (never
+    from inside the run directory or beside it). See ``load``."""
+    from .models.registry import trust_imports as trusted
+
+    return trusted(on)
 
 
 def register_model(name, description=None, **defaults):
@@ -20,4 +34,4 @@ def register_model(name, description=None, **defaults):
     return register(name, description, **defaults)
 
 
-__all__ = ["CheckpointError", "ConfigError", "DataError", "ModelError", "TrainingError", "VaelabError", "load", "register_model", "__version__"]
+__all__ = ["CheckpointError", "ConfigError", "DataError", "ModelError", "TrainingError", "VaelabError", "load", "register_model", "trust_imports", "__version__"]

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, VaelabError
 
 log = logging.getLogger("vaelab")
 
@@ -75,13 +75,19 @@ class AppScorer:
 
         if image is None:
             raise DataError("no image given: upload one or pick an example")
+        if isinstance(image, (str, os.PathLike, bytes)):  # a file: vaelab's own reader, as `vaelab detect` reads it
+            image = read_image_file(image, "L" if self.channels == 1 else "RGB")
         a = np.asarray(image)
         if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (1, 3, 4)):
             raise DataError(f"an image must be H x W or H x W x 1/3/4 channels, got shape {a.shape}")
-        if a.dtype != np.uint8:
+        if a.dtype == np.uint16:  # 16-bit values scaled to 8 bits as the image reader does (/ 257), never clipped
+            a = np.round(a.astype(np.float64) / 257.0).astype(np.uint8)
+        elif a.dtype.kind == "f":
             if not np.isfinite(a).all() or a.min() < 0 or a.max() > 1:
                 raise DataError("a float image must hold values in [0, 1]; pass uint8 (0-255) otherwise")
             a = (a * 255).round().astype(np.uint8)
+        elif a.dtype != np.uint8:
+            raise DataError(f"images of dtype {a.dtype} are not taken; pass uint8, uint16 or float in [0, 1]")
         if a.ndim == 3 and a.shape[2] == 1:
             a = a[:, :, 0]
         pil = Image.fromarray(a)
@@ -149,6 +155,31 @@ class AppScorer:
         return out
 
 
+# the largest upload the page reads (the image reader refuses more than 67 M pixels before decoding)
+MAX_UPLOAD_BYTES = 256 << 20
+
+
+def read_image_file(image: str | os.PathLike | bytes, mode: str) -> np.ndarray:
+    """An uploaded file decoded by vaelab's image reader (``decode_image``: the pixel limit checked
+    before decoding, 16-bit scaled to 8 bits), as H x W (x 3) uint8; anything that is not an image
+    is a DataError saying so."""
+    from .data.parsers import decode_image
+
+    if isinstance(image, bytes):
+        data, name = image, "the uploaded file"
+    else:
+        name = Path(image).name or "the uploaded file"
+        try:
+            with open(image, "rb") as fh:
+                data = fh.read(MAX_UPLOAD_BYTES + 1)
+        except OSError as e:
+            raise DataError(f"{name}: cannot be read ({e.strerror or e})") from None
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise DataError(f"{name}: larger than {MAX_UPLOAD_BYTES >> 20} MiB; not an image the page scores")
+    arr = decode_image(data, name, mode)
+    return arr[:, :, 0] if arr.shape[2] == 1 else arr
+
+
 def _gradio():
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # the page phones nowhere
     try:
@@ -166,7 +197,7 @@ def build_app(scorer: AppScorer, examples: int = 8):
     def analyse(image):
         try:
             r = scorer(image)
-        except DataError as e:
+        except VaelabError as e:
             raise gr.Error(str(e)) from None
         return r["verdict"], r["score"], r["raw_score"], r["reconstruction"], r["anomaly_map"], r["note"]
 
@@ -178,8 +209,9 @@ def build_app(scorer: AppScorer, examples: int = 8):
                     "an example; the anomaly map is the reconstruction's squared error, black = 0, white = the "
                     f"{100 * MAP_QUANTILE:g}th percentile of the training images' errors.")
         with gr.Row():
-            image = gr.Image(type="numpy", image_mode="L" if scorer.channels == 1 else "RGB", label="image",
-                             height=DISPLAY_SIZE + 40)
+            # the upload reaches the scorer as the file itself: vaelab's reader decodes it (its size limit, its
+            # 16-bit scaling, its message for a file that is not an image), never Gradio's
+            image = gr.File(type="filepath", file_types=["image"], label="image", height=DISPLAY_SIZE + 40)
             recon = gr.Image(label="reconstruction", interactive=False, format="png", height=DISPLAY_SIZE + 40)
             amap = gr.Image(label="anomaly map", interactive=False, format="png", height=DISPLAY_SIZE + 40)
         with gr.Row():
@@ -197,10 +229,7 @@ def build_app(scorer: AppScorer, examples: int = 8):
                         label="examples from the run's test split")
 
             def first():  # the page opens with the first example scored
-                from PIL import Image
-
-                a = np.asarray(Image.open(paths[0]))
-                return (a, *analyse(a))
+                return (paths[0], *analyse(paths[0]))
 
             page.load(first, outputs=[image, *outputs], api_name=False)
     return page

@@ -44,6 +44,13 @@ def class_list(text: str) -> list[int | str]:
     return [int(c) if c.strip().lstrip("-").isdigit() else c.strip() for c in text.split(",") if c.strip()]
 
 
+def _strict_dumps(obj: Any, **kw: Any) -> str:
+    """JSON for stdout as the files are written: no NaN literal (null, with null_reasons)."""
+    from .fileio import strict_json
+
+    return json.dumps(strict_json(obj), allow_nan=False, **kw)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .api import train_run
     from .train import RunConfig
@@ -67,7 +74,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = RunConfig.build(args.model, _overrides(args))
         run_dir, metrics = train_run(cfg, args.out)
     shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}
-    print(json.dumps(shown))
+    print(_strict_dumps(shown))
     print(f"report: {(run_dir / 'report.html').resolve()}")
     return 0
 
@@ -266,7 +273,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     out = args.out if args.out or args.json else "compare.html"
     path, table = compare_runs(args.runs, out)
     if args.json:
-        print(json.dumps(table, indent=1))
+        print(_strict_dumps(table, indent=1))
     if path is not None:
         print(f"comparison: {path.resolve()}")
     return 0
@@ -390,6 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "vaelab.generate.SAMPLERS")
     s.add_argument("--class", dest="class_", type=int, metavar="K",
                    help="draw class K (a conditional model: cvae); default: the model's unconditional samples")
+    _force_option(s)
     s.set_defaults(func=cmd_sample)
 
     i = sub.add_parser("interpolate", help="decode paths between pairs of test images")
@@ -398,6 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--pairs", type=int, default=4)
     i.add_argument("--steps", type=int, default=10)
     i.add_argument("--mode", choices=["linear", "slerp"], default="linear")
+    _force_option(i)
     i.set_defaults(func=cmd_interpolate)
 
     tv = sub.add_parser("traverse", help="sweep each latent unit with the others fixed")
@@ -407,6 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     tv.add_argument("--span", type=float, default=3.0)
     tv.add_argument("--steps", type=int, default=9)
     tv.add_argument("--units", help="comma-separated units (default: all)")
+    _force_option(tv)
     tv.set_defaults(func=cmd_traverse)
 
     r = sub.add_parser("reconstruct", help="test images beside their reconstructions")
@@ -414,6 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("-n", type=int, default=32)
     r.add_argument("--out", required=True)
     r.add_argument("--noisy", action="store_true", help="denoising models: clean / corrupted / denoised rows")
+    _force_option(r)
     r.set_defaults(func=cmd_reconstruct)
 
     ex = sub.add_parser("explain", help="attention maps of test images: grad2 (grad2vae) or gradcam (any conv VAE)")
@@ -429,6 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--unit", type=int, help="gradcam: explain this latent unit (default: the mean over units)")
     ex.add_argument("--seed", type=int, default=0, help="grad2: seed of the posterior sample's noise")
     ex.add_argument("--out", required=True, help="the PNG to write")
+    _force_option(ex)
     ex.set_defaults(func=cmd_explain)
 
     pt = sub.add_parser("pretrain", help="greedy layer-wise pretraining of a stacked autoencoder, then fine-tuning on labels")
@@ -538,6 +550,7 @@ def build_parser() -> argparse.ArgumentParser:
     bo.add_argument("--n-normal", type=int, default=1000, help="in-distribution images per representative set (default 1000)")
     bo.add_argument("--anomaly-fraction", type=float, default=0.05,
                     help="anomalies' share of a representative set (default 0.05)")
+    _force_option(bo)
     bo.set_defaults(func=cmd_data_build_ood_study)
 
     bd = dl_sub.add_parser("build-defects", help="a dataset's test images with synthetic defects and their exact masks")
@@ -573,6 +586,34 @@ def _add_run_data_option(p: argparse.ArgumentParser) -> None:
                                                       "config.yaml) is now, when it has moved")
 
 
+def _force_option(parser: argparse.ArgumentParser) -> None:
+    """--force on a command that writes the file --out names: without it an existing file (or a
+    symlink, even a dangling one) is refused, never replaced."""
+    parser.add_argument("--force", action="store_true", help="replace the file --out names if it exists")
+    parser.set_defaults(out_file=True)
+
+
+def _refuse_existing(args: argparse.Namespace) -> None:
+    import os
+    import stat
+
+    from .errors import ConfigError
+    from .fileio import write_error
+
+    out = Path(args.out)
+    try:
+        st = os.lstat(out)
+    except FileNotFoundError:
+        return
+    except OSError as e:  # a name too long, a path under a file...
+        raise write_error(out, e) from None
+    if stat.S_ISDIR(st.st_mode):
+        return  # each command says itself that it wants a file name, not a folder
+    if not args.force:
+        raise ConfigError(f"--out {out} already exists; vaelab replaces no file without --force. Pass --force to "
+                          "replace it, or choose a new name")
+
+
 def _add_import_option(sub: argparse._SubParsersAction) -> None:
     """--import MODULE on every command (and sub-command): models of your own become known."""
     for parser in {id(sp): sp for sp in sub.choices.values()}.values():
@@ -583,6 +624,10 @@ def _add_import_option(sub: argparse._SubParsersAction) -> None:
         parser.add_argument("--import", dest="imports", action="append", metavar="MODULE",
                             help="a module (dotted name, or a .py file) that registers models of your own with "
                                  "@vaelab.register_model; repeatable")
+        parser.add_argument("--trust-imports", action="store_true",
+                            help="import the module a run's config names for its model (imports:); off by default, as "
+                                 "a run directory from someone else could name any code. Never from inside the run "
+                                 "directory or beside it")
 
 
 def _log_to_stderr() -> None:
@@ -615,10 +660,17 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _log_to_stderr()
     try:
+        if getattr(args, "out_file", False):
+            _refuse_existing(args)
         if getattr(args, "imports", None):
             from .models import import_models
 
             import_models(args.imports)
+        if getattr(args, "trust_imports", False):
+            from .models import trust_imports
+
+            with trust_imports():
+                return args.func(args)
         return args.func(args)
     except VaelabError as e:
         from .train.run import Interrupted
@@ -627,6 +679,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"vaelab: {e}", file=sys.stderr)
             return 130
         print(f"vaelab: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a file-system error no stage turned into a VaelabError: still one line
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        print(f"vaelab: error: {where}{e.strerror or e}; check the path, its permissions and the free space", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("vaelab: interrupted; a training run keeps its last checkpoint (resume it with vaelab train --resume RUN)",

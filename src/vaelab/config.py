@@ -149,14 +149,52 @@ def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+class _Dumper(yaml.SafeDumper):
+    """Writes a value shared by two keys twice, never as an anchor and an alias: vaelab's own YAML
+    holds no aliases, so a reader can refuse every one."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 def dump_yaml(d: dict[str, Any]) -> str:
-    return yaml.safe_dump(d, sort_keys=False)
+    return yaml.dump(d, Dumper=_Dumper, sort_keys=False)
+
+
+# the largest YAML file vaelab reads: a run's config is a few kB
+MAX_YAML_BYTES = 1 << 20
+
+
+class _AliasFound(Exception):
+    pass
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """safe_load's loader that refuses every alias (``*name``): a few hundred bytes of nested
+    aliases expand to billions of nodes (an "alias bomb"), and vaelab writes none."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise _AliasFound(f"at line {mark.line + 1}, column {mark.column + 1}")
+        return super().compose_node(parent, index)
 
 
 def load_yaml(text: str, source: str) -> dict[str, Any]:
-    """Plain data only (``yaml.safe_load``: no Python objects); every failure is a ConfigError."""
+    """Plain data only (safe_load's constructors: no Python objects), at most ``MAX_YAML_BYTES``,
+    no aliases; every failure is a ConfigError."""
+    if len(text) > MAX_YAML_BYTES:
+        raise ConfigError(f"{source}: {len(text):,} characters, more than the {MAX_YAML_BYTES:,} a vaelab config may "
+                          "have; this is not a vaelab config, or it is damaged")
     try:
-        d = yaml.safe_load(text)
+        loader = _NoAliasLoader(text)  # what yaml.safe_load does, with the alias-refusing loader
+        try:
+            d = loader.get_single_data()
+        finally:
+            loader.dispose()
+    except _AliasFound as e:
+        raise ConfigError(f"{source}: the YAML uses an alias (*name) {e}; vaelab configs hold none, and aliases can "
+                          "expand a small file into billions of values. Write the value out in full") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{source}: not valid YAML ({e}); fix the syntax or restore the file") from None
     except RecursionError:

@@ -23,3 +23,11 @@ class CheckpointError(VaelabError):
 
 class TrainingError(VaelabError):
     """Training cannot continue (a non-finite loss, an occupied run directory...)."""
+
+
+class WriteError(VaelabError, OSError):
+    """A file cannot be written (a full disk, no permission, a path that cannot exist). Also an
+    OSError, so that code which handles a failed write keeps handling it (with its errno)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""

@@ -13,6 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from .errors import VaelabError, WriteError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
@@ -22,24 +24,66 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     filesystem. On any exception the temporary file is removed and ``path`` is untouched.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:200]}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise write_error(path, e) from None
     try:  # mkstemp makes the file private (0600); give it the mode a plain open() would have
         os.fchmod(fd, 0o666 & ~_umask())
     finally:
         os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
-        # a writer may have replaced the temporary file with one of its own (safetensors writes a
-        # private 0600 file and renames it): the final file gets the umask's mode all the same
-        os.chmod(tmp_path, 0o666 & ~_umask())
-        fsync_file(tmp_path)
-        os.replace(tmp_path, path)
+        try:
+            yield tmp_path
+            # a writer may have replaced the temporary file with one of its own (safetensors writes a
+            # private 0600 file and renames it): the final file gets the umask's mode all the same
+            os.chmod(tmp_path, 0o666 & ~_umask())
+            fsync_file(tmp_path)
+            os.replace(tmp_path, path)
+        except OSError as e:
+            if isinstance(e, VaelabError):
+                raise
+            raise write_error(path, e, tmp_path) from None
+        except RuntimeError as e:  # safetensors and torch report a failed write as a RuntimeError
+            if not any(w in str(e).lower() for w in ("no space", "errno", "write", "file")):
+                raise
+            raise write_error(path, OSError(str(e).splitlines()[0][:200]), tmp_path) from None
         fsync_dir(path.parent)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def write_error(path: Path, e: OSError, tmp: Path | None = None) -> WriteError:
+    """A one-line WriteError for a failed write of ``path``: what happened, and the fix (for a full
+    disk, the space free and how much the file needed so far)."""
+    import errno as _errno
+    import shutil
+
+    reason = e.strerror or str(e) or type(e).__name__
+    if e.errno == _errno.ENOSPC or "no space" in str(e).lower():
+        try:
+            free = shutil.disk_usage(next(p for p in [path.parent, *path.parents] if p.exists())).free
+        except (OSError, StopIteration):
+            free = None
+        written = tmp.stat().st_size if tmp is not None and tmp.exists() else 0
+        need = f"at least {written:,} bytes were being written" if written else "the file needs more"
+        fix = (f"the disk is full ({reason}; {free:,} bytes free; {need}): free space on it, or write elsewhere"
+               if free is not None else f"the disk is full ({reason}): free space on it, or write elsewhere")
+        msg = f"cannot write {path}: {fix}. Nothing was replaced; a training run stays resumable"
+    elif e.errno == _errno.ENAMETOOLONG:
+        msg = f"cannot write {path}: a name in the path is too long ({reason}); choose a shorter name"
+    elif e.errno in (_errno.EROFS, _errno.EACCES, _errno.EPERM):
+        msg = f"cannot write {path}: {reason} (the folder is read-only or not yours); choose another place"
+    elif e.errno in (_errno.ENOTDIR, _errno.EEXIST):
+        msg = f"cannot write {path}: a part of the path is a file, not a folder ({reason}); choose another path"
+    else:
+        msg = f"cannot write {path}: {reason}; check the path and the disk"
+    err = WriteError(msg)
+    err.errno, err.filename = e.errno, str(path)
+    return err
 
 
 def _umask() -> int:
@@ -84,7 +128,36 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+    """Strict JSON (``strict_json``): a strict parser reads every file vaelab writes."""
+    atomic_write_text(path, json.dumps(strict_json(obj), indent=2, sort_keys=True, allow_nan=False) + "\n")
+
+
+NULL_REASONS = "null_reasons"
+
+
+def strict_json(obj: Any) -> Any:
+    """``obj`` as plain JSON data without NaN or infinity, which strict parsers reject: each
+    non-finite number becomes null, and a mapping at the top gets ``null_reasons`` naming each
+    such key (a dotted path) and the value it had, e.g. an F1 that is undefined on one class."""
+    import math
+
+    plain = json.loads(json.dumps(obj, default=_json_default))  # tensors, arrays, paths -> lists, numbers, text
+    reasons: dict[str, str] = {}
+
+    def clean(v: Any, where: str) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            reasons[where] = f"{v} (not a finite number: undefined for this data)"
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x, f"{where}.{k}" if where else str(k)) for k, x in v.items()}
+        if isinstance(v, list):
+            return [clean(x, f"{where}[{i}]") for i, x in enumerate(v)]
+        return v
+
+    out = clean(plain, "")
+    if reasons and isinstance(out, dict):
+        out[NULL_REASONS] = {**(out.get(NULL_REASONS) or {}), **reasons}
+    return out
 
 
 def _json_default(o: Any) -> Any:

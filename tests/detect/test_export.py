@@ -224,3 +224,50 @@ def test_exported_bernoulli_log_prob_is_stable_where_logits_saturate(tmp_path):
     got = ort.InferenceSession(str(path)).run(None, {"l": logits.numpy(), "x": x.numpy()})[0]
     assert np.isfinite(got).all()
     np.testing.assert_allclose(got, px.log_prob(x).numpy(), rtol=1e-5)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_exported_scorer_refuses_bad_input_and_a_tampered_manifest(setup, fmt, tmp_path):
+    """The scorer takes images as the Python detector does: uint8 scaled (the same scores as
+    float / 255), NaN, inf, out-of-range floats and other dtypes refused; a manifest whose
+    threshold, normalisation, keys or format were edited is refused before anything is loaded."""
+    from vaelab.detect.export import export_detector
+    from vaelab.errors import VaelabError
+    from vaelab.exported import load_exported
+
+    _, _, _, test = setup
+    det = _detector(setup, "mse")
+    out = export_detector(det, tmp_path / "bundle", fmt)
+    scorer = load_exported(out)
+    x8 = test[:16].numpy()
+    got8, gotf = scorer(x8), scorer((test[:16].float() / 255).numpy())
+    np.testing.assert_allclose(got8["raw_score"], gotf["raw_score"], rtol=1e-6)
+    np.testing.assert_array_equal(got8["flag"], det.predict(test[:16]))
+    np.testing.assert_allclose(scorer(x8.astype(np.uint16) * 257)["raw_score"], got8["raw_score"], rtol=1e-6)
+    for bad, why in ((np.where(np.arange(x8.size).reshape(x8.shape) == 5, np.nan, x8 / 255.0), "NaN"),
+                     (np.full(x8.shape, np.inf), "NaN or infinite"), (x8.astype(np.float32), r"\[0, 1\]"),
+                     (x8.astype(np.int64), "dtype int64"), (x8[:, :, :4], "shape")):
+        with pytest.raises(VaelabError, match=why):
+            scorer(bad)
+    manifest = json.loads((out / "manifest.json").read_text())
+    edits = {"threshold": lambda m: m.update(threshold="garbage"),
+             "threshold value": lambda m: m.update(threshold=m["threshold"] + 1.0),
+             "normalization": lambda m: m["normalization"].update(raw_min=1e30),
+             "a removed key": lambda m: m.pop("normalization"),
+             "format": lambda m: m.update(format="pickle"),
+             "NaN literal": lambda m: m.update(threshold=float("nan"))}
+    for what, edit in edits.items():
+        m = json.loads(json.dumps(manifest))
+        edit(m)
+        (out / "manifest.json").write_text(json.dumps(m))
+        with pytest.raises(VaelabError, match="export (it|the bundle) again") as e:
+            load_exported(out)
+        assert "\n" not in str(e.value), what
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with open(out / MODEL_FILE[fmt], "ab") as fh:
+        fh.write(b"\0")
+    with pytest.raises(VaelabError, match="file_sha256"):
+        load_exported(out)
+
+
+MODEL_FILE = {"onnx": "scorer.onnx", "torchscript": "scorer.pt"}

@@ -131,6 +131,6 @@ def test_cli_samples_from_a_maf_fitted_to_the_codes(trained, tmp_path, capsys):
     assert Image.open(out).size[0] > 8
     from vaelab.cli import main  # the refusal in this process: the same main() the command runs
 
-    assert main(["sample", str(run), "--sampler", "vamp", "--out", str(out)]) != 0
+    assert main(["sample", str(run), "--sampler", "vamp", "--out", str(tmp_path / "v.png")]) != 0  # s.png exists: a new name
     err = capsys.readouterr().err
     assert "vamp model" in err and "Traceback" not in err

@@ -43,6 +43,24 @@ def load_ensemble(runs: list[Path]) -> tuple[RunConfig, list[Any]]:
     return cfg, [load_run(r) for r in runs]
 
 
+def threshold_record(det: Any, threshold: float | None, fdr: float | None = None) -> dict[str, Any]:
+    """How the threshold was set, as the rule actually used: a rule that fell back (f1 on a
+    validation set without both classes, an unseparated GMM) is recorded as the fallback rule,
+    with the rule asked for and the reason beside it; ``fdr``: flagged by Benjamini-Hochberg instead."""
+    info = dict(det.threshold_info_)
+    reason = info.pop("reason", None)
+    if fdr is not None:
+        return {"threshold_from": f"fdr {fdr} (Benjamini-Hochberg on conformal p-values)", "threshold_info": info}
+    if threshold is not None:
+        return {"threshold_from": "threshold", "threshold_info": info}
+    used = info.get("fallback") or det.threshold_rule
+    record: dict[str, Any] = {"threshold_from": f"contamination {det.contamination}" if used == "contamination" else
+                              f"conformal, fpr {det.fpr}" if used == "conformal" else used, "threshold_info": info}
+    if info.get("fallback"):
+        record.update(threshold_rule_asked=det.threshold_rule, threshold_fallback_reason=reason)
+    return record
+
+
 def detect_run(run_dir: str | Path | list[str | Path], data: str, split: str | None = None, score: str | None = None,
                threshold: float | None = None, contamination: float | None = None, out: str | Path | None = None,
                anomaly_classes: list[int] | None = None, max_flagged: int = 64, val_data: str | None = None,
@@ -150,11 +168,7 @@ def detect_run(run_dir: str | Path | list[str | Path], data: str, split: str | N
     metrics: dict[str, Any] = {
         "data": desc, "score": score, "normalized": True, "norm_range": [float(q) for q in det.norm_quantiles_],
         "threshold": thr,
-        "threshold_from": f"fdr {fdr} (Benjamini-Hochberg on conformal p-values)" if fdr is not None else
-        "threshold" if threshold is not None else (
-            f"contamination {det.contamination}" if det.threshold_rule == "contamination" else
-            f"conformal, fpr {det.fpr}" if det.threshold_rule == "conformal" else det.threshold_rule),
-        "threshold_info": {k: v for k, v in det.threshold_info_.items() if k != "reason"},
+        **threshold_record(det, threshold, fdr),
         "n": len(target), "n_flagged": int(flagged.sum()), "flagged_fraction": float(flagged.mean()),
         "n_calibration": det.n_calibration_, "calibrated_on": det.calibrated_on_,
         "calibration_flagged_fraction": _calibration_flagged(det),

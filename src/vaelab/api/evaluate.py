@@ -8,6 +8,7 @@ from typing import Any
 from ..data import load_run_data
 from ..evaluate import DEFAULT_METRICS, evaluate
 from ..fileio import atomic_write_json
+from ..runfiles import read_text
 from ..train import RunConfig, load_run
 from .train import make_report
 
@@ -41,7 +42,7 @@ def evaluate_run(run_dir: str | Path, metrics: list[str] | None = None, update_r
 
             path = run_dir / "metrics.json"
             try:
-                old = json.loads(path.read_text()) if path.is_file() else {}
+                old = json.loads(read_text(path)) if path.is_file() else {}
             except (json.JSONDecodeError, UnicodeDecodeError):
                 old = {}
             old = old if isinstance(old, dict) else {}
@@ -55,7 +56,7 @@ def evaluate_run(run_dir: str | Path, metrics: list[str] | None = None, update_r
         import json
 
         try:
-            old = json.loads(path.read_text()) if path.is_file() else {}
+            old = json.loads(read_text(path)) if path.is_file() else {}
         except (json.JSONDecodeError, UnicodeDecodeError):
             old = {}  # a damaged metrics.json is rewritten from the fresh numbers
         if not isinstance(old, dict):

@@ -18,7 +18,7 @@ from ..models import Autoencoder
 from ..plotting import interleave_rows, save_grid
 from ..report import loss_curves, write_report
 from ..train import RunConfig, load_run
-from ..train.rundir import epochs_done, restore_weights, run_lock
+from ..train.rundir import epochs_done, is_finished, mark_finished, restore_weights, run_lock
 from ..train.trackers import log_final
 
 log = logging.getLogger("vaelab")
@@ -51,10 +51,13 @@ def train_run(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = 
         with run_lock(run_dir):  # a run another process is training is refused before its files are read
             done = epochs_done(run_dir)
         if done is None:
-            if not (run_dir / "config.yaml").is_file():
+            from ..train.rundir import is_marked
+
+            if not (run_dir / "config.yaml").is_file() or not is_marked(run_dir):
                 from ..errors import CheckpointError
 
-                raise CheckpointError(f"{run_dir} is not a vaelab run (no config.yaml); train a new run into it instead")
+                raise CheckpointError(f"{run_dir} is not a vaelab run (no config.yaml, or not vaelab's marker); train a new "
+                                      "run into a new directory instead")
             log.info("%s was stopped before its first checkpoint: training it from the beginning", run_dir)
             resume = False
         elif cfg.train.epochs < done:
@@ -79,6 +82,7 @@ def train_run(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = 
     record_command(run_dir)
     make_report(run_dir, model, cfg, metrics, test, train)
     log_final(run_dir, metrics, cfg)
+    mark_finished(run_dir)  # last: until it is written, --resume finishes what is missing
     return run_dir, metrics
 
 
@@ -117,42 +121,52 @@ def record_command(run_dir: Path) -> None:
     the first run, then each resume), written atomically."""
     from ..fileio import atomic_write_text
 
-    path = run_dir / "command.txt"
-    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+    from ..runfiles import inside, read_text
+
+    path = inside(run_dir, "command.txt")  # a symlink is refused, never read into the report
+    lines = read_text(path).splitlines() if path.is_file() else []
     atomic_write_text(path, "\n".join([*lines, invocation()]) + "\n")
 
 
 def _finished_run(run_dir: Path, cfg: RunConfig, done: int, data: tuple[ImageSet, ImageSet, ImageSet] | None,
                   encoder: torch.nn.Module | None = None, decoder: torch.nn.Module | None = None) -> dict[str, Any]:
-    """A resumed run that has already trained every epoch: nothing is trained or changed; lost
-    weights are written again from the checkpoint, and lost metrics (a run killed while it was
-    being evaluated) are computed again."""
+    """A resumed run that has already trained every epoch. Finished (the weights, metrics.json and
+    report of its last checkpoint all written, ``is_finished``): nothing is trained or changed.
+    Otherwise (killed, or a full disk, after its last checkpoint) the missing steps are done from
+    the checkpoint: the weights written again from it, the metrics computed again, the report drawn."""
     import json
 
-    from ..errors import CheckpointError
+    from ..runfiles import read_text
 
-    restored = False
-    try:
-        model = load_run(run_dir, encoder, decoder)
-    except CheckpointError as e:
-        log.info("%s; writing model.safetensors again from the checkpoint", str(e).split(". ")[0])
-        model = restore_weights(run_dir, cfg, encoder, decoder)
-        log.info("%s written again from the checkpoint", run_dir / "model.safetensors")
-        restored = True
-    try:
-        metrics = json.loads((run_dir / "metrics.json").read_text())
-        if isinstance(metrics, dict) and metrics:
-            log.info("%s is finished (%d of %d epochs); nothing %schanged. To train longer: vaelab train --resume %s "
-                     "--epochs N with N > %d", run_dir, done, cfg.train.epochs, "else " if restored else "", run_dir, done)
-            return metrics
-    except (OSError, ValueError):
-        pass
-    log.info("%s finished training but has no metrics.json: evaluating it again", run_dir)
-    train, val, test = data if data is not None else load_data(cfg.data, cfg.seed)
-    metrics = evaluate(model, test, DEFAULT_METRICS, batch_size=cfg.train.eval_batch_size, seed=cfg.seed, train=train)
-    metrics.update({"parameters": model.num_parameters(), "n_train": len(train), "n_val": len(val), "n_test": len(test)})
-    atomic_write_json(run_dir / "metrics.json", metrics)
-    make_report(run_dir, model, cfg, metrics, test, train)
+    if is_finished(run_dir):
+        restored = False
+        try:
+            load_run(run_dir, encoder, decoder, finished_only=False)
+        except VaelabError as e:  # lost or damaged weights: the checkpoint holds them
+            log.info("%s; writing model.safetensors again from the checkpoint", str(e).split(". ")[0])
+            with run_lock(run_dir):
+                restore_weights(run_dir, RunConfig.load(run_dir / "config.yaml"), encoder, decoder)
+            log.info("%s written again from the checkpoint", run_dir / "model.safetensors")
+            restored = True
+        try:
+            metrics = json.loads(read_text(run_dir / "metrics.json"))
+            if isinstance(metrics, dict) and metrics:
+                log.info("%s is finished (%d of %d epochs); nothing %schanged. To train longer: vaelab train --resume %s "
+                         "--epochs N with N > %d", run_dir, done, cfg.train.epochs, "else " if restored else "", run_dir,
+                         done)
+                return metrics
+        except (OSError, ValueError, VaelabError) as e:
+            log.info("%s: %s", run_dir, str(e).split(". ")[0])
+    log.info("%s trained every epoch, but the weights, metrics and report of its last checkpoint were not all written: "
+             "writing them from the checkpoint", run_dir)
+    with run_lock(run_dir):
+        model = restore_weights(run_dir, RunConfig.load(run_dir / "config.yaml"), encoder, decoder)  # as it trained
+        train, val, test = data if data is not None else load_data(cfg.data, cfg.seed)
+        metrics = evaluate(model, test, DEFAULT_METRICS, batch_size=cfg.train.eval_batch_size, seed=cfg.seed, train=train)
+        metrics.update({"parameters": model.num_parameters(), "n_train": len(train), "n_val": len(val), "n_test": len(test)})
+        atomic_write_json(run_dir / "metrics.json", metrics)
+        make_report(run_dir, model, cfg, metrics, test, train)
+        mark_finished(run_dir)
     return metrics
 
 
@@ -184,7 +198,9 @@ class _Figures:
 def make_figures(run_dir: Path, model: Autoencoder, test: ImageSet, seed: int = 0, train: ImageSet | None = None,
                  notes: list[str] | None = None) -> list[tuple[str, Path]]:
     """The run report's figures; what cannot be drawn is explained in ``notes`` (appended to)."""
-    fig = run_dir / "figures"
+    from ..runfiles import inside
+
+    fig = inside(run_dir, "figures")  # a symlinked figures/ is refused: its target's files would be replaced
     F = _Figures()
     curves = loss_curves(run_dir / "logs" / "metrics.csv", fig / "loss_curves.png")
     if curves:
@@ -267,8 +283,10 @@ def make_report(run_dir: Path, model: Autoencoder, cfg: RunConfig, metrics: dict
                      "distribution clamped to [0, 1] (within half a grey level of the discretised mean).")
     data_notes = list(dict.fromkeys((train.notes if train is not None else []) + test.notes))
     notes += [f"Data: {n}" for n in data_notes] + fig_notes + F.notes
-    cmd = run_dir / "command.txt"
-    command = " ; then ".join(cmd.read_text(encoding="utf-8").splitlines()) if cmd.is_file() else None
+    from ..runfiles import inside, read_text
+
+    cmd = inside(run_dir, "command.txt")
+    command = " ; then ".join(read_text(cmd).splitlines()) if cmd.is_file() else None
     return write_report(run_dir, title, dump_yaml(cfg.to_dict()), metrics, figs, notes, command=command, vectors=model.is_vector)
 
 

@@ -404,6 +404,10 @@ def _labels(y: np.ndarray | None, n: int, p: Path) -> torch.Tensor | None:
     return torch.from_numpy(y.astype(np.int64))
 
 
+CSV_MAX_COLUMNS = 1 << 16  # a vector's length: the widest layer a model may have (models.base.MAX_WIDTH)
+CSV_MAX_CELLS = 1 << 28  # 2 GiB of float64 numbers
+
+
 class CsvSource(Source):
     """A CSV file of numbers, one example per row (tabular data): vectors of every column but the
     label column (``data.label_column``: its header name or 0-based index; integer classes). A
@@ -426,7 +430,16 @@ class CsvSource(Source):
             raise DataError(f"csv file {p} does not exist")
         try:
             with open(p, newline="", encoding="utf-8-sig") as f:
-                rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
+                rows, cells = [], 0
+                for r in csv.reader(f):
+                    if not (r and any(c.strip() for c in r)):
+                        continue
+                    cells += len(r)
+                    if len(r) > CSV_MAX_COLUMNS or cells > CSV_MAX_CELLS:  # before a table that cannot fit is built
+                        raise DataError(f"{p}: row {len(rows) + 1} brings the table to {len(r):,} columns and {cells:,} "
+                                        f"cells; a CSV source takes at most {CSV_MAX_COLUMNS:,} columns and "
+                                        f"{CSV_MAX_CELLS:,} cells. Select the columns you need first")
+                    rows.append(r)
         except (OSError, UnicodeDecodeError, csv.Error) as e:
             raise DataError(f"{p}: cannot be read as a CSV text file ({e})") from None
         if not rows:

@@ -378,6 +378,10 @@ def export_detector(detector: Any, out_dir: str | Path, format: str = "onnx", op
     }
     if format == "onnx":
         manifest["opset"] = opset
+    from ..exported import file_digest, manifest_digest
+
+    # what load_exported checks: an edited manifest or scorer is refused instead of half-used
+    manifest["integrity"] = {"manifest_sha256": manifest_digest(manifest), "file_sha256": file_digest(path)}
     atomic_write_json(out / "manifest.json", manifest)
     return out
 

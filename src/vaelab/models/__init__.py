@@ -6,9 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from ..config import from_dict
+from ..errors import ModelError
 from .base import Autoencoder, LossOutput, ModelConfig, embed_images
 from .registry import (CAPABILITIES, MODELS, ModelSpec, discover, get_spec, import_models, load_entry_points,
-                       models_with, register_model, require)
+                       models_with, register_model, require, trust_imports)
 
 discover()
 
@@ -38,11 +39,49 @@ def build(config: ModelConfig, image_shape: tuple[int, ...] | None = None, n_tra
     config.fill_from_labels(num_classes)
     cls = get_spec(config.name).cls
     if encoder is None and decoder is None:
-        return cls(config)
-    return cls(config, encoder=encoder, decoder=decoder)
+        _check_size(cls, config)
+        return _construct(lambda: cls(config), config)
+    return _construct(lambda: cls(config, encoder=encoder, decoder=decoder), config)
+
+
+# the most parameters a model may have (4 GiB of float32 weights): a config beyond it is a typo
+MAX_PARAMETERS = 1 << 30
+
+
+def _construct(make: Any, config: ModelConfig) -> Autoencoder:
+    """``make()``, with the errors torch raises for networks that cannot be laid out on the image
+    (a stage that shrinks it to nothing, a zero width) as one ModelError naming the options."""
+    from ..errors import VaelabError
+
+    try:
+        return make()
+    except VaelabError:
+        raise
+    except (RuntimeError, ValueError, ZeroDivisionError, IndexError, OverflowError) as e:
+        raise ModelError(f"the {config.name} model cannot be built with these options (latent_dim={config.latent_dim}, "
+                         f"arch={config.arch}, conv_channels={config.conv_channels}, mlp_hidden={config.mlp_hidden}, "
+                         f"image_shape={config.image_shape}): {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}. "
+                         "Choose smaller or fewer stages, or the defaults") from None
+
+
+def _check_size(cls: type, config: ModelConfig) -> None:
+    """Count the parameters on torch's meta device (nothing allocated) and refuse a model of more
+    than MAX_PARAMETERS before its weights are allocated."""
+    import copy
+
+    import torch
+
+    try:
+        with torch.device("meta"):
+            n = sum(p.numel() for p in cls(copy.deepcopy(config)).parameters())
+    except Exception:  # noqa: BLE001 - a model that cannot be laid out on meta is built (and checked) for real
+        return
+    if n > MAX_PARAMETERS:
+        raise ModelError(f"these options make a {config.name} model of {n:,} parameters, more than {MAX_PARAMETERS:,}; "
+                         "choose smaller latent_dim, hidden_dim, conv_channels or mlp_hidden")
 
 
 __all__ = ["AE", "AEConfig", "Autoencoder", "BIWAE", "BVAE", "BVAEConfig", "BetaTCBVAE", "BetaTCVAE", "CAPABILITIES",
            "ContractiveAE", "DenoisingAE", "Grad2VAE", "IWAE", "LossOutput", "MODELS", "ModelConfig", "ModelSpec", "SSVAE",
            "SSVAEConfig", "SparseAE", "VAE", "VAEConfig", "build", "discover", "embed_images", "get_spec", "import_models",
-           "load_entry_points", "make_config", "models_with", "register_model", "require"]
+           "load_entry_points", "make_config", "models_with", "register_model", "require", "trust_imports"]

@@ -18,6 +18,9 @@ from ..objectives import importance_log_weights, kl_to_prior, pixel_likelihood, 
 from ..objectives.discretized import DiscretizedGaussian, from_params, num_params
 
 DISCRETE_LIKELIHOODS = ("dgaussian", "dlogistic")
+# the widest layer or code a config may ask for: far beyond any model of these datasets, and small
+# enough that a typo (latent_dim=10000000) is refused before gigabytes are allocated
+MAX_WIDTH = 1 << 16
 
 
 @dataclass
@@ -54,8 +57,14 @@ class ModelConfig:
     networks: str | None = None  # set when trained with your own encoder and decoder (their classes)
 
     def __post_init__(self) -> None:
-        if self.latent_dim < 1:
-            raise ConfigError(f"model.latent_dim must be >= 1, got {self.latent_dim}")
+        if not 1 <= self.latent_dim <= MAX_WIDTH:
+            raise ConfigError(f"model.latent_dim must be in 1..{MAX_WIDTH}, got {self.latent_dim}")
+        if not 1 <= self.hidden_dim <= MAX_WIDTH:
+            raise ConfigError(f"model.hidden_dim must be in 1..{MAX_WIDTH}, got {self.hidden_dim}")
+        for key in ("conv_channels", "mlp_hidden"):
+            widths = getattr(self, key)
+            if widths is not None and (len(widths) > 64 or not all(1 <= w <= MAX_WIDTH for w in widths)):
+                raise ConfigError(f"model.{key} must be a list of at most 64 widths in 1..{MAX_WIDTH}, got {widths}")
         if self.activation not in ACTIVATIONS:
             raise ConfigError(f"unknown activation {self.activation!r}; choose one of: {', '.join(ACTIVATIONS)}")
         if self.res_blocks < 1:
@@ -337,6 +346,8 @@ class Autoencoder(nn.Module):
             if x.is_floating_point() and self.config.likelihood == "bernoulli" and self.input_checks and x.numel() \
                     and not torch._C._functorch.is_functorch_wrapped_tensor(x):
                 lo, hi = (float(v) for v in torch.aminmax(x.detach()))
+                if not (math.isfinite(lo) and math.isfinite(hi)):
+                    raise ModelError(f"{self.config.name} got vectors with NaN or infinite values; drop or impute them")
                 if lo < -1e-6 or hi > 1 + 1e-6:
                     raise ModelError(f"{self.config.name} has a Bernoulli likelihood, which takes values in [0, 1]; got "
                                      f"[{lo:.4g}, {hi:.4g}]. Use model.likelihood=gaussian for real-valued vectors")
@@ -350,6 +361,9 @@ class Autoencoder(nn.Module):
             return
         lo, hi = torch.aminmax(x.detach())
         lo, hi = float(lo), float(hi)
+        if not (math.isfinite(lo) and math.isfinite(hi)):  # min / max propagate NaN
+            raise ModelError(f"{self.config.name} got images with NaN or infinite values; drop or repair those images "
+                             "(images are floats in [0, 1])")
         if lo < -1e-6 or hi > 1 + 1e-6:
             # a Bernoulli likelihood needs [0, 1]; a Gaussian one models any real values (a PCA-like linear AE on
             # centred data), so there only what looks like 0..255 pixel values is refused

@@ -14,11 +14,15 @@ from ..fileio import atomic_path
 from .base import Autoencoder
 
 
-def save_weights(model: Autoencoder, path: str | Path) -> None:
+def save_weights(model: Autoencoder, path: str | Path, checkpoint: dict[str, int] | None = None) -> None:
+    """``checkpoint``: the state of the run's resumable checkpoint these weights are (its epochs and
+    steps), recorded so that weights older than the checkpoint are recognised."""
     from ..config import to_dict
 
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     meta = {"vaelab_version": __version__, "model": model.config.name, "config": json.dumps(to_dict(model.config))}
+    if checkpoint is not None:
+        meta["checkpoint"] = json.dumps(checkpoint, sort_keys=True)
     with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata=meta)
 
@@ -74,5 +78,10 @@ def load_weights(model: Autoencoder, path: str | Path) -> Autoencoder:
     if problem:
         raise CheckpointError(f"{path} does not fit this {model.config.name} model ({problem}); "
                               f"it was written by vaelab {meta.get('vaelab_version', '?')} for another configuration")
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(f"{path} holds NaN or infinite weights ({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}); "
+                              "the file is damaged or the training diverged. Resume from checkpoints/last.ckpt, or retrain "
+                              "(train.grad_clip, a smaller train.lr)")
     model.load_state_dict(state)
     return model

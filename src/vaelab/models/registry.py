@@ -7,15 +7,18 @@ model outside the package registers the same way and becomes known to every comm
 ``vaelab.models`` entry-point group of an installed package."""
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import importlib
 import importlib.util
 import logging
+import os
 import pkgutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 from ..errors import ConfigError, ModelError
 
@@ -132,31 +135,141 @@ def import_models(modules: Iterable[str], search_cwd: bool = True) -> list[str]:
     return names
 
 
+# Whether the user trusts the modules a run directory names (``imports:``): off unless the user
+# says so (``vaelab.load(..., trust_imports=True)``, ``with trust_imports():``, ``--trust-imports``).
+_TRUSTED: contextvars.ContextVar[bool] = contextvars.ContextVar("vaelab_trust_imports", default=False)
+
+
+@contextlib.contextmanager
+def trust_imports(on: bool = True) -> Iterator[None]:
+    """Within this block, loading a run imports the modules its config names (``imports:``),
+    still refusing any that resolves inside the run directory or beside it."""
+    token = _TRUSTED.set(bool(on))
+    try:
+        yield
+    finally:
+        _TRUSTED.reset(token)
+
+
+def _within(p: Path, roots: list[Path]) -> bool:
+    return any(p == r or p.is_relative_to(r) for r in roots)
+
+
+def _search_path() -> list[str]:
+    """sys.path without the current directory ('' or its path): where a recorded module is looked
+    up, so that a run directory next to which the user happens to stand cannot supply it."""
+    cwd = os.path.realpath(os.getcwd())
+    return [e for e in sys.path if isinstance(e, str) and e not in ("", ".") and os.path.realpath(e) != cwd]
+
+
+def _find_spec(fullname: str, path: list[str] | None) -> Any:
+    """The spec the import system would use for ``fullname``, found without running any module:
+    the finders of sys.meta_path are asked directly, so a parent package's ``__init__`` is not
+    executed (``importlib.util.find_spec`` would import it)."""
+    mod = sys.modules.get(fullname)
+    if mod is not None:
+        return getattr(mod, "__spec__", None)
+    for finder in sys.meta_path:
+        find = getattr(finder, "find_spec", None)
+        if find is None:
+            continue
+        try:
+            spec = find(fullname, path)
+        except (ImportError, ValueError, OSError):
+            continue
+        if spec is not None:
+            return spec
+    return None
+
+
+def _module_locations(dotted: str, search: list[str]) -> list[str] | None:
+    """Every file and folder the import of ``dotted`` would read (each package on the way: its
+    ``__init__`` file or a namespace package's folders, then the module itself), or None when the
+    import system finds no such module."""
+    parts = dotted.split(".")
+    if not all(p.isidentifier() for p in parts):
+        return None
+    found: list[str] = []
+    path: list[str] | None = search
+    for i in range(len(parts)):
+        name = ".".join(parts[: i + 1])
+        before = list(sys.path)
+        sys.path[:] = search  # a finder that reads sys.path (PathFinder for a top-level name) sees no cwd
+        try:
+            spec = _find_spec(name, path if i else None)
+        finally:
+            sys.path[:] = before
+        if spec is None:
+            return None
+        if spec.origin and spec.origin not in ("built-in", "frozen", "namespace"):
+            found.append(spec.origin)
+        locations = list(spec.submodule_search_locations or [])
+        found += locations
+        path = locations
+    return found
+
+
+def _refusal(name: str, spec: str, where: str) -> ConfigError:
+    return ConfigError(f"this run's model {name!r} is said to live in {spec}, which resolves to {where}, inside the run "
+                       "directory or beside it in the same folder: vaelab does not run code that a run directory "
+                       "brings. Pass --import with your own copy of the module")
+
+
+def check_recorded(name: str, spec: str, run_dir: Path | None) -> None:
+    """Refuse a module that a run names (``imports:``) if it resolves, through the import system
+    with symlinks followed, inside the run directory or anywhere under the folder that holds it (a
+    file shipped beside the run in the same archive); a relative .py path is resolved against the
+    run directory (vaelab itself records absolute paths, so it was not written by vaelab)."""
+    roots: list[Path] = []
+    if run_dir is not None:
+        run_abs = Path(os.path.abspath(run_dir))
+        roots = list(dict.fromkeys([run_abs.parent, run_abs.resolve().parent]))
+    if spec.endswith(".py"):
+        p = Path(spec).expanduser()
+        if not p.is_absolute():
+            if run_dir is None:
+                raise ConfigError(f"this run's model {name!r} is said to live in {spec}, a relative path: vaelab records "
+                                  "absolute ones. Pass --import with the module that defines it")
+            where = Path(os.path.abspath(Path(run_dir) / p))
+            raise _refusal(name, spec, str(where.resolve()))
+        candidates = [Path(os.path.abspath(p)), p.resolve()]
+    else:
+        # where it would be found with the current directory searched too (python -c, a notebook,
+        # PYTHONPATH=.) is checked as well, so that the message says what the run tried
+        everywhere = [os.getcwd() if e in ("", ".") else e for e in sys.path if isinstance(e, str)]
+        with_cwd = _module_locations(spec, everywhere) or []
+        locations = _module_locations(spec, _search_path())
+        candidates = [q for loc in [*with_cwd, *(locations or [])]
+                      for q in (Path(os.path.abspath(loc)), Path(loc).resolve())]
+        for c in candidates:
+            if _within(c, roots):
+                raise _refusal(name, spec, str(c))
+        if locations is None:
+            raise ConfigError(f"this run's model {name!r} is said to live in module {spec}, which is not installed "
+                              "(the current directory is not searched); install it or pass --import")
+    for c in candidates:
+        if _within(c, roots):
+            raise _refusal(name, spec, str(c))
+
+
 def import_recorded(name: str, modules: list[str], run_dir: Path | None) -> None:
     """Make the model ``name`` of a run known from the modules its config names (``imports:``).
 
-    A run directory names code but never brings it: a .py path or a module that lies inside the
-    run directory is refused, a dotted name is looked up on the existing import path only (not the
-    current directory), and each import is announced. Then ``name`` must be registered."""
-    run_dir = run_dir.resolve() if run_dir is not None else None
-
-    def inside(p: str | None) -> bool:
-        return run_dir is not None and p is not None and Path(p).resolve().is_relative_to(run_dir)
-
+    A run directory names code but never brings it. Nothing is imported unless the user trusts the
+    run's imports (``trust_imports``); even then each module is resolved first (``check_recorded``)
+    and refused if it lies inside the run directory or beside it, a dotted name is looked up
+    without the current directory, and each import is announced. Then ``name`` must be registered."""
     for spec in modules:
-        if spec.endswith(".py"):
-            if inside(spec):
-                raise ConfigError(f"this run's model {name!r} is said to live in {spec}, inside the run directory: vaelab "
-                                  "does not run code that a run directory brings. Pass --import with your own copy of the module")
-        else:
-            found = importlib.util.find_spec(spec.split(".")[0]) if spec.split(".")[0] not in sys.modules else None
-            if found is not None and inside(found.origin):
-                raise ConfigError(f"this run's model {name!r} is said to live in module {spec}, found inside the run "
-                                  "directory: vaelab does not run code that a run directory brings. Install the module or "
-                                  "pass --import")
+        check_recorded(name, spec, run_dir)
+    if not _TRUSTED.get():
+        raise ConfigError(f"not imported, as vaelab imports no code because a run directory names it (a run from "
+                          f"someone else could name anything). Pass --import {' --import '.join(modules)} if it is "
+                          "yours, or --trust-imports (Python: vaelab.load(RUN, trust_imports=True)) if you trust this run")
+    for spec in modules:
         log.info("importing %s, which this run names as the module of its model %r", spec, name)
         before = list(sys.path)
         try:
+            sys.path[:] = _search_path()
             import_models([spec], search_cwd=False)
         finally:
             sys.path[:] = before

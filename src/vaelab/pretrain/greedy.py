@@ -131,7 +131,10 @@ class PretrainRunConfig:
         path = Path(path)
         if not path.is_file():
             raise CheckpointError(f"{path} not found: this is not a vaelab pretraining directory")
-        d = load_yaml(path.read_text(encoding="utf-8"), str(path))
+        from ..config import MAX_YAML_BYTES
+        from ..runfiles import read_text
+
+        d = load_yaml(read_text(path, MAX_YAML_BYTES), str(path))  # no symlink followed, the size bounded
         if "pretrain" not in d:
             raise CheckpointError(f"{path} is not the config of a `vaelab pretrain` run (no 'pretrain' section); "
                                   "load a training run with vaelab.load instead")

@@ -42,6 +42,7 @@ def _labels(runs: list[Path]) -> list[str]:
 def load_runs(runs: list[str | Path]) -> list[dict[str, Any]]:
     """Each run's flattened config, metrics and training-log rows; a directory that is not a
     finished run is refused with its name."""
+    from ..runfiles import check_links, read_text
     from ..train.config import RunConfig
 
     if len(runs) < 2:
@@ -53,8 +54,9 @@ def load_runs(runs: list[str | Path]) -> list[dict[str, Any]]:
         metrics_path = r / "metrics.json"
         if not metrics_path.is_file():
             raise CheckpointError(f"{r} has no metrics.json yet: finish or resume it (vaelab train --resume {r})")
+        check_links(r)  # nothing of a run is read through a symlink
         cfg = RunConfig.load(r / "config.yaml")
-        metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+        metrics = json.loads(read_text(metrics_path))
         out.append({"dir": r, "config": _flatten(cfg.to_dict()), "metrics": metrics,
                     "log": read_metrics_csv(r / "logs" / "metrics.csv")})
     for run, label in zip(out, _labels([o["dir"] for o in out])):

@@ -197,12 +197,15 @@ class RunConfig:
     def load(cls, path: Path) -> "RunConfig":
         """The config of a run directory. Refuses one written by another major version of vaelab
         (warns for another minor version), and any YAML that is not plain data."""
+        from ..config import MAX_YAML_BYTES
+        from ..runfiles import read_text
+
         path = Path(path)
-        if not path.is_file():
+        if not path.is_file() and not path.is_symlink():
             raise CheckpointError(f"{path} not found: this is not a vaelab run directory")
         try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
+            text = read_text(path, MAX_YAML_BYTES)  # no symlink followed, the size bounded before reading
+        except OSError as e:
             raise CheckpointError(f"{path}: cannot be read as a text file ({e}); restore it from the run's report.html") from None
         d = load_yaml(text, str(path))
         if "vaelab_version" in d:

@@ -29,7 +29,7 @@ from .batches import make_loader, visible_labels
 from .lit import LitAutoencoder
 from .speed import cpu_has_bf16
 from .trackers import check_packages, make_loggers, start_trackers
-from .rundir import CHECKPOINT, _stash_metrics, check_new_run_dir, epochs_done, merge_metrics, run_lock
+from .rundir import CHECKPOINT, _stash_metrics, check_new_run_dir, checkpoint_stamp, epochs_done, mark_run, merge_metrics, run_lock
 
 log = logging.getLogger("vaelab")
 
@@ -321,6 +321,7 @@ def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False,
             if resume:
                 check_checkpoint(ckpt, lit)
                 _stash_metrics(run_dir)
+            mark_run(run_dir)
             absolute_data_path(cfg.data)  # read from another directory, the run still finds its data
             cfg.save(run_dir / "config.yaml")
         # the loggers of train.loggers; a tracker (mlflow, wandb) opens or continues its run here
@@ -346,7 +347,7 @@ def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False,
             warnings.warn(f"{lit.skipped_steps} steps with a non-finite loss were skipped")
         model.to(memory_format=torch.contiguous_format)  # the fast path's channels_last layout stays inside training
         if trainer.is_global_zero:
-            save_weights(model, run_dir / "model.safetensors")
+            save_weights(model, run_dir / "model.safetensors", checkpoint_stamp(run_dir))
             merge_metrics(run_dir)
         model.eval()
         return model, (train, val, test)

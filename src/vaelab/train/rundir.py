@@ -17,6 +17,7 @@ from ..errors import CheckpointError, ConfigError, TrainingError
 from ..fileio import atomic_write_text
 from ..models import Autoencoder, build
 from ..models.persist import describe_mismatch, save_weights
+from ..runfiles import check_links, open_lock
 from .config import RunConfig
 
 log = logging.getLogger("vaelab")
@@ -29,17 +30,18 @@ CHECKPOINT = "checkpoints/last.ckpt"
 def run_lock(run_dir: Path) -> Iterator[None]:
     """One process per run directory: a second one is refused instead of interleaving."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    fh = open(run_dir / ".lock", "w")
+    check_links(run_dir)  # a symlinked .lock, logs/, figures/... would lead the run's writes out of it
+    fd = open_lock(run_dir / ".lock")  # O_NOFOLLOW, never truncated
     try:
-        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        fh.close()
+        os.close(fd)
         raise TrainingError(f"{run_dir} is in use by another vaelab process; wait for it or choose another --out") from None
     try:
         yield
     finally:
-        fcntl.flock(fh, fcntl.LOCK_UN)
-        fh.close()
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 # Lightning's CSV logger deletes logs/metrics.csv when it starts, so a resumed run keeps the earlier
@@ -111,11 +113,80 @@ def epochs_done(run_dir: str | Path) -> int | None:
                               "Train a new run, or restore the file") from None
 
 
+# vaelab's own mark on a directory it trains a run in: only a directory that carries it counts as a
+# run stopped before its first checkpoint (any config.yaml of the user's does not)
+MARKER = ".vaelab-run"
+
+
+def mark_run(run_dir: Path) -> None:
+    """Mark ``run_dir`` as a vaelab run (written once, atomically, before its config)."""
+    from ..runfiles import inside
+
+    path = inside(run_dir, MARKER)
+    if not path.is_file():
+        from .. import __version__
+
+        atomic_write_text(path, f"vaelab run directory (vaelab {__version__})\n")
+
+
+def is_marked(run_dir: Path) -> bool:
+    path = Path(run_dir) / MARKER
+    return path.is_file() and not path.is_symlink()
+
+
+# written last when a run finishes: which checkpoint its weights, metrics.json and report belong to
+FINISHED = "finished.json"
+
+
+def checkpoint_stamp(run_dir: str | Path) -> dict[str, int] | None:
+    """Which state the resumable checkpoint holds (whole epochs and optimisation steps), or None
+    without one."""
+    ckpt = Path(run_dir) / CHECKPOINT
+    if not ckpt.is_file():
+        return None
+    try:
+        state = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)
+        return {"epochs": int(state["loops"]["fit_loop"]["epoch_progress"]["total"]["processed"]),
+                "global_step": int(state["global_step"])}
+    except Exception as e:  # noqa: BLE001 - any damage: say so with the fix
+        raise CheckpointError(f"{ckpt} is not a readable training checkpoint ({type(e).__name__}); it is truncated "
+                              "or damaged. Train a new run, or restore the file") from None
+
+
+def mark_finished(run_dir: Path) -> None:
+    """Record that the weights, metrics.json and report of the run's last checkpoint are all
+    written; called after the last of them."""
+    import json
+
+    stamp = checkpoint_stamp(run_dir)
+    if stamp is not None:
+        atomic_write_text(Path(run_dir) / FINISHED, json.dumps(stamp, sort_keys=True) + "\n")
+
+
+def is_finished(run_dir: Path) -> bool:
+    """Are the weights, metrics.json and report of the run's last checkpoint all written?"""
+    import json
+
+    from ..runfiles import read_text
+
+    path = Path(run_dir) / FINISHED
+    if not path.is_file() or not (Path(run_dir) / "report.html").is_file():
+        return False
+    try:
+        return json.loads(read_text(path, 4096)) == checkpoint_stamp(run_dir)
+    except (ValueError, CheckpointError):
+        return False
+
+
 def check_new_run_dir(run_dir: Path) -> bool:
     """May a new run be trained into ``run_dir``? Yes if it does not exist or is empty, or if it
-    holds a run stopped before its first checkpoint (nothing trained to lose: returns True, the
-    caller says it takes the directory over). A run with a checkpoint or weights, a file, or a
+    holds a run stopped before its first checkpoint, which only a directory with vaelab's marker
+    (``MARKER``) can be (nothing trained to lose: returns True, the caller says it takes the
+    directory over). A run with a checkpoint or weights, a file, or a
     non-empty directory that is not a vaelab run (the user's own files) is refused."""
+    if run_dir.is_symlink() and not run_dir.exists():
+        raise ConfigError(f"--out {run_dir} is a symlink to {os.readlink(run_dir)}, which does not exist; give a "
+                          "directory for the run (a new one is created)")
     if not run_dir.exists():
         return False
     if not run_dir.is_dir():
@@ -123,10 +194,10 @@ def check_new_run_dir(run_dir: Path) -> bool:
     entries = [p.name for p in run_dir.iterdir() if p.name != ".lock"]
     if not entries:
         return False
-    if (run_dir / "config.yaml").is_file():
-        if (run_dir / CHECKPOINT).exists() or (run_dir / "model.safetensors").exists():
-            raise TrainingError(f"{run_dir} already holds a run; resume it with `vaelab train --resume {run_dir}`, "
-                                "or choose another --out")
+    if (run_dir / "config.yaml").is_file() and ((run_dir / CHECKPOINT).exists() or (run_dir / "model.safetensors").exists()):
+        raise TrainingError(f"{run_dir} already holds a run; resume it with `vaelab train --resume {run_dir}`, "
+                            "or choose another --out")
+    if is_marked(run_dir):
         return True
     shown = ", ".join(sorted(entries)[:5]) + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
     raise TrainingError(f"{run_dir} is not empty and is not a vaelab run (it holds {shown}); a run writes config.yaml, "
@@ -135,15 +206,29 @@ def check_new_run_dir(run_dir: Path) -> bool:
 
 
 def load_run(run_dir: str | Path, encoder: torch.nn.Module | None = None,
-                   decoder: torch.nn.Module | None = None) -> Autoencoder:
+                   decoder: torch.nn.Module | None = None, finished_only: bool = True) -> Autoencoder:
     """The trained model of a run directory (config.yaml + model.safetensors) in eval mode; refuses
     weights of another model or shape. ``vaelab.load`` is this function; a run trained with
-    networks of your own needs the same (untrained) ``encoder`` and ``decoder`` again."""
+    networks of your own needs the same (untrained) ``encoder`` and ``decoder`` again.
+    ``finished_only``: refuse weights that record an earlier checkpoint than the run's resumable
+    one (a run stopped after its last checkpoint, before it wrote its weights again)."""
     from ..models.persist import load_weights
 
     run_dir = Path(run_dir)
+    check_links(run_dir)
     cfg = RunConfig.load(run_dir / "config.yaml")
     weights = run_dir / "model.safetensors"
+    if finished_only and weights.is_file() and (run_dir / CHECKPOINT).is_file():
+        from ..models.persist import read_metadata
+
+        try:
+            recorded = read_metadata(weights).get("checkpoint")
+        except CheckpointError:
+            recorded = None  # a damaged weights file: load_weights below says so, naming the checkpoint
+        if recorded is not None and _json_or_none(recorded) != checkpoint_stamp(run_dir):
+            raise CheckpointError(f"{weights} holds the weights of an earlier checkpoint than {run_dir / CHECKPOINT} (the "
+                                  "run stopped before it wrote them again): `vaelab train --resume "
+                                  f"{run_dir}` writes them, the metrics and the report from the checkpoint")
     if not weights.is_file():
         if (run_dir / CHECKPOINT).is_file():
             raise CheckpointError(f"{run_dir} has no model.safetensors, but {run_dir / CHECKPOINT} holds the weights: "
@@ -158,6 +243,15 @@ def load_run(run_dir: str | Path, encoder: torch.nn.Module | None = None,
         raise
 
 
+def _json_or_none(text: str) -> object:
+    import json
+
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
 def restore_weights(run_dir: str | Path, cfg: RunConfig, encoder: torch.nn.Module | None = None,
                     decoder: torch.nn.Module | None = None) -> Autoencoder:
     """The model of the run's resumable checkpoint, written again as model.safetensors (for a
@@ -170,5 +264,5 @@ def restore_weights(run_dir: str | Path, cfg: RunConfig, encoder: torch.nn.Modul
     if problem:
         raise CheckpointError(f"{run_dir / CHECKPOINT} does not fit the run's config ({problem})")
     model.load_state_dict(sd)
-    save_weights(model, run_dir / "model.safetensors")
+    save_weights(model, run_dir / "model.safetensors", checkpoint_stamp(run_dir))
     return model.eval()
