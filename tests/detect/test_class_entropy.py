@@ -97,7 +97,7 @@ def test_ssvae_weighs_its_label_term_by_the_labels_it_was_shown(ssvae_run):
     n_known = int((train.labels >= 0).sum())
     assert model.config.labelled_images == n_known == len(np.load(path)["x_labeled"])
     assert model.config.label_scale == pytest.approx(len(train) / n_known)
-    assert model.config.n_classes == 4  # from the labels: 0-2 in training, the anomaly label 3 in the test split
+    assert model.config.n_classes == 3  # from the training labels 0-2; the test split's anomaly label 3 is no class
 
 
 def test_class_entropy_by_hand_and_in_the_default_combo(ssvae_run):

@@ -180,11 +180,15 @@ def test_choose_threshold_dispatches_to_each_rule():
     rng = np.random.default_rng(7)
     y = (rng.random(200) < 0.3).astype(int)
     val = rng.normal(size=200) + 4 * y
+    from vaelab.detect.conformal import conformal_threshold
+
     expect = {"contamination": threshold_contamination(train, 0.05), "mad": threshold_mad(train, 2.5),
-              "iqr": threshold_iqr(train, 2.0), "gmm": threshold_gmm(train, 3), "f1": threshold_f1(val, y)[0]}
+              "iqr": threshold_iqr(train, 2.0), "gmm": threshold_gmm(train, 3), "f1": threshold_f1(val, y)[0],
+              "conformal": conformal_threshold(train, 0.05)}
     assert set(expect) == set(THRESHOLD_RULES)
     for rule, value in expect.items():
-        thr, info = choose_threshold(rule, train, val, y, contamination=0.05, seed=3, mad_k=2.5, iqr_k=2.0)
+        thr, info = choose_threshold(rule, train, val, y, contamination=0.05, seed=3, mad_k=2.5, iqr_k=2.0,
+                                     held_out=rule == "conformal")
         assert thr == pytest.approx(value, abs=1e-12), rule
         assert info["rule"] == rule and info["fallback"] is None
     _, info = choose_threshold("f1", train, val, y)
@@ -192,7 +196,7 @@ def test_choose_threshold_dispatches_to_each_rule():
 
 
 def test_choose_threshold_errors_name_the_fix():
-    with pytest.raises(ConfigError, match="unknown threshold rule 'otsu'.*contamination, f1, mad, iqr, gmm"):
+    with pytest.raises(ConfigError, match="unknown threshold rule 'otsu'.*contamination, conformal, f1, mad, iqr, gmm"):
         choose_threshold("otsu", np.arange(10.0))
     with pytest.raises(ConfigError, match="needs a labelled validation set.*val_labels"):
         choose_threshold("f1", np.arange(10.0), val_scores=np.arange(5.0))
