@@ -7,4 +7,6 @@ source scripts/env.sh
 python3 -m ruff check src tests benchmarks
 # a worker per logical CPU (pytest-xdist), each test file on one worker so that its module fixtures are
 # built once; tests/conftest.py gives each worker one thread
-python3 -m pytest -q -n "${VAELAB_TEST_WORKERS:-logical}" --dist loadfile tests "$@"
+# in file order (-p no:randomly: the same order on every machine, whether or not pytest-randomly is installed);
+# `python3 -m pytest -p randomly --randomly-seed=N` checks that no test depends on another's order
+python3 -m pytest -q -n "${VAELAB_TEST_WORKERS:-logical}" --dist loadfile -p no:randomly tests "$@"
