@@ -164,6 +164,9 @@ def _finished_run(run_dir: Path, cfg: RunConfig, done: int, data: tuple[ImageSet
         train, val, test = data if data is not None else load_data(cfg.data, cfg.seed)
         metrics = evaluate(model, test, DEFAULT_METRICS, batch_size=cfg.train.eval_batch_size, seed=cfg.seed, train=train)
         metrics.update({"parameters": model.num_parameters(), "n_train": len(train), "n_val": len(val), "n_test": len(test)})
+        segments = earlier_segments(run_dir)  # the training sessions metrics.json recorded (a killed one's time is lost)
+        if segments:
+            metrics.update({"train_seconds": sum(segments), "train_seconds_segments": segments})
         atomic_write_json(run_dir / "metrics.json", metrics)
         make_report(run_dir, model, cfg, metrics, test, train)
         mark_finished(run_dir)
