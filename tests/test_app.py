@@ -37,6 +37,7 @@ def test_scorer_gives_the_detectors_score_flag_and_error_map(scorer):
     assert r["score"] == pytest.approx(float(det.decision_function(img[None], clip=False)[0]), rel=1e-9)
     assert r["raw_score"] == pytest.approx(float(det.raw_scores(img[None])[0]), rel=1e-9)
     assert r["flag"] == int(det.predict(img[None])[0]) and r["note"] == ""
+    assert r["pvalue"] == float(det.predict_pvalues(img[None])[0]) and f"p-value {r['pvalue']:.3g}" in r["verdict"]
     x = img[None].float() / 255
     with torch.no_grad():
         err = (scorer.model.reconstruct(x).clamp(0, 1) - x).pow(2).mean(1)[0].numpy()

@@ -111,9 +111,12 @@ class AppScorer:
         return np.repeat(np.repeat(img, k, axis=0), k, axis=1)
 
     def __call__(self, image: Any) -> dict[str, Any]:
-        """{'raw_score', 'score', 'flag' (0/1), 'verdict', 'note', 'reconstruction' and 'anomaly_map'
-        (uint8 display images), 'map' (the [H, W] squared-error map)} for one image."""
+        """{'raw_score', 'score', 'flag' (0/1), 'pvalue' (conformal, against the run's validation split), 'verdict',
+        'note', 'reconstruction' and 'anomaly_map' (uint8 display images), 'map' (the [H, W] squared-error map)}
+        for one image."""
         import matplotlib
+
+        from .detect.conformal import conformal_pvalues
 
         x, note = self.prepare(image)
         u8 = (x * 255).round().to(torch.uint8)
@@ -121,6 +124,8 @@ class AppScorer:
         raw = float(det.raw_scores(u8)[0])
         score = float(det.decision_function(u8, clip=False)[0])
         flag = int(score > det.threshold_)
+        # the conformal p-value against the run's validation split: the share of normal images scoring at least as high
+        pvalue = float(conformal_pvalues(det.calibration_scores_, [score])[0]) if det.held_out_ else None
         with torch.no_grad():
             recon = self.model.reconstruct(x).clamp(0, 1)
         err = (recon - x).pow(2).mean(1)[0].numpy()
@@ -128,8 +133,10 @@ class AppScorer:
         rec = (recon[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
         rec = rec[..., 0] if rec.shape[2] == 1 else rec
         verdict = (f"{'ANOMALY' if flag else 'normal'}: score {score:.3f} {'>' if flag else '<='} threshold "
-                   f"{det.threshold_:.3f} ({self.score}, raw {raw:.4g})")
-        return {"raw_score": raw, "score": score, "flag": flag, "verdict": verdict, "note": note, "map": err,
+                   f"{det.threshold_:.3f} ({self.score}, raw {raw:.4g})"
+                   + (f"; p-value {pvalue:.3g} (the share of {det.n_calibration_} held-out normal images scoring at least "
+                      "as high, counting this one)" if pvalue is not None else ""))
+        return {"raw_score": raw, "score": score, "flag": flag, "pvalue": pvalue, "verdict": verdict, "note": note, "map": err,
                 "reconstruction": self._display(rec), "anomaly_map": self._display((rgb * 255).round().astype(np.uint8))}
 
     def example_images(self, n: int, directory: str | Path) -> list[Path]:

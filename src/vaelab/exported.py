@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from .errors import DataError
 
-OUTPUT_NAMES = ("raw_score", "score", "flag", "error_map")
+OUTPUT_NAMES = ("raw_score", "score", "flag", "error_map", "pvalue")
 MODEL_FILES = {"onnx": "scorer.onnx", "torchscript": "scorer.pt"}
 
 

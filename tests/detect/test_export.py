@@ -63,7 +63,7 @@ def test_exported_scores_equal_the_detector(setup, score, fmt, tmp_path):
     scorer = load_exported(out)
     x = test.float() / 255
     got = scorer(x.numpy())
-    assert set(got) == {"raw_score", "score", "flag", "error_map"}
+    assert set(got) == {"raw_score", "score", "flag", "error_map", "pvalue"}
     raw = det.raw_scores(test)
     # combo is a mean of z-scores, which crosses 0: its tolerance is relative to one standard deviation
     scale = np.maximum(np.abs(raw), 1.0 if score == "combo" else 0.0)
@@ -74,6 +74,11 @@ def test_exported_scores_equal_the_detector(setup, score, fmt, tmp_path):
     assert got["flag"].dtype == np.int64
     clear = np.abs(norm - det.threshold_) > 1e-6
     np.testing.assert_array_equal(got["flag"][clear], det.predict(test)[clear])
+    # the p-values: the calibration scores travel inside the scorer; equal wherever no calibration score ties
+    gap = np.abs(norm[:, None] - det.calibration_scores_[None, :]).min(1)
+    apart = gap > 1e-4 * (np.abs(norm) + scale / span) + 1e-6
+    assert apart.mean() > 0.5 and got["pvalue"].dtype == np.float64
+    np.testing.assert_array_equal(got["pvalue"][apart], det.predict_pvalues(test)[apart])
     err = ((model.reconstruct(x) - x) ** 2).mean(1).numpy()
     assert got["error_map"].shape == (300, 8, 8)
     np.testing.assert_allclose(got["error_map"], err, rtol=1e-4, atol=1e-6)
@@ -154,7 +159,7 @@ def test_manifest(setup, tmp_path):
     assert m["input_shape"] == ["batch", 1, 8, 8] and m["value_range"] == [0.0, 1.0] and m["input_dtype"] == "float32"
     assert m["score_spec"] == det.score_.spec() and m["threshold"] == det.threshold_
     assert m["normalization"]["raw_min"] == det.raw_min_ and m["normalization"]["raw_max"] == det.raw_max_
-    assert m["outputs"] == ["raw_score", "score", "flag", "error_map"] and m["vaelab_version"] == vaelab.__version__
+    assert m["outputs"] == ["raw_score", "score", "flag", "error_map", "pvalue"] and m["vaelab_version"] == vaelab.__version__
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -271,3 +276,18 @@ def test_exported_scorer_refuses_bad_input_and_a_tampered_manifest(setup, fmt, t
 
 
 MODEL_FILE = {"onnx": "scorer.onnx", "torchscript": "scorer.pt"}
+
+
+def test_a_detector_calibrated_on_its_fitted_data_exports_no_pvalues_and_groups_are_refused(setup, tmp_path):
+    from vaelab.detect import AutoencoderDetector
+    from vaelab.detect.export import export_detector
+    from vaelab.errors import ConfigError
+    from vaelab.exported import load_exported
+
+    _, model, train, test = setup
+    det = AutoencoderDetector(model, "mse", calibration=0).fit(train)
+    got = load_exported(export_detector(det, tmp_path / "b", "torchscript"))((test[:4].float() / 255).numpy())
+    assert np.isnan(got["pvalue"]).all()
+    grouped = AutoencoderDetector(model, "mse").fit(train, groups=train.labels)
+    with pytest.raises(ConfigError, match="each group's detector"):
+        export_detector(grouped, tmp_path / "g", "torchscript")

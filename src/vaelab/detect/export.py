@@ -23,6 +23,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -303,6 +304,9 @@ class ScorerModule(nn.Module):
         super().__init__()
         if not hasattr(detector, "score_"):
             raise ModelError("export a fitted detector: call fit(X) with normal training images first")
+        if getattr(detector, "groups_", None):
+            raise ConfigError("a grouped detector has one calibration per group: export each group's detector "
+                              "(det.groups_[GROUP]) as its own scorer")
         import copy
 
         models_ = getattr(detector, "models_", [detector.model_])
@@ -324,13 +328,19 @@ class ScorerModule(nn.Module):
         self.register_buffer("raw_min", torch.tensor(lo, dtype=torch.float64))
         self.register_buffer("raw_span", torch.tensor(scale, dtype=torch.float64))
         self.register_buffer("threshold", torch.tensor(float(detector.threshold_), dtype=torch.float64))
+        # the calibration scores (normalised, unclipped) travel inside the scorer: its p-values are the detector's;
+        # a detector calibrated on the data it fitted has none, and its p-value output is NaN
+        held_out = bool(getattr(detector, "held_out_", False))
+        cal = np.asarray(detector.calibration_scores_, dtype=np.float64) if held_out else np.zeros(0)
+        self.register_buffer("calibration", torch.from_numpy(np.sort(cal)))
+        self.has_pvalues = held_out
 
     @property
     def model(self) -> nn.Module:
         """The first member's model (the only one unless the detector is an ensemble)."""
         return self.models[0]
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         raws, errs = [], []
         for model, head in zip(self.models, self.heads):
             ctx = _Context(model, x)
@@ -339,7 +349,12 @@ class ScorerModule(nn.Module):
         raw = torch.stack(raws).mean(0)  # an ensemble's score is the mean of its members' raw scores
         score = (raw - self.raw_min) / self.raw_span
         flag = (score > self.threshold).to(torch.int64)
-        return raw, score, flag, torch.stack(errs).mean(0)
+        if self.has_pvalues:  # (1 + #{calibration >= score}) / (n + 1), vaelab.detect.conformal.conformal_pvalues
+            at_least = (self.calibration.unsqueeze(0) >= score.unsqueeze(1)).to(torch.float64).sum(1)
+            pvalue = (1.0 + at_least) / (self.calibration.shape[0] + 1.0)
+        else:
+            pvalue = torch.full_like(score, float("nan"))
+        return raw, score, flag, torch.stack(errs).mean(0), pvalue
 
 
 def export_detector(detector: Any, out_dir: str | Path, format: str = "onnx", opset: int = 17) -> Path:
@@ -369,7 +384,10 @@ def export_detector(detector: Any, out_dir: str | Path, format: str = "onnx", op
         "outputs": list(OUTPUT_NAMES),
         "output_info": {"raw_score": "[B] float64, higher = more anomalous", "score": "[B] float64, normalised, unclipped",
                         "flag": "[B] int64, 1 = score > threshold", "error_map": "[B, H, W] float32, squared error averaged over channels "
-                                     "(and over an ensemble's models)"},
+                                     "(and over an ensemble's models)",
+                        "pvalue": "[B] float64, split-conformal p-value against the calibration scores inside the scorer"
+                                  if module.has_pvalues else "[B] NaN: the detector was calibrated on the data it fitted"},
+        "n_calibration": int(module.calibration.shape[0]),
         "score": detector.score, "score_spec": detector.score_.spec(), "model": detector.model_.config.name,
         "ensemble": len(module.models),
         "threshold": float(detector.threshold_), "normalize": bool(detector.normalize),
