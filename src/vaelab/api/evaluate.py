@@ -10,7 +10,7 @@ from ..evaluate import DEFAULT_METRICS, evaluate
 from ..fileio import atomic_write_json
 from ..runfiles import read_text
 from ..train import RunConfig, load_run
-from .train import make_report
+from .train import check_health, make_report
 
 log = logging.getLogger("vaelab")
 
@@ -62,6 +62,7 @@ def evaluate_run(run_dir: str | Path, metrics: list[str] | None = None, update_r
         if not isinstance(old, dict):
             old = {}
         old.update(result)
+        check_health(old)  # the flags of the run's numbers as they now stand
         atomic_write_json(path, old)
         if redraw:
             make_report(run_dir, model, cfg, old, test, train)

@@ -11,6 +11,7 @@ import torch
 from ..config import dump_yaml
 from ..data import ImageSet, load_data
 from ..evaluate import DEFAULT_METRICS, evaluate
+from ..evaluate.health import health_flags, health_notes
 from ..generate import interpolate, latent_traversal, make_sampler
 from ..fileio import atomic_write_json
 from ..errors import VaelabError
@@ -78,12 +79,20 @@ def train_run(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = 
     metrics = evaluate(model, test, DEFAULT_METRICS, batch_size=cfg.train.eval_batch_size, seed=cfg.seed, train=train)
     metrics.update({"train_seconds": sum(segments), "train_seconds_segments": segments, "parameters": model.num_parameters(),
                     "n_train": len(train), "n_val": len(val), "n_test": len(test)})
+    check_health(metrics)
     atomic_write_json(run_dir / "metrics.json", metrics)
     record_command(run_dir)
     make_report(run_dir, model, cfg, metrics, test, train)
     log_final(run_dir, metrics, cfg)
     mark_finished(run_dir)  # last: until it is written, --resume finishes what is missing
     return run_dir, metrics
+
+
+def check_health(metrics: dict[str, Any]) -> None:
+    """Put the run's health flags (vaelab.evaluate.health) in ``metrics['health']`` and say each one."""
+    metrics["health"] = health_flags(metrics)
+    for line in health_notes(metrics["health"]):
+        log.warning("%s", line)
 
 
 def earlier_segments(run_dir: Path) -> list[float]:
@@ -167,6 +176,7 @@ def _finished_run(run_dir: Path, cfg: RunConfig, done: int, data: tuple[ImageSet
         segments = earlier_segments(run_dir)  # the training sessions metrics.json recorded (a killed one's time is lost)
         if segments:
             metrics.update({"train_seconds": sum(segments), "train_seconds_segments": segments})
+        check_health(metrics)
         atomic_write_json(run_dir / "metrics.json", metrics)
         make_report(run_dir, model, cfg, metrics, test, train)
         mark_finished(run_dir)
@@ -286,6 +296,7 @@ def make_report(run_dir: Path, model: Autoencoder, cfg: RunConfig, metrics: dict
                      "distribution clamped to [0, 1] (within half a grey level of the discretised mean).")
     data_notes = list(dict.fromkeys((train.notes if train is not None else []) + test.notes))
     notes += [f"Data: {n}" for n in data_notes] + fig_notes + F.notes
+    notes = health_notes(metrics.get("health") or []) + notes  # what went wrong, first
     from ..runfiles import inside, read_text
 
     cmd = inside(run_dir, "command.txt")

@@ -31,10 +31,13 @@ def ssim_per_image(a: torch.Tensor, b: torch.Tensor, window: int = 11, sigma: fl
 
 
 @torch.no_grad()
-def reconstruction(model: Autoencoder, data: ImageSet, batch_size: int = 1000, **_) -> dict[str, float]:
+def reconstruction(model: Autoencoder, data: ImageSet, batch_size: int = 1000, train: ImageSet | None = None,
+                   **_) -> dict[str, float]:
     """Per-pixel MSE, PSNR (dB) and SSIM (see ssim_per_image) of decode(E[z|x]) against x in
     [0, 1]; PSNR and SSIM are computed per image and averaged over the set. Vectors get the MSE per
-    entry (of the standardised values) only: PSNR and SSIM are defined for images."""
+    entry (of the standardised values) only: PSNR and SSIM are defined for images. With ``train``,
+    also ``mse_mean_image``: the MSE of the training set's mean image put in place of every
+    reconstruction, the bar a model that learned anything clears."""
     model.eval()
     dev = next(model.parameters()).device
     se = psnr = ssim = 0.0
@@ -48,9 +51,12 @@ def reconstruction(model: Autoencoder, data: ImageSet, batch_size: int = 1000, *
         psnr += float(peak_signal_noise_ratio(r, x, data_range=1.0, reduction="none", dim=(1, 2, 3)).double().sum())
         ssim += float(ssim_per_image(r, x).double().sum())
     n = len(data)
-    if data.is_vector:
-        return {"mse": se / n}
-    return {"mse": se / n, "psnr": psnr / n, "ssim": ssim / n}
+    out = {"mse": se / n} if data.is_vector else {"mse": se / n, "psnr": psnr / n, "ssim": ssim / n}
+    if train is not None and len(train):
+        mean = sum(x.double().sum(0) for x in _batches(train, batch_size, torch.device("cpu"))) / len(train)
+        out["mse_mean_image"] = float(sum(float((x.double() - mean).pow(2).flatten(1).mean(1).sum())
+                                          for x in _batches(data, batch_size, torch.device("cpu"))) / n)
+    return out
 
 
 def frechet_distance(f1: torch.Tensor, f2: torch.Tensor) -> float:

@@ -31,6 +31,7 @@ GLOSSARY: dict[str, tuple[str, str, str]] = {
     "probe_mlp_acc": ("MLP probe accuracy", "", "a one-hidden-layer MLP on the latent means"),
     "mig": ("MIG", "", "mutual information gap against known factors (disentanglement)"),
     "parameters": ("parameters", "", "trainable numbers in the model"),
+    "mse_mean_image": ("mean-image error", "per pixel", "MSE of the training set's mean image put in place of every reconstruction: the bar to clear"),
     "train_seconds": ("training time", "s", "wall time of training, data loading included, summed over every session of a resumed run"),
     "n_train": ("training examples", "", "after the validation split"),
     "n_val": ("validation examples", "", "held out of the training split"),
