@@ -141,10 +141,14 @@ def detect_run(run_dir: str | Path | list[str | Path], data: str, split: str | N
     grouping = {"groups": target.labels} if group_by_label else {}
     s = det.decision_function(target, clip=False, **grouping)  # unclipped: images beyond the training range keep their order
     # conformal p-values against the held-out calibration scores (none when calibrated on fitted data)
-    if group_by_label:
-        pvalues = det.predict_pvalues(target, **grouping) if det.held_out_ else None
-    else:
-        pvalues = conformal_pvalues(det.calibration_scores_, s) if det.held_out_ else None
+    pvalues = None
+    if det.held_out_ and group_by_label:  # each item against its own group's calibration scores
+        pvalues, labels_now = np.empty(len(s)), target.labels.numpy()
+        for g, sub in det.groups_.items():
+            idx = np.nonzero(labels_now == g)[0]
+            pvalues[idx] = conformal_pvalues(sub.calibration_scores_, s[idx])
+    elif det.held_out_:
+        pvalues = conformal_pvalues(det.calibration_scores_, s)
     thr = det.threshold_
     if fdr is not None:  # Benjamini-Hochberg on the batch's p-values: at most fdr of the flagged are normal on average
         if pvalues is None:
@@ -268,10 +272,11 @@ def _detector_key(runs: list[Path], settings: dict[str, Any], cfg: RunConfig, ru
     h = hashlib.sha256()
     h.update(json.dumps({"settings": settings, "data": to_dict(cfg.data), "run_data": str(run_data) if run_data else None,
                          "extra": extra, "format": 1}, sort_keys=True, default=str).encode())
-    for r in runs:
-        with open(r / "model.safetensors", "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
+    from ..detect.persist import MAX_ARRAY_BYTES
+    from ..runfiles import inside, read_bytes
+
+    for r in runs:  # read as every file of a run is: no symlink followed, bounded
+        h.update(read_bytes(inside(r, "model.safetensors"), MAX_ARRAY_BYTES))
     return h.hexdigest()[:24]
 
 
@@ -281,8 +286,8 @@ def _cached_detector(run_dir: Path, key: str) -> Any:
     from ..errors import VaelabError
 
     home = run_dir / "detectors"
-    if home.is_symlink() or not (home / key).is_dir():
-        return None
+    if home.is_symlink() or (home / key).is_symlink() or not (home / key).is_dir():
+        return None  # a symlinked detectors/ of a run from elsewhere is not followed
     try:
         det = AutoencoderDetector.load(home / key)
     except VaelabError as e:

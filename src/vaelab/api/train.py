@@ -100,9 +100,11 @@ def earlier_segments(run_dir: Path) -> list[float]:
     metrics.json; a session killed before it wrote metrics is not counted)."""
     import json
 
+    from ..runfiles import inside, read_text
+
     try:
-        m = json.loads((run_dir / "metrics.json").read_text())
-    except (OSError, ValueError):
+        m = json.loads(read_text(inside(run_dir, "metrics.json")))
+    except (OSError, ValueError, VaelabError):
         return []
     if not isinstance(m, dict):
         return []

@@ -168,21 +168,29 @@ def save_detector(det: Any, path: str | Path, with_models: bool = True) -> Path:
     return path
 
 
-def _read_file(path: Path, limit: int | None = None) -> bytes:
+MAX_ARRAY_BYTES = 8 << 30
+
+
+def _check_file(path: Path) -> None:
     if path.is_symlink():
         raise CheckpointError(f"{path} is a symlink; a saved detector's files are read only as plain files")
     if not path.is_file():
         raise CheckpointError(f"{path} is missing; this is not a saved vaelab detector (AutoencoderDetector.save writes it)")
-    if limit is not None and path.stat().st_size > limit:
-        raise CheckpointError(f"{path} is {path.stat().st_size} bytes, more than a detector's settings can be")
-    return path.read_bytes()
+
+
+def _read_file(path: Path, limit: int = MAX_ARRAY_BYTES) -> bytes:
+    """The bytes of a plain file of the folder, opened without following a symlink, at most ``limit`` of them."""
+    from ..runfiles import read_bytes
+
+    _check_file(path)
+    return read_bytes(path, limit)
 
 
 def _load_model(weights: Path) -> Any:
     from ..models import build, make_config
     from ..models.persist import load_weights, read_metadata
 
-    _read_file(weights)
+    _check_file(weights)  # safetensors reads it by name: no symlink is followed into it
     meta = read_metadata(weights)
     try:
         config = json.loads(meta.get("config", ""))
