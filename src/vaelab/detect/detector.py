@@ -500,16 +500,20 @@ class AutoencoderDetector(BaseEstimator):
         self.calibrated_on_ = f"each of {len(names)} groups on its own held-out part"
         return self
 
-    def _by_group(self, X: Any, groups: Any, fn: Callable[["AutoencoderDetector", Any], np.ndarray]) -> np.ndarray:
-        """``fn(group's detector, its items)`` of every item of X, in X's order (a grouped detector)."""
-        images = as_images(X)
+    def _group_items(self, X: Any, groups: Any, name: str = "X") -> tuple[torch.Tensor, list[tuple[Any, np.ndarray]]]:
+        """X's items and, per group named in ``groups``, the indices of its items; a group not seen in fit is refused."""
+        images = as_images(X, name)
         g = group_labels(groups, len(images), "groups")
         unknown = sorted({v for v in g.tolist() if v not in self.groups_}, key=str)
         if unknown:
             raise DataError(f"groups {unknown[:5]} were not seen in fit; known groups: {list(self.groups_)[:20]}")
+        return images, [(n, np.nonzero(g == n)[0]) for n in dict.fromkeys(g.tolist())]
+
+    def _by_group(self, X: Any, groups: Any, fn: Callable[["AutoencoderDetector", Any], np.ndarray]) -> np.ndarray:
+        """``fn(group's detector, its items)`` of every item of X, in X's order (a grouped detector)."""
+        images, parts = self._group_items(X, groups)
         out = np.empty(len(images))
-        for n in dict.fromkeys(g.tolist()):
-            idx = np.nonzero(g == n)[0]
+        for n, idx in parts:
             out[idx] = fn(self.groups_[n], images[torch.as_tensor(idx)])
         return out
 
@@ -562,11 +566,9 @@ class AutoencoderDetector(BaseEstimator):
         if isinstance(keep, bool) or not isinstance(keep, int) or keep < 0:
             raise ConfigError(f"keep is how many of the latest calibration scores stay beside the new ones, an integer >= 0; got {keep!r}")
         if self._grouped(groups):
-            def recalibrate(d: "AutoencoderDetector", x: Any) -> np.ndarray:
-                d.update_calibration(x, keep, val, val_labels)
-                return np.zeros(len(x))
-
-            self._by_group(X_new, groups, recalibrate)
+            images, parts = self._group_items(X_new, groups, "X_new")
+            for n, idx in parts:
+                self.groups_[n].update_calibration(images[torch.as_tensor(idx)], keep, val, val_labels)
             self.thresholds_ = {n: sub.threshold_ for n, sub in self.groups_.items()}
             return self
         new = self._raw(as_images(X_new, "X_new"))

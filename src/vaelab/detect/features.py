@@ -35,10 +35,17 @@ def reconstruction_terms(model: Any, x: torch.Tensor, batch_size: int = 500) -> 
 def gradient_times_input(score: Callable[[torch.Tensor], np.ndarray], x: torch.Tensor, step: float = 1e-2) -> np.ndarray:
     """(N, D) x_j * d score / d x_j of standardised vectors x (the score takes a batch of them and returns
     one number per row), the derivative by central differences of ``step`` (standardised units)."""
+    import logging
+    import time
+
     n, d = x.shape
     out = np.zeros((n, d))
     x = x.double()
+    t0, said = time.perf_counter(), time.perf_counter()
     for j in range(d):
+        if time.perf_counter() - said > 5:  # a wide table takes a while: say how far it is
+            said = time.perf_counter()
+            logging.getLogger("vaelab").info("explaining: column %d of %d (%.0f s)", j + 1, d, said - t0)
         up, down = x.clone(), x.clone()
         up[:, j] += step
         down[:, j] -= step
