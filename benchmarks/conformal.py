@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import print_table, write_result  # noqa: E402
+from _zoo_runner import train_or_reuse  # noqa: E402
 
 
 def main() -> None:
@@ -42,12 +42,7 @@ def main() -> None:
     from vaelab.detect.conformal import conformal_threshold
     from vaelab.train import RunConfig, load_run
 
-    run = Path(a.runs) / f"vae-{data}-{limit}-e{epochs}"
-    if not (run / "report.html").is_file():
-        cmd = (["vaelab", "train", "--resume", str(run)] if run.exists() else
-               ["vaelab", "train", "vae", "--data", data, "--epochs", str(epochs), "--latent-dim", "16",
-                "--set", f"data.limit={limit}", "--set", "train.progress_bar=false", "--out", str(run)])
-        subprocess.run(cmd, check=True)
+    run = train_or_reuse("vae", data, epochs, Path(a.runs) / f"limit{limit}", ["--set", f"data.limit={limit}"])
     t0 = time.perf_counter()
     cfg = RunConfig.load(run / "config.yaml")
     train, _, test = load_data(cfg.data, cfg.seed)

@@ -16,6 +16,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import print_table, write_result  # noqa: E402
+from _zoo_runner import train_or_reuse  # noqa: E402
 
 
 def main() -> None:
@@ -28,14 +29,7 @@ def main() -> None:
     ap.add_argument("--name", default="evaluate_json")
     a = ap.parse_args()
     data, limit, repeats = ("digits", 1000, 1) if a.smoke else (a.data, a.limit, a.repeats)
-    run = Path(a.runs) / f"vae-{data}-{limit}"
-    if not (run / "report.html").is_file():
-        if run.exists():
-            cmd = ["vaelab", "train", "--resume", str(run)]
-        else:
-            cmd = ["vaelab", "train", "vae", "--data", data, "--epochs", "1", "--latent-dim", "16", "--set", f"data.limit={limit}",
-                   "--set", "train.progress_bar=false", "--out", str(run)]
-        subprocess.run(cmd, check=True)
+    run = train_or_reuse("vae", data, 1, Path(a.runs) / f"limit{limit}", ["--set", f"data.limit={limit}"])
     times: dict[str, list[float]] = {"json": [], "json --report": []}
     for _ in range(repeats):
         for label, extra in (("json", []), ("json --report", ["--report"])):
