@@ -61,6 +61,19 @@ def threshold_record(det: Any, threshold: float | None, fdr: float | None = None
     return record
 
 
+def _check_options(options: dict[str, Any]) -> None:
+    from ..detect.detector import resolve_norm_range
+    from ..detect.thresholds import THRESHOLD_RULES
+
+    if "norm_range" in options:
+        resolve_norm_range(options["norm_range"])
+    rule = options.get("threshold_rule")
+    if rule is not None and rule not in THRESHOLD_RULES:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"unknown threshold_rule {rule!r}; choose one of: {', '.join(THRESHOLD_RULES)}")
+
+
 def detect_run(run_dir: str | Path | list[str | Path], data: str, split: str | None = None, score: str | None = None,
                threshold: float | None = None, contamination: float | None = None, out: str | Path | None = None,
                anomaly_classes: list[int] | None = None, max_flagged: int = 64, val_data: str | None = None,
@@ -79,6 +92,7 @@ def detect_run(run_dir: str | Path | list[str | Path], data: str, split: str | N
     trained on the same data) make an ensemble: the score is the mean of their raw scores,
     calibrated on the first run's validation split; pixel maps come from the first run's model.
     ``run_data``: where the run's own data (its recorded data.path) is now, when it has moved."""
+    _check_options(detector_options)  # a mistyped option fails before the model and the data are loaded
     if maps:
         from ..detect.maps import MAP_KINDS
 

@@ -32,7 +32,14 @@ DEFAULT_NORM_RANGE = "quantile"
 
 
 def resolve_norm_range(norm_range: Any) -> tuple[float, float]:
-    """The two quantiles of ``norm_range``: a name of NORM_RANGES or two numbers 0 <= low < high <= 1."""
+    """The two quantiles of ``norm_range``: a name of NORM_RANGES or two numbers 0 <= low < high <= 1
+    (a sequence, or the text "LOW,HIGH" as the command line gives it)."""
+    if isinstance(norm_range, str) and "," in norm_range:  # the command line's LOW,HIGH
+        try:
+            norm_range = tuple(float(q) for q in norm_range.split(","))
+        except ValueError:
+            raise ConfigError(f"norm_range takes a name ({', '.join(NORM_RANGES)}) or two quantiles LOW,HIGH, e.g. "
+                              f"0.5,0.99; got {norm_range!r}") from None
     if isinstance(norm_range, str):
         if norm_range not in NORM_RANGES:
             raise ConfigError(f"unknown norm_range {norm_range!r}; name one of {', '.join(NORM_RANGES)} or give two "

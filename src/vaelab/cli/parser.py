@@ -1,332 +1,17 @@
-"""The `vaelab` command: one subcommand per job, thin over vaelab.api."""
+"""The `vaelab` argument parser: one subparser per command, each bound to its function in
+vaelab.cli.commands. Building it imports no torch, so `vaelab --help` is instant."""
 from __future__ import annotations
 
 import argparse
-import json
-import sys
-from pathlib import Path
-from typing import Any
 
-from .errors import VaelabError
-
-# For --help without importing torch; tests/test_cli.py checks them against vaelab.detect.
-_SCORES = ("mse", "bce", "patch_mse", "nelbo", "nll", "mahalanobis", "latent_gmm", "ssim", "latent_knn", "feature_knn",
-           "feature_gmm", "class_entropy", "class_energy")
-_DEFAULT_COMBO = ("ssim", "latent_gmm", "feature_knn", "patch_mse")
-_DEFAULT_PATCH_SIZE = 15
-_THRESHOLD_RULES = ("contamination", "conformal", "f1", "mad", "iqr", "gmm")
-
-
-def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    from .config import deep_merge, parse_set
-
-    o: dict[str, Any] = {}
-    direct = {
-        ("data", "name"): getattr(args, "data", None),
-        ("model", "latent_dim"): getattr(args, "latent_dim", None),
-        ("train", "epochs"): getattr(args, "epochs", None),
-        ("train", "batch_size"): getattr(args, "batch_size", None),
-        ("train", "lr"): getattr(args, "lr", None),
-        ("seed",): getattr(args, "seed", None),
-    }
-    for path, value in direct.items():
-        if value is None:
-            continue
-        node = o
-        for p in path[:-1]:
-            node = node.setdefault(p, {})
-        node[path[-1]] = value
-    return deep_merge(o, parse_set(getattr(args, "set", None)))
-
-
-def class_list(text: str) -> list[int | str]:
-    """A comma list of classes: numbers as numbers, anything else a class name (resolved against the data)."""
-    return [int(c) if c.strip().lstrip("-").isdigit() else c.strip() for c in text.split(",") if c.strip()]
-
-
-def _strict_dumps(obj: Any, **kw: Any) -> str:
-    """JSON for stdout as the files are written: no NaN literal (null, with null_reasons)."""
-    from .fileio import strict_json
-
-    return json.dumps(strict_json(obj), allow_nan=False, **kw)
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    from .api import train_run
-    from .train import RunConfig
-
-    if args.resume:
-        run_dir = Path(args.resume)
-        cfg = RunConfig.load(run_dir / "config.yaml")
-        over = _overrides(args)
-        if args.model and args.model != cfg.model.name:
-            from .errors import ConfigError
-
-            raise ConfigError(f"{run_dir} is a {cfg.model.name} run; --resume cannot change the model to {args.model}")
-        if over:
-            cfg = cfg.resumed_with(over)
-        run_dir, metrics = train_run(cfg, run_dir, resume=True)
-    else:
-        if not args.model:
-            from .errors import ConfigError
-
-            raise ConfigError("name a model to train (see `vaelab models`), or --resume RUN_DIR")
-        cfg = RunConfig.build(args.model, _overrides(args))
-        run_dir, metrics = train_run(cfg, args.out)
-    shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}
-    print(_strict_dumps(shown))
-    print(f"report: {(run_dir / 'report.html').resolve()}")
-    return 0
-
-
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .api import evaluate_run
-
-    metrics = [m.strip() for m in args.metrics.split(",")] if args.metrics else None
-    opts = {k: v for k, v in {"nll_k": args.nll_k, "nll_images": args.nll_images, "fid_features": args.fid_features,
-                              "fid_images": args.fid_images, "n_labels": args.n_labels}.items() if v is not None}
-    if args.fid_samplers:
-        from .errors import ConfigError
-        from .generate import SAMPLERS
-
-        names = tuple(s.strip() for s in args.fid_samplers.split(",") if s.strip())
-        bad = [s for s in names if s not in SAMPLERS]
-        if bad or not names:
-            raise ConfigError(f"--fid-samplers: unknown sampler(s) {bad or names}; choose from {', '.join(SAMPLERS)}")
-        opts["samplers"] = names
-    if args.no_report and args.report:
-        from .errors import ConfigError
-
-        raise ConfigError("--report redraws report.html and --no-report leaves the run untouched; give one of them")
-    result = evaluate_run(args.run_dir, metrics, update_report=not args.no_report, test_data=args.test_data,
-                          redraw=args.report or not args.json, run_data=args.run_data, **opts)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        width = max(len(k) for k in result)
-        for k, v in result.items():
-            print(f"{k:<{width}}  {v:.4f}" if isinstance(v, float) else f"{k:<{width}}  {v}")
-    return 0
-
-
-def cmd_interpolate(args: argparse.Namespace) -> int:
-    from .api import interpolate_run
-
-    print(interpolate_run(args.run_dir, args.out, args.pairs, args.steps, args.mode))
-    return 0
-
-
-def cmd_traverse(args: argparse.Namespace) -> int:
-    from .api import traverse_run
-
-    units = [int(u) for u in args.units.split(",")] if args.units else None
-    print(traverse_run(args.run_dir, args.out, args.index, args.span, args.steps, units))
-    return 0
-
-
-def cmd_sample(args: argparse.Namespace) -> int:
-    from .api import sample_run
-
-    print(sample_run(args.run_dir, args.n, args.out, args.seed, args.sampler, args.class_, run_data=args.run_data))
-    return 0
-
-
-def cmd_reconstruct(args: argparse.Namespace) -> int:
-    from .api import reconstruct_run
-
-    print(reconstruct_run(args.run_dir, args.out, args.n, args.noisy))
-    return 0
-
-
-def cmd_explain(args: argparse.Namespace) -> int:
-    from .api import explain_run
-
-    print(explain_run(args.run_dir, args.method, args.data, args.n, args.out, args.anomaly, args.layer, args.unit, args.seed))
-    return 0
-
-
-def cmd_pretrain(args: argparse.Namespace) -> int:
-    from .config import deep_merge, parse_set
-    from .errors import ConfigError
-
-    try:
-        layers = [int(u) for u in args.layers.split(",") if u.strip()]
-    except ValueError:
-        raise ConfigError(f"--layers takes comma-separated layer widths such as 512,256,64; got {args.layers!r}") from None
-    labels: int | None
-    if args.labels is None or args.labels.lower() == "all":
-        labels = None if args.labels else 1000
-    else:
-        try:
-            labels = int(args.labels)
-        except ValueError:
-            raise ConfigError(f"--labels takes a number of labelled images or 'all'; got {args.labels!r}") from None
-    over: dict[str, Any] = {"data": {"name": args.data}, "pretrain": {"layers": layers, "n_labels": labels}}
-    for key, value in (("epochs_per_layer", args.epochs_per_layer), ("finetune_epochs", args.finetune_epochs)):
-        if value is not None:
-            over["pretrain"][key] = value
-    if args.seed is not None:
-        over["seed"] = args.seed
-    over = deep_merge(over, parse_set(args.set))
-    from .api import pretrain_run  # the heavy imports, once the arguments are known to be good
-    from .pretrain import PretrainRunConfig
-
-    run_dir, metrics = pretrain_run(PretrainRunConfig.build(over), args.out)
-    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}))
-    print(f"report: {(run_dir / 'report.html').resolve()}")
-    return 0
-
-
-def cmd_detect(args: argparse.Namespace) -> int:
-    from .api import detect_run
-
-    opts: dict[str, Any] = {k: v for k, v in {"combo": args.combo, "combo_method": args.combo_method, "nll_k": args.nll_k,
-                                              "n_samples": args.n_samples, "patch_size": args.patch_size}.items()
-                            if v is not None}
-    if args.norm_range is not None:
-        from .errors import ConfigError
-
-        from .detect.detector import NORM_RANGES
-
-        if args.norm_range in NORM_RANGES:
-            opts["norm_range"] = args.norm_range
-        else:
-            try:
-                opts["norm_range"] = tuple(float(q) for q in args.norm_range.split(","))
-            except ValueError:
-                raise ConfigError(f"--norm-range takes a name ({', '.join(NORM_RANGES)}) or two quantiles LOW,HIGH, "
-                                  f"e.g. 0.5,0.99; got {args.norm_range!r}") from None
-    anomaly = class_list(args.anomaly_classes) if args.anomaly_classes else None
-    if args.threshold_rule:
-        opts["threshold_rule"] = args.threshold_rule
-    if args.fpr is not None:
-        opts["fpr"] = args.fpr
-    out, metrics = detect_run(args.run_dir, args.data, args.split, args.score, args.threshold, args.contamination,
-                              args.out, anomaly, val_data=args.val_data, val_split=args.val_split,
-                              maps=[m.strip() for m in args.maps.split(",") if m.strip()] if args.maps else None,
-                              run_data=args.run_data, fdr=args.fdr, group_by_label=args.group_by_label, **opts)
-    shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}
-    print(json.dumps(shown))
-    print(f"report: {(out / 'report.html').resolve()}")
-    return 0
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    from .api import export_run
-
-    opts = {k: v for k, v in {"combo": args.combo, "threshold": args.threshold, "contamination": args.contamination}.items()
-            if v is not None}
-    out = export_run(args.run_dir, args.out, args.format, args.score, run_data=args.run_data, **opts)
-    print(json.dumps(json.loads((out / "manifest.json").read_text())))
-    print(f"bundle: {out.resolve()}")
-    return 0
-
-
-def cmd_app(args: argparse.Namespace) -> int:
-    from .api import app_run
-
-    opts = {k: v for k, v in {"combo": args.combo, "threshold": args.threshold, "contamination": args.contamination}.items()
-            if v is not None}
-    print(f"fitting the detector of {args.run_dir}, then serving on http://{args.host}:{args.port or 7860} "
-          "(Ctrl-C stops it)", flush=True)
-    app_run(args.run_dir, args.host, args.port, args.score, args.examples, block=True, **opts)
-    return 0
-
-
-def cmd_bench_one_class(args: argparse.Namespace) -> int:
-    import time
-
-    from .config import parse_set
-    from .detect import DEFAULT_SCORE, one_class_protocol
-    from .errors import ConfigError
-
-    try:
-        seeds: Any = [int(s) for s in args.seeds.split(",") if s.strip()] if "," in args.seeds else int(args.seeds)
-    except ValueError:
-        raise ConfigError(f"--seeds takes a count (3: seeds 0, 1, 2) or a comma list (0,4,7); got {args.seeds!r}") from None
-    classes = class_list(args.classes) if args.classes else None
-    out = Path(args.out) if args.out else Path("runs") / f"one-class-{args.data}-{args.model}-{time.strftime('%Y%m%d-%H%M%S')}"
-    result = one_class_protocol(args.data, args.model, args.epochs, seeds, classes, args.score or DEFAULT_SCORE,
-                                parse_set(args.set), out, keep_checkpoints=args.keep_checkpoints, jobs=args.jobs)
-    print(f"results: {(out / 'one_class.json').resolve()}  (mean ROC-AUC: "
-          + ", ".join(f"{s} {result['auroc'][s]['mean']:.4f}" for s in result["scores"]) + ")")
-    return 0
-
-
-def cmd_data_build_ood_study(args: argparse.Namespace) -> int:
-    from .detect import build_ood_study
-    from .errors import ConfigError
-
-    classes = class_list(args.classes)
-    if not classes:
-        raise ConfigError(f"--classes takes comma-separated classes such as 0,1,2,3,4 (numbers or names); got {args.classes!r}")
-    sizes = build_ood_study(args.out, args.seed, classes, args.n_labeled, args.n_normal, args.anomaly_fraction,
-                            dataset=args.data)
-    print(json.dumps(sizes))
-    print(f"wrote {Path(args.out).resolve()}")
-    return 0
-
-
-def cmd_compare(args: argparse.Namespace) -> int:
-    from .api import compare_runs
-
-    out = args.out if args.out or args.json else "compare.html"
-    path, table = compare_runs(args.runs, out)
-    if args.json:
-        print(_strict_dumps(table, indent=1))
-    if path is not None:
-        print(f"comparison: {path.resolve()}")
-    return 0
-
-
-def cmd_data_build_defects(args: argparse.Namespace) -> int:
-    from .data.defects import build_defect_set
-
-    sizes = build_defect_set(args.out, args.data, args.kind, args.fraction, args.seed, test_limit=args.test_limit,
-                             path=args.path)
-    print(json.dumps(sizes))
-    print(f"wrote {Path(args.out).resolve()}")
-    return 0
-
-
-def cmd_datasets(args: argparse.Namespace) -> int:
-    from .data import SOURCES
-    from .data.download import data_roots
-
-    print("search order: " + ", ".join(str(r) for r in data_roots()) + ", then download\n")
-    for name, src in SOURCES.items():
-        where = None if src.needs_path else src.locate()
-        status = f"found: {where}" if where else ("needs data.path" if src.needs_path else f"not found; {src.how_to_get}")
-        print(f"{name:<14} {src.description}\n{'':<14} {status}")
-    return 0
-
-
-def cmd_models(args: argparse.Namespace) -> int:
-    from .config import describe_fields
-    from .models import MODELS, load_entry_points, make_config
-
-    load_entry_points()
-    for name, spec in MODELS.items():
-        print(f"{name:<16} {spec.description}")
-        if args.verbose:  # each option with this model's default (registry defaults applied) and its meaning
-            cfg = make_config(name)
-            for line in describe_fields(type(cfg), "model.", skip=("name", "image_shape")):
-                key = line.split(" = ", 1)[0].strip()[len("model."):]
-                shown, _, meaning = line.split(" = ", 1)[1].partition("  -- ")
-                default = getattr(cfg, key)
-                from .config import json_like
-
-                value = "null" if default is None else json_like(default)
-                print(f"{'':<4}{'model.' + key + ' = ' + value:<40}" + (f" {meaning}" if meaning else ""))
-    return 0
-
+from . import commands as cmds
 
 def _config_keys_help() -> str:
     """Every data.* / train.* key and the model keys all models share, with defaults and meanings."""
-    from .config import describe_fields
-    from .data import DataConfig
-    from .models import ModelConfig
-    from .train.config import TrainConfig
+    from ..config import describe_fields
+    from ..data import DataConfig
+    from ..models import ModelConfig
+    from ..train.config import TrainConfig
 
     parts = ["", "config keys (--set KEY=VALUE; KEY=null for none, lists as [a,b]):", "data:"]
     parts += describe_fields(DataConfig, "data.")
@@ -338,7 +23,7 @@ def _config_keys_help() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from .. import __version__
 
     p = argparse.ArgumentParser(prog="vaelab", description="Autoencoders and VAEs: train, evaluate, generate.")
     p.add_argument("--version", action="version", version=f"vaelab {__version__}")
@@ -360,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", help="run directory (default runs/MODEL-DATA-TIME); never overwritten")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="any config key, e.g. model.beta=4, train.schedule=onecycle")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
-    t.set_defaults(func=cmd_train)
+    t.set_defaults(func=cmds.cmd_train)
 
     e = sub.add_parser("evaluate", help="test-set metrics of a run")
     _add_run_data_option(e)
@@ -382,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="score this set's test split instead of the run's (a dataset name, or an .npz with x_test): "
                         "e.g. CIFAR-10's exact-pixel images for a model trained on a JPEG copy; the numbers go to "
                         "metrics.json under evaluations, beside the run's own")
-    e.set_defaults(func=cmd_evaluate)
+    e.set_defaults(func=cmds.cmd_evaluate)
 
     s = sub.add_parser("sample", help="draw new images from the prior")
     _add_run_data_option(s)
@@ -398,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--class", dest="class_", type=int, metavar="K",
                    help="draw class K (a conditional model: cvae); default: the model's unconditional samples")
     _force_option(s)
-    s.set_defaults(func=cmd_sample)
+    s.set_defaults(func=cmds.cmd_sample)
 
     i = sub.add_parser("interpolate", help="decode paths between pairs of test images")
     i.add_argument("run_dir")
@@ -407,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--steps", type=int, default=10)
     i.add_argument("--mode", choices=["linear", "slerp"], default="linear")
     _force_option(i)
-    i.set_defaults(func=cmd_interpolate)
+    i.set_defaults(func=cmds.cmd_interpolate)
 
     tv = sub.add_parser("traverse", help="sweep each latent unit with the others fixed")
     tv.add_argument("run_dir")
@@ -417,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     tv.add_argument("--steps", type=int, default=9)
     tv.add_argument("--units", help="comma-separated units (default: all)")
     _force_option(tv)
-    tv.set_defaults(func=cmd_traverse)
+    tv.set_defaults(func=cmds.cmd_traverse)
 
     r = sub.add_parser("reconstruct", help="test images beside their reconstructions")
     r.add_argument("run_dir")
@@ -425,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", required=True)
     r.add_argument("--noisy", action="store_true", help="denoising models: clean / corrupted / denoised rows")
     _force_option(r)
-    r.set_defaults(func=cmd_reconstruct)
+    r.set_defaults(func=cmds.cmd_reconstruct)
 
     ex = sub.add_parser("explain", help="attention maps of test images: grad2 (grad2vae) or gradcam (any conv VAE)")
     ex.add_argument("run_dir")
@@ -441,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--seed", type=int, default=0, help="grad2: seed of the posterior sample's noise")
     ex.add_argument("--out", required=True, help="the PNG to write")
     _force_option(ex)
-    ex.set_defaults(func=cmd_explain)
+    ex.set_defaults(func=cmds.cmd_explain)
 
     pt = sub.add_parser("pretrain", help="greedy layer-wise pretraining of a stacked autoencoder, then fine-tuning on labels")
     pt.add_argument("--data", required=True, help="dataset name (see `vaelab datasets`)")
@@ -453,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--out", help="output directory (default runs/pretrain-DATA-TIME); never overwritten")
     pt.add_argument("--set", action="append", metavar="KEY=VALUE",
                     help="any data.* or pretrain.* key, e.g. data.limit=5000, pretrain.activation=relu, pretrain.baseline=false")
-    pt.set_defaults(func=cmd_pretrain)
+    pt.set_defaults(func=cmds.cmd_pretrain)
 
     dt = sub.add_parser("detect", help="score a set for anomalies / out-of-distribution images with a trained run")
     _add_run_data_option(dt)
@@ -476,15 +161,15 @@ def build_parser() -> argparse.ArgumentParser:
                     help="quantiles of the training scores that the normalised score maps to 0 and 1: quantile "
                          "(default: median and 99.9th percentile, so a fixed --threshold flags a stable share of "
                          "normal images across models), minmax (min and max), or two numbers such as 0.5,0.99")
-    dt.add_argument("--score", help=f"combo (default: {' + '.join(_DEFAULT_COMBO)}, and class_energy x 2 + class_entropy on an ssvae) or one of "
-                                      f"{', '.join(_SCORES)}")
-    dt.add_argument("--combo", help=f"the scores --score combo averages (default {','.join(_DEFAULT_COMBO)})")
+    dt.add_argument("--score", help="combo (the default: `vaelab scores` lists its members, and class_energy x 2 + class_entropy on "
+                                 "an ssvae) or any score `vaelab scores` lists")
+    dt.add_argument("--combo", help="the comma-separated scores --score combo averages (default: `vaelab scores`)")
     dt.add_argument("--combo-method", choices=["zscore", "rank"], help="how combo puts its members on one scale")
     dt.add_argument("--nll-k", type=int, help="importance samples for --score nll (default 100)")
     dt.add_argument("--n-samples", type=int, help="posterior samples for --score nelbo (default 1)")
-    dt.add_argument("--patch-size", type=int, help=f"window in pixels of the patch_mse score (default {_DEFAULT_PATCH_SIZE})")
+    dt.add_argument("--patch-size", type=int, help="window in pixels of the patch_mse score (default: `vaelab scores -v`)")
     dt.add_argument("--anomaly-classes", help="comma-separated classes (numbers or names) that mark anomalies in a labelled set")
-    dt.add_argument("--threshold-rule", choices=_THRESHOLD_RULES,
+    dt.add_argument("--threshold-rule", metavar="RULE",
                     help="how the threshold is chosen without --threshold: contamination (default), conformal at a "
                          "false-alarm rate --fpr, f1 on a labelled --val-data set, or mad / iqr / gmm on the calibration scores")
     dt.add_argument("--val-data", help="the labelled validation set of --threshold-rule f1 (same forms as --data; its "
@@ -493,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     dt.add_argument("--maps", help="comma-separated pixel anomaly maps to compute: mse, ssim, gradient (saved in maps.npz; "
                                    "scored against defect masks when the set has them)")
     dt.add_argument("--out", help="report directory (default RUN_DIR/detect-DATA-TIME)")
-    dt.set_defaults(func=cmd_detect)
+    dt.set_defaults(func=cmds.cmd_detect)
 
     xp = sub.add_parser("export", help="write a run's fitted detector as a standalone ONNX / TorchScript scorer with manifest.json")
     _add_run_data_option(xp)
@@ -501,25 +186,25 @@ def build_parser() -> argparse.ArgumentParser:
                                                "ensemble as one scorer")
     xp.add_argument("--format", choices=["onnx", "torchscript"], default="onnx", help="the bundle's format (default onnx)")
     xp.add_argument("--score", help="the anomaly score (default combo); every score but nll (fresh importance samples per image) exports")
-    xp.add_argument("--combo", help=f"the scores --score combo averages (default {','.join(_DEFAULT_COMBO)})")
+    xp.add_argument("--combo", help="the comma-separated scores --score combo averages (default: `vaelab scores`)")
     xlim = xp.add_mutually_exclusive_group()
     xlim.add_argument("--threshold", type=float, help="flag normalised scores above this, in [0, 1)")
     xlim.add_argument("--contamination", type=float, help="flag this fraction of the training data (default 0.1)")
     xp.add_argument("--out", required=True, help="the bundle directory (new or empty)")
-    xp.set_defaults(func=cmd_export)
+    xp.set_defaults(func=cmds.cmd_export)
 
     ap = sub.add_parser("app", help="a local web page to score one image with a run's detector: score, flag, "
                                     "reconstruction and anomaly map (needs the app extra: pip install 'vaelab[app]')")
     ap.add_argument("run_dir")
     ap.add_argument("--score", help="the anomaly score (default combo)")
-    ap.add_argument("--combo", help=f"the scores --score combo averages (default {','.join(_DEFAULT_COMBO)})")
+    ap.add_argument("--combo", help="the comma-separated scores --score combo averages (default: `vaelab scores`)")
     alim = ap.add_mutually_exclusive_group()
     alim.add_argument("--threshold", type=float, help="flag normalised scores above this, in [0, 1)")
     alim.add_argument("--contamination", type=float, help="flag this fraction of the training data (default 0.1)")
     ap.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1: this machine only)")
     ap.add_argument("--port", type=int, help="port (default: the first free one from 7860)")
     ap.add_argument("--examples", type=int, default=8, help="example images from the run's test split (default 8)")
-    ap.set_defaults(func=cmd_app)
+    ap.set_defaults(func=cmds.cmd_app)
 
     bn = sub.add_parser("bench", help="benchmark protocols")
     bn_sub = bn.add_subparsers(dest="bench", required=True)
@@ -529,14 +214,14 @@ def build_parser() -> argparse.ArgumentParser:
     oc.add_argument("--epochs", type=int, default=20, help="per class (default 20: the benchmarked configuration)")
     oc.add_argument("--seeds", default="1", help="a count (3: seeds 0, 1, 2) or a comma list (0,4,7); default 1")
     oc.add_argument("--classes", help="comma-separated normal classes, numbers or names (default: all)")
-    oc.add_argument("--score", help=f"one score or a comma list (one column each): combo (default: "
-                                    f"{' + '.join(_DEFAULT_COMBO)}) or any of {', '.join(_SCORES)}")
+    oc.add_argument("--score", help="one score or a comma list (one column each): combo (the default) or any score "
+                                    "`vaelab scores` lists")
     oc.add_argument("--set", action="append", metavar="KEY=VALUE", help="any run-config key, e.g. model.arch=mlp")
     oc.add_argument("--out", help="output directory (default runs/one-class-DATA-MODEL-TIME); rerun into it to resume")
     oc.add_argument("--keep-checkpoints", action="store_true", help="keep each run's resumable checkpoint")
     oc.add_argument("--jobs", type=int, default=1, help="train this many (class, seed) runs at once, one process each "
                     "with cpu_count/jobs threads (default 1)")
-    oc.set_defaults(func=cmd_bench_one_class)
+    oc.set_defaults(func=cmds.cmd_bench_one_class)
 
     dl = sub.add_parser("data", help="build data layouts")
     dl_sub = dl.add_subparsers(dest="data_command", required=True)
@@ -551,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     bo.add_argument("--anomaly-fraction", type=float, default=0.05,
                     help="anomalies' share of a representative set (default 0.05)")
     _force_option(bo)
-    bo.set_defaults(func=cmd_data_build_ood_study)
+    bo.set_defaults(func=cmds.cmd_data_build_ood_study)
 
     bd = dl_sub.add_parser("build-defects", help="a dataset's test images with synthetic defects and their exact masks")
     bd.add_argument("--out", required=True, help="the .npz to write (x_train, x_test, y_test, masks_test)")
@@ -562,21 +247,21 @@ def build_parser() -> argparse.ArgumentParser:
     bd.add_argument("--fraction", type=float, default=0.5, help="share of the test images given a defect (default 0.5)")
     bd.add_argument("--test-limit", type=int, help="at most this many test images (seeded subset)")
     bd.add_argument("--seed", type=int, default=0)
-    bd.set_defaults(func=cmd_data_build_defects)
+    bd.set_defaults(func=cmds.cmd_data_build_defects)
 
     d = sub.add_parser("datasets", help="every data source, where it was found or how to get it")
-    d.set_defaults(func=cmd_datasets)
+    d.set_defaults(func=cmds.cmd_datasets)
     c = sub.add_parser("compare", help="compare runs side by side in one HTML page",
                        description="One self-contained page: configs (differences highlighted), a metrics table, the "
                                    "training curves of every loss term overlaid, samples and reconstructions side by side.")
     c.add_argument("runs", nargs="+", metavar="RUN_DIR", help="two or more run directories")
     c.add_argument("--out", help="the page to write (default compare.html; with --json only the table, unless --out is given)")
     c.add_argument("--json", action="store_true", help="print the metrics table and the config differences as JSON")
-    c.set_defaults(func=cmd_compare)
+    c.set_defaults(func=cmds.cmd_compare)
 
     m = sub.add_parser("models", help="every model by name")
     m.add_argument("-v", "--verbose", action="store_true", help="also list each model's options")
-    m.set_defaults(func=cmd_models)
+    m.set_defaults(func=cmds.cmd_models)
     _add_import_option(sub)
     return p
 
@@ -592,26 +277,6 @@ def _force_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="replace the file --out names if it exists")
     parser.set_defaults(out_file=True)
 
-
-def _refuse_existing(args: argparse.Namespace) -> None:
-    import os
-    import stat
-
-    from .errors import ConfigError
-    from .fileio import write_error
-
-    out = Path(args.out)
-    try:
-        st = os.lstat(out)
-    except FileNotFoundError:
-        return
-    except OSError as e:  # a name too long, a path under a file...
-        raise write_error(out, e) from None
-    if stat.S_ISDIR(st.st_mode):
-        return  # each command says itself that it wants a file name, not a folder
-    if not args.force:
-        raise ConfigError(f"--out {out} already exists; vaelab replaces no file without --force. Pass --force to "
-                          "replace it, or choose a new name")
 
 
 def _add_import_option(sub: argparse._SubParsersAction) -> None:
@@ -629,66 +294,3 @@ def _add_import_option(sub: argparse._SubParsersAction) -> None:
                                  "a run directory from someone else could name any code. Never from inside the run "
                                  "directory or beside it")
 
-
-def _log_to_stderr() -> None:
-    """vaelab's progress and notes (the 'vaelab' logger) go to stderr, one line each; stdout keeps
-    the results (JSON, paths)."""
-    import logging
-
-    class StderrHandler(logging.StreamHandler):
-        """Writes to the sys.stderr of the moment, not the one of its creation: main() may run
-        several times in one process (a notebook, a test) with stderr redirected in between."""
-
-        @property  # type: ignore[override]
-        def stream(self):
-            return sys.stderr
-
-        @stream.setter
-        def stream(self, _value) -> None:
-            pass
-
-    logger = logging.getLogger("vaelab")
-    if not any(getattr(h, "_vaelab_cli", False) for h in logger.handlers):
-        h = StderrHandler()
-        h.setFormatter(logging.Formatter("vaelab: %(message)s"))
-        h._vaelab_cli = True  # type: ignore[attr-defined]
-        logger.addHandler(h)
-    logger.setLevel(logging.INFO)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    _log_to_stderr()
-    try:
-        if getattr(args, "out_file", False):
-            _refuse_existing(args)
-        if getattr(args, "imports", None):
-            from .models import import_models
-
-            import_models(args.imports)
-        if getattr(args, "trust_imports", False):
-            from .models import trust_imports
-
-            with trust_imports():
-                return args.func(args)
-        return args.func(args)
-    except VaelabError as e:
-        from .train.run import Interrupted
-
-        if isinstance(e, Interrupted):
-            print(f"vaelab: {e}", file=sys.stderr)
-            return 130
-        print(f"vaelab: error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:  # a file-system error no stage turned into a VaelabError: still one line
-        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
-        print(f"vaelab: error: {where}{e.strerror or e}; check the path, its permissions and the free space", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("vaelab: interrupted; a training run keeps its last checkpoint (resume it with vaelab train --resume RUN)",
-              file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

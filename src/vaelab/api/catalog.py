@@ -1,0 +1,42 @@
+"""What vaelab knows by name: every data source (and where it was found) and every model (with its
+options), as plain data for `vaelab datasets` / `vaelab models` and for a notebook."""
+from __future__ import annotations
+
+from typing import Any
+
+
+def list_datasets() -> dict[str, Any]:
+    """``{"search_order": [...], "sources": [{"name", "description", "found", "status"}]}``: each data
+    source, where it was found on this machine, or how to get it."""
+    from ..data import SOURCES
+    from ..data.download import data_roots
+
+    rows = []
+    for name, src in SOURCES.items():
+        where = None if src.needs_path else src.locate()
+        status = f"found: {where}" if where else ("needs data.path" if src.needs_path else f"not found; {src.how_to_get}")
+        rows.append({"name": name, "description": src.description, "found": str(where) if where else None, "status": status})
+    return {"search_order": [str(r) for r in data_roots()], "sources": rows}
+
+
+def list_models(options: bool = False) -> list[dict[str, Any]]:
+    """Every registered model (entry points included): name, description and, with ``options``, each
+    of its config keys with this model's default (registry defaults applied) and meaning."""
+    from ..config import describe_fields, json_like
+    from ..models import MODELS, load_entry_points, make_config
+
+    load_entry_points()
+    rows = []
+    for name, spec in MODELS.items():
+        row: dict[str, Any] = {"name": name, "description": spec.description}
+        if options:
+            cfg = make_config(name)
+            row["options"] = []
+            for line in describe_fields(type(cfg), "model.", skip=("name", "image_shape")):
+                key = line.split(" = ", 1)[0].strip()[len("model."):]
+                meaning = line.split(" = ", 1)[1].partition("  -- ")[2]
+                default = getattr(cfg, key)
+                row["options"].append({"key": "model." + key, "default": "null" if default is None else json_like(default),
+                                       "meaning": meaning})
+        rows.append(row)
+    return rows
