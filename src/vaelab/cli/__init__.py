@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from ..errors import VaelabError
+from ..progress import set_quiet
 from .parser import build_parser
 
 
@@ -62,6 +63,7 @@ def _log_to_stderr() -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _log_to_stderr()
+    set_quiet(getattr(args, "quiet", False))
     try:
         if getattr(args, "out_file", False):
             _refuse_existing(args)

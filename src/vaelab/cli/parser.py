@@ -280,12 +280,14 @@ def _force_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_import_option(sub: argparse._SubParsersAction) -> None:
-    """--import MODULE on every command (and sub-command): models of your own become known."""
+    """--quiet, --import MODULE and --trust-imports on every command (and sub-command)."""
     for parser in {id(sp): sp for sp in sub.choices.values()}.values():
         nested = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
         if nested:
             _add_import_option(nested[0])
             continue
+        parser.add_argument("-q", "--quiet", action="store_true",
+                            help="no progress: neither the training bar nor the lines of long steps (fits, calibration, NLL, FID)")
         parser.add_argument("--import", dest="imports", action="append", metavar="MODULE",
                             help="a module (dotted name, or a .py file) that registers models of your own with "
                                  "@vaelab.register_model; repeatable")

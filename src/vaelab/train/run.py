@@ -23,6 +23,7 @@ from ..errors import CheckpointError, ConfigError, DataError, TrainingError
 from ..fileio import atomic_path
 from ..models import Autoencoder, build
 from ..models.persist import describe_mismatch, save_weights
+from ..progress import is_quiet
 from .callbacks import model_callbacks
 from .config import RunConfig, TrainConfig
 from .batches import make_loader, visible_labels
@@ -176,7 +177,8 @@ def make_trainer(t: TrainConfig, run_dir: Path, callbacks: list[pl.Callback], ha
     Its loggers (train.loggers) are given to it by ``fit`` once the run directory is checked.
     ``manual``: the model steps its own optimizers (an adversarial model), which clip themselves."""
     callbacks = [AtomicCheckpoint(run_dir, t.checkpoint_every_n_steps), *callbacks]
-    if t.progress_bar:
+    bar = t.progress_bar and not is_quiet()  # vaelab --quiet silences the bar with every other progress line
+    if bar:
         callbacks.append(progress_callback())
     try:
         with warnings.catch_warnings():  # Lightning would quietly turn 16-mixed into bf16-mixed on a CPU
@@ -184,7 +186,7 @@ def make_trainer(t: TrainConfig, run_dir: Path, callbacks: list[pl.Callback], ha
             trainer = pl.Trainer(
                 max_epochs=t.epochs, accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
                 precision=t.precision, logger=False, callbacks=callbacks, enable_checkpointing=False,
-                log_every_n_steps=1, enable_progress_bar=t.progress_bar, enable_model_summary=False,
+                log_every_n_steps=1, enable_progress_bar=bar, enable_model_summary=False,
                 gradient_clip_val=None if manual else t.grad_clip, deterministic=True, use_distributed_sampler=False,
                 num_sanity_val_steps=0, limit_val_batches=1.0 if has_val else 0,
             )

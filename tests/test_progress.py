@@ -1,0 +1,42 @@
+"""vaelab.progress: a long step says how far it is, a short one says nothing, --quiet silences both."""
+import logging
+
+import pytest
+
+from vaelab.progress import Progress, is_quiet, set_quiet, track
+
+
+@pytest.fixture
+def lines(caplog):
+    caplog.set_level(logging.INFO, logger="vaelab")
+    yield lambda: [r.getMessage() for r in caplog.records if r.name == "vaelab"]
+    set_quiet(False)
+
+
+def test_a_line_per_interval_with_the_count_and_a_closing_line(lines):
+    with Progress("fitting the gmm sampler", total=4, unit="steps", every=0.0) as p:
+        for _ in range(4):
+            p.update()
+    got = lines()
+    assert got[:4] == [f"fitting the gmm sampler: {i}/4 steps ({25 * i}%), 0 s" for i in range(1, 5)]
+    assert got[4].startswith("fitting the gmm sampler: done, 4/4 steps (100%) in ")
+    assert len(got) == 5
+
+
+def test_a_step_shorter_than_the_interval_prints_nothing(lines):
+    assert list(track(range(50), "scoring", every=3600.0)) == list(range(50))
+    assert lines() == []
+
+
+def test_quiet_silences_every_line(lines):
+    set_quiet(True)
+    assert is_quiet()
+    assert list(track(range(3), "scoring", every=0.0)) == [0, 1, 2]
+    assert lines() == []
+
+
+def test_cli_quiet_sets_and_clears_the_flag(capsys):
+    from vaelab.cli import main
+
+    assert main(["models", "--quiet"]) == 0 and is_quiet()
+    assert main(["models"]) == 0 and not is_quiet()
