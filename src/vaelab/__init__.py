@@ -1,5 +1,5 @@
 """vaelab: autoencoders and variational autoencoders - train, evaluate, generate, explain, detect."""
-__version__ = "0.1.0"
+from ._version import __version__
 
 from .errors import CheckpointError, ConfigError, DataError, ModelError, TrainingError, VaelabError  # noqa: E402
 

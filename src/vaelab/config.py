@@ -220,7 +220,7 @@ def _major_minor(version: str) -> tuple[int, int] | None:
 def check_version(found: str, source: str) -> None:
     """Files written by another vaelab: another MAJOR version is refused (formats may differ),
     another MINOR version gives a warning, another patch release is accepted silently."""
-    from . import __version__
+    from ._version import __version__
     from .errors import CheckpointError
 
     theirs, ours = _major_minor(found), _major_minor(__version__)

@@ -23,7 +23,7 @@ def _config_keys_help() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .. import __version__
+    from .._version import __version__
 
     p = argparse.ArgumentParser(prog="vaelab", description="Autoencoders and VAEs: train, evaluate, generate.")
     p.add_argument("--version", action="version", version=f"vaelab {__version__}")

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .. import __version__
+from .._version import __version__
 from ..config import check_version, deep_merge, dump_yaml, from_dict, load_yaml, to_dict
 from ..data import DataConfig
 from ..errors import CheckpointError, ConfigError
