@@ -12,7 +12,8 @@ from vaelab.data import ImageSet
 from vaelab.errors import ConfigError
 from vaelab.evaluate.likelihood import nll
 from vaelab.models import build, make_config
-from vaelab.objectives.discretized import DiscretizedGaussian, DiscretizedLogisticMixture, num_params
+from vaelab.objectives.discretized import DiscretizedGaussian
+from vaelab.objectives.logistic_mixture import DiscretizedLogisticMixture, num_params
 
 
 @pytest.mark.parametrize("kind,conditional", [("dgaussian", False), ("dlogistic", False), ("dlogistic", True)])

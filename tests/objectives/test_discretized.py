@@ -6,13 +6,8 @@ import torch
 from scipy import special, stats
 
 from vaelab.errors import ConfigError, ModelError
-from vaelab.objectives.discretized import (
-    DiscretizedGaussian,
-    DiscretizedLogisticMixture,
-    bits_per_dim,
-    from_params,
-    num_params,
-)
+from vaelab.objectives.discretized import DiscretizedGaussian, bits_per_dim
+from vaelab.objectives.logistic_mixture import DiscretizedLogisticMixture, from_params, num_params
 
 KINDS = ("gaussian", "mixture", "conditional")
 EXTREME_LOG_SCALES = (-30.0, -20.0, -12.0, -5.0, 0.0, 5.0, 12.0, 20.0, 30.0)

@@ -7,7 +7,8 @@ from typing import Any
 
 from ..config import from_dict
 from ..errors import ModelError
-from .base import Autoencoder, LossOutput, ModelConfig, embed_images
+from .base import Autoencoder, LossOutput, ModelConfig
+from .embed import embed_images
 from .registry import (CAPABILITIES, MODELS, ModelSpec, discover, get_spec, import_models, load_entry_points,
                        models_with, register_model, require, trust_imports)
 

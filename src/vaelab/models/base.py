@@ -10,12 +10,12 @@ import torch
 from torch import nn
 from torch.distributions import Distribution
 
-from ..data.imageset import to_unit_float
 from ..errors import ConfigError, ModelError
 from ..nn import ACTIVATIONS, build_networks
 from ..nn.networks import check_latent_channels
 from ..objectives import importance_log_weights, kl_to_prior, pixel_likelihood, standard_normal
-from ..objectives.discretized import DiscretizedGaussian, from_params, num_params
+from ..objectives.discretized import DiscretizedGaussian
+from ..objectives.logistic_mixture import from_params, num_params
 
 DISCRETE_LIKELIHOODS = ("dgaussian", "dlogistic")
 # the widest layer or code a config may ask for: far beyond any model of these datasets, and small
@@ -441,19 +441,3 @@ class Split(nn.Module):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return h[:, self.start : self.stop]
-
-
-@torch.no_grad()
-def embed_images(model: Autoencoder, data: Any, batch_size: int = 1000, what: str = "mean") -> torch.Tensor:
-    """The representation of every example of an ImageSet or a tensor (uint8 or float), batch by
-    batch, on the CPU: the posterior means E[z|x] (``what="mean"``: what probes, samplers and the
-    latent scores use) or the encoder's features before the latent heads (``"features"``: the
-    few-label transfer and the feature scores). The one place any stage embeds a whole set."""
-    if what not in ("mean", "features"):
-        raise ValueError(f"what must be 'mean' or 'features', got {what!r}")
-    images = data.images if hasattr(data, "images") else data
-    model.eval()
-    dev = next(model.parameters()).device
-    fn = model.embed if what == "mean" else model.features
-    out = [fn(to_unit_float(images[i : i + batch_size].to(dev))).cpu() for i in range(0, len(images), batch_size)]
-    return torch.cat(out) if out else torch.zeros(0, model.latent_dim)

@@ -94,7 +94,7 @@ class BVAE(VAE):
 
     def _location_slot_index(self) -> torch.Tensor:
         """Where the likelihood's parameters hold a location, one C-channel group per mixture component,
-        in the layout of vaelab.objectives.discretized.from_params (or [loc | log_scale] for dgaussian)."""
+        in the layout of vaelab.objectives.logistic_mixture.from_params (or [loc | log_scale] for dgaussian)."""
         c = self.image_shape[0]
         if self.config.likelihood == "dgaussian":
             return torch.arange(c)
