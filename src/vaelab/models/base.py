@@ -136,7 +136,8 @@ class Autoencoder(nn.Module):
     ``discriminator_loss`` with an optimizer of its own: the trainer alternates the two steps),
     ``compile_pays`` (a long run trains faster with ``torch.compile`` of the loss once its compile
     time is paid: ``train.compile=auto`` compiles it; declared only from a measurement),
-    ``code_maps`` (its heads and decoder take a code that is a map, ``model.latent_channels`` > 0)."""
+    ``code_maps`` (its heads and decoder take a code that is a map, ``model.latent_channels`` > 0),
+    ``restores`` (restores erased attributes: ``restoration_error``, ``transform_nll``)."""
 
     config_class: ClassVar[type[ModelConfig]] = ModelConfig
     can_sample: ClassVar[bool] = False
@@ -149,6 +150,7 @@ class Autoencoder(nn.Module):
     adversarial: ClassVar[bool] = False
     compile_pays: ClassVar[bool] = False
     code_maps: ClassVar[bool] = False
+    restores: ClassVar[bool] = False
 
     def __init__(self, config: ModelConfig, encoder: nn.Module | None = None, decoder: nn.Module | None = None):
         super().__init__()

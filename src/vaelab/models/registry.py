@@ -48,6 +48,7 @@ CAPABILITIES = {
     "custom_networks": "accepts your own encoder and decoder networks",
     "conditional": "generates a chosen class (decode and sample take a label: sample --class K)",
     "adversarial": "trains a discriminator with an optimizer of its own (discriminator_loss)",
+    "restores": "restores erased attributes of its input (colour, orientation): the restoration scores",
 }
 
 
