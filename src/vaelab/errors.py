@@ -25,6 +25,10 @@ class TrainingError(VaelabError):
     """Training cannot continue (a non-finite loss, an occupied run directory...)."""
 
 
+class Interrupted(TrainingError):
+    """Training was stopped by Ctrl-C (SIGINT); the message says how to resume."""
+
+
 class WriteError(VaelabError, OSError):
     """A file cannot be written (a full disk, no permission, a path that cannot exist). Also an
     OSError, so that code which handles a failed write keeps handling it (with its errno)."""

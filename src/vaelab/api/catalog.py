@@ -40,3 +40,41 @@ def list_models(options: bool = False) -> list[dict[str, Any]]:
                                        "meaning": meaning})
         rows.append(row)
     return rows
+
+
+def config_keys_help() -> str:
+    """Every data.* / train.* key and the model keys all models share, with defaults and meanings
+    (the tail of `vaelab train --help`)."""
+    from ..config import describe_fields
+    from ..data import DataConfig
+    from ..models import ModelConfig
+    from ..train.config import TrainConfig
+
+    parts = ["", "config keys (--set KEY=VALUE; KEY=null for none, lists as [a,b]):", "data:"]
+    parts += describe_fields(DataConfig, "data.")
+    parts += ["train:"] + describe_fields(TrainConfig, "train.")
+    parts += ["model (every model; `vaelab models -v` lists each model's own options and defaults):"]
+    parts += describe_fields(ModelConfig, "model.", skip=("name", "image_shape"))
+    parts += ["  seed = 0  -- random seed of the run"]
+    return "\n".join(parts) + "\n"
+
+
+def import_modules(modules: list[str]) -> None:
+    """Import each module (a dotted name or a .py file): the models, scores, data sources, metrics and
+    samplers it registers become known to every job (`--import` on the command line)."""
+    from ..models import import_models
+
+    import_models(modules)
+
+
+def check_sampler_names(names: list[str], option: str = "samplers") -> tuple[str, ...]:
+    """The sampler names given (stripped, blanks dropped), or a ConfigError naming the unknown ones
+    and the known samplers: before a job loads anything."""
+    from ..errors import ConfigError
+    from ..generate import SAMPLERS
+
+    given = tuple(s.strip() for s in names if s.strip())
+    bad = [s for s in given if s not in SAMPLERS]
+    if bad or not given:
+        raise ConfigError(f"{option}: unknown sampler(s) {bad or list(given)}; choose from {', '.join(SAMPLERS)}")
+    return given

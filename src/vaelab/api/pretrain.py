@@ -16,12 +16,17 @@ if TYPE_CHECKING:
 log = logging.getLogger("vaelab")
 
 
-def pretrain_run(cfg: "PretrainRunConfig", run_dir: str | Path | None = None,
+def pretrain_run(cfg: "PretrainRunConfig | dict[str, Any]", run_dir: str | Path | None = None,
                  data: tuple[ImageSet, ImageSet, ImageSet] | None = None) -> tuple[Path, dict[str, Any]]:
     """Greedy layer-wise pretraining of a stacked autoencoder, fine-tuning step 1 (head) and step 2
     (whole network) on ``cfg.pretrain.n_labels`` labels, and the from-scratch baseline (see
     vaelab.pretrain). Writes config.yaml, model/pretrained/scratch.safetensors,
-    pretrain_log.csv, metrics.json, figures/pretrain.png and report.html into ``run_dir``."""
+    pretrain_log.csv, metrics.json, figures/pretrain.png and report.html into ``run_dir``. ``cfg`` may
+    also be the overrides (data, pretrain, seed) of the default config, as the command line gives them."""
+    if isinstance(cfg, dict):
+        from ..pretrain import PretrainRunConfig
+
+        cfg = PretrainRunConfig.build(cfg)
     from ..report.pretrain import pretrain_curves
     from ..pretrain import run_pretraining
 

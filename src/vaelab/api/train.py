@@ -29,6 +29,27 @@ def default_run_dir(model: str, data: str) -> Path:
     return Path("runs") / f"{model}-{data}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+def train_job(model: str | None = None, overrides: dict[str, Any] | None = None, out: str | Path | None = None,
+              resume: str | Path | None = None) -> tuple[Path, dict[str, Any]]:
+    """``vaelab train``: train ``model`` with config ``overrides`` (nested dicts: data, model, train,
+    seed) into ``out``; or, with ``resume`` (a run directory), continue that run, the overrides
+    changing what may change on a resume (epochs, ...). Returns (run directory, metrics)."""
+    from ..errors import ConfigError
+
+    over = overrides or {}
+    if resume:
+        run_dir = Path(resume)
+        cfg = RunConfig.load(run_dir / "config.yaml")
+        if model and model != cfg.model.name:
+            raise ConfigError(f"{run_dir} is a {cfg.model.name} run; --resume cannot change the model to {model}")
+        if over:
+            cfg = cfg.resumed_with(over)
+        return train_run(cfg, run_dir, resume=True)
+    if not model:
+        raise ConfigError("name a model to train (see `vaelab models`), or --resume RUN_DIR")
+    return train_run(RunConfig.build(model, over), out)
+
+
 def train_run(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = False,
               data: tuple[ImageSet, ImageSet, ImageSet] | None = None, encoder: torch.nn.Module | None = None,
               decoder: torch.nn.Module | None = None) -> tuple[Path, dict[str, Any]]:

@@ -8,7 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..errors import VaelabError
+from ..errors import Interrupted, VaelabError
 from ..progress import set_quiet
 from .parser import build_parser
 
@@ -68,18 +68,16 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "out_file", False):
             _refuse_existing(args)
         if getattr(args, "imports", None):
-            from ..models import import_models
+            from ..api import import_modules
 
-            import_models(args.imports)
+            import_modules(args.imports)
         if getattr(args, "trust_imports", False):
-            from ..models import trust_imports
+            from ..api import trust_imports
 
             with trust_imports():
                 return args.func(args)
         return args.func(args)
     except VaelabError as e:
-        from ..train.run import Interrupted
-
         if isinstance(e, Interrupted):
             print(f"vaelab: {e}", file=sys.stderr)
             return 130

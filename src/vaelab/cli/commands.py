@@ -42,27 +42,9 @@ def _strict_dumps(obj: Any, **kw: Any) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from ..api import train_run
-    from ..train import RunConfig
+    from ..api import train_job
 
-    if args.resume:
-        run_dir = Path(args.resume)
-        cfg = RunConfig.load(run_dir / "config.yaml")
-        over = _overrides(args)
-        if args.model and args.model != cfg.model.name:
-            from ..errors import ConfigError
-
-            raise ConfigError(f"{run_dir} is a {cfg.model.name} run; --resume cannot change the model to {args.model}")
-        if over:
-            cfg = cfg.resumed_with(over)
-        run_dir, metrics = train_run(cfg, run_dir, resume=True)
-    else:
-        if not args.model:
-            from ..errors import ConfigError
-
-            raise ConfigError("name a model to train (see `vaelab models`), or --resume RUN_DIR")
-        cfg = RunConfig.build(args.model, _overrides(args))
-        run_dir, metrics = train_run(cfg, args.out)
+    run_dir, metrics = train_job(args.model, _overrides(args), args.out, args.resume)
     shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}
     print(_strict_dumps(shown))
     print(f"report: {(run_dir / 'report.html').resolve()}")
@@ -76,13 +58,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     opts = {k: v for k, v in {"nll_k": args.nll_k, "nll_images": args.nll_images, "fid_features": args.fid_features,
                               "fid_images": args.fid_images, "n_labels": args.n_labels}.items() if v is not None}
     if args.fid_samplers:
-        from ..errors import ConfigError
-        from ..generate import SAMPLERS
+        from ..api import check_sampler_names
 
-        names = tuple(s.strip() for s in args.fid_samplers.split(",") if s.strip())
-        bad = [s for s in names if s not in SAMPLERS]
-        if bad or not names:
-            raise ConfigError(f"--fid-samplers: unknown sampler(s) {bad or names}; choose from {', '.join(SAMPLERS)}")
+        names = check_sampler_names(args.fid_samplers.split(","), "--fid-samplers")
         opts["samplers"] = names
     if args.no_report and args.report:
         from ..errors import ConfigError
@@ -159,9 +137,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         over["seed"] = args.seed
     over = deep_merge(over, parse_set(args.set))
     from ..api import pretrain_run  # the heavy imports, once the arguments are known to be good
-    from ..pretrain import PretrainRunConfig
 
-    run_dir, metrics = pretrain_run(PretrainRunConfig.build(over), args.out)
+    run_dir, metrics = pretrain_run(over, args.out)
     print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}))
     print(f"report: {(run_dir / 'report.html').resolve()}")
     return 0

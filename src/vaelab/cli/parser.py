@@ -7,19 +7,9 @@ import argparse
 from . import commands as cmds
 
 def _config_keys_help() -> str:
-    """Every data.* / train.* key and the model keys all models share, with defaults and meanings."""
-    from ..config import describe_fields
-    from ..data import DataConfig
-    from ..models import ModelConfig
-    from ..train.config import TrainConfig
+    from ..api import config_keys_help  # only when `vaelab train --help` is drawn: it reads the typed configs
 
-    parts = ["", "config keys (--set KEY=VALUE; KEY=null for none, lists as [a,b]):", "data:"]
-    parts += describe_fields(DataConfig, "data.")
-    parts += ["train:"] + describe_fields(TrainConfig, "train.")
-    parts += ["model (every model; `vaelab models -v` lists each model's own options and defaults):"]
-    parts += describe_fields(ModelConfig, "model.", skip=("name", "image_shape"))
-    parts += ["  seed = 0  -- random seed of the run"]
-    return "\n".join(parts) + "\n"
+    return config_keys_help()
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,7 +8,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .. import __version__
+from .._version import __version__
 from ..errors import CheckpointError
 from ..fileio import atomic_path
 from .base import Autoencoder

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.imageset import to_unit_float
-from .. import __version__
+from .._version import __version__
 from ..config import check_version, deep_merge, dump_yaml, from_dict, load_yaml, to_dict
 from ..data import DataConfig, ImageSet
 from ..errors import CheckpointError, ConfigError, DataError, TrainingError

@@ -9,7 +9,7 @@ import lightning.pytorch as pl
 import torch
 import torch.distributed
 
-from .. import __version__
+from .._version import __version__
 from ..errors import TrainingError
 from ..models import Autoencoder
 from .config import TrainConfig

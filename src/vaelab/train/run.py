@@ -19,7 +19,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from ..config import check_version
 from ..data import ImageSet, absolute_data_path, load_data
-from ..errors import CheckpointError, ConfigError, DataError, TrainingError
+from ..errors import CheckpointError, ConfigError, DataError, Interrupted, TrainingError
 from ..fileio import atomic_path
 from ..models import Autoencoder, build
 from ..models.persist import describe_mismatch, save_weights
@@ -218,10 +218,6 @@ def _no_distribution_checks() -> Iterator[None]:
 
 
 
-
-
-class Interrupted(TrainingError):
-    """Training was stopped by Ctrl-C (SIGINT); the message says how to resume."""
 
 
 def _interrupted_message(run_dir: Path) -> str:

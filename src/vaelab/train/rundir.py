@@ -124,7 +124,7 @@ def mark_run(run_dir: Path) -> None:
 
     path = inside(run_dir, MARKER)
     if not path.is_file():
-        from .. import __version__
+        from .._version import __version__
 
         atomic_write_text(path, f"vaelab run directory (vaelab {__version__})\n")
 
