@@ -67,11 +67,12 @@ def _same_run(run: Path, ref: Path, ref_metrics: dict) -> None:
 def test_a_kill_before_each_finishing_write_is_finished_by_resume(point, one_epoch, reference, tmp_path, monkeypatch,
                                                                    caplog):
     import vaelab.api.train as api_train
+    import vaelab.report.run as report_run
     import vaelab.train.run as train_run_mod
     from vaelab.api import evaluate_run, train_run
 
-    target = {"weights": (train_run_mod, "save_weights"), "metrics": (api_train, "atomic_write_json"),
-              "report": (api_train, "write_report"), "finished mark": (api_train, "mark_finished")}[point]
+    target = {"weights": (train_run_mod, "save_weights"), "metrics": (report_run, "atomic_write_json"),
+              "report": (report_run, "write_report"), "finished mark": (api_train, "mark_finished")}[point]
 
     def killed(*a, **k):
         raise Killed(point)

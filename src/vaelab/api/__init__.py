@@ -13,7 +13,8 @@ from .explain import explain_run
 from .export import export_run
 from .generate import interpolate_run, reconstruct_run, sample_run, traverse_run
 from .pretrain import load_pretrained, pretrain_run
-from .train import default_run_dir, make_figures, make_report, train_job, train_run
+from ..report.run import make_figures, make_report
+from .train import default_run_dir, train_job, train_run
 from ..models import trust_imports
 
 __all__ = ["app_run", "check_sampler_names", "config_keys_help", "import_modules", "train_job", "trust_imports", "build_defects_file", "build_ood_study_file", "list_datasets", "list_models", "one_class_run", "compare_runs", "default_run_dir", "detect_run", "evaluate_run", "explain_run", "export_run", "interpolate_run", "load_pretrained", "load_run",

@@ -10,7 +10,7 @@ from ..evaluate import DEFAULT_METRICS, evaluate
 from ..fileio import atomic_write_json
 from ..runfiles import read_text
 from ..train import RunConfig, load_run
-from .train import check_health, make_report
+from ..report.run import check_health, make_report
 
 log = logging.getLogger("vaelab")
 

@@ -8,18 +8,12 @@ from typing import Any
 
 import torch
 
-from ..config import dump_yaml
 from ..data import ImageSet, load_data
-from ..evaluate import DEFAULT_METRICS, evaluate
-from ..evaluate.health import health_flags, health_notes
-from ..generate import interpolate, latent_traversal, make_sampler
-from ..fileio import atomic_write_json
 from ..errors import VaelabError
-from ..models import Autoencoder
-from ..plotting import interleave_rows, save_grid
-from ..report import loss_curves, write_report
+from ..report.run import finish_run
 from ..train import RunConfig, load_run
-from ..train.rundir import epochs_done, is_finished, mark_finished, restore_weights, run_lock
+from ..train.rundir import (earlier_segments, epochs_done, is_finished, mark_finished, record_command, restore_weights,
+                            run_lock)
 from ..train.trackers import log_final
 
 log = logging.getLogger("vaelab")
@@ -97,67 +91,11 @@ def train_run(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = 
     segments = [*earlier, time.perf_counter() - t0]
     log.info("trained in %.1f s%s; evaluating on %d test images and drawing the report", segments[-1],
              f" ({sum(segments):.1f} s over {len(segments)} sessions)" if len(segments) > 1 else "", len(test))
-    metrics = evaluate(model, test, DEFAULT_METRICS, batch_size=cfg.train.eval_batch_size, seed=cfg.seed, train=train)
-    metrics.update({"train_seconds": sum(segments), "train_seconds_segments": segments, "parameters": model.num_parameters(),
-                    "n_train": len(train), "n_val": len(val), "n_test": len(test)})
-    check_health(metrics)
-    atomic_write_json(run_dir / "metrics.json", metrics)
     record_command(run_dir)
-    make_report(run_dir, model, cfg, metrics, test, train)
+    metrics = finish_run(run_dir, model, cfg, (train, val, test), segments)
     log_final(run_dir, metrics, cfg)
     mark_finished(run_dir)  # last: until it is written, --resume finishes what is missing
     return run_dir, metrics
-
-
-def check_health(metrics: dict[str, Any]) -> None:
-    """Put the run's health flags (vaelab.evaluate.health) in ``metrics['health']`` and say each one."""
-    metrics["health"] = health_flags(metrics)
-    for line in health_notes(metrics["health"]):
-        log.warning("%s", line)
-
-
-def earlier_segments(run_dir: Path) -> list[float]:
-    """The training times of the sessions of ``run_dir`` that finished before this resume (from its
-    metrics.json; a session killed before it wrote metrics is not counted)."""
-    import json
-
-    from ..runfiles import inside, read_text
-
-    try:
-        m = json.loads(read_text(inside(run_dir, "metrics.json")))
-    except (OSError, ValueError, VaelabError):
-        return []
-    if not isinstance(m, dict):
-        return []
-    seg = m.get("train_seconds_segments")
-    if isinstance(seg, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in seg):
-        return [float(v) for v in seg]
-    t = m.get("train_seconds")  # a run written before segments were kept
-    return [float(t)] if isinstance(t, (int, float)) and not isinstance(t, bool) and t >= 0 else []
-
-
-def invocation() -> str:
-    """The command line of this process as a user would retype it: ``vaelab ...`` for the CLI
-    (also when started as ``python -m vaelab``), else the Python program and its arguments."""
-    import shlex
-    import sys
-
-    prog = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path("python")
-    if prog.name == "vaelab" or (prog.name == "__main__.py" and prog.parent.name == "vaelab"):
-        return shlex.join(["vaelab", *sys.argv[1:]])
-    return "python " + shlex.join(sys.argv) + "  (vaelab.api.train_run)"
-
-
-def record_command(run_dir: Path) -> None:
-    """Append this process's command line to RUN_DIR/command.txt (one line per training session:
-    the first run, then each resume), written atomically."""
-    from ..fileio import atomic_write_text
-
-    from ..runfiles import inside, read_text
-
-    path = inside(run_dir, "command.txt")  # a symlink is refused, never read into the report
-    lines = read_text(path).splitlines() if path.is_file() else []
-    atomic_write_text(path, "\n".join([*lines, invocation()]) + "\n")
 
 
 def _finished_run(run_dir: Path, cfg: RunConfig, done: int, data: tuple[ImageSet, ImageSet, ImageSet] | None,
@@ -193,162 +131,7 @@ def _finished_run(run_dir: Path, cfg: RunConfig, done: int, data: tuple[ImageSet
              "writing them from the checkpoint", run_dir)
     with run_lock(run_dir):
         model = restore_weights(run_dir, RunConfig.load(run_dir / "config.yaml"), encoder, decoder)  # as it trained
-        train, val, test = data if data is not None else load_data(cfg.data, cfg.seed)
-        metrics = evaluate(model, test, DEFAULT_METRICS, batch_size=cfg.train.eval_batch_size, seed=cfg.seed, train=train)
-        metrics.update({"parameters": model.num_parameters(), "n_train": len(train), "n_val": len(val), "n_test": len(test)})
         segments = earlier_segments(run_dir)  # the training sessions metrics.json recorded (a killed one's time is lost)
-        if segments:
-            metrics.update({"train_seconds": sum(segments), "train_seconds_segments": segments})
-        check_health(metrics)
-        atomic_write_json(run_dir / "metrics.json", metrics)
-        make_report(run_dir, model, cfg, metrics, test, train)
+        metrics = finish_run(run_dir, model, cfg, data if data is not None else load_data(cfg.data, cfg.seed), segments)
         mark_finished(run_dir)
     return metrics
-
-
-class _Figures:
-    """The report's figures, each drawn on its own: a figure that cannot be drawn for this run's
-    data (one test image, constant codes, a single class...) becomes a note in the report naming
-    the figure and why, instead of ending the run."""
-
-    def __init__(self) -> None:
-        self.figs: list[tuple[str, Path]] = []
-        self.notes: list[str] = []
-
-    def add(self, what: str, draw: Any) -> None:
-        try:
-            result = draw()
-        except VaelabError as e:
-            self.notes.append(f"No {what}: {e}")
-            return
-        except Exception as e:  # noqa: BLE001 - a figure never ends a run; the note says what went wrong
-            log.warning("the %s could not be drawn (%s: %s)", what, type(e).__name__, e)
-            self.notes.append(f"No {what}: drawing it failed ({type(e).__name__}: {e})")
-            return
-        if result is None:
-            return
-        for caption, path in result if isinstance(result, list) else [result]:
-            self.figs.append((caption, path))
-
-
-def make_figures(run_dir: Path, model: Autoencoder, test: ImageSet, seed: int = 0, train: ImageSet | None = None,
-                 notes: list[str] | None = None) -> list[tuple[str, Path]]:
-    """The run report's figures; what cannot be drawn is explained in ``notes`` (appended to)."""
-    from ..runfiles import inside
-
-    fig = inside(run_dir, "figures")  # a symlinked figures/ is refused: its target's files would be replaced
-    F = _Figures()
-    curves = loss_curves(run_dir / "logs" / "metrics.csv", fig / "loss_curves.png")
-    if curves:
-        F.figs.append(("Loss terms: training (every step) and validation (every epoch)", curves))
-    n = min(16, len(test))
-    if n == 0:
-        F.notes.append("The test split is empty: no reconstructions, samples or latent figures")
-        if notes is not None:
-            notes += F.notes
-        return F.figs
-    if test.is_vector:
-        F.notes.append("The data are vectors: reconstructions, samples, interpolations and traversals are image grids "
-                       "and are left out; the metrics hold the reconstruction error")
-        _latent_map_figure(F, model, test, fig, seed)
-        if notes is not None:
-            notes += F.notes
-        return F.figs
-    x = test.subset(torch.arange(n)).float().to(next(model.parameters()).device)
-    F.add("reconstructions", lambda: ("Reconstructions: originals (odd rows) above their reconstructions (even rows)",
-                                      save_grid(interleave_rows(x, model.reconstruct(x), 8), fig / "reconstructions.png", nrow=8)))
-    if model.denoises:
-        def denoising():
-            noisy, den = model.denoise(x[:8], torch.Generator().manual_seed(seed))
-            return ("Denoising: clean (top), corrupted (middle), denoised (bottom)",
-                    save_grid(torch.cat([x[:8], noisy, den]), fig / "denoising.png", nrow=8))
-        F.add("denoising figure", denoising)
-    if model.can_sample:
-        from ..objectives import describe_prior
-
-        g = torch.Generator().manual_seed(seed)
-        F.add("prior samples", lambda: (f"Samples from the prior {describe_prior(model.prior())}",
-                                        save_grid(model.sample(64, g), fig / "samples.png", nrow=8)))
-    if train is not None and len(train) >= 50:
-        log.info("fitting a Gaussian mixture to %d training codes for the report's samples", min(len(train), 10_000))
-        F.add("GMM samples", lambda: ("Samples from a 10-component Gaussian mixture fitted to the training codes",
-                                      save_grid(make_sampler("gmm", seed=seed, max_fit_images=10_000).fit(model, train).sample(64),
-                                                fig / "samples_gmm.png", nrow=8)))
-    if n >= 2:
-        F.add("interpolation", lambda: ("Linear interpolation between pairs of test images (10 steps)", save_grid(
-            torch.cat([interpolate(model, x[2 * i], x[2 * i + 1], 10, "linear") for i in range(min(4, n // 2))]),
-            fig / "interpolation.png", nrow=10)))
-    else:
-        F.notes.append("No interpolation: it needs two test images, and the test split has one")
-    units = list(range(min(model.latent_dim, 10)))
-    F.add("latent traversals", lambda: (f"Latent traversals of units {units[0]}..{units[-1]} over the prior's mean +- 3 standard deviations (one row per unit)",
-                                        save_grid(latent_traversal(model, x[0], 3.0, 9, units), fig / "traversal.png", nrow=9)))
-    _latent_map_figure(F, model, test, fig, seed)
-    if notes is not None:
-        notes += F.notes
-    return F.figs
-
-
-def _latent_map_figure(F: "_Figures", model: Autoencoder, test: ImageSet, fig: Path, seed: int) -> None:
-    from ..report.latent import latent_map
-
-    def lmap():
-        path = latent_map(model, test, fig / "latent_map.png", seed=seed)
-        return ("Latent map of the test set, coloured by label" if test.labels is not None
-                else "Latent map of the test set", path)
-    F.add("latent map", lmap)
-
-
-def make_report(run_dir: Path, model: Autoencoder, cfg: RunConfig, metrics: dict[str, Any], test: ImageSet,
-                train: ImageSet | None = None) -> Path:
-    log.info("drawing the report's figures")
-    fig_notes: list[str] = []
-    figs = make_figures(run_dir, model, test, cfg.seed, train, fig_notes)
-    F = _Figures()
-    F.add("attention figures", lambda: _attention_figures(run_dir, model, cfg, test))
-    figs += F.figs
-    title = f"vaelab run: {cfg.model.name} on {cfg.data.name}"
-    notes = [f"Run directory: {run_dir.resolve()}", f"{metrics.get('parameters', model.num_parameters()):,} parameters; "
-             f"{cfg.train.epochs} epochs; latent dimension {cfg.model.latent_dim}. "
-             + ("Losses are in nats per example (summed over the vector's entries, averaged over examples)."
-                if model.is_vector else "Losses are in nats per image (summed over pixels, averaged over images).")]
-    if getattr(model, "discrete_likelihood", False):
-        notes.append(f"Likelihood: {cfg.model.likelihood}, a probability mass on each of the 256 levels of every "
-                     "sub-pixel, so the NLL is a code length and is also given in bits per dimension (bpd). "
-                     "Reconstructions and samples show the likelihood's mean: each component's continuous "
-                     "distribution clamped to [0, 1] (within half a grey level of the discretised mean).")
-    data_notes = list(dict.fromkeys((train.notes if train is not None else []) + test.notes))
-    notes += [f"Data: {n}" for n in data_notes] + fig_notes + F.notes
-    notes = health_notes(metrics.get("health") or []) + notes  # what went wrong, first
-    from ..runfiles import inside, read_text
-
-    cmd = inside(run_dir, "command.txt")
-    command = " ; then ".join(read_text(cmd).splitlines()) if cmd.is_file() else None
-    return write_report(run_dir, title, dump_yaml(cfg.to_dict()), metrics, figs, notes, command=command, vectors=model.is_vector)
-
-
-def _attention_figures(run_dir: Path, model: Autoencoder, cfg: RunConfig, test: ImageSet) -> list[tuple[str, Path]]:
-    """The report's attention section: the online grids of some epochs, and (a model with its own
-    attention) the attention of test images, half normal and half anomalous for a one-class run."""
-    from ..report.attention import attention_epoch_figures
-
-    figs = attention_epoch_figures(run_dir)
-    if not callable(getattr(model, "attention_maps", None)) or len(test) == 0:
-        return figs
-    from ..explain.figures import explanation_figure, pick_examples
-
-    y = None
-    d = cfg.data
-    if test.labels is not None and (d.classes is not None or d.drop_classes is not None):
-        keep = torch.ones(len(test), dtype=torch.bool)
-        if d.classes is not None:
-            keep &= torch.isin(test.labels, torch.as_tensor(d.classes))
-        if d.drop_classes is not None:
-            keep &= ~torch.isin(test.labels, torch.as_tensor(d.drop_classes))
-        y = (~keep).long().numpy()
-    idx, titles = pick_examples(test, y, 8)
-    kind = "normal (left) and anomalous (right) " if titles and "anomaly" in titles else ""
-    path = explanation_figure(model, test.subset(idx).float(), run_dir / "figures" / "attention_test.png", "grad2",
-                              col_titles=titles, generator=torch.Generator().manual_seed(cfg.seed))
-    return figs + [(f"Second-order attention of {kind}test images, their reconstruction and the reconstruction "
-                    "with the attention fused into the decoder", path)]

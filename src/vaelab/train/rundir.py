@@ -9,12 +9,12 @@ import logging
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 
-from ..errors import CheckpointError, ConfigError, TrainingError
-from ..fileio import atomic_write_text
+from ..errors import CheckpointError, ConfigError, TrainingError, VaelabError
+from ..fileio import atomic_write_json, atomic_write_text
 from ..models import Autoencoder, build
 from ..models.persist import describe_mismatch, save_weights
 from ..runfiles import check_links, open_lock
@@ -266,3 +266,63 @@ def restore_weights(run_dir: str | Path, cfg: RunConfig, encoder: torch.nn.Modul
     model.load_state_dict(sd)
     save_weights(model, run_dir / "model.safetensors", checkpoint_stamp(run_dir))
     return model.eval()
+
+
+def read_run_metrics(run_dir: Path) -> dict[str, Any]:
+    """The run's metrics.json as a dict; {} when it is missing, unreadable, a symlink or not an object."""
+    import json
+
+    from ..runfiles import inside, read_text
+
+    try:
+        m = json.loads(read_text(inside(run_dir, "metrics.json")))
+    except (OSError, ValueError, VaelabError):
+        return {}
+    return m if isinstance(m, dict) else {}
+
+
+def update_run_metrics(run_dir: Path, new: dict[str, Any], under: str | None = None) -> dict[str, Any]:
+    """Merge ``new`` into the run's metrics.json (into ``metrics[under][...]`` when given), written
+    atomically; returns the whole merged dict."""
+    m = read_run_metrics(run_dir)
+    if under is None:
+        m.update(new)
+    else:
+        m[under] = {**(m[under] if isinstance(m.get(under), dict) else {}), **new}
+    atomic_write_json(Path(run_dir) / "metrics.json", m)
+    return m
+
+
+def earlier_segments(run_dir: Path) -> list[float]:
+    """The training times of the sessions of ``run_dir`` that finished before this resume (from its
+    metrics.json; a session killed before it wrote metrics is not counted)."""
+    m = read_run_metrics(run_dir)
+    seg = m.get("train_seconds_segments")
+    if isinstance(seg, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in seg):
+        return [float(v) for v in seg]
+    t = m.get("train_seconds")  # a run written before segments were kept
+    return [float(t)] if isinstance(t, (int, float)) and not isinstance(t, bool) and t >= 0 else []
+
+
+def invocation() -> str:
+    """The command line of this process as a user would retype it: ``vaelab ...`` for the CLI
+    (also when started as ``python -m vaelab``), else the Python program and its arguments."""
+    import shlex
+    import sys
+
+    prog = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path("python")
+    if prog.name == "vaelab" or (prog.name == "__main__.py" and prog.parent.name == "vaelab"):
+        return shlex.join(["vaelab", *sys.argv[1:]])
+    return "python " + shlex.join(sys.argv) + "  (vaelab.api.train_run)"
+
+
+def record_command(run_dir: Path) -> None:
+    """Append this process's command line to RUN_DIR/command.txt (one line per training session:
+    the first run, then each resume), written atomically."""
+    from ..runfiles import inside, read_text
+
+    path = inside(run_dir, "command.txt")  # a symlink is refused, never read into the report
+    lines = read_text(path).splitlines() if path.is_file() else []
+    atomic_write_text(path, "\n".join([*lines, invocation()]) + "\n")
+
+
