@@ -188,7 +188,7 @@ def test_the_same_model_through_the_cli(tmp_path, capsys):
     assert p.returncode == 0, p.stderr
     assert "imports" in (run / "config.yaml").read_text()
     # later commands import the module the run's config records only when told to (--trust-imports):
-    # evaluate and sample in a fresh process are the README's own block (tests/test_docs.py runs it);
+    # evaluate and sample in a fresh process are the README's own block (tests/docs/test_docs.py runs it);
     # here the resume, in a fresh process too, refused without it and done with it
     p = _cli("train", "--resume", str(run), "--epochs", "2", cwd=tmp_path)
     assert p.returncode == 2 and "--trust-imports" in p.stderr and "Traceback" not in p.stderr, p.stderr

@@ -22,7 +22,7 @@ from vaelab.data.folder import FolderOptions, read_folder
 from vaelab.data.parsers import decode_image
 from vaelab.errors import DataError, ModelError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _env() -> dict[str, str]:
