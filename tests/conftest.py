@@ -86,11 +86,13 @@ def vaelab_here(*args, cwd=None) -> subprocess.CompletedProcess:
     machine). What a process of its own would have is given to it and taken back afterwards: its
     command line (``sys.argv``: the run's command.txt records it), its current directory, its stdout
     and stderr (returned, as ``subprocess.run(..., capture_output=True, text=True)`` does), argparse's
-    exits as exit statuses, and the models and modules that ``--import`` added. A test that needs
+    exits as exit statuses, warnings printed as they are raised, and the models and modules that
+    ``--import`` added. A test that needs
     a real process (a signal, a lock held by another process, the console script itself) starts one."""
     import contextlib
     import io
     import sys
+    import warnings
 
     from vaelab.cli import main
     from vaelab.models import registry
@@ -102,7 +104,15 @@ def vaelab_here(*args, cwd=None) -> subprocess.CompletedProcess:
         sys.argv = ["vaelab", *argv]
         if cwd is not None:
             os.chdir(cwd)
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
+            # warnings reach stderr where they are raised, each once, under the interpreter's default
+            # filters, as in a process of its own (pytest would otherwise collect them out of sight)
+            warnings.resetwarnings()
+            warnings.simplefilter("default")
+            for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+                warnings.simplefilter("ignore", category)
+            warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: sys.stderr.write(
+                warnings.formatwarning(message, category, filename, lineno, line))
             try:
                 rc = main(argv)
             except SystemExit as e:  # argparse's refusals and --help
