@@ -180,21 +180,47 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "vaelab", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
 
 
+# runs each command line given (a JSON list) through the CLI's main(), one after the other, in a new process
+FRESH = """
+import contextlib, io, json, sys
+from vaelab.cli import main
+results = []
+for argv in json.loads(sys.argv[1]):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main(argv)
+    results.append([rc, out.getvalue(), err.getvalue()])
+print("RESULT" + json.dumps(results))
+"""
+
+
+def _cli_fresh(*argvs: list[str], cwd: Path) -> list[subprocess.CompletedProcess]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    p = subprocess.run([sys.executable, "-c", FRESH, json.dumps(argvs)], capture_output=True, text=True, env=env, cwd=cwd,
+                       timeout=300)
+    assert p.returncode == 0 and "RESULT" in p.stdout, p.stderr[-3000:]
+    return [subprocess.CompletedProcess(["vaelab", *a], rc, out, err)
+            for a, (rc, out, err) in zip(argvs, json.loads(p.stdout.split("RESULT", 1)[1]))]
+
+
 def test_the_same_model_through_the_cli(tmp_path, capsys):
+    from tests.conftest import vaelab_here  # not at the top: the fresh processes below import this file as a module
+
     run = tmp_path / "run"
-    p = _cli("train", "mog-vae", "--import", str(HERE), "--data", "digits", "--epochs", "1", "--latent-dim", "3",
-             "--set", "model.arch=mlp", "--set", "model.mlp_hidden=[32]", "--set", "train.progress_bar=false",
-             "--out", str(run), cwd=tmp_path)
+    p = vaelab_here("train", "mog-vae", "--import", str(HERE), "--data", "digits", "--epochs", "1", "--latent-dim", "3",
+                    "--set", "model.arch=mlp", "--set", "model.mlp_hidden=[32]", "--set", "train.progress_bar=false",
+                    "--out", str(run), cwd=tmp_path)  # in this process: --import loads this file afresh under a name of its own
     assert p.returncode == 0, p.stderr
     assert "imports" in (run / "config.yaml").read_text()
     # later commands import the module the run's config records only when told to (--trust-imports):
-    # evaluate and sample in a fresh process are the README's own block (tests/docs/test_docs.py runs it);
-    # here the resume, in a fresh process too, refused without it and done with it
-    p = _cli("train", "--resume", str(run), "--epochs", "2", cwd=tmp_path)
-    assert p.returncode == 2 and "--trust-imports" in p.stderr and "Traceback" not in p.stderr, p.stderr
-    p = _cli("train", "--resume", str(run), "--epochs", "2", "--trust-imports", cwd=tmp_path)
-    assert p.returncode == 0, p.stderr
-    assert json.loads(p.stdout.splitlines()[0])["n_train"] > 0
+    # evaluate and sample are the README's own block (tests/docs/test_docs.py runs it); here the resume
+    # in a fresh process, where mog-vae is not registered as it is in this one, refused without it and done with it
+    # (one process for both: the refusal imports nothing, so the second command finds the process as fresh)
+    refused, trusted = _cli_fresh(["train", "--resume", str(run), "--epochs", "2"],
+                                  ["train", "--resume", str(run), "--epochs", "2", "--trust-imports"], cwd=tmp_path)
+    assert refused.returncode == 2 and "--trust-imports" in refused.stderr and "Traceback" not in refused.stderr, refused.stderr
+    assert trusted.returncode == 0, trusted.stderr
+    assert json.loads(trusted.stdout.splitlines()[0])["n_train"] > 0
     from vaelab.cli import main as cli_main  # in this process: the same main() the command runs
 
     assert cli_main(["models", "--import", str(HERE)]) == 0
