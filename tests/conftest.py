@@ -1,4 +1,5 @@
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -77,6 +78,68 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def vaelab_here(*args, cwd=None) -> subprocess.CompletedProcess:
+    """``vaelab ARGS`` run by the same ``main()`` the console script calls, in this process: no
+    interpreter start-up and no second import of torch (seconds per command, many more on a busy
+    machine). What a process of its own would have is given to it and taken back afterwards: its
+    command line (``sys.argv``: the run's command.txt records it), its current directory, its stdout
+    and stderr (returned, as ``subprocess.run(..., capture_output=True, text=True)`` does), argparse's
+    exits as exit statuses, warnings printed as they are raised, and the models and modules that
+    ``--import`` added. A test that needs
+    a real process (a signal, a lock held by another process, the console script itself) starts one."""
+    import contextlib
+    import io
+    import sys
+    import warnings
+
+    from vaelab.cli import main
+    from vaelab.models import registry
+
+    argv = [str(a) for a in args]
+    out, err = io.StringIO(), io.StringIO()
+    saved = (sys.argv, list(sys.path), dict(registry.MODELS), dict(registry.IMPORTED), set(sys.modules), os.getcwd())
+    try:
+        sys.argv = ["vaelab", *argv]
+        if cwd is not None:
+            os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
+            # warnings reach stderr where they are raised, each once, under the interpreter's default
+            # filters, as in a process of its own (pytest would otherwise collect them out of sight)
+            warnings.resetwarnings()
+            warnings.simplefilter("default")
+            for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+                warnings.simplefilter("ignore", category)
+            warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: sys.stderr.write(
+                warnings.formatwarning(message, category, filename, lineno, line))
+            try:
+                rc = main(argv)
+            except SystemExit as e:  # argparse's refusals and --help
+                rc = 0 if e.code is None else e.code if isinstance(e.code, int) else 1
+    finally:
+        sys.argv, sys.path[:] = saved[0], saved[1]
+        registry.MODELS.clear()
+        registry.MODELS.update(saved[2])
+        for name in set(registry.IMPORTED) - set(saved[3]):  # the next command imports them again, as a new process would
+            if name not in saved[4]:
+                sys.modules.pop(name, None)
+        registry.IMPORTED.clear()
+        registry.IMPORTED.update(saved[3])
+        os.chdir(saved[5])
+    return subprocess.CompletedProcess(["vaelab", *argv], rc, out.getvalue(), err.getvalue())
+
+
+def console_script() -> str:
+    """The installed ``vaelab`` command (beside this interpreter, as pip puts it), for the tests that
+    run the entry point itself."""
+    import shutil
+    import sys
+
+    found = shutil.which("vaelab", path=str(Path(sys.executable).parent)) or shutil.which("vaelab")
+    if found is None:
+        missing("the vaelab command is not installed (pip install -e . puts it beside the interpreter)")
+    return found
 
 
 def train_run_keeping_model(cfg, run_dir):

@@ -4,9 +4,6 @@ the detector end to end on scikit-learn's breast-cancer table."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +12,8 @@ import torch
 
 from vaelab.data import DataConfig, load_data, load_split
 from vaelab.errors import DataError, ModelError
+
+from tests.conftest import vaelab_here
 
 
 def table(tmp_path: Path, n: int = 200, d: int = 5, seed: int = 0):
@@ -126,9 +125,8 @@ def test_tabular_detection_through_the_api_and_the_cli(tmp_path):
     assert "ssim" not in det.score_.spec() and "latent_gmm" in det.score_.spec()
     auc = roc_auc_score(test.labels.numpy(), det.decision_function(test, clip=False))
     assert auc > 0.85, auc
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    p = subprocess.run([sys.executable, "-m", "vaelab", "detect", str(run), "--data", str(tmp_path / "bc.npz"), "--split", "test",
-                        "--anomaly-classes", "1", "--out", str(tmp_path / "det")], capture_output=True, text=True, env=env, timeout=300)
+    p = vaelab_here("detect", str(run), "--data", str(tmp_path / "bc.npz"), "--split", "test", "--anomaly-classes", "1",
+                    "--out", str(tmp_path / "det"))
     assert p.returncode == 0, p.stderr
     cli_auc = json.loads((tmp_path / "det" / "metrics.json").read_text())["roc_auc"]
     assert abs(cli_auc - auc) < 1e-9
@@ -141,8 +139,7 @@ def test_tabular_detection_through_the_api_and_the_cli(tmp_path):
 
 
 def _cli(*args, cwd):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "vaelab", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
+    return vaelab_here(*args, cwd=cwd)  # the same main() the command runs, in this process
 
 
 def test_a_csv_run_from_the_command_line_samples_scores_and_refuses_image_grids(tmp_path, capsys):

@@ -2,8 +2,6 @@
 problem (bright squares are normal, noise is not), every score kind, thresholds, the one-class
 protocol, the OOD-study layout from MNIST and the `vaelab detect` / `vaelab bench one-class` CLI."""
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -13,11 +11,13 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from vaelab.detect import SCORE_NAMES, AutoencoderDetector, evaluate_detection, load_ood_study, one_class_protocol
 from vaelab.errors import ConfigError, DataError, ModelError
 
+from tests.conftest import vaelab_here
+
 TINY = {"model": {"arch": "mlp", "mlp_hidden": [32], "latent_dim": 4}, "train": {"batch_size": 16}}
 
 
 def cli(*args, check=True):
-    p = subprocess.run([sys.executable, "-m", "vaelab", *args], capture_output=True, text=True, timeout=600)
+    p = vaelab_here(*args)  # the same main() the command runs, in this process (tests/cli/test_cli.py runs the console script)
     if check and p.returncode != 0:
         raise AssertionError(f"vaelab {' '.join(args)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
     return p
@@ -511,7 +511,7 @@ def test_cli_detect_on_the_study_layout(study, tmp_path, capsys):
                                             "train.epochs=1", "train.batch_size=50", "train.progress_bar=false"]))
     fit(cfg, tmp_path / "run")
     rep = tmp_path / "report"
-    from vaelab.cli import main  # in-process: the subprocess path is covered above
+    from vaelab.cli import main
 
     assert main(["detect", str(tmp_path / "run"), "--data", str(study), "--split", "rep2", "--score", "nelbo",
                  "--threshold", "0.3", "--out", str(rep)]) == 0

@@ -4,14 +4,12 @@ per seed, its export (ONNX) against the Python scores, `vaelab detect RUN RUN`, 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-from tests.conftest import require_module
+from tests.conftest import require_module, vaelab_here
 from vaelab.errors import ConfigError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -127,23 +125,20 @@ def test_cli_detect_with_two_runs_and_runs_of_other_data(runs, tmp_path):
 
     dirs = runs[0]
     out = tmp_path / "det"
-    p = subprocess.run([sys.executable, "-m", "vaelab", "detect", str(dirs[0]), str(dirs[1]), "--data", "digits",
-                        "--out", str(out)], capture_output=True, text=True, timeout=300)
+    p = vaelab_here("detect", str(dirs[0]), str(dirs[1]), "--data", "digits", "--out", str(out))
     assert p.returncode == 0, p.stderr
     assert json.loads((out / "metrics.json").read_text())["n"] > 0
     report = (out / "report.html").read_text()
     assert "ensemble of 2 runs" in report and str(dirs[1].resolve()) in report
     other = train_run(RunConfig.build("vae", parse_set([*SMALL, "train.epochs=1", "data.classes=[0,1]"])),
                       tmp_path / "other")[0]
-    p = subprocess.run([sys.executable, "-m", "vaelab", "detect", str(dirs[0]), str(other), "--data", "digits",
-                        "--out", str(tmp_path / "bad")], capture_output=True, text=True, timeout=300)
+    p = vaelab_here("detect", str(dirs[0]), str(other), "--data", "digits", "--out", str(tmp_path / "bad"))
     assert p.returncode == 2 and "trained on different data" in p.stderr and "Traceback" not in p.stderr
 
 
 def test_cli_export_of_two_runs(runs, tmp_path):
     dirs = runs[0]
     out = tmp_path / "bundle"
-    p = subprocess.run([sys.executable, "-m", "vaelab", "export", str(dirs[0]), str(dirs[1]), "--format", "torchscript",
-                        "--score", "mse", "--out", str(out)], capture_output=True, text=True, timeout=300)
+    p = vaelab_here("export", str(dirs[0]), str(dirs[1]), "--format", "torchscript", "--score", "mse", "--out", str(out))
     assert p.returncode == 0, p.stderr
     assert json.loads((out / "manifest.json").read_text())["ensemble"] == 2

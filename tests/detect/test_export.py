@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import require_module
+from tests.conftest import require_module, vaelab_here
 
 FORMATS = ("onnx", "torchscript")
 
@@ -196,13 +196,11 @@ def test_loader_runs_without_the_training_stack(setup, fmt, tmp_path):
 def test_cli_export(setup, tmp_path):
     run = setup[0]
     out = tmp_path / "bundle"
-    p = subprocess.run([sys.executable, "-m", "vaelab", "export", str(run), "--format", "torchscript", "--score", "mse",
-                        "--out", str(out)], capture_output=True, text=True, timeout=300)
+    p = vaelab_here("export", str(run), "--format", "torchscript", "--score", "mse", "--out", str(out))
     assert p.returncode == 0, p.stderr
     m = json.loads((out / "manifest.json").read_text())
     assert m["format"] == "torchscript" and m["score"] == "mse" and (out / "scorer.pt").exists()
-    p = subprocess.run([sys.executable, "-m", "vaelab", "export", str(run), "--score", "nll", "--out", str(tmp_path / "x")],
-                       capture_output=True, text=True, timeout=300)
+    p = vaelab_here("export", str(run), "--score", "nll", "--out", str(tmp_path / "x"))
     assert p.returncode == 2 and "cannot be exported" in p.stderr and "latent_gmm" in p.stderr and "Traceback" not in p.stderr
 
 

@@ -3,13 +3,12 @@ MVTec-layout folder carrying their masks, and `vaelab detect --maps` scoring map
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
+
+from tests.conftest import vaelab_here
 
 
 @pytest.fixture(scope="module")
@@ -49,9 +48,7 @@ def test_detect_scores_maps_against_synthetic_defect_masks(conv_run, tmp_path):
     sizes = build_defect_set(npz, "digits", "noise", fraction=0.5, seed=0, size=(0.3, 0.5))
     z = np.load(npz)
     assert sizes["n_defective"] == int(z["y_test"].sum()) and z["masks_test"][z["y_test"] == 0].sum() == 0
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    p = subprocess.run([sys.executable, "-m", "vaelab", "detect", str(conv_run), "--data", str(npz), "--split", "test",
-                        "--maps", "mse,ssim", "--out", str(tmp_path / "d")], capture_output=True, text=True, env=env, timeout=300)
+    p = vaelab_here("detect", str(conv_run), "--data", str(npz), "--split", "test", "--maps", "mse,ssim", "--out", str(tmp_path / "d"))
     assert p.returncode == 0, p.stderr
     m = json.loads((tmp_path / "d" / "metrics.json").read_text())
     assert "roc_auc" in m  # image-level labels are the defect labels (how well is benchmarks/pixel_maps.py's question)

@@ -3,15 +3,14 @@ detect`: each rule's threshold_ is the rule's own function applied to the detect
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import warnings
 
 import numpy as np
 import pytest
 
 from vaelab.errors import ConfigError
+
+from tests.conftest import vaelab_here
 
 
 @pytest.fixture(scope="module")
@@ -88,10 +87,8 @@ def test_predict_proba_and_confidence_have_pyods_meaning(digits_run):
 
 
 def test_cli_threshold_rule_f1_with_a_validation_set(digits_run, tmp_path, capsys):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    p = subprocess.run([sys.executable, "-m", "vaelab", "detect", str(digits_run), "--data", "digits", "--split", "test",
-                        "--threshold-rule", "f1", "--val-data", "digits", "--val-split", "train", "--out", str(tmp_path / "d")],
-                       capture_output=True, text=True, env=env, timeout=300)
+    p = vaelab_here("detect", str(digits_run), "--data", "digits", "--split", "test", "--threshold-rule", "f1", "--val-data", "digits",
+                    "--val-split", "train", "--out", str(tmp_path / "d"))
     assert p.returncode == 0, p.stderr
     m = json.loads((tmp_path / "d" / "metrics.json").read_text())
     assert m["threshold_from"] == "f1" and 0 < m["threshold_info"]["f1"] <= 1

@@ -6,9 +6,6 @@ sample --sampler maf` works from the command line."""
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -18,6 +15,8 @@ import vaelab
 from vaelab.errors import ConfigError, ModelError
 from vaelab.generate import SAMPLERS, IAFSampler, MAFSampler, TwoStageSampler, VampSampler, make_sampler
 from vaelab.models import build, embed_images, make_config
+
+from tests.conftest import vaelab_here
 
 FITTED = {"maf": {"steps": 300}, "iaf": {"steps": 300}, "two-stage": {"steps": 300, "hidden": [32]}, "gmm": {"n_components": 3}}
 
@@ -123,10 +122,8 @@ def test_vamp_sampler_draws_the_vampprior_and_refuses_other_models():
 
 def test_cli_samples_from_a_maf_fitted_to_the_codes(trained, tmp_path, capsys):
     run = trained[0]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = tmp_path / "s.png"
-    p = subprocess.run([sys.executable, "-m", "vaelab", "sample", str(run), "--sampler", "maf", "--out", str(out), "-n", "8"],
-                       capture_output=True, text=True, env=env, timeout=180)
+    p = vaelab_here("sample", str(run), "--sampler", "maf", "--out", str(out), "-n", "8")
     assert p.returncode == 0, p.stderr[-2000:]
     assert Image.open(out).size[0] > 8
     from vaelab.cli import main  # the refusal in this process: the same main() the command runs

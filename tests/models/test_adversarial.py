@@ -19,6 +19,8 @@ from safetensors.torch import load_file
 from vaelab.objectives.adversarial import density_ratio_tc, discriminator_mlp, permute_dims
 from vaelab.train import CHECKPOINT
 
+from tests.conftest import vaelab_here
+
 
 def test_permute_dims_shuffles_each_column_alone():
     torch.manual_seed(0)
@@ -111,13 +113,15 @@ def _env():
     return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
-def test_killed_between_the_model_step_and_the_discriminator_step_resumes_exactly(tmp_path):
+def test_killed_between_the_model_step_and_the_discriminator_step_resumes_exactly(tmp_path, one_thread):
+    """The killed run is a real process; the uninterrupted reference (trained meanwhile) and the resume
+    run through the CLI's main() in this process, with one thread as the child has."""
     run, ref, marker = tmp_path / "run", tmp_path / "ref", tmp_path / "stalled"
     log = open(tmp_path / "child.log", "w")
     child = subprocess.Popen([sys.executable, "-c", STALLING_CHILD, str(marker), *ARGS, "--out", str(run)], stdout=log,
                              stderr=subprocess.STDOUT, env=_env())
-    reference = subprocess.Popen([sys.executable, "-m", "vaelab", *ARGS, "--out", str(ref)], stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.STDOUT, env=_env())
+    reference = vaelab_here(*ARGS, "--out", str(ref))
+    assert reference.returncode == 0, reference.stderr
     try:
         deadline = time.monotonic() + 240
         while not marker.exists():
@@ -130,10 +134,8 @@ def test_killed_between_the_model_step_and_the_discriminator_step_resumes_exactl
         child.send_signal(signal.SIGKILL)
         child.wait(timeout=60)
     assert child.returncode == -signal.SIGKILL
-    resumed = subprocess.run([sys.executable, "-m", "vaelab", "train", "--resume", str(run)], capture_output=True, text=True,
-                             env=_env(), timeout=300)
+    resumed = vaelab_here("train", "--resume", str(run))
     assert resumed.returncode == 0, resumed.stderr
-    assert reference.wait(timeout=300) == 0
     w_run, w_ref = load_file(str(run / "model.safetensors")), load_file(str(ref / "model.safetensors"))
     assert w_run.keys() == w_ref.keys() and any(k.startswith("discriminator.") for k in w_ref)
     assert all(torch.equal(w_run[k], w_ref[k]) for k in w_ref), "resumed weights differ from the uninterrupted run"

@@ -175,26 +175,51 @@ def test_detector_nelbo_score_uses_the_models_prior(mog_run):
     torch.testing.assert_close(got, ref)
 
 
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+# runs each command line given (a JSON list of [directory, argv]) through the CLI's main(), one after the
+# other, in a new process started as `python -c`, whose module search starts in the current directory
+FRESH = """
+import contextlib, io, json, os, sys
+from vaelab.cli import main
+results = []
+for cwd, argv in json.loads(sys.argv[1]):
+    os.chdir(cwd)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main(argv)
+    results.append([rc, out.getvalue(), err.getvalue()])
+print("RESULT" + json.dumps(results))
+"""
+
+
+def _cli_fresh(*commands: tuple[Path, list[str]]) -> list[subprocess.CompletedProcess]:
+    """Each (directory, argv) run in that directory by one new process; a command that imports nothing
+    leaves the process as fresh as it found it for the next."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "vaelab", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
+    p = subprocess.run([sys.executable, "-c", FRESH, json.dumps([[str(d), a] for d, a in commands])], capture_output=True,
+                       text=True, env=env, cwd=commands[0][0], timeout=300)
+    assert p.returncode == 0 and "RESULT" in p.stdout, p.stderr[-3000:]
+    return [subprocess.CompletedProcess(["vaelab", *a], rc, out, err)
+            for (_, a), (rc, out, err) in zip(commands, json.loads(p.stdout.split("RESULT", 1)[1]))]
 
 
 def test_the_same_model_through_the_cli(tmp_path, capsys):
+    from tests.conftest import vaelab_here  # not at the top: the fresh processes below import this file as a module
+
     run = tmp_path / "run"
-    p = _cli("train", "mog-vae", "--import", str(HERE), "--data", "digits", "--epochs", "1", "--latent-dim", "3",
-             "--set", "model.arch=mlp", "--set", "model.mlp_hidden=[32]", "--set", "train.progress_bar=false",
-             "--out", str(run), cwd=tmp_path)
+    p = vaelab_here("train", "mog-vae", "--import", str(HERE), "--data", "digits", "--epochs", "1", "--latent-dim", "3",
+                    "--set", "model.arch=mlp", "--set", "model.mlp_hidden=[32]", "--set", "train.progress_bar=false",
+                    "--out", str(run), cwd=tmp_path)  # in this process: --import loads this file afresh under a name of its own
     assert p.returncode == 0, p.stderr
     assert "imports" in (run / "config.yaml").read_text()
     # later commands import the module the run's config records only when told to (--trust-imports):
-    # evaluate and sample in a fresh process are the README's own block (tests/test_docs.py runs it);
-    # here the resume, in a fresh process too, refused without it and done with it
-    p = _cli("train", "--resume", str(run), "--epochs", "2", cwd=tmp_path)
-    assert p.returncode == 2 and "--trust-imports" in p.stderr and "Traceback" not in p.stderr, p.stderr
-    p = _cli("train", "--resume", str(run), "--epochs", "2", "--trust-imports", cwd=tmp_path)
-    assert p.returncode == 0, p.stderr
-    assert json.loads(p.stdout.splitlines()[0])["n_train"] > 0
+    # evaluate and sample are the README's own block (tests/docs/test_docs.py runs it); here the resume
+    # in a fresh process, where mog-vae is not registered as it is in this one, refused without it and done with it
+    # (one process for both: the refusal imports nothing, so the second command finds the process as fresh)
+    refused, trusted = _cli_fresh((tmp_path, ["train", "--resume", str(run), "--epochs", "2"]),
+                                  (tmp_path, ["train", "--resume", str(run), "--epochs", "2", "--trust-imports"]))
+    assert refused.returncode == 2 and "--trust-imports" in refused.stderr and "Traceback" not in refused.stderr, refused.stderr
+    assert trusted.returncode == 0, trusted.stderr
+    assert json.loads(trusted.stdout.splitlines()[0])["n_train"] > 0
     from vaelab.cli import main as cli_main  # in this process: the same main() the command runs
 
     assert cli_main(["models", "--import", str(HERE)]) == 0
@@ -304,15 +329,18 @@ def test_a_run_directory_cannot_bring_the_code_it_names(tmp_path):
     from vaelab.errors import ConfigError
     from vaelab.train import RunConfig
 
-    run = tmp_path / "run"
-    run.mkdir()
-    for payload, imports in (("evil.py", [str(run / "evil.py")]), ("payload.py", ["payload"])):
+    runs = []
+    for payload, imports in (("evil.py", ["RUN/evil.py"]), ("payload.py", ["payload"])):
+        run = tmp_path / payload.replace(".py", "-run")
+        run.mkdir()
         (run / payload).write_text(f"open({str(tmp_path / 'PWNED')!r}, 'w').write('x')\n")
+        imports = [i.replace("RUN", str(run)) for i in imports]
         (run / "config.yaml").write_text(yaml.safe_dump({"model": {"name": "not-a-model"}, "imports": imports}))
-        # a subprocess started inside the run directory, where `python -m` searches for modules
-        p = _cli("evaluate", str(run), cwd=run)
+        runs.append(run)
+    with pytest.raises(ConfigError, match="inside the run directory"):
+        RunConfig.load(runs[0] / "config.yaml")
+    # a new process, each command run from inside its run directory, where `python -m` and `python -c` search
+    # for modules (one process for both: a refused command imports nothing)
+    for p in _cli_fresh(*((run, ["evaluate", str(run)]) for run in runs)):
         assert p.returncode == 2 and "inside the run directory" in p.stderr, p.stderr
-        if payload == "evil.py":
-            with pytest.raises(ConfigError, match="inside the run directory"):
-                RunConfig.load(run / "config.yaml")
     assert not (tmp_path / "PWNED").exists()

@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -23,6 +20,8 @@ from vaelab.errors import ConfigError, ModelError
 from vaelab.models import MODELS, build, make_config
 from vaelab.objectives import gaussian_kl_closed_form
 from vaelab.objectives.mmd import mmd
+
+from tests.conftest import vaelab_here
 
 SHAPE = (1, 8, 8)
 
@@ -326,9 +325,7 @@ def test_each_new_model_trains_logs_its_terms_and_reloads_with_the_same_outputs(
 
 
 def test_models_verbose_lists_each_new_model_with_its_options():
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, "-m", "vaelab", "models", "-v"], capture_output=True, text=True, env=env,
-                         timeout=120).stdout
+    out = vaelab_here("models", "-v").stdout
     blocks, current = {}, None
     for line in out.splitlines():
         if line and not line.startswith(" "):

@@ -1,9 +1,6 @@
 """Greedy layer-wise pretraining: each layer learns to reconstruct the codes of the frozen layers
 below; fine-tuning step 1 moves only the head, step 2 everything; the CLI writes a run directory."""
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -13,6 +10,8 @@ from vaelab.data import DataConfig, load_data
 from vaelab.errors import ConfigError
 from vaelab.pretrain import (PretrainConfig, PretrainRunConfig, accuracy, build_network, layer_inputs,
                                    pretrain_and_finetune)
+
+from tests.conftest import vaelab_here
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -142,9 +141,7 @@ def test_bad_config(kw, msg):
 
 
 def _cli(*args, cwd):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "vaelab", "pretrain", *args], capture_output=True, text=True, cwd=cwd, env=env,
-                          timeout=300)
+    return vaelab_here("pretrain", *args, cwd=cwd)  # the same main() the command runs, in this process
 
 
 def test_cli_pretrain_writes_a_run(tmp_path, digits):

@@ -4,19 +4,17 @@ carry readable names and a glossary, and the report names the command that produ
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from vaelab.errors import CheckpointError, ConfigError
 
+from tests.conftest import vaelab_here
+
 
 def _cli(*args, cwd):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "vaelab", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
+    return vaelab_here(*args, cwd=cwd)  # the same main() the command runs, in this process
 
 
 QUICK = ["--data", "digits", "--epochs", "1", "--latent-dim", "2", "--set", "model.arch=mlp", "--set", "model.mlp_hidden=[16]",

@@ -1,16 +1,16 @@
-"""The `vaelab` command end to end, as a user runs it (a subprocess, real Fashion-MNIST subset)."""
+"""The `vaelab` command end to end, as a user runs it (real Fashion-MNIST subset): through the main()
+the console script calls, in this process, and once through the installed console script itself."""
 import json
 import subprocess
-import sys
 
 import pytest
 import torch
 
-from tests.conftest import needs_fmnist
+from tests.conftest import console_script, needs_fmnist, vaelab_here
 
 
 def cli(*args, check=True):
-    p = subprocess.run([sys.executable, "-m", "vaelab", *args], capture_output=True, text=True, timeout=600)
+    p = vaelab_here(*args)
     if check and p.returncode != 0:
         raise AssertionError(f"vaelab {' '.join(args)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
     return p
@@ -77,8 +77,8 @@ def test_resume_extends_training(run_dir, capsys):
     (["evaluate", "/nonexistent/run"], "not a vaelab run directory"),
 ])
 def test_errors_are_clear_without_traceback(args, msg, capsys):
-    if args[0] == "evaluate":  # one refusal as a real process: exit status and stderr as the shell sees them
-        p = cli(*args, check=False)
+    if args[0] == "evaluate":  # one refusal as a real process of the installed command: exit status and stderr as the shell sees them
+        p = subprocess.run([console_script(), *args], capture_output=True, text=True, timeout=300)
         assert p.returncode == 2
         assert msg in p.stderr and "Traceback" not in p.stderr
         return

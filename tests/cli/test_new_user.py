@@ -22,30 +22,20 @@ from vaelab.data.folder import FolderOptions, read_folder
 from vaelab.data.parsers import decode_image
 from vaelab.errors import DataError, ModelError
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import vaelab_here
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
-def cli(*args: str, cwd: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "vaelab", *args], capture_output=True, text=True, env=_env(),
-                          timeout=timeout, cwd=cwd)
-
-
-def cli_here(capsys, *args: str) -> subprocess.CompletedProcess:
+def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """The same main() the command runs, in this process (no interpreter start-up per call); an
-    exception other than the CLI's own exits fails the test as the traceback would have."""
-    from vaelab.cli import main
-
-    capsys.readouterr()
-    try:
-        rc = main(list(args))
-    except SystemExit as e:  # argparse's refusals
-        rc = e.code if isinstance(e.code, int) else 2
-    out = capsys.readouterr()
-    return subprocess.CompletedProcess(["vaelab", *args], rc, out.out, out.err)
+    exception other than the CLI's own exits fails the test as the traceback would have. The tests
+    that need a real process (Ctrl-C) start one; tests/cli/test_cli.py runs the console script."""
+    return vaelab_here(*args, cwd=cwd)
 
 
 def one_line_error(p: subprocess.CompletedProcess, *needles: str) -> str:
@@ -136,10 +126,10 @@ def test_out_refuses_a_non_empty_directory_that_is_not_a_run(tmp_path):
     (["train", "--resume", "RUN", "--epochs", "1"], "already trained 2 epochs"),
     (["sample", "RUN", "--out", "OUT/s.gif"], "cannot tell the image format"),
 ])
-def test_command_line_mistakes_are_one_line_errors(digits_run, tmp_path, capsys, args, needle):
+def test_command_line_mistakes_are_one_line_errors(digits_run, tmp_path, args, needle):
     args = [a.replace("RUN", str(digits_run)).replace("OUT", str(tmp_path)) for a in args]
     before = (digits_run / "metrics.json").read_bytes()
-    one_line_error(cli_here(capsys, *args), needle)  # in process; test_out_refuses_... runs the command itself
+    one_line_error(cli(*args), needle)
     assert (digits_run / "metrics.json").read_bytes() == before
 
 
@@ -224,13 +214,16 @@ sys.exit(main(sys.argv[2:]))
 """
 
 
-def test_ctrl_c_prints_how_to_resume_exits_130_and_the_resume_is_exact(tmp_path):
+def test_ctrl_c_prints_how_to_resume_exits_130_and_the_resume_is_exact(tmp_path, one_thread):
+    """The run Ctrl-C stops is a real process; the uninterrupted reference (trained meanwhile) and the
+    resume run in this process, with one thread as the child has."""
     run, ref, marker = tmp_path / "run", tmp_path / "ref", tmp_path / "stalled"
     # the child starts with Ctrl-C's default action: a process inherits an ignored SIGINT, and a library
     # used earlier in this test worker may have left it ignored (the full suite timed out here; alone it passed)
     child = subprocess.Popen([sys.executable, "-c", STALLING_CHILD, str(marker), *SIGINT_ARGS, "--out", str(run)],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert cli(*SIGINT_ARGS, "--out", str(ref)).returncode == 0
     deadline = time.monotonic() + 180
     while not marker.exists():
         assert child.poll() is None, child.communicate()[1]
@@ -243,7 +236,6 @@ def test_ctrl_c_prints_how_to_resume_exits_130_and_the_resume_is_exact(tmp_path)
     p = cli("train", "--resume", str(run))
     assert p.returncode == 0, p.stderr
     assert "Previous log files" not in p.stderr  # Lightning's false warning (14)
-    assert cli(*SIGINT_ARGS, "--out", str(ref)).returncode == 0
     a, b = load_file(str(run / "model.safetensors")), load_file(str(ref / "model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in b)
 
@@ -326,13 +318,22 @@ def readme_python_blocks() -> list[str]:
     return re.findall(r"```python\n(.*?)```", text, flags=re.S)
 
 
-def test_readme_python_example_runs_as_printed(tmp_path):
+def test_readme_python_example_runs_as_printed(tmp_path, monkeypatch, one_thread):
+    """Each block runs as a script of its own (a fresh namespace, in a fresh directory), in this process:
+    three interpreter start-ups and torch imports were a third of this test's time. The models a block
+    registers are given back afterwards."""
+    from vaelab.models import registry
+
     blocks = readme_python_blocks()
     assert blocks, "the README has no Python example"
-    for code in blocks:
-        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=_env(),
-                           timeout=600)
-        assert p.returncode == 0, f"README example failed:\n{code}\n{p.stderr[-3000:]}"
+    monkeypatch.chdir(tmp_path)
+    models = dict(registry.MODELS)
+    try:
+        for i, code in enumerate(blocks):
+            exec(compile(code, f"<README.md python block {i + 1}>", "exec"), {"__name__": "__main__"})
+    finally:
+        registry.MODELS.clear()
+        registry.MODELS.update(models)
 
 
 # ---- 14. a damaged weights file says the checkpoint still holds them ------------------------------

@@ -1,7 +1,8 @@
 """Training with several processes through Lightning's DDP (gloo on the CPU): the processes stay in
 sync, share each global batch between them, and end where one process with the same global batch
 ends. The processes are started the way a user starts them: `fit` with train.strategy=ddp and
-train.devices=2, and Lightning's launcher re-runs the script for the second rank."""
+train.devices=2, and Lightning's launcher re-runs the script for the second rank; the one-process
+reference trains in the test's own process."""
 from __future__ import annotations
 
 import json
@@ -12,13 +13,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from vaelab.train.batches import EpochBatchSampler
 
-# every process writes its final weights and the index batches it was given; the data and the model
-# are small and deterministic (a plain AE has no sampling noise), so that the single-process run
-# of the same global batch is a reference up to float rounding
+# the data and the model are small and deterministic (a plain AE has no sampling noise), so that the
+# single-process run of the same global batch is a reference up to float rounding
+SETTINGS = ["data.name=digits", "data.limit=320", "model.arch=mlp", "model.mlp_hidden=[32]", "model.latent_dim=2",
+            "train.epochs=2", "train.batch_size=64", "train.progress_bar=false", "train.accelerator=cpu", "seed=3"]
+
+# every process writes its final weights and the index batches it was given
 SCRIPT = r"""
 import json, os, sys
 from pathlib import Path
@@ -41,10 +45,8 @@ def recording(self):
         yield b
 batches.EpochBatchSampler.__iter__ = recording
 
-cfg = RunConfig.build("ae", parse_set([
-    "data.name=digits", "data.limit=320", "model.arch=mlp", "model.mlp_hidden=[32]", "model.latent_dim=2",
-    "train.epochs=2", "train.batch_size=64", "train.progress_bar=false", "train.accelerator=cpu",
-    f"train.devices={devices}", f"train.strategy={'ddp' if devices > 1 else 'auto'}", "seed=3"]))
+cfg = RunConfig.build("ae", parse_set([*json.loads(sys.argv[3]), f"train.devices={devices}",
+                                       f"train.strategy={'ddp' if devices > 1 else 'auto'}"]))
 model, _ = fit(cfg, out / "run", data=load_data(cfg.data, cfg.seed))
 rank = int(os.environ.get("LOCAL_RANK", 0))
 save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / f"rank{rank}.safetensors"))
@@ -55,8 +57,38 @@ save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / 
 def _start(script: Path, out: Path, devices: int) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     out.mkdir()
-    return subprocess.Popen([sys.executable, str(script), str(out), str(devices)], stdout=open(out / "log.txt", "w"),
-                            stderr=subprocess.STDOUT, env=env, cwd=out)
+    return subprocess.Popen([sys.executable, str(script), str(out), str(devices), json.dumps(SETTINGS)],
+                            stdout=open(out / "log.txt", "w"), stderr=subprocess.STDOUT, env=env, cwd=out)
+
+
+def _single_process_run(out: Path) -> None:
+    """What SCRIPT does with one device, in this process (with one thread, as the DDP processes have):
+    the reference needs no process of its own, and trains while the two DDP processes start."""
+    from vaelab.config import parse_set
+    from vaelab.data import load_data
+    from vaelab.train import RunConfig, fit
+
+    out.mkdir()
+    seen = []
+    record = EpochBatchSampler.__iter__
+
+    def recording(self):
+        for b in record(self):
+            if self.shuffle:
+                seen.append(b.tolist())
+            yield b
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(EpochBatchSampler, "__iter__", recording)
+            cfg = RunConfig.build("ae", parse_set([*SETTINGS, "train.devices=1", "train.strategy=auto"]))
+            model, _ = fit(cfg, out / "run", data=load_data(cfg.data, cfg.seed))
+    finally:
+        torch.set_num_threads(threads)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "rank0.safetensors"))
+    (out / "rank0.json").write_text(json.dumps(seen))
 
 
 @pytest.fixture(scope="module")
@@ -64,9 +96,9 @@ def runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ddp")
     script = tmp / "train_ddp.py"
     script.write_text(SCRIPT)
-    procs = {"ddp": _start(script, tmp / "ddp", 2), "single": _start(script, tmp / "single", 1)}
-    for name, p in procs.items():
-        assert p.wait(timeout=240) == 0, (tmp / name / "log.txt").read_text()
+    ddp = _start(script, tmp / "ddp", 2)
+    _single_process_run(tmp / "single")
+    assert ddp.wait(timeout=240) == 0, (tmp / "ddp" / "log.txt").read_text()
     return tmp
 
 

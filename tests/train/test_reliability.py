@@ -32,6 +32,8 @@ from vaelab.models.persist import save_weights
 from vaelab.train import CHECKPOINT, LitAutoencoder, RunConfig, TrainConfig, fit
 from vaelab.train.rundir import run_lock
 
+from tests.conftest import vaelab_here
+
 SRC = Path(vaelab.__file__).parent
 SMALL = ["data.name=digits", "model.arch=mlp", "model.mlp_hidden=[32]", "model.latent_dim=2",
          "train.batch_size=64", "train.progress_bar=false"]
@@ -85,10 +87,14 @@ def _metric_rows(run: Path) -> list[tuple[str, ...]]:
     return [(r["step"], r.get("train/loss", ""), r.get("val/loss", ""), r.get("train/lr", "")) for r in rows]
 
 
-def test_sigkill_mid_epoch_then_cli_resume_equals_uninterrupted_run(tmp_path):
+def test_sigkill_mid_epoch_then_cli_resume_equals_uninterrupted_run(tmp_path, one_thread):
+    """The run that is killed is a real process; the uninterrupted reference (trained meanwhile), the
+    refused second command and the resume run through the CLI's main() in this process, a process of
+    its own towards the child's lock, with one thread as the child has."""
     run, ref, marker = tmp_path / "run", tmp_path / "ref", tmp_path / "stalled"
     child = _spawn(["-c", STALLING_CHILD, str(marker), *CLI_ARGS, "--out", str(run)], tmp_path / "child.log")
-    reference = _spawn(["-m", "vaelab", *CLI_ARGS, "--out", str(ref)], tmp_path / "ref.log")  # meanwhile, uninterrupted
+    reference = vaelab_here(*CLI_ARGS, "--out", str(ref))  # meanwhile, uninterrupted
+    assert reference.returncode == 0, reference.stderr
     try:
         deadline = time.monotonic() + 180
         while not marker.exists():
@@ -102,8 +108,7 @@ def test_sigkill_mid_epoch_then_cli_resume_equals_uninterrupted_run(tmp_path):
 
         # while the stalled process holds the run directory, a second one is refused and changes nothing
         before = {p: p.read_bytes() for p in (run / "config.yaml", run / CHECKPOINT)}
-        second = subprocess.run([sys.executable, "-m", "vaelab", "train", "--resume", str(run)],
-                                capture_output=True, text=True, env=_env(), timeout=300)
+        second = vaelab_here("train", "--resume", str(run))
         assert second.returncode == 2 and "in use by another vaelab process" in second.stderr
         assert "Traceback" not in second.stderr
         assert all(p.read_bytes() == b for p, b in before.items())
@@ -112,10 +117,8 @@ def test_sigkill_mid_epoch_then_cli_resume_equals_uninterrupted_run(tmp_path):
         child.wait(timeout=60)
     assert child.returncode == -signal.SIGKILL
 
-    resumed = subprocess.run([sys.executable, "-m", "vaelab", "train", "--resume", str(run)],
-                             capture_output=True, text=True, env=_env(), timeout=300)
+    resumed = vaelab_here("train", "--resume", str(run))
     assert resumed.returncode == 0, resumed.stderr
-    assert reference.wait(timeout=300) == 0, (tmp_path / "ref.log").read_text()
 
     w_run, w_ref = load_file(str(run / "model.safetensors")), load_file(str(ref / "model.safetensors"))
     assert w_run.keys() == w_ref.keys()

@@ -9,7 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+import pytest
+
+from tests.conftest import vaelab_here
+
+ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
 
 
@@ -23,12 +27,19 @@ def test_readme_is_a_short_tour():
     assert "bash scripts/demo.sh" in README and "bash scripts/test.sh" in README
 
 
-def test_docs_site_builds_with_warnings_as_errors(tmp_path):
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Path:
+    """The docs site, built once for the tests that read it: warnings are errors."""
+    out = tmp_path_factory.mktemp("docs") / "site"
     p = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-f", str(ROOT / "mkdocs.yml"),
-                        "-d", str(tmp_path / "site")], capture_output=True, text=True, cwd=ROOT, timeout=300)
+                        "-d", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert p.returncode == 0, p.stdout + p.stderr
-    assert (tmp_path / "site" / "reference" / "models" / "index.html").is_file()
-    page = (tmp_path / "site" / "reference" / "models" / "index.html").read_text()
+    return out
+
+
+def test_docs_site_builds_with_warnings_as_errors(site):
+    assert (site / "reference" / "models" / "index.html").is_file()
+    page = (site / "reference" / "models" / "index.html").read_text()
     assert "register_model" in page and "Autoencoder" in page  # the API reference is generated from the docstrings
 
 
@@ -52,24 +63,45 @@ def test_the_docs_index_links_every_page_of_the_site():
     assert not missing, f"docs/index.md does not link {missing}"
 
 
-def test_code_is_highlighted_without_a_cdn(tmp_path):
+def test_code_is_highlighted_without_a_cdn(site):
     """Code blocks are highlighted when the site is built (Pygments) and styled by a stylesheet the site
     serves itself: no page loads a script or a stylesheet from another host."""
-    p = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-f", str(ROOT / "mkdocs.yml"),
-                        "-d", str(tmp_path / "site")], capture_output=True, text=True, cwd=ROOT, timeout=300)
-    assert p.returncode == 0, p.stdout + p.stderr
-    page = (tmp_path / "site" / "guide" / "training" / "index.html").read_text()
+    page = (site / "guide" / "training" / "index.html").read_text()
     assert '<div class="highlight">' in page and '<span class="s2">' in page  # tokens coloured at build time
-    assert (tmp_path / "site" / "css" / "pygments.css").is_file()
-    for html in (tmp_path / "site").rglob("*.html"):
+    assert (site / "css" / "pygments.css").is_file()
+    for html in site.rglob("*.html"):
         remote = re.findall(r'<(?:script|link)[^>]+(?:src|href)="(?:https?:)?//[^"]+"', html.read_text())
-        assert not remote, f"{html.relative_to(tmp_path)} loads {remote}"
+        assert not remote, f"{html.relative_to(site.parent)} loads {remote}"
+
+
+# a word that bash passes on as it is (no quoting, expansion or operator in it): KEY=VALUE, paths, and
+# list values such as model.mlp_hidden=[32], a glob that matches no file and so stays as printed
+PLAIN_WORD = re.compile(r"[\w./:,=+@%\[\]-]+")
+
+
+def commands(block: str) -> list[list[str]] | None:
+    """The arguments of each command of a shell block, split as bash splits them (comments, line
+    continuations), when every command is ``vaelab`` with plain words; None when the block needs more
+    of the shell (quotes, pipes, redirections, variables, other programs)."""
+    out = []
+    for line in block.replace("\\\n", " ").splitlines():
+        words = line.split("#", 1)[0].split()
+        if not words:
+            continue
+        if words[0] != "vaelab" or not all(PLAIN_WORD.fullmatch(w) for w in words):
+            return None
+        out.append(words[1:])
+    return out
 
 
 def test_readme_shell_blocks_run_as_printed(tmp_path):
     """Every ```bash block but the set-up one (CI runs scripts/test.sh itself; scripts/demo.sh is
     the main job, ten minutes of training) runs in a fresh directory, in order, after the Python
-    blocks that write a file (a block starting '# NAME.py') have been saved under that name."""
+    blocks that write a file (a block starting '# NAME.py') have been saved under that name. Each
+    `vaelab` line runs, with the words bash would give it, through the main() the command runs, in
+    this process (a dozen interpreter start-ups and torch imports were most of this test's time);
+    tests/cli/test_cli.py runs the console script itself. A block that needs more of the shell than
+    plain commands runs in bash."""
     for code in blocks("python"):
         first = code.splitlines()[0]
         m = re.fullmatch(r"# (\w+\.py)", first.strip())
@@ -79,10 +111,30 @@ def test_readme_shell_blocks_run_as_printed(tmp_path):
     assert shell, "the README has no shell example"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
     for code in shell:
-        p = subprocess.run(["bash", "-euo", "pipefail", "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=900)
-        assert p.returncode == 0, f"README block failed:\n{code}\n{p.stdout[-2000:]}\n{p.stderr[-3000:]}"
+        argvs = commands(code)
+        if argvs is None:
+            p = subprocess.run(["bash", "-euo", "pipefail", "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env,
+                               timeout=900)
+            assert p.returncode == 0, f"README block failed:\n{code}\n{p.stdout[-2000:]}\n{p.stderr[-3000:]}"
+            continue
+        for argv in argvs:
+            p = vaelab_here(*argv, cwd=tmp_path)
+            assert p.returncode == 0, f"README command failed: vaelab {' '.join(argv)}\n{p.stdout[-2000:]}\n{p.stderr[-3000:]}"
     assert (tmp_path / "runs" / "tour-compare.html").is_file()
     assert "vaelab compare" in (tmp_path / "runs" / "tour-compare.html").read_text()[:2000]
+
+
+def test_the_readme_commands_are_split_as_bash_splits_them():
+    """The splitting above against bash itself, line by line of the README's blocks, and None for what
+    needs the shell."""
+    lines = [ln for b in blocks("bash") if "scripts/demo.sh" not in b for ln in b.splitlines() if ln.strip()]
+    script = "".join(f"printf '%s\\n' {ln}\necho ---\n" for ln in lines)  # each word on a line of its own
+    p = subprocess.run(["bash", "-euc", script], capture_output=True, text=True, timeout=60)
+    by_bash = [chunk.split() for chunk in p.stdout.split("---\n")[:-1]]
+    assert [["vaelab", *commands(ln)[0]] for ln in lines] == by_bash
+    for needs_the_shell in ("vaelab models | head", "ls runs", "vaelab sample $RUN", "vaelab sample 'my run'", "vaelab models > x"):
+        assert commands(needs_the_shell) is None
+    assert commands("vaelab train vae \\\n  --epochs 2  # two\n\nvaelab models") == [["train", "vae", "--epochs", "2"], ["models"]]
 
 
 # -- every figure in the result tables comes from the JSON its benchmark wrote ------------------------

@@ -191,7 +191,7 @@ def test_auto_attention_takes_the_chain_path():
 @pytest.mark.parametrize("impl", ["fast", "reference"])
 def test_chunked_attention_equals_one_pass(impl):
     """attention_chunk (images per pass of the torch.func paths; the chain's chunks are tested in
-    tests/models/test_second_order.py)."""
+    tests/nn/test_second_order.py)."""
     m = mk(attention_chunk=2, attention_impl=impl)
     x = torch.rand(5, *SHAPE)
     le1, eps = m.first_layer(x), torch.randn(5, 3)
