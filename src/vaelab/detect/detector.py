@@ -1,7 +1,9 @@
 """The autoencoder anomaly detector, in the scikit-learn / PyOD estimator shape. Its inputs are checked
-in ``inputs``, its models trained or loaded in ``members``, its groups handled in ``grouping``."""
+in ``inputs``, its models trained or loaded in ``members``, its groups handled in ``grouping``; the
+scores and their options come from the registry (vaelab.detect.scores)."""
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 from pathlib import Path
@@ -18,9 +20,8 @@ from .grouping import GroupedDetector
 from .inputs import (DEFAULT_NORM_RANGE, NORM_RANGES, as_images, calibration_images, calibration_split, group_labels,
                      resolve_norm_range, subset)
 from .members import detector_members
+from .scores import Score, all_options, get_score, score_images
 from .thresholds import THRESHOLD_RULES, choose_threshold, predict_confidence, predict_proba
-from .scores import (DEFAULT_CLASSIFIER_COMBO, DEFAULT_COMBO, DEFAULT_PATCH_SIZE, SCORE_NAMES, VECTOR_COMBO, Score, has_classifier, make_score,
-                     score_images)
 
 log = logging.getLogger("vaelab")
 
@@ -44,11 +45,10 @@ class AutoencoderDetector(GroupedDetector, BaseEstimator):
         temporary directory that is removed); ``n_models`` > 1 trains that many with the seeds seed,
         seed + 1, ... (into ``train_dir``/model-0, model-1, ...) and ensembles them. Otherwise ``fit``
         only scores X to set the threshold.
-    score : one of 'mse', 'patch_mse', 'bce', 'ssim', 'nelbo', 'nll', 'mahalanobis', 'latent_gmm', 'latent_knn',
-        'feature_knn', 'feature_gmm', 'class_entropy', 'combo' (default: 'combo' of DEFAULT_COMBO = 'ssim',
-        'latent_gmm', 'feature_knn' and 'patch_mse', each z-scored by its training scores; needs no prior, so any
-        model works; a model with a classifier (ssvae) adds 'class_energy' twice and 'class_entropy' once,
-        DEFAULT_CLASSIFIER_COMBO).
+    score : the name of any registered score (``vaelab scores`` lists them, a user's registered with
+        ``@vaelab.register_score`` too). Default 'combo' of DEFAULT_COMBO = 'ssim', 'latent_gmm', 'feature_knn'
+        and 'patch_mse', each z-scored by its training scores; needs no prior, so any model works; a model
+        with a classifier (ssvae) adds 'class_energy' twice and 'class_entropy' once, DEFAULT_CLASSIFIER_COMBO.
     contamination : fraction of unseen normal data flagged: the threshold is the split-conformal
         (1 - contamination) quantile of ``calibration_scores_``, the scores of normal images that neither
         the model (when the detector trains it) nor the score's state was fitted on, so a new normal image
@@ -78,10 +78,11 @@ class AutoencoderDetector(GroupedDetector, BaseEstimator):
         two numbers such as (0.5, 0.99). With 'quantile' a fixed threshold such as 0.3 flags a
         stable share of normal images from one model and seed to the next; with 'minmax' the
         share moves with the one most extreme training image.
-    combo, combo_method : the member scores of 'combo' and how they are put on one scale.
-    n_samples, nll_k, gmm_components : options of the nelbo, nll and latent_gmm / feature_gmm scores.
-    knn_k, feature_dims : neighbours of the kNN scores; principal components kept of the encoder's features.
-    patch_size : the window (pixels) of the patch_mse score.
+    **score_options : options of the scores, each declared once with its default where the score is defined
+        (``vaelab scores -v``): e.g. ``combo`` and ``combo_method`` (the members of 'combo' and how they are put
+        on one scale), ``patch_size``, ``n_samples``, ``nll_k``, ``gmm_components``, ``knn_k``, ``feature_dims``.
+        The score takes those it declares (a combo passes the rest to its members); an option no registered
+        score declares is refused. Each given option is an attribute and a parameter (``get_params``).
 
     Learned state: ``models_`` and ``scores_`` (one per member; ``model_`` and ``score_`` are the first), ``decision_scores_`` (the training set's anomaly scores),
     ``calibration_scores_`` (the held-out normal scores the threshold and normalisation come from; ``n_calibration_`` of them),
@@ -94,11 +95,9 @@ class AutoencoderDetector(GroupedDetector, BaseEstimator):
     def __init__(self, model: Autoencoder | str | Path | None = None, score: str = DEFAULT_SCORE,
                  contamination: float | None = 0.1, threshold: float | None = None, normalize: bool = True, *,
                  norm_range: Sequence[float] | str = DEFAULT_NORM_RANGE, threshold_rule: str = "contamination",
-                 combo: Sequence[str] = DEFAULT_COMBO, combo_method: str = "zscore", n_samples: int = 1,
-                 nll_k: int = 100, gmm_components: int = 5, knn_k: int = 5, feature_dims: int = 64,
-                 patch_size: int = DEFAULT_PATCH_SIZE, model_name: str = "auto", epochs: int = 10,
-                 n_models: int = 1, overrides: dict[str, Any] | None = None, train_dir: str | Path | None = None,
-                 batch_size: int = 500, seed: int = 0, calibration: float = 0.1, fpr: float | None = None):
+                 model_name: str = "auto", epochs: int = 10, n_models: int = 1, overrides: dict[str, Any] | None = None,
+                 train_dir: str | Path | None = None, batch_size: int = 500, seed: int = 0, calibration: float = 0.1,
+                 fpr: float | None = None, **score_options: Any):
         self.model = model
         self.score = score
         self.contamination = contamination
@@ -106,14 +105,6 @@ class AutoencoderDetector(GroupedDetector, BaseEstimator):
         self.normalize = normalize
         self.norm_range = norm_range
         self.threshold_rule = threshold_rule
-        self.combo = combo
-        self.combo_method = combo_method
-        self.n_samples = n_samples
-        self.nll_k = nll_k
-        self.gmm_components = gmm_components
-        self.knn_k = knn_k
-        self.feature_dims = feature_dims
-        self.patch_size = patch_size
         self.model_name = model_name
         self.epochs = epochs
         self.n_models = n_models
@@ -123,11 +114,51 @@ class AutoencoderDetector(GroupedDetector, BaseEstimator):
         self.seed = seed
         self.calibration = calibration
         self.fpr = fpr
+        self._score_options: list[str] = []
+        self._set_score_options(score_options)
+
+    # -- the score's options, from the registry ------------------------------------------------------
+    def _set_score_options(self, options: dict[str, Any]) -> None:
+        known = all_options()
+        unknown = sorted(set(options) - set(known))
+        if unknown:
+            raise ConfigError(f"unknown detector setting(s) {unknown}: neither a setting of the detector nor an option of "
+                              f"a registered score ({', '.join(sorted(known))}); `vaelab scores -v` lists each score's")
+        for k, v in options.items():
+            setattr(self, k, v)
+            if k not in self._score_options:
+                self._score_options.append(k)
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The detector's settings (scikit-learn), the score options given included."""
+        return {**super().get_params(deep), **{k: getattr(self, k) for k in self._score_options}}
+
+    def set_params(self, **params: Any) -> "AutoencoderDetector":
+        options = {k: params.pop(k) for k in list(params) if k not in self._settings()}
+        self._set_score_options(options)
+        return super().set_params(**params) if params else self
+
+    @classmethod
+    def _settings(cls) -> list[str]:
+        """The detector's own settings (its constructor's named parameters)."""
+        return [p.name for p in inspect.signature(cls.__init__).parameters.values()
+                if p.name != "self" and p.kind is not p.VAR_KEYWORD]
+
+    def __getattr__(self, name: str) -> Any:
+        """An option not given reads as its default: the detector's score's, else the first score's that declares it."""
+        if not name.startswith("_"):
+            declared = all_options().get(name)
+            if declared:
+                score = self.__dict__.get("score")
+                return next((o.default for n, o in declared if n == score), declared[0][1].default)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def _given_options(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self._score_options}
 
     # -- fitting --------------------------------------------------------------------------------
     def _check_params(self) -> None:
-        if self.score not in SCORE_NAMES:
-            raise ConfigError(f"unknown anomaly score {self.score!r}; choose one of: {', '.join(SCORE_NAMES)}")
+        get_score(self.score)  # an unknown name is refused with the registered ones
         if self.threshold is None:
             if self.threshold_rule not in THRESHOLD_RULES:
                 raise ConfigError(f"unknown threshold_rule {self.threshold_rule!r}; choose one of: {', '.join(THRESHOLD_RULES)}")
@@ -162,17 +193,13 @@ class AutoencoderDetector(GroupedDetector, BaseEstimator):
                               "models you have, pass them as a list: model=[run_dir_1, run_dir_2]")
 
     def _make_score(self, model: Autoencoder | None = None) -> Score:
-        combo = self.combo
-        if model is not None and model.is_vector and self.score == "combo" and tuple(combo) == DEFAULT_COMBO:
-            combo = VECTOR_COMBO
-            log.info("vectors: the default combo keeps its members defined on vectors, %s", " + ".join(combo))
-        if model is not None and self.score == "combo" and tuple(self.combo) == DEFAULT_COMBO and has_classifier(model):
-            combo = (*combo, *DEFAULT_CLASSIFIER_COMBO[len(DEFAULT_COMBO):])
-            log.info("the model classifies its code: the default combo adds its classifier's energy and entropy, %s",
-                     " + ".join(combo))
-        return make_score(self.score, combo=combo, combo_method=self.combo_method, n_samples=self.n_samples,
-                          nll_k=self.nll_k, gmm_components=self.gmm_components, knn_k=self.knn_k,
-                          feature_dims=self.feature_dims, patch_size=self.patch_size)
+        """The unfitted score of this detector for ``model`` (None: before the model is known), with the options given."""
+        spec = get_score(self.score)
+        clash = sorted(set(spec.options) & set(self._settings()))
+        if clash:
+            raise ConfigError(f"the {self.score!r} score declares option(s) {clash} named like the detector's own settings, "
+                              "which would never reach it; rename them where the score is defined")
+        return spec.make(**spec.cls.options_for(model, self._given_options()))
 
     def fit(self, X: Any, y: Any = None, *, val: Any = None, val_labels: Any = None,
             calibration_set: Any = None, groups: Any = None, calibration_groups: Any = None) -> "AutoencoderDetector":
