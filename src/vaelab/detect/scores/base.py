@@ -20,6 +20,7 @@ import torch.nn as nn
 from ...data.imageset import to_unit_float
 from ...errors import ModelError
 from ...models import Autoencoder, embed_images
+from ...progress import Progress
 from .registry import density_free_scores, vector_scores
 
 
@@ -126,15 +127,18 @@ class Score:
 
 @torch.no_grad()
 def score_images(model: Autoencoder, score: Score, images: torch.Tensor, batch_size: int = 500, seed: int = 0) -> torch.Tensor:
-    """``score`` of every image as a float64 CPU tensor [N]; sampling scores are seeded."""
+    """``score`` of every image as a float64 CPU tensor [N]; sampling scores are seeded. A long pass
+    says how far it is every few seconds (vaelab.progress; silent under --quiet)."""
     model.eval()
     dev = model_device(model)
     out = []
-    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []), \
+            Progress(f"scoring with {score.name}", total=len(images), unit="images") as progress:
         torch.manual_seed(seed)
         for x in iter_batches(images, batch_size, dev):
             model.check_input(x)
             out.append(score.batch(model, x).double().cpu())
+            progress.update(len(x))
     s = torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
     if not torch.isfinite(s).all():
         bad = int((~torch.isfinite(s)).sum())
