@@ -255,3 +255,27 @@ def test_the_detection_guide_names_every_score():
     table = text.split("| score | what | needs |")[1].split("\n\n")[0]
     named = [n for row in table.splitlines()[2:] for n in re.findall(r"`(\w+)`", row.split("|")[1])]
     assert sorted(named) == sorted(SCORE_NAMES)
+
+
+def test_a_score_from_an_installed_packages_entry_point(tmp_path, monkeypatch):
+    """A module that an installed package names in the `vaelab.scores` entry-point group (here as
+    importlib.metadata would list it): its score is found by name, with no --import and no edit of vaelab."""
+    import importlib.metadata as metadata
+
+    from vaelab.detect.scores import SCORES, get_score, registry
+
+    (tmp_path / "ep_scores.py").write_text(
+        "import vaelab\nfrom vaelab.detect.scores import Score\n\n\n@vaelab.register_score('ep_score')\nclass EpScore(Score):\n"
+        "    \"\"\"A score that an installed package provides.\"\"\"\n\n    def batch(self, model, x):\n"
+        "        return x.flatten(1).mean(1)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    listed = {"vaelab.scores": [metadata.EntryPoint("ep", "ep_scores", "vaelab.scores")]}
+    monkeypatch.setattr(metadata, "entry_points", lambda group: listed.get(group, []))
+    registry.load_entry_points.cache_clear()
+    try:
+        spec = get_score("ep_score")
+        assert spec.cls.__name__ == "EpScore" and spec.module == "ep_scores" and not spec.exportable
+    finally:
+        SCORES.pop("ep_score", None)
+        sys.modules.pop("ep_scores", None)
+        registry.load_entry_points.cache_clear()

@@ -1,9 +1,8 @@
 """The autoencoder anomaly detector, in the scikit-learn / PyOD estimator shape. Its inputs are checked
 in ``inputs``, its models trained or loaded in ``members``, its groups handled in ``grouping``; the
-scores and their options come from the registry (vaelab.detect.scores)."""
+scores and their options come from the registry (vaelab.detect.scores), through ``options``."""
 from __future__ import annotations
 
-import inspect
 import logging
 import math
 from pathlib import Path
@@ -20,7 +19,8 @@ from .grouping import GroupedDetector
 from .inputs import (DEFAULT_NORM_RANGE, NORM_RANGES, as_images, calibration_images, calibration_split, group_labels,
                      resolve_norm_range, subset)
 from .members import detector_members
-from .scores import Score, all_options, get_score, score_images
+from .options import ScoreOptions
+from .scores import get_score, score_images
 from .thresholds import THRESHOLD_RULES, choose_threshold, predict_confidence, predict_proba
 
 log = logging.getLogger("vaelab")
@@ -28,7 +28,7 @@ log = logging.getLogger("vaelab")
 # reconstruction error and latent density, each z-scored against the training set: see the README
 DEFAULT_SCORE = "combo"
 
-class AutoencoderDetector(GroupedDetector, BaseEstimator):
+class AutoencoderDetector(ScoreOptions, GroupedDetector, BaseEstimator):
     """Anomaly / out-of-distribution detector backed by any autoencoder of the family.
 
     Parameters
@@ -117,45 +117,6 @@ class AutoencoderDetector(GroupedDetector, BaseEstimator):
         self._score_options: list[str] = []
         self._set_score_options(score_options)
 
-    # -- the score's options, from the registry ------------------------------------------------------
-    def _set_score_options(self, options: dict[str, Any]) -> None:
-        known = all_options()
-        unknown = sorted(set(options) - set(known))
-        if unknown:
-            raise ConfigError(f"unknown detector setting(s) {unknown}: neither a setting of the detector nor an option of "
-                              f"a registered score ({', '.join(sorted(known))}); `vaelab scores -v` lists each score's")
-        for k, v in options.items():
-            setattr(self, k, v)
-            if k not in self._score_options:
-                self._score_options.append(k)
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """The detector's settings (scikit-learn), the score options given included."""
-        return {**super().get_params(deep), **{k: getattr(self, k) for k in self._score_options}}
-
-    def set_params(self, **params: Any) -> "AutoencoderDetector":
-        options = {k: params.pop(k) for k in list(params) if k not in self._settings()}
-        self._set_score_options(options)
-        return super().set_params(**params) if params else self
-
-    @classmethod
-    def _settings(cls) -> list[str]:
-        """The detector's own settings (its constructor's named parameters)."""
-        return [p.name for p in inspect.signature(cls.__init__).parameters.values()
-                if p.name != "self" and p.kind is not p.VAR_KEYWORD]
-
-    def __getattr__(self, name: str) -> Any:
-        """An option not given reads as its default: the detector's score's, else the first score's that declares it."""
-        if not name.startswith("_"):
-            declared = all_options().get(name)
-            if declared:
-                score = self.__dict__.get("score")
-                return next((o.default for n, o in declared if n == score), declared[0][1].default)
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-
-    def _given_options(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self._score_options}
-
     # -- fitting --------------------------------------------------------------------------------
     def _check_params(self) -> None:
         get_score(self.score)  # an unknown name is refused with the registered ones
@@ -191,15 +152,6 @@ class AutoencoderDetector(GroupedDetector, BaseEstimator):
         if self.n_models > 1 and self.model is not None:
             raise ConfigError(f"n_models={self.n_models} is how many models fit trains when model=None; to ensemble "
                               "models you have, pass them as a list: model=[run_dir_1, run_dir_2]")
-
-    def _make_score(self, model: Autoencoder | None = None) -> Score:
-        """The unfitted score of this detector for ``model`` (None: before the model is known), with the options given."""
-        spec = get_score(self.score)
-        clash = sorted(set(spec.options) & set(self._settings()))
-        if clash:
-            raise ConfigError(f"the {self.score!r} score declares option(s) {clash} named like the detector's own settings, "
-                              "which would never reach it; rename them where the score is defined")
-        return spec.make(**spec.cls.options_for(model, self._given_options()))
 
     def fit(self, X: Any, y: Any = None, *, val: Any = None, val_labels: Any = None,
             calibration_set: Any = None, groups: Any = None, calibration_groups: Any = None) -> "AutoencoderDetector":
