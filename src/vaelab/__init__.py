@@ -34,4 +34,13 @@ def register_model(name, description=None, **defaults):
     return register(name, description, **defaults)
 
 
-__all__ = ["CheckpointError", "ConfigError", "DataError", "ModelError", "TrainingError", "VaelabError", "load", "register_model", "trust_imports", "__version__"]
+def register_score(name, description=None, **defaults):
+    """Class decorator that makes a score class (a subclass of vaelab.detect.scores.Score) the anomaly
+    score ``name`` of the detector and of every command; see vaelab.detect.scores.registry."""
+    from .detect.scores import register_score as register
+
+    return register(name, description, **defaults)
+
+
+__all__ = ["CheckpointError", "ConfigError", "DataError", "ModelError", "TrainingError", "VaelabError", "load", "register_model",
+           "register_score", "trust_imports", "__version__"]

@@ -4,7 +4,7 @@ catalogue of sources and models. ``vaelab.cli`` is a thin layer over these."""
 from ..train.rundir import load_run
 from .app import app_run
 from .bench import one_class_run
-from .catalog import check_sampler_names, config_keys_help, import_modules, list_datasets, list_models
+from .catalog import check_sampler_names, config_keys_help, import_modules, list_datasets, list_models, list_scores
 from .compare import compare_runs
 from .data import build_defects_file, build_ood_study_file
 from .detect import detect_run
@@ -17,5 +17,5 @@ from ..report.run import make_figures, make_report
 from .train import default_run_dir, train_job, train_run
 from ..models import trust_imports
 
-__all__ = ["app_run", "check_sampler_names", "config_keys_help", "import_modules", "train_job", "trust_imports", "build_defects_file", "build_ood_study_file", "list_datasets", "list_models", "one_class_run", "compare_runs", "default_run_dir", "detect_run", "evaluate_run", "explain_run", "export_run", "interpolate_run", "load_pretrained", "load_run",
+__all__ = ["app_run", "check_sampler_names", "config_keys_help", "import_modules", "train_job", "trust_imports", "build_defects_file", "build_ood_study_file", "list_datasets", "list_models", "list_scores", "one_class_run", "compare_runs", "default_run_dir", "detect_run", "evaluate_run", "explain_run", "export_run", "interpolate_run", "load_pretrained", "load_run",
            "make_figures", "make_report", "pretrain_run", "reconstruct_run", "sample_run", "train_run", "traverse_run"]

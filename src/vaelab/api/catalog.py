@@ -1,5 +1,6 @@
-"""What vaelab knows by name: every data source (and where it was found) and every model (with its
-options), as plain data for `vaelab datasets` / `vaelab models` and for a notebook."""
+"""What vaelab knows by name: every data source (and where it was found), every model and every anomaly
+score (with their options), as plain data for `vaelab datasets` / `vaelab models` / `vaelab scores` and
+for a notebook."""
 from __future__ import annotations
 
 from typing import Any
@@ -78,3 +79,34 @@ def check_sampler_names(names: list[str], option: str = "samplers") -> tuple[str
     if bad or not given:
         raise ConfigError(f"{option}: unknown sampler(s) {bad or list(given)}; choose from {', '.join(SAMPLERS)}")
     return given
+
+
+def _option_text(value: Any) -> str:
+    """An option's default as the command line writes it: a sequence as a comma list, None as null."""
+    if value is None:
+        return "null"
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def list_scores(options: bool = False) -> list[dict[str, Any]]:
+    """Every registered anomaly score (a user's imported ones and entry points included): name, description,
+    family (its module), what a model needs for it, whether it exports and, with ``options``, each of its
+    options with its default (as the command line writes it), meaning, type name and allowed values."""
+    from ..detect.scores import SCORES, load_entry_points
+    from ..models.registry import IMPORTED
+
+    load_entry_points()
+    rows = []
+    for name, spec in SCORES.items():
+        own = spec.module.startswith("vaelab.detect.scores.")
+        row: dict[str, Any] = {"name": name, "description": spec.description, "needs": spec.needs(),
+                               "exportable": spec.exportable,
+                               "family": spec.module.rsplit(".", 1)[-1] if own else IMPORTED.get(spec.module, spec.module)}
+        if options:
+            row["options"] = [{"name": o.name, "default": _option_text(o.default), "meaning": o.help,
+                               "type": o.kind.__name__, "choices": list(o.choices) if o.choices else None}
+                              for o in spec.options.values()]
+        rows.append(row)
+    return rows

@@ -62,7 +62,7 @@ def threshold_record(det: Any, threshold: float | None, fdr: float | None = None
 
 
 def _check_options(options: dict[str, Any]) -> None:
-    from ..detect.detector import resolve_norm_range
+    from ..detect.inputs import resolve_norm_range
     from ..detect.thresholds import THRESHOLD_RULES
 
     if "norm_range" in options:

@@ -61,8 +61,12 @@ def _log_to_stderr() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     _log_to_stderr()
+    try:  # detect, export and app import the --import modules while parsing: their scores' options become flags
+        args = build_parser().parse_args(argv)
+    except VaelabError as e:
+        print(f"vaelab: error: {e}", file=sys.stderr)
+        return 2
     set_quiet(getattr(args, "quiet", False))
     try:
         if getattr(args, "out_file", False):

@@ -34,6 +34,12 @@ def class_list(text: str) -> list[int | str]:
     return [int(c) if c.strip().lstrip("-").isdigit() else c.strip() for c in text.split(",") if c.strip()]
 
 
+def _score_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options of the anomaly scores given on the command line (the flags the parser made from the registry)."""
+    return {k: getattr(args, f"score_option_{k}") for k in getattr(args, "score_options", ())
+            if getattr(args, f"score_option_{k}") is not None}
+
+
 def _strict_dumps(obj: Any, **kw: Any) -> str:
     """JSON for stdout as the files are written: no NaN literal (null, with null_reasons)."""
     from ..fileio import strict_json
@@ -147,9 +153,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 def cmd_detect(args: argparse.Namespace) -> int:
     from ..api import detect_run
 
-    opts: dict[str, Any] = {k: v for k, v in {"combo": args.combo, "combo_method": args.combo_method, "nll_k": args.nll_k,
-                                              "n_samples": args.n_samples, "patch_size": args.patch_size}.items()
-                            if v is not None}
+    opts = _score_options(args)
     if args.norm_range is not None:
         opts["norm_range"] = args.norm_range  # a name or LOW,HIGH: the detector reads both
     anomaly = class_list(args.anomaly_classes) if args.anomaly_classes else None
@@ -170,8 +174,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from ..api import export_run
 
-    opts = {k: v for k, v in {"combo": args.combo, "threshold": args.threshold, "contamination": args.contamination}.items()
-            if v is not None}
+    opts = {**_score_options(args), **{k: v for k, v in {"threshold": args.threshold, "contamination": args.contamination}.items()
+                                       if v is not None}}
     out = export_run(args.run_dir, args.out, args.format, args.score, run_data=args.run_data, **opts)
     print(json.dumps(json.loads((out / "manifest.json").read_text())))
     print(f"bundle: {out.resolve()}")
@@ -181,8 +185,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_app(args: argparse.Namespace) -> int:
     from ..api import app_run
 
-    opts = {k: v for k, v in {"combo": args.combo, "threshold": args.threshold, "contamination": args.contamination}.items()
-            if v is not None}
+    opts = {**_score_options(args), **{k: v for k, v in {"threshold": args.threshold, "contamination": args.contamination}.items()
+                                       if v is not None}}
     print(f"fitting the detector of {args.run_dir}, then serving on http://{args.host}:{args.port or 7860} "
           "(Ctrl-C stops it)", flush=True)
     app_run(args.run_dir, args.host, args.port, args.score, args.examples, block=True, **opts)
@@ -259,4 +263,19 @@ def cmd_models(args: argparse.Namespace) -> int:
         print(f"{row['name']:<16} {row['description']}")
         for opt in row.get("options", ()):  # each option with this model's default and its meaning
             print(f"{'':<4}{opt['key'] + ' = ' + opt['default']:<40}" + (f" {opt['meaning']}" if opt["meaning"] else ""))
+    return 0
+
+
+def cmd_scores(args: argparse.Namespace) -> int:
+    from ..api import list_scores
+
+    rows = list_scores(options=args.verbose)
+    width = max([len(o["name"]) + len(o["default"]) + 5 for r in rows for o in r.get("options", ())] + [36])
+    print(f"{'name':<14} {'family':<15} {'exports':<8} {'needs':<34} description")
+    for row in rows:
+        print(f"{row['name']:<14} {row['family']:<15} {'yes' if row['exportable'] else 'no':<8} {row['needs']:<34} "
+              f"{row['description']}")
+        for opt in row.get("options", ()):  # each option with its default and meaning
+            choices = f" (one of {', '.join(opt['choices'])})" if opt["choices"] else ""
+            print(f"{'':<4}{opt['name'] + ' = ' + opt['default']:<{width}} {opt['meaning']}{choices}".rstrip())
     return 0

@@ -6,6 +6,70 @@ import argparse
 
 from . import commands as cmds
 
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser that adds the anomaly scores' options (``takes_score_options``: detect, export,
+    app) when it first parses or prints its help: the score registry imports torch, which `vaelab --help`
+    and the other commands do without. The modules given with --import are imported first, so that the
+    options of a score of one's own are flags too."""
+
+    takes_score_options = False
+    _score_options_added = False
+
+    def _add_score_options(self, args: list[str] | None) -> None:
+        if not self.takes_score_options or self._score_options_added:
+            return
+        self._score_options_added = True
+        from ..api import list_scores
+        from ..models import import_models
+
+        import_models(_imports(args or []))
+        flags: dict[str, dict] = {}  # option name -> its flag's settings, from the first score that declares it
+        for row in list_scores(options=True):
+            for opt in row["options"]:
+                f = flags.setdefault(opt["name"], {"opt": opt, "defaults": {}})
+                f["defaults"].setdefault(opt["default"], []).append(row["name"])
+        group = self.add_argument_group("score options (each score takes those it declares: `vaelab scores -v`)")
+        names = []
+        for name, f in flags.items():
+            flag, opt = "--" + name.replace("_", "-"), f["opt"]
+            if flag in self._option_string_actions:  # a score's option named like a flag of the command: Python API only
+                continue
+            defaults = "; ".join(f"{', '.join(scores)}: {d}" for d, scores in f["defaults"].items())
+            group.add_argument(flag, dest=f"score_option_{name}", metavar=None if opt["choices"] else opt["type"].upper(),
+                               type=_flag_type(opt["type"]),
+                               choices=opt["choices"], help=f"{opt['meaning'] or name} (default {defaults})")
+            names.append(name)
+        self.set_defaults(score_options=names)
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        self._add_score_options(args)
+        return super().parse_known_args(args, namespace)
+
+    def format_help(self) -> str:
+        self._add_score_options(None)
+        return super().format_help()
+
+
+def _imports(args: list[str]) -> list[str]:
+    """The values of --import MODULE / --import=MODULE in a command's arguments."""
+    out = [a.split("=", 1)[1] for a in args if a.startswith("--import=")]
+    return out + [b for a, b in zip(args, args[1:]) if a == "--import"]
+
+
+def _flag_bool(text: str) -> bool:
+    if text.lower() in ("true", "1", "yes"):
+        return True
+    if text.lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _flag_type(kind: str):
+    """How a flag's text is read, by the type name list_scores gives an option."""
+    return {"int": int, "float": float, "bool": _flag_bool}.get(kind, str)
+
+
 def _config_keys_help() -> str:
     from ..api import config_keys_help  # only when `vaelab train --help` is drawn: it reads the typed configs
 
@@ -15,7 +79,7 @@ def _config_keys_help() -> str:
 def build_parser() -> argparse.ArgumentParser:
     from .._version import __version__
 
-    p = argparse.ArgumentParser(prog="vaelab", description="Autoencoders and VAEs: train, evaluate, generate.")
+    p = Parser(prog="vaelab", description="Autoencoders and VAEs: train, evaluate, generate.")
     p.add_argument("--version", action="version", version=f"vaelab {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -152,12 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "(default: median and 99.9th percentile, so a fixed --threshold flags a stable share of "
                          "normal images across models), minmax (min and max), or two numbers such as 0.5,0.99")
     dt.add_argument("--score", help="combo (the default: `vaelab scores` lists its members, and class_energy x 2 + class_entropy on "
-                                 "an ssvae) or any score `vaelab scores` lists")
-    dt.add_argument("--combo", help="the comma-separated scores --score combo averages (default: `vaelab scores`)")
-    dt.add_argument("--combo-method", choices=["zscore", "rank"], help="how combo puts its members on one scale")
-    dt.add_argument("--nll-k", type=int, help="importance samples for --score nll (default 100)")
-    dt.add_argument("--n-samples", type=int, help="posterior samples for --score nelbo (default 1)")
-    dt.add_argument("--patch-size", type=int, help="window in pixels of the patch_mse score (default: `vaelab scores -v`)")
+                                 "an ssvae) or any score `vaelab scores` lists, a score of your own with --import")
+    dt.takes_score_options = True
     dt.add_argument("--anomaly-classes", help="comma-separated classes (numbers or names) that mark anomalies in a labelled set")
     dt.add_argument("--threshold-rule", metavar="RULE",
                     help="how the threshold is chosen without --threshold: contamination (default), conformal at a "
@@ -175,8 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     xp.add_argument("run_dir", nargs="+", help="a training run; several (the same data, other seeds) export their "
                                                "ensemble as one scorer")
     xp.add_argument("--format", choices=["onnx", "torchscript"], default="onnx", help="the bundle's format (default onnx)")
-    xp.add_argument("--score", help="the anomaly score (default combo); every score but nll (fresh importance samples per image) exports")
-    xp.add_argument("--combo", help="the comma-separated scores --score combo averages (default: `vaelab scores`)")
+    xp.add_argument("--score", help="the anomaly score (default combo); `vaelab scores` says which export")
+    xp.takes_score_options = True
     xlim = xp.add_mutually_exclusive_group()
     xlim.add_argument("--threshold", type=float, help="flag normalised scores above this, in [0, 1)")
     xlim.add_argument("--contamination", type=float, help="flag this fraction of the training data (default 0.1)")
@@ -186,8 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap = sub.add_parser("app", help="a local web page to score one image with a run's detector: score, flag, "
                                     "reconstruction and anomaly map (needs the app extra: pip install 'vaelab[app]')")
     ap.add_argument("run_dir")
-    ap.add_argument("--score", help="the anomaly score (default combo)")
-    ap.add_argument("--combo", help="the comma-separated scores --score combo averages (default: `vaelab scores`)")
+    ap.add_argument("--score", help="the anomaly score (default combo; `vaelab scores` lists them)")
+    ap.takes_score_options = True
     alim = ap.add_mutually_exclusive_group()
     alim.add_argument("--threshold", type=float, help="flag normalised scores above this, in [0, 1)")
     alim.add_argument("--contamination", type=float, help="flag this fraction of the training data (default 0.1)")
@@ -252,6 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("models", help="every model by name")
     m.add_argument("-v", "--verbose", action="store_true", help="also list each model's options")
     m.set_defaults(func=cmds.cmd_models)
+    sc = sub.add_parser("scores", help="every anomaly score by name: what it needs and whether it exports")
+    sc.add_argument("-v", "--verbose", action="store_true", help="also list each score's options with their defaults")
+    sc.set_defaults(func=cmds.cmd_scores)
     _add_import_option(sub)
     return p
 
@@ -279,8 +342,8 @@ def _add_import_option(sub: argparse._SubParsersAction) -> None:
         parser.add_argument("-q", "--quiet", action="store_true",
                             help="no progress: neither the training bar nor the lines of long steps (fits, calibration, NLL, FID)")
         parser.add_argument("--import", dest="imports", action="append", metavar="MODULE",
-                            help="a module (dotted name, or a .py file) that registers models of your own with "
-                                 "@vaelab.register_model; repeatable")
+                            help="a module (dotted name, or a .py file) that registers models or anomaly scores of "
+                                 "your own (@vaelab.register_model, @vaelab.register_score); repeatable")
         parser.add_argument("--trust-imports", action="store_true",
                             help="import the module a run's config names for its model (imports:); off by default, as "
                                  "a run directory from someone else could name any code. Never from inside the run "

@@ -1,157 +1,34 @@
-"""The autoencoder anomaly detector, in the scikit-learn / PyOD estimator shape."""
+"""The autoencoder anomaly detector, in the scikit-learn / PyOD estimator shape. Its inputs are checked
+in ``inputs``, its models trained or loaded in ``members``, its groups handled in ``grouping``; the
+scores and their options come from the registry (vaelab.detect.scores), through ``options``."""
 from __future__ import annotations
 
 import logging
-
 import math
-import tempfile
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator
 
-from ..data import SOURCES, ImageSet
 from ..errors import ConfigError, DataError, ModelError
 from ..models import Autoencoder
-from ..train import load_run
 from .conformal import benjamini_hochberg, check_rate, conformal_pvalues
+from .grouping import GroupedDetector
+from .inputs import (DEFAULT_NORM_RANGE, NORM_RANGES, as_images, calibration_images, calibration_split, group_labels,
+                     resolve_norm_range, subset)
+from .members import detector_members
+from .options import ScoreOptions
+from .scores import get_score, score_images
 from .thresholds import THRESHOLD_RULES, choose_threshold, predict_confidence, predict_proba
-from .scores import (DEFAULT_CLASSIFIER_COMBO, DEFAULT_COMBO, DEFAULT_PATCH_SIZE, SCORE_NAMES, VECTOR_COMBO, Score, has_classifier, make_score,
-                     score_images)
-
-# reconstruction error and latent density, each z-scored against the training set: see the README
-DEFAULT_SCORE = "combo"
-# named normalisations: the quantiles of the training scores that map to 0 and 1. 'quantile' (the
-# default) anchors the median and the 99.9th percentile, so a fixed threshold flags about the same
-# share of normal images on every model (benchmarks/detect_tasks.py); 'minmax' is the training
-# scores' min and max (the earlier default), which one extreme training image can stretch.
-NORM_RANGES: dict[str, tuple[float, float]] = {"quantile": (0.5, 0.999), "minmax": (0.0, 1.0)}
-DEFAULT_NORM_RANGE = "quantile"
-
-
-def resolve_norm_range(norm_range: Any) -> tuple[float, float]:
-    """The two quantiles of ``norm_range``: a name of NORM_RANGES or two numbers 0 <= low < high <= 1
-    (a sequence, or the text "LOW,HIGH" as the command line gives it)."""
-    if isinstance(norm_range, str) and "," in norm_range:  # the command line's LOW,HIGH
-        try:
-            norm_range = tuple(float(q) for q in norm_range.split(","))
-        except ValueError:
-            raise ConfigError(f"norm_range takes a name ({', '.join(NORM_RANGES)}) or two quantiles LOW,HIGH, e.g. "
-                              f"0.5,0.99; got {norm_range!r}") from None
-    if isinstance(norm_range, str):
-        if norm_range not in NORM_RANGES:
-            raise ConfigError(f"unknown norm_range {norm_range!r}; name one of {', '.join(NORM_RANGES)} or give two "
-                              "quantiles 0 <= low < high <= 1 of the training scores (e.g. (0.5, 0.99))")
-        return NORM_RANGES[norm_range]
-    try:  # any two numbers: a tuple, a list, a numpy array
-        r = tuple(float(q) for q in norm_range)
-    except (TypeError, ValueError):
-        r = ()
-    if len(r) != 2 or not all(math.isfinite(q) for q in r) or not 0 <= r[0] < r[1] <= 1:
-        raise ConfigError(f"norm_range is two quantiles 0 <= low < high <= 1 of the training scores, mapped to 0 and 1 "
-                          f"(e.g. (0, 1), the min and max, or (0.5, 0.99)), or a name ({', '.join(NORM_RANGES)}); "
-                          f"got {norm_range!r}")
-    return r
-
 
 log = logging.getLogger("vaelab")
 
+# reconstruction error and latent density, each z-scored against the training set: see the README
+DEFAULT_SCORE = "combo"
 
-def _standardizer(center: Any, scale: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    return torch.tensor(center, dtype=torch.float32), torch.tensor(scale, dtype=torch.float32)
-
-def as_images(X: Any, name: str = "X") -> torch.Tensor:
-    """An ImageSet, or a uint8 / float-in-[0, 1] array or tensor of images (N, C, H, W), (N, H, W)
-    or (N, H, W, C) -> a (N, C, H, W) tensor, uint8 kept as uint8 (converted batch by batch)."""
-    if isinstance(X, ImageSet):
-        return X.images
-    if isinstance(X, np.ndarray):
-        X = torch.from_numpy(np.ascontiguousarray(X))
-    if not isinstance(X, torch.Tensor):
-        raise DataError(f"{name}: expected an ImageSet or an array / tensor of images, got {type(X).__name__}")
-    if X.ndim == 2:  # vectors (tabular data): any finite numbers
-        if len(X) == 0:
-            raise DataError(f"{name}: no vectors")
-        X = X.float()
-        if not torch.isfinite(X).all():
-            raise DataError(f"{name}: vectors must be finite; drop or impute the rows with NaN or infinite values")
-        return X
-    if X.ndim == 3:
-        X = X.unsqueeze(1)
-    elif X.ndim == 4 and X.shape[1] not in (1, 3) and X.shape[-1] in (1, 3):
-        X = X.permute(0, 3, 1, 2)
-    if X.ndim != 4 or X.shape[1] not in (1, 3):
-        raise DataError(f"{name}: images must have shape (N, C, H, W), (N, H, W) or (N, H, W, C) with C in 1, 3; "
-                        f"got {tuple(X.shape)}")
-    if len(X) == 0:
-        raise DataError(f"{name}: no images")
-    if X.dtype == torch.uint8:
-        return X
-    if not X.is_floating_point():
-        raise DataError(f"{name}: images must be uint8 in 0..255 or floats in [0, 1], got {X.dtype}; "
-                        "convert integer images with x.to(torch.uint8)")
-    if not torch.isfinite(X).all() or X.min() < 0 or X.max() > 1:
-        raise DataError(f"{name}: float images must be finite and lie in [0, 1]; rescale them (x / 255) or pass uint8")
-    return X
-
-
-
-
-def calibration_split(n: int, fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """The sorted indices (fitted, held out) of ``n`` items with ``fraction`` held out (at least one
-    when the fraction is positive), drawn under ``seed``; nothing held out at fraction 0."""
-    if fraction <= 0:
-        return np.arange(n), np.arange(0)
-    n_out = max(1, int(round(n * fraction)))
-    if n - n_out < 2:
-        raise DataError(f"{n} training items are too few to hold out a calibration part ({fraction:g} of them) and "
-                        "still fit on the rest; give more normal data, or calibration=0 to calibrate on the fitted data")
-    perm = np.random.default_rng(seed).permutation(n)
-    return np.sort(perm[n_out:]), np.sort(perm[:n_out])
-
-
-def group_labels(groups: Any, n: int, name: str = "groups") -> np.ndarray:
-    """One group label per item (numbers or names) as a numpy array, checked against the items' count."""
-    if isinstance(groups, torch.Tensor):
-        groups = groups.cpu().numpy()
-    g = np.asarray(groups)
-    if g.ndim != 1 or len(g) != n:
-        raise DataError(f"{name} gives {g.shape[0] if g.ndim else 0} labels for {n} items; give one group label per item")
-    if g.dtype.kind not in "iuUSO":
-        raise DataError(f"{name} are labels (integers or names), got {g.dtype}")
-    return g.astype(str) if g.dtype.kind in "USO" else g.astype(np.int64)
-
-
-def _calibration_images(calibration_set: Any, images: torch.Tensor) -> torch.Tensor:
-    cal = as_images(calibration_set, "calibration_set")
-    if cal.shape[1:] != images.shape[1:]:
-        raise DataError(f"calibration_set: shape {tuple(cal.shape[1:])} per item, X has {tuple(images.shape[1:])}; "
-                        "give held-out normal data of the same kind as X")
-    return cal
-
-
-def _as_imageset(X: Any, images: torch.Tensor) -> ImageSet:
-    """X as the ImageSet the trainer takes: an ImageSet as it is; vectors as they are (the model sees them
-    standardised by the training part's statistics); uint8 or float images as 8-bit images."""
-    if images.ndim == 2:
-        return ImageSet(images)
-    if isinstance(X, ImageSet):
-        return X
-    return ImageSet(images) if images.dtype == torch.uint8 else ImageSet.from_float(images)
-
-
-def _subset(X: Any, images: torch.Tensor, idx: np.ndarray) -> Any:
-    """Items ``idx`` of X, an ImageSet kept an ImageSet (its labels with it), anything else as a tensor."""
-    if len(idx) == len(images):
-        return X
-    if isinstance(X, ImageSet):
-        return X.subset(torch.as_tensor(idx), X.name)
-    return images[torch.as_tensor(idx)]
-
-
-class AutoencoderDetector(BaseEstimator):
+class AutoencoderDetector(ScoreOptions, GroupedDetector, BaseEstimator):
     """Anomaly / out-of-distribution detector backed by any autoencoder of the family.
 
     Parameters
@@ -168,11 +45,10 @@ class AutoencoderDetector(BaseEstimator):
         temporary directory that is removed); ``n_models`` > 1 trains that many with the seeds seed,
         seed + 1, ... (into ``train_dir``/model-0, model-1, ...) and ensembles them. Otherwise ``fit``
         only scores X to set the threshold.
-    score : one of 'mse', 'patch_mse', 'bce', 'ssim', 'nelbo', 'nll', 'mahalanobis', 'latent_gmm', 'latent_knn',
-        'feature_knn', 'feature_gmm', 'class_entropy', 'combo' (default: 'combo' of DEFAULT_COMBO = 'ssim',
-        'latent_gmm', 'feature_knn' and 'patch_mse', each z-scored by its training scores; needs no prior, so any
-        model works; a model with a classifier (ssvae) adds 'class_energy' twice and 'class_entropy' once,
-        DEFAULT_CLASSIFIER_COMBO).
+    score : the name of any registered score (``vaelab scores`` lists them, a user's registered with
+        ``@vaelab.register_score`` too). Default 'combo' of DEFAULT_COMBO = 'ssim', 'latent_gmm', 'feature_knn'
+        and 'patch_mse', each z-scored by its training scores; needs no prior, so any model works; a model
+        with a classifier (ssvae) adds 'class_energy' twice and 'class_entropy' once, DEFAULT_CLASSIFIER_COMBO.
     contamination : fraction of unseen normal data flagged: the threshold is the split-conformal
         (1 - contamination) quantile of ``calibration_scores_``, the scores of normal images that neither
         the model (when the detector trains it) nor the score's state was fitted on, so a new normal image
@@ -202,10 +78,11 @@ class AutoencoderDetector(BaseEstimator):
         two numbers such as (0.5, 0.99). With 'quantile' a fixed threshold such as 0.3 flags a
         stable share of normal images from one model and seed to the next; with 'minmax' the
         share moves with the one most extreme training image.
-    combo, combo_method : the member scores of 'combo' and how they are put on one scale.
-    n_samples, nll_k, gmm_components : options of the nelbo, nll and latent_gmm / feature_gmm scores.
-    knn_k, feature_dims : neighbours of the kNN scores; principal components kept of the encoder's features.
-    patch_size : the window (pixels) of the patch_mse score.
+    **score_options : options of the scores, each declared once with its default where the score is defined
+        (``vaelab scores -v``): e.g. ``combo`` and ``combo_method`` (the members of 'combo' and how they are put
+        on one scale), ``patch_size``, ``n_samples``, ``nll_k``, ``gmm_components``, ``knn_k``, ``feature_dims``.
+        The score takes those it declares (a combo passes the rest to its members); an option no registered
+        score declares is refused. Each given option is an attribute and a parameter (``get_params``).
 
     Learned state: ``models_`` and ``scores_`` (one per member; ``model_`` and ``score_`` are the first), ``decision_scores_`` (the training set's anomaly scores),
     ``calibration_scores_`` (the held-out normal scores the threshold and normalisation come from; ``n_calibration_`` of them),
@@ -218,11 +95,9 @@ class AutoencoderDetector(BaseEstimator):
     def __init__(self, model: Autoencoder | str | Path | None = None, score: str = DEFAULT_SCORE,
                  contamination: float | None = 0.1, threshold: float | None = None, normalize: bool = True, *,
                  norm_range: Sequence[float] | str = DEFAULT_NORM_RANGE, threshold_rule: str = "contamination",
-                 combo: Sequence[str] = DEFAULT_COMBO, combo_method: str = "zscore", n_samples: int = 1,
-                 nll_k: int = 100, gmm_components: int = 5, knn_k: int = 5, feature_dims: int = 64,
-                 patch_size: int = DEFAULT_PATCH_SIZE, model_name: str = "auto", epochs: int = 10,
-                 n_models: int = 1, overrides: dict[str, Any] | None = None, train_dir: str | Path | None = None,
-                 batch_size: int = 500, seed: int = 0, calibration: float = 0.1, fpr: float | None = None):
+                 model_name: str = "auto", epochs: int = 10, n_models: int = 1, overrides: dict[str, Any] | None = None,
+                 train_dir: str | Path | None = None, batch_size: int = 500, seed: int = 0, calibration: float = 0.1,
+                 fpr: float | None = None, **score_options: Any):
         self.model = model
         self.score = score
         self.contamination = contamination
@@ -230,14 +105,6 @@ class AutoencoderDetector(BaseEstimator):
         self.normalize = normalize
         self.norm_range = norm_range
         self.threshold_rule = threshold_rule
-        self.combo = combo
-        self.combo_method = combo_method
-        self.n_samples = n_samples
-        self.nll_k = nll_k
-        self.gmm_components = gmm_components
-        self.knn_k = knn_k
-        self.feature_dims = feature_dims
-        self.patch_size = patch_size
         self.model_name = model_name
         self.epochs = epochs
         self.n_models = n_models
@@ -247,11 +114,12 @@ class AutoencoderDetector(BaseEstimator):
         self.seed = seed
         self.calibration = calibration
         self.fpr = fpr
+        self._score_options: list[str] = []
+        self._set_score_options(score_options)
 
     # -- fitting --------------------------------------------------------------------------------
     def _check_params(self) -> None:
-        if self.score not in SCORE_NAMES:
-            raise ConfigError(f"unknown anomaly score {self.score!r}; choose one of: {', '.join(SCORE_NAMES)}")
+        get_score(self.score)  # an unknown name is refused with the registered ones
         if self.threshold is None:
             if self.threshold_rule not in THRESHOLD_RULES:
                 raise ConfigError(f"unknown threshold_rule {self.threshold_rule!r}; choose one of: {', '.join(THRESHOLD_RULES)}")
@@ -285,88 +153,6 @@ class AutoencoderDetector(BaseEstimator):
             raise ConfigError(f"n_models={self.n_models} is how many models fit trains when model=None; to ensemble "
                               "models you have, pass them as a list: model=[run_dir_1, run_dir_2]")
 
-    def _make_score(self, model: Autoencoder | None = None) -> Score:
-        combo = self.combo
-        if model is not None and model.is_vector and self.score == "combo" and tuple(combo) == DEFAULT_COMBO:
-            combo = VECTOR_COMBO
-            log.info("vectors: the default combo keeps its members defined on vectors, %s", " + ".join(combo))
-        if model is not None and self.score == "combo" and tuple(self.combo) == DEFAULT_COMBO and has_classifier(model):
-            combo = (*combo, *DEFAULT_CLASSIFIER_COMBO[len(DEFAULT_COMBO):])
-            log.info("the model classifies its code: the default combo adds its classifier's energy and entropy, %s",
-                     " + ".join(combo))
-        return make_score(self.score, combo=combo, combo_method=self.combo_method, n_samples=self.n_samples,
-                          nll_k=self.nll_k, gmm_components=self.gmm_components, knn_k=self.knn_k,
-                          feature_dims=self.feature_dims, patch_size=self.patch_size)
-
-    def _train(self, X: Any, images: torch.Tensor, member: int = 0, held_out: Any = None) -> tuple[Autoencoder, Any]:
-        from ..config import deep_merge
-        from ..train import RunConfig, fit
-
-        data = _as_imageset(X, images)
-        if held_out is not None:
-            held_out = _as_imageset(held_out, as_images(held_out))
-        base = {"seed": self.seed + member, "data": {"name": data.name if data.name in SOURCES else "npz"},
-                "train": {"epochs": self.epochs, "progress_bar": False}}
-        name = self.model_name
-        if name == "auto":
-            known = data.labelled().labels if data.has_unknown_labels else None
-            name = "ssvae" if known is not None and len(torch.unique(known)) >= 2 else "vae"
-            if member == 0:
-                log.info("model_name=auto: training a %s (%s)", name, "some labels known, the others -1" if name == "ssvae"
-                         else "no partly labelled training set")
-        self.model_name_ = name
-        cfg = RunConfig.build(name, deep_merge(base, self.overrides or {}))
-        if held_out is None:
-            train, val = data.split(cfg.data.val_fraction, cfg.seed)
-        else:  # the calibration part: never fitted, it is the trainer's validation set
-            train, val = data, held_out
-        standardizer = None
-        if data.is_vector:
-            from ..data import _standardized, fit_standardizer
-
-            fit_standardizer(train, cfg.data)
-            standardizer = _standardizer(cfg.data.center, cfg.data.scale)
-            train, val = _standardized(train, cfg.data), _standardized(val, cfg.data)
-        if len(train) == 0:
-            raise DataError(f"fit got {len(data)} images: too few to train a model; give more, or a trained model")
-        splits = (train, val, val if len(val) else train)
-        if self.n_models > 1:
-            log.info("training model %d of %d of the ensemble (seed %d)", member + 1, self.n_models, cfg.seed)
-        if self.train_dir is not None:
-            model, _ = fit(cfg, Path(self.train_dir) / f"model-{member}" if self.n_models > 1 else self.train_dir, data=splits)
-        else:
-            with tempfile.TemporaryDirectory(prefix="vaelab-detector-") as tmp:
-                model, _ = fit(cfg, Path(tmp) / "run", data=splits)
-        return model.eval(), standardizer
-
-    def _member(self, given: Any) -> tuple[Autoencoder, Any]:
-        """One given model (an Autoencoder or a run directory) and the standardiser of its vectors."""
-        if isinstance(given, (str, Path)):
-            model = load_run(given)
-            if model.is_vector:  # a run's vectors are standardised as its training data were
-                from ..train import RunConfig
-
-                d = RunConfig.load(Path(given) / "config.yaml").data
-                if d.center is not None:
-                    return model, _standardizer(d.center, d.scale)
-            return model, None
-        if isinstance(given, Autoencoder):
-            return given.eval(), None
-        raise ConfigError(f"model must be None, an Autoencoder, a run directory or a list of them; got {type(given).__name__}")
-
-    def _members(self, X: Any, images: torch.Tensor, held_out: Any = None) -> list[tuple[Autoencoder, Any]]:
-        if self.model is None:
-            return [self._train(X, images, i, held_out) for i in range(self.n_models)]
-        given = list(self.model) if isinstance(self.model, (list, tuple)) else [self.model]
-        if not given:
-            raise ConfigError("model is an empty list; give one or more Autoencoders or run directories, or None to train one")
-        members = [self._member(g) for g in given]
-        shapes = {(m.is_vector, tuple(m.image_shape)) for m, _ in members}
-        if len(shapes) > 1:
-            raise ConfigError(f"the ensemble's models take different inputs ({sorted(shapes)}); ensemble models trained "
-                              "on the same kind of data")
-        return members
-
     def fit(self, X: Any, y: Any = None, *, val: Any = None, val_labels: Any = None,
             calibration_set: Any = None, groups: Any = None, calibration_groups: Any = None) -> "AutoencoderDetector":
         """Train a model on X (when none was given), fit the score's state on X, and set the normalisation
@@ -390,14 +176,14 @@ class AutoencoderDetector(BaseEstimator):
         if groups is not None:
             return self._fit_groups(X, images, groups, calibration_set, calibration_groups, val, val_labels)
         fit_idx, cal_idx = calibration_split(len(images), 0.0 if calibration_set is not None else self.calibration, self.seed)
-        fit_X = _subset(X, images, fit_idx)
+        fit_X = subset(X, images, fit_idx)
         fit_images = as_images(fit_X)
         if calibration_set is not None:
-            cal_images = _calibration_images(calibration_set, images)
+            cal_images = calibration_images(calibration_set, images)
         else:
             cal_images = images[cal_idx] if len(cal_idx) else None
-        held_out = None if cal_images is None or calibration_set is not None else _subset(X, images, cal_idx)
-        self._set_members(self._members(fit_X, fit_images, held_out))
+        held_out = None if cal_images is None or calibration_set is not None else subset(X, images, cal_idx)
+        self._set_members(detector_members(self, fit_X, fit_images, held_out))
         self._fit_scores(fit_images, cal_images, fit_idx, cal_idx, len(images), val, val_labels)
         self.calibrated_on_ = ("calibration_set" if calibration_set is not None else
                                "held-out part of X" if len(cal_idx) else "X (the fitted data's own scores)")
@@ -435,108 +221,6 @@ class AutoencoderDetector(BaseEstimator):
         self.decision_raw_ = raw
         self.n_train_ = n
         self._calibrate(cal_raw, held_out=bool(cal_raws), val=val, val_labels=val_labels)
-
-    def _fit_groups(self, X: Any, images: torch.Tensor, groups: Any, calibration_set: Any, calibration_groups: Any,
-                    val: Any, val_labels: Any) -> "AutoencoderDetector":
-        from sklearn.base import clone
-
-        g = group_labels(groups, len(images), "groups")
-        names = list(dict.fromkeys(sorted(g.tolist(), key=str)))
-        if calibration_set is not None:
-            cal_all = _calibration_images(calibration_set, images)
-            if calibration_groups is None:
-                raise ConfigError("fit(X, groups=..., calibration_set=...) also needs calibration_groups, the group of each "
-                                  "calibration item")
-            cg = group_labels(calibration_groups, len(cal_all), "calibration_groups")
-            missing = [n for n in names if not (cg == n).any()]
-            if missing:
-                raise DataError(f"groups {missing} have no calibration item; every group needs held-out normal data")
-        fit_idx, cal_idx = [], []
-        for n in names:  # each group's own held-out part
-            idx = np.nonzero(g == n)[0]
-            if calibration_set is None:
-                f, c = calibration_split(len(idx), self.calibration, self.seed)
-                fit_idx.append(idx[f])
-                cal_idx.append(idx[c])
-            else:
-                fit_idx.append(idx)
-        all_fit = np.sort(np.concatenate(fit_idx))
-        all_cal = np.sort(np.concatenate(cal_idx)) if cal_idx else np.zeros(0, dtype=np.int64)
-        held_out = _subset(X, images, all_cal) if len(all_cal) else None
-        log.info("one model for %d groups (%s)", len(names), ", ".join(map(str, names[:10])) + (" ..." if len(names) > 10 else ""))
-        members = self._members(_subset(X, images, all_fit), images[torch.as_tensor(all_fit)], held_out)
-        self._set_members(members)
-        self.groups_ = {}
-        raw = np.empty(len(images))
-        for k, n in enumerate(names):
-            sub = clone(self)
-            sub._check_params()
-            sub.groups_ = None
-            sub._set_members(members)
-            if calibration_set is None:
-                f_idx, c_idx = fit_idx[k], cal_idx[k]
-                cal = images[torch.as_tensor(c_idx)] if len(c_idx) else None
-            else:
-                f_idx, c_idx = fit_idx[k], np.zeros(0, dtype=np.int64)
-                cal = cal_all[torch.as_tensor(np.nonzero(cg == n)[0])]
-            log.info("group %s: %d items to fit, %d to calibrate", n, len(f_idx), 0 if cal is None else len(cal))
-            local_fit, local_cal = np.arange(len(f_idx)), np.arange(len(f_idx), len(f_idx) + len(c_idx))
-            sub._fit_scores(images[torch.as_tensor(f_idx)], cal, local_fit, local_cal, len(f_idx) + len(c_idx), val, val_labels)
-            sub.calibrated_on_ = f"group {n}: " + ("calibration_set" if calibration_set is not None else "held-out part of X")
-            raw[f_idx] = sub.decision_raw_[local_fit]
-            if len(c_idx):
-                raw[c_idx] = sub.decision_raw_[local_cal]
-            self.groups_[n] = sub
-        first = self.groups_[names[0]]
-        self.scores_, self.score_ = first.scores_, first.score_
-        self.n_train_, self.decision_raw_ = len(images), raw
-        self.decision_scores_ = np.empty(len(images))
-        for n, sub in self.groups_.items():
-            idx = np.nonzero(g == n)[0]
-            self.decision_scores_[idx] = sub._scale(raw[idx], clip=True)
-        self.labels_ = np.zeros(len(images), dtype=np.int64)
-        for n, sub in self.groups_.items():
-            idx = np.nonzero(g == n)[0]
-            self.labels_[idx] = (self.decision_scores_[idx] > sub.threshold_).astype(np.int64)
-        self.thresholds_ = {n: sub.threshold_ for n, sub in self.groups_.items()}
-        self.threshold_ = None  # one per group: thresholds_
-        self.threshold_info_ = {"rule": "fixed" if self.threshold is not None else self.threshold_rule, "fallback": None,
-                                "per_group": len(names)}
-        self.held_out_ = all(sub.held_out_ for sub in self.groups_.values())
-        self.n_calibration_ = sum(sub.n_calibration_ for sub in self.groups_.values())
-        self.calibrated_on_ = f"each of {len(names)} groups on its own held-out part"
-        return self
-
-    def _group_items(self, X: Any, groups: Any, name: str = "X") -> tuple[torch.Tensor, list[tuple[Any, np.ndarray]]]:
-        """X's items and, per group named in ``groups``, the indices of its items; a group not seen in fit is refused."""
-        images = as_images(X, name)
-        g = group_labels(groups, len(images), "groups")
-        unknown = sorted({v for v in g.tolist() if v not in self.groups_}, key=str)
-        if unknown:
-            raise DataError(f"groups {unknown[:5]} were not seen in fit; known groups: {list(self.groups_)[:20]}")
-        return images, [(n, np.nonzero(g == n)[0]) for n in dict.fromkeys(g.tolist())]
-
-    def _by_group(self, X: Any, groups: Any, fn: Callable[["AutoencoderDetector", Any], np.ndarray]) -> np.ndarray:
-        """``fn(group's detector, its items)`` of every item of X, in X's order (a grouped detector)."""
-        images, parts = self._group_items(X, groups)
-        out = np.empty(len(images))
-        for n, idx in parts:
-            out[idx] = fn(self.groups_[n], images[torch.as_tensor(idx)])
-        return out
-
-    def _one_calibration(self, what: str) -> None:
-        if getattr(self, "groups_", None):
-            raise ConfigError(f"{what} of a grouped detector is each group's own: call it on det.groups_[GROUP] for that group's items")
-
-    def _grouped(self, groups: Any) -> bool:
-        if getattr(self, "groups_", None):
-            if groups is None:
-                raise ConfigError(f"this detector was fitted with groups ({len(self.groups_)}): pass groups= for the items "
-                                  "scored, one label per item")
-            return True
-        if groups is not None:
-            raise ConfigError("groups= is for a detector fitted with groups; this one was fitted without")
-        return False
 
     def _calibrate(self, cal_raw: np.ndarray, held_out: bool, val: Any = None, val_labels: Any = None) -> None:
         """The normalisation and threshold from raw calibration scores (``held_out``: of data nothing was
@@ -709,3 +393,8 @@ class AutoencoderDetector(BaseEstimator):
             return self.threshold_
         span = self.raw_max_ - self.raw_min_
         return self.raw_min_ + self.threshold_ * (span if span > 0 else 1.0)
+
+
+# what callers imported from here before the inputs' checks got their own module
+__all__ = ["DEFAULT_NORM_RANGE", "DEFAULT_SCORE", "NORM_RANGES", "AutoencoderDetector", "as_images", "calibration_split",
+           "group_labels", "resolve_norm_range"]

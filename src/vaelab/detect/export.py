@@ -10,7 +10,9 @@ forward takes float images [B, C, H, W] in [0, 1] and returns
 - ``flag`` [B] int64: ``score > threshold_`` (``predict``),
 - ``error_map`` [B, H, W] float32: the reconstruction's squared error, averaged over channels.
 
-The densities are computed in float64 in torch exactly as scikit-learn's ``GaussianMixture.score_samples``
+Each score computes itself in the exported graph through the head its class declares
+(``Score.export_head``, found by the score's registration, so a user's score that declares one exports
+too; ``EXPORTABLE_SCORES`` lists them). The densities are computed in float64 in torch exactly as scikit-learn's ``GaussianMixture.score_samples``
 does (log-weights + Cholesky-whitened quadratic forms, log-sum-exp). ``nelbo`` exports with the
 score's common noise as a buffer (the Python score reuses one draw for every image, so the two agree);
 a posterior that is not a diagonal Gaussian, or a discretised likelihood, is refused. ``nll`` draws
@@ -19,281 +21,45 @@ sorted training scores).
 ``load_exported`` (vaelab.exported) runs a bundle without vaelab's training stack."""
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..errors import ConfigError, ModelError
 from ..exported import MODEL_FILES, OUTPUT_NAMES, load_exported
 from ..fileio import atomic_write_json
-from .scores import (BCEScore, ClassEnergyScore, ClassEntropyScore, ComboScore, GMMScore, KNNScore, MahalanobisScore, MSEScore, NELBOScore, PatchMSEScore,
-                     Score, SSIMScore, Whitener, free_energy, gaussian_parts, log_entropy, nelbo_at_noise)
+from .scores import DEFAULT_COMBO, ExportContext, export_head_for, export_refusal, exportable_scores, get_score
+from .scores.combination import RANK_REFUSAL, member_names
+from .scores.density import GMMHead as _GMMHead  # noqa: F401 - the names the heads had here before
+from .scores.likelihood import bernoulli_log_prob as _bernoulli_log_prob  # noqa: F401
 
-__all__ = ["EXPORTABLE_SCORES", "FORMATS", "ScorerModule", "check_exportable", "export_detector", "load_exported"]
+_Context = ExportContext
+
+__all__ = ["FORMATS", "ScorerModule", "check_exportable", "export_detector", "load_exported"]
 
 FORMATS = tuple(MODEL_FILES)
-# every score of vaelab.detect.scores that the exported module computes; nll samples afresh per image
-EXPORTABLE_SCORES = ("mse", "bce", "patch_mse", "ssim", "nelbo", "mahalanobis", "latent_gmm", "latent_knn",
-                     "feature_knn", "feature_gmm", "class_entropy", "class_energy", "combo")
 
 
-def _refuse(what: str, why: str) -> ConfigError:
-    return ConfigError(f"the {what} score cannot be exported: {why}. Exportable scores: {', '.join(EXPORTABLE_SCORES)} "
-                       "(combo with combo_method='zscore' and exportable members)")
+def __getattr__(name: str) -> Any:
+    if name == "EXPORTABLE_SCORES":  # every registered score with an export head, a user's too
+        return tuple(exportable_scores())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def check_exportable(score: str, combo: Any = None, combo_method: str | None = None) -> None:
-    """Refuse, before any fitting, a score the exporter cannot compute (nll, a rank combo)."""
-    from .scores import DEFAULT_COMBO
-
-    members = [score]
-    if score == "combo":
-        members = [c.strip() for c in combo.split(",")] if isinstance(combo, str) else list(combo or DEFAULT_COMBO)
+    """Refuse, before any fitting, a score the exporter cannot compute (one without an export head, a rank combo)."""
+    spec = get_score(score)
+    members = [spec]
+    if spec.cls.combines:
+        members = [get_score(m) for m in member_names(combo if combo is not None else DEFAULT_COMBO)]
         if combo_method not in (None, "zscore"):
-            raise _refuse("combo", "combo_method='rank' looks each member score up among the sorted training scores; "
-                                   "export a zscore combo")
+            raise export_refusal("combo", RANK_REFUSAL)
     for m in members:
-        if m == "nll":
-            raise _refuse(repr(m), "it draws fresh importance samples for every image, so the same image would not get "
-                                   "the same score; export 'nelbo', whose noise is drawn once")
-
-
-class _Context:
-    """What the heads read, each computed once per forward: the reconstruction, its error, E[z|x], features."""
-
-    def __init__(self, model: nn.Module, x: torch.Tensor):
-        self.model, self.x, self._cache = model, x, {}
-
-    def get(self, key: str) -> torch.Tensor:
-        if key not in self._cache:
-            m, x = self.model, self.x
-            if key == "recon":
-                v = m.reconstruct(x)
-            elif key == "err":
-                v = (self.get("recon") - x).pow(2)
-            elif key == "latent":
-                v = m.encode(x).mean
-            elif key == "feature":
-                v = m.features(x)
-            else:  # pragma: no cover
-                raise KeyError(key)
-            self._cache[key] = v
-        return self._cache[key]
-
-
-class _WhitenerModule(nn.Module):
-    def __init__(self, w: Whitener):
-        super().__init__()
-        self.register_buffer("mean", w.mean_.double().clone())
-        self.register_buffer("scale", w.scale_.double().clone())
-        self.rotate = w.components_ is not None
-        self.register_buffer("components", (w.components_ if self.rotate else torch.zeros(0)).double().clone())
-
-    def forward(self, v: torch.Tensor) -> torch.Tensor:
-        c = v.double() - self.mean
-        if self.rotate:
-            c = c @ self.components
-        return c / self.scale
-
-
-class _MSEHead(nn.Module):
-    def forward(self, ctx: _Context) -> torch.Tensor:
-        return ctx.get("err").flatten(1).mean(1)
-
-
-class _PatchMSEHead(nn.Module):
-    def __init__(self, patch_size: int, image_shape: tuple[int, ...]):
-        super().__init__()  # the window clipped to the image, fixed here: a traced kernel size must be a constant
-        self.kernel = (min(patch_size, image_shape[-2]), min(patch_size, image_shape[-1]))
-
-    def forward(self, ctx: _Context) -> torch.Tensor:
-        err = ctx.get("err").mean(1, keepdim=True)
-        return F.avg_pool2d(err, self.kernel, stride=1).flatten(1).amax(1)
-
-
-class _BCEHead(nn.Module):
-    def forward(self, ctx: _Context) -> torch.Tensor:
-        m, x = ctx.model, ctx.x
-        p = m.decode(ctx.get("latent")).mean.clamp(1e-6, 1 - 1e-6)
-        return (-(x * p.log() + (1 - x) * (1 - p).log())).flatten(1).sum(1)
-
-
-class _SSIMHead(nn.Module):
-    """1 - SSIM as vaelab.evaluate.image_quality.ssim_per_image (torchmetrics' arithmetic: reflect
-    padding, Gaussian window 11 / sigma 1.5, variances clamped at 0, the valid region averaged)."""
-
-    def __init__(self, image_shape: tuple[int, ...], window: int = 11, sigma: float = 1.5):
-        super().__init__()
-        from torchmetrics.functional.image.ssim import _gaussian_kernel_2d
-
-        size = int(3.5 * sigma + 0.5) * 2 + 1
-        self.pad, self.crop = (size - 1) // 2, (window - 1) // 2
-        channels = self.channels = image_shape[0]
-        self.register_buffer("kernel", _gaussian_kernel_2d(channels, [size, size], [sigma, sigma], torch.float32, "cpu"))
-        q = self.crop
-        self.valid = image_shape[-1] > 2 * q and image_shape[-2] > 2 * q  # else the whole (reflect-padded) map, as ssim_per_image
-
-    def forward(self, ctx: _Context) -> torch.Tensor:
-        a, b = ctx.get("recon").float(), ctx.x.float()
-        p, n = self.pad, a.shape[0]
-        a, b = F.pad(a, (p, p, p, p), mode="reflect"), F.pad(b, (p, p, p, p), mode="reflect")
-        o = F.conv2d(torch.cat((a, b, a * a, b * b, a * b)), self.kernel, groups=self.channels)
-        mu_a, mu_b, saa, sbb, sab = o[:n], o[n : 2 * n], o[2 * n : 3 * n], o[3 * n : 4 * n], o[4 * n :]
-        c1, c2 = 0.01**2, 0.03**2
-        mu_aa, mu_bb, mu_ab = mu_a.pow(2), mu_b.pow(2), mu_a * mu_b
-        upper = 2 * (sab - mu_ab) + c2
-        lower = (saa - mu_aa).clamp_min(0.0) + (sbb - mu_bb).clamp_min(0.0) + c2
-        full = ((2 * mu_ab + c1) * upper) / ((mu_aa + mu_bb + c1) * lower)
-        if self.valid:
-            q = self.crop
-            full = full[..., q:-q, q:-q]
-        return 1.0 - full.flatten(1).mean(1)
-
-
-def _bernoulli_log_prob(px, x: torch.Tensor) -> torch.Tensor:
-    """log p(x | logits l) summed per example, x * l - softplus(l) with softplus(l) = max(l, 0) +
-    log(1 + exp(-|l|)): torch's Bernoulli log_prob exports to ONNX as log(sigmoid(l)), which is -inf
-    (and the sum NaN) where a logit saturates."""
-    logits = px.base_dist.logits
-    softplus = logits.clamp_min(0) + torch.log(1 + torch.exp(-logits.abs()))
-    return (x * logits - softplus).flatten(1).sum(1)
-
-
-class _NELBOHead(nn.Module):
-    """-ELBO at the score's common noise (vaelab.detect.scores.nelbo_at_noise), the noise a buffer."""
-
-    def __init__(self, s: NELBOScore, model: nn.Module):
-        super().__init__()
-        if model.config.likelihood in ("dgaussian", "dlogistic"):
-            raise _refuse("'nelbo'", f"the {model.config.likelihood} likelihood's log-probability has no exported form "
-                                     "yet; train with likelihood=bernoulli or gaussian, or export a reconstruction score")
-        c, h, w = model.image_shape
-        with torch.no_grad():
-            q = model.encode(torch.full((1, c, h, w), 0.5))
-        parts = gaussian_parts(q)
-        if parts is None:
-            raise _refuse("'nelbo'", f"{model.config.name}'s posterior is not a diagonal Gaussian, so the score samples "
-                                     "it afresh for every image")
-        self.register_buffer("eps", s.noise(parts[0].shape[-1]).float().clone())
-        self.bernoulli = model.config.likelihood == "bernoulli"
-
-    def forward(self, ctx: _Context) -> torch.Tensor:
-        return nelbo_at_noise(ctx.model, ctx.x, self.eps, log_prob=_bernoulli_log_prob if self.bernoulli else None)
-
-
-class _MahalanobisHead(nn.Module):
-    def __init__(self, s: MahalanobisScore):
-        super().__init__()
-        self.register_buffer("location", s.location_.double().clone())
-        self.register_buffer("precision", s.precision_.double().clone())
-
-    def forward(self, ctx: _Context) -> torch.Tensor:
-        d = ctx.get("latent").double() - self.location
-        return ((d @ self.precision) * d).sum(1).clamp_min(0).sqrt()
-
-
-class _GMMHead(nn.Module):
-    """-log p(v) under scikit-learn's full-covariance GaussianMixture, as its score_samples computes it."""
-
-    def __init__(self, s: GMMScore):
-        super().__init__()
-        g = s.gmm_
-        if g.covariance_type != "full":  # pragma: no cover - vaelab fits full covariances
-            raise ModelError(f"exporting a GaussianMixture needs covariance_type='full', got {g.covariance_type!r}")
-        self.source = s.source
-        self.whiten = _WhitenerModule(s.whitener_)
-        self.register_buffer("log_weights", torch.from_numpy(g.weights_).double().log())
-        self.register_buffer("means", torch.from_numpy(g.means_).double())  # [K, D]
-        chol = torch.from_numpy(g.precisions_cholesky_).double()  # [K, D, D]
-        self.register_buffer("prec_chol", chol)
-        self.register_buffer("log_det", torch.diagonal(chol, dim1=1, dim2=2).log().sum(1))  # [K]
-        self.register_buffer("mu_chol", torch.einsum("kd,kde->ke", self.means, chol))  # [K, D]
-        self.n_features = g.means_.shape[1]
-
-    def forward(self, ctx: _Context) -> torch.Tensor:
-        v = self.whiten(ctx.get(self.source))  # [B, D]
-        y = torch.einsum("bd,kde->bke", v, self.prec_chol) - self.mu_chol  # [B, K, D]
-        log_prob = y.pow(2).sum(2)
-        a = -0.5 * (self.n_features * math.log(2 * math.pi) + log_prob) + self.log_det + self.log_weights  # [B, K]
-        m = a.amax(1, keepdim=True)
-        return -(m.squeeze(1) + (a - m).exp().sum(1).log())
-
-
-class _KNNHead(nn.Module):
-    """Mean Euclidean distance to the k nearest rows of the whitened training bank (as torch.cdist)."""
-
-    def __init__(self, s: KNNScore):
-        super().__init__()
-        self.source = s.source
-        self.whiten = _WhitenerModule(s.whitener_)
-        self.register_buffer("bank", s.train_.double().clone())  # [N, D]
-        self.register_buffer("bank_sq", s.train_.double().pow(2).sum(1))  # [N]
-        self.k = min(s.k, len(s.train_))
-
-    def forward(self, ctx: _Context) -> torch.Tensor:
-        q = self.whiten(ctx.get(self.source))
-        d2 = q.pow(2).sum(1, keepdim=True) + self.bank_sq - 2 * (q @ self.bank.T)
-        d = d2.clamp_min(0).sqrt()
-        return torch.topk(d, self.k, dim=1, largest=False).values.mean(1)
-
-
-class _ComboHead(nn.Module):
-    def __init__(self, s: ComboScore, model: nn.Module):
-        super().__init__()
-        if s.method != "zscore":
-            raise _refuse(s.spec(), "combo_method='rank' looks each member score up among the sorted training scores; "
-                                    "export a zscore combo")
-        self.members = nn.ModuleList(_head(m, model) for m in s.members)
-        self.register_buffer("mean", s.mean_.double().clone())
-        self.register_buffer("std", s.std_.double().clone())
-
-    def forward(self, ctx: _Context) -> torch.Tensor:
-        s = torch.stack([h(ctx).double() for h in self.members], 1)
-        return ((s - self.mean) / self.std).mean(1)
-
-
-class _ClassEntropyHead(nn.Module):
-    def forward(self, ctx: _Context) -> torch.Tensor:
-        return log_entropy(F.log_softmax(ctx.model.logits(ctx.get("latent")), 1))
-
-
-class _ClassEnergyHead(nn.Module):
-    def forward(self, ctx: _Context) -> torch.Tensor:
-        return free_energy(ctx.model.logits(ctx.get("latent")))
-
-
-def _head(s: Score, model: nn.Module) -> nn.Module:
-    image_shape = tuple(model.image_shape)
-    if isinstance(s, MSEScore):
-        return _MSEHead()
-    if isinstance(s, PatchMSEScore):
-        return _PatchMSEHead(s.patch_size, image_shape)
-    if isinstance(s, BCEScore):
-        return _BCEHead()
-    if isinstance(s, SSIMScore):
-        return _SSIMHead(image_shape)
-    if isinstance(s, NELBOScore):
-        return _NELBOHead(s, model)
-    if isinstance(s, MahalanobisScore):
-        return _MahalanobisHead(s)
-    if isinstance(s, GMMScore):
-        return _GMMHead(s)
-    if isinstance(s, KNNScore):
-        return _KNNHead(s)
-    if isinstance(s, ComboScore):
-        return _ComboHead(s, model)
-    if isinstance(s, ClassEnergyScore):  # before its parent class
-        return _ClassEnergyHead()
-    if isinstance(s, ClassEntropyScore):
-        return _ClassEntropyHead()
-    why = ("it draws fresh importance samples for every image, so the same image would not get the same score"
-           if s.name == "nll" else "the exporter has no torch version of it")
-    raise _refuse(repr(s.name), why)
+        if not m.exportable:
+            raise export_refusal(repr(m.name), m.cls.why_not_exportable)
 
 
 class ScorerModule(nn.Module):
@@ -321,7 +87,7 @@ class ScorerModule(nn.Module):
             for p in model.parameters():
                 p.requires_grad_(False)
             models.append(model)
-            heads.append(_head(score, model))
+            heads.append(export_head_for(score, model))
         self.models, self.heads = nn.ModuleList(models), nn.ModuleList(heads)
         span = detector.raw_max_ - detector.raw_min_
         lo, scale = (detector.raw_min_, span if span > 0 else 1.0) if detector.normalize else (0.0, 1.0)
@@ -343,7 +109,7 @@ class ScorerModule(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         raws, errs = [], []
         for model, head in zip(self.models, self.heads):
-            ctx = _Context(model, x)
+            ctx = ExportContext(model, x)
             raws.append(head(ctx).double())
             errs.append(ctx.get("err").mean(1))
         raw = torch.stack(raws).mean(0)  # an ensemble's score is the mean of its members' raw scores

@@ -18,7 +18,6 @@ import torch
 from ..errors import ConfigError, DataError
 
 FEATURE_METHODS = ("auto", "reconstruction", "gradient")
-RECONSTRUCTION_SCORES = ("mse", "bce")
 
 
 def reconstruction_terms(model: Any, x: torch.Tensor, batch_size: int = 500) -> np.ndarray:
@@ -55,8 +54,9 @@ def gradient_times_input(score: Callable[[torch.Tensor], np.ndarray], x: torch.T
 
 def feature_contributions(det: Any, X: Any, method: str = "auto", step: float = 1e-2) -> np.ndarray:
     """(N, D) contribution of each feature of each row of X to ``det``'s score (see the module's doc);
-    'auto' is 'reconstruction' for a reconstruction score (mse, bce) and 'gradient' otherwise."""
-    from .detector import as_images
+    'auto' is 'reconstruction' for a score that sums per-feature reconstruction errors (``sums_feature_errors``:
+    mse, bce) and 'gradient' otherwise."""
+    from .inputs import as_images
     from .scores import score_images
 
     if method not in FEATURE_METHODS:
@@ -67,7 +67,7 @@ def feature_contributions(det: Any, X: Any, method: str = "auto", step: float = 
         raise DataError("explanations per feature are for vectors (rows of a table); for images, vaelab detect --maps "
                         "draws where in each image the score comes from (vaelab.detect.maps)")
     if method == "auto":
-        method = "reconstruction" if det.score in RECONSTRUCTION_SCORES else "gradient"
+        method = "reconstruction" if det.score_.sums_feature_errors else "gradient"
     if method == "reconstruction":
         return np.mean([reconstruction_terms(m, det._prepare(x, i), det.batch_size) for i, m in enumerate(det.models_)], 0)
     # every member sees the same standardised columns when one standardiser made them (the detector trained

@@ -203,7 +203,8 @@ def _load_model(weights: Path) -> Any:
 def _load_groups(path: Path, doc: dict[str, Any]) -> Any:
     from safetensors.torch import load as load_safetensors
 
-    from .detector import AutoencoderDetector, group_labels
+    from .detector import AutoencoderDetector
+    from .inputs import group_labels
 
     names, n_models = doc.get("groups"), doc.get("n_models")
     if not isinstance(names, list) or not names or not isinstance(n_models, int) or not 1 <= n_models <= 64:
@@ -248,6 +249,7 @@ def load_detector(path: str | Path, members: tuple[list[Any], list[Any]] | None 
     from safetensors.torch import load as load_safetensors
 
     from .detector import AutoencoderDetector
+    from .scores import all_options
 
     path = Path(path)
     if path.is_symlink() or not path.is_dir():
@@ -269,7 +271,7 @@ def load_detector(path: str | Path, members: tuple[list[Any], list[Any]] | None 
         tensors = load_safetensors(_read_file(path / "arrays.safetensors"))
     except Exception as e:  # safetensors raises its own error types for a bad header
         raise CheckpointError(f"{path / 'arrays.safetensors'} is not a readable safetensors file ({e})") from None
-    allowed = set(AutoencoderDetector().get_params()) - {"model", "train_dir"}
+    allowed = (set(AutoencoderDetector._settings()) | set(all_options())) - {"model", "train_dir"}
     if set(params) - allowed:
         raise CheckpointError(f"{path / 'detector.json'} has unknown settings {sorted(set(params) - allowed)}")
     try:

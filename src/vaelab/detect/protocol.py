@@ -26,7 +26,7 @@ from ..models import get_spec
 from ..train import CHECKPOINT, RunConfig
 from ..train import load_run
 from .detector import DEFAULT_SCORE, AutoencoderDetector
-from .scores import SCORE_NAMES, make_score, density_free_scores
+from .scores import SCORES, density_free_scores, load_entry_points
 
 
 def _as_list(v: str | Sequence[Any] | None, kind: type = str) -> list[Any] | None:
@@ -57,12 +57,13 @@ def one_class_protocol(dataset: str, model_name: str = "vae", epochs: int = 20, 
     run is seeded, so ``jobs`` changes the results only by the floating-point effects of the
     thread count."""
     scores = _as_list(score) or []
-    bad = [s for s in scores if s not in SCORE_NAMES]
+    load_entry_points()
+    bad = [s for s in scores if s not in SCORES]
     if not scores or bad:
-        raise ConfigError(f"unknown anomaly score(s) {bad or scores}; choose from: {', '.join(SCORE_NAMES)}")
+        raise ConfigError(f"unknown anomaly score(s) {bad or scores}; choose from: {', '.join(SCORES)}")
     spec = get_spec(model_name)
     for s in scores:  # refuse before training what cannot be scored after it
-        sc = make_score(s, **{k: v for k, v in (detector_options or {}).items() if k in ("combo", "combo_method")})
+        sc = AutoencoderDetector(score=s, **(detector_options or {}))._make_score()
         if sc.needs_density and not spec.cls.has_density:
             raise ModelError(f"the {s!r} score needs a model with a posterior density and a prior (has_density: vae, iwae, "
                              f"bvae, ...); {model_name} has none. Use {', '.join(density_free_scores())} or a combo of those")

@@ -69,29 +69,35 @@ def register_model(name: str, description: str | None = None, **defaults: Any) -
     return decorate
 
 
-def discover() -> None:
-    """Import every module of vaelab.models once: each registers the models it defines."""
-    pkg = importlib.import_module(__package__)
+def discover(package: str = __package__) -> None:
+    """Import every module of ``package`` (vaelab.models by default) once: each registers what it defines."""
+    pkg = importlib.import_module(package)
     for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
-        importlib.import_module(f"{__package__}.{info.name}")
+        importlib.import_module(f"{package}.{info.name}")
 
 
 _entry_points_loaded = False
 
 
 def load_entry_points() -> None:
-    """Import the modules that installed packages name in the ``vaelab.models`` entry-point group."""
+    """Import the modules that installed packages name in the ``vaelab.models`` entry-point group, once."""
     global _entry_points_loaded
     if _entry_points_loaded:
         return
     _entry_points_loaded = True
+    import_entry_points(ENTRY_POINT_GROUP)
+
+
+def import_entry_points(group: str) -> None:
+    """Import the modules that installed packages name in the entry-point ``group`` (``vaelab.models``;
+    the score registry's ``vaelab.scores``); one that fails to import is logged and passed over."""
     from importlib.metadata import entry_points
 
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
+    for ep in entry_points(group=group):
         try:
             ep.load()
         except Exception as e:  # a broken third-party package must not break vaelab
-            log.warning("could not load the model entry point %s (%s): %s", ep.name, ep.value, e)
+            log.warning("could not load the %s entry point %s (%s): %s", group, ep.name, ep.value, e)
 
 
 # module name -> what was passed to import it (a dotted name, or the absolute path of a .py file)
@@ -294,13 +300,19 @@ def model_imports(name: str) -> list[str]:
     return [spec.module]
 
 
+def look_up(table: dict[str, Any], name: str, what: str, decorator: str, load: Callable[[], None]) -> Any:
+    """``table[name]`` of a registry, the entry points imported first (``load``) when it is not there, or a
+    ConfigError naming every ``what`` and how to add one of one's own (``@vaelab.DECORATOR``)."""
+    if name not in table:
+        load()
+    if name not in table:
+        raise ConfigError(f"unknown {what} {name!r}; choose one of: {', '.join(table)}. A {what.split()[-1]} of your own: "
+                          f"register it with @vaelab.{decorator} and pass --import MODULE")
+    return table[name]
+
+
 def get_spec(name: str) -> ModelSpec:
-    if name not in MODELS:
-        load_entry_points()
-    if name not in MODELS:
-        raise ConfigError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}. A model of your own: "
-                          "register it with @vaelab.register_model and pass --import MODULE")
-    return MODELS[name]
+    return look_up(MODELS, name, "model", "register_model", load_entry_points)
 
 
 def models_with(capability: str) -> list[str]:
