@@ -34,4 +34,14 @@ def register_model(name, description=None, **defaults):
     return register(name, description, **defaults)
 
 
-__all__ = ["CheckpointError", "ConfigError", "DataError", "ModelError", "TrainingError", "VaelabError", "load", "register_model", "trust_imports", "__version__"]
+def register_source(name, description=None, **declared):
+    """Make a data source the dataset ``name`` of every vaelab command (``--data NAME``): a decorator
+    on a function ``load(split, path) -> ImageSet`` or a vaelab.data.Source subclass; see
+    vaelab.data.sources.base."""
+    from .data.sources import register_source as register
+
+    return register(name, description, **declared)
+
+
+__all__ = ["CheckpointError", "ConfigError", "DataError", "ModelError", "TrainingError", "VaelabError", "load", "register_model", "register_source",
+           "trust_imports", "__version__"]

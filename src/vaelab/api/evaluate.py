@@ -72,21 +72,25 @@ def evaluate_run(run_dir: str | Path, metrics: list[str] | None = None, update_r
 
 
 def _other_test_set(cfg: RunConfig, test_data: str, like: Any) -> Any:
-    """The test split of ``test_data`` (a dataset name or an .npz path), prepared as the run's data
+    """The test split of ``test_data`` (a dataset name, or a file or folder a source reads: an .npz, a
+    CSV, a folder of images), prepared as the run's data
     (size, channels); refused when its images do not have the run's shape."""
     from dataclasses import replace
 
-    from ..data import SOURCES, load_split
+    from ..data import SOURCES, load_split, source_for_path
     from ..errors import ConfigError, DataError
 
-    if Path(test_data).suffix == ".npz" or Path(test_data).is_file():
-        if not Path(test_data).is_file():
-            raise DataError(f"--test-data {test_data}: no such file")
-        dcfg = replace(cfg.data, name="npz", path=str(test_data), classes=None, drop_classes=None, test_limit=None)
-    elif test_data in SOURCES:
+    path = Path(test_data)
+    if test_data in SOURCES and not path.is_file():
         dcfg = replace(cfg.data, name=test_data, path=None, classes=None, drop_classes=None, test_limit=None)
     else:
-        raise ConfigError(f"--test-data {test_data!r} is neither an .npz file nor a dataset ({', '.join(SOURCES)})")
+        src = source_for_path(path)  # the source that reads this file or folder (npz, csv, folder, ...)
+        if src is None:
+            raise ConfigError(f"--test-data {test_data!r} is neither a file or folder a source reads (an .npz, ...) nor "
+                              f"a dataset ({', '.join(SOURCES)})")
+        if not path.exists():
+            raise DataError(f"--test-data {test_data}: no such file")
+        dcfg = replace(cfg.data, name=src.name, path=str(test_data), classes=None, drop_classes=None, test_limit=None)
     test = load_split(dcfg, "test", apply_class_filter=False)
     if tuple(test.shape) != tuple(like.shape):
         raise DataError(f"--test-data {test_data}: images of shape {tuple(test.shape)}, but the run was trained on "
