@@ -43,5 +43,13 @@ def register_source(name, description=None, **declared):
     return register(name, description, **declared)
 
 
-__all__ = ["CheckpointError", "ConfigError", "DataError", "ModelError", "TrainingError", "VaelabError", "load", "register_model", "register_source",
+def register_metric(name, description=None, **declared):
+    """Function decorator that makes ``metric(model, data, **options) -> dict`` the metric ``name`` of
+    ``vaelab evaluate --metrics``, with the options it declares; see vaelab.evaluate.registry."""
+    from .evaluate.registry import register_metric as register
+
+    return register(name, description, **declared)
+
+
+__all__ = ["CheckpointError", "ConfigError", "DataError", "ModelError", "TrainingError", "VaelabError", "load", "register_metric", "register_model", "register_source",
            "trust_imports", "__version__"]

@@ -3,49 +3,29 @@ callers ask a source what it declares instead of checking its name."""
 from __future__ import annotations
 
 import json
-import re
-import shlex
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from tests.guides import restored, run_guide
+
 import vaelab
 from vaelab.data import SOURCES, DataConfig, ImageSet, Source, get_source, load_data, source_for_path
 from vaelab.errors import ConfigError, DataError
 
-GUIDE = Path(__file__).resolve().parents[2] / "docs" / "guide" / "adding-a-data-source.md"
 
-
-def guide_blocks(lang: str) -> list[str]:
-    return re.findall(rf"```{lang}\n(.*?)```", GUIDE.read_text(), flags=re.S)
-
-
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def registry():
-    """SOURCES as it was before the test: what a test registers is gone after it."""
-    before = dict(SOURCES)
-    yield SOURCES
-    SOURCES.clear()
-    SOURCES.update(before)
+    with restored(SOURCES) as r:  # what a test registers is gone after it
+        yield r
 
 
-def test_the_guides_source_trains_and_evaluates_from_the_command_line(tmp_path, monkeypatch, capsys, registry):
+def test_the_guides_source_trains_and_evaluates_from_the_command_line(tmp_path, monkeypatch, capsys):
     """The must-show: a user's file that registers a source works in `vaelab train vae --data NAME
     --import file.py` (and in `vaelab datasets` and `vaelab evaluate`), every command as the guide prints it."""
-    from vaelab.cli import main
-
-    (code,) = [b for b in guide_blocks("python") if b.startswith("# stripes.py")]
-    (tmp_path / "stripes.py").write_text(code)
-    monkeypatch.chdir(tmp_path)
-    lines = [ln.split("#")[0].strip() for ln in guide_blocks("bash")[0].splitlines()]
-    outputs = []
-    for line in filter(None, lines):
-        argv = shlex.split(line)
-        assert argv[0] == "vaelab"
-        assert main([*argv[1:], "--quiet"]) == 0, capsys.readouterr().err
-        outputs.append(capsys.readouterr().out)
+    outputs = run_guide("adding-a-data-source.md", "stripes.py", tmp_path, monkeypatch, capsys)
     assert "stripes" in outputs[0] and "Horizontal or vertical stripes" in outputs[0]
     run = tmp_path / "runs" / "stripes"
     assert "name: stripes" in (run / "config.yaml").read_text()
@@ -55,7 +35,7 @@ def test_the_guides_source_trains_and_evaluates_from_the_command_line(tmp_path, 
     assert SOURCES["stripes"].module.startswith("vaelab_user_stripes")
 
 
-def test_a_function_source_is_named_checked_against_its_declared_shape_and_used_by_load_data(registry):
+def test_a_function_source_is_named_checked_against_its_declared_shape_and_used_by_load_data():
     @vaelab.register_source("tiny", class_names=["a", "b"], shape=(1, 4, 4))
     def tiny(split, path=None):
         """Four-pixel squares."""
@@ -86,7 +66,7 @@ def test_a_function_source_is_named_checked_against_its_declared_shape_and_used_
         vaelab.register_source("bad")(42)
 
 
-def test_a_source_class_that_reads_a_path_is_chosen_for_the_files_it_claims(tmp_path, registry):
+def test_a_source_class_that_reads_a_path_is_chosen_for_the_files_it_claims(tmp_path):
     """A Source subclass with needs_path and claims(): `vaelab detect --data FILE` and `--test-data FILE`
     pick it for its files, its config_keys come from the data config, and scored_whole is asked."""
 

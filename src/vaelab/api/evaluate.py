@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data import load_run_data
-from ..evaluate import DEFAULT_METRICS, evaluate
+from ..evaluate import evaluate
 from ..fileio import atomic_write_json
 from ..runfiles import read_text
 from ..train import RunConfig, load_run
@@ -18,8 +18,8 @@ log = logging.getLogger("vaelab")
 def evaluate_run(run_dir: str | Path, metrics: list[str] | None = None, update_report: bool = True,
                  test_data: str | None = None, redraw: bool = True, run_data: str | Path | None = None,
                  **options: Any) -> dict[str, Any]:
-    """Metrics of a trained run on its test split (default: elbo, recon, au; ``["all"]``: every
-    metric). ``options`` go to the metrics (nll_k, nll_images, fid_features, n_labels, ...).
+    """Metrics of a trained run on its test split (default: the registry's default ones; ``["all"]``:
+    every metric). ``options`` go to the metrics that declare them (`vaelab metrics -v`: nll_k, ...).
     ``test_data``: score another set instead of the run's test split: a dataset name or an .npz
     (its x_test, y_test), e.g. CIFAR-10's exact-pixel images for a model trained on the JPEG copy.
     Its metrics go to metrics.json under ``evaluations`` -> that set, never over the run's own.
@@ -34,7 +34,7 @@ def evaluate_run(run_dir: str | Path, metrics: list[str] | None = None, update_r
     if test_data is not None:
         test = _other_test_set(cfg, test_data, test)
     kw = {"batch_size": cfg.train.eval_batch_size, "seed": cfg.seed, "train": train, **options}
-    result = evaluate(model, test, metrics or DEFAULT_METRICS, **kw)
+    result = evaluate(model, test, metrics or None, **kw)
     if test_data is not None:
         result = {"test_data": test_data, "n_test": len(test), **result}
         if update_report:

@@ -10,7 +10,7 @@ import torch
 
 from ..config import dump_yaml
 from ..data import ImageSet, load_data
-from ..evaluate import DEFAULT_METRICS, evaluate
+from ..evaluate import default_metrics, evaluate
 from ..evaluate.health import health_flags, health_notes
 from ..generate import interpolate, latent_traversal, make_sampler
 from ..fileio import atomic_write_json
@@ -76,7 +76,7 @@ def train_run(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = 
     segments = [*earlier, time.perf_counter() - t0]
     log.info("trained in %.1f s%s; evaluating on %d test images and drawing the report", segments[-1],
              f" ({sum(segments):.1f} s over {len(segments)} sessions)" if len(segments) > 1 else "", len(test))
-    metrics = evaluate(model, test, DEFAULT_METRICS, batch_size=cfg.train.eval_batch_size, seed=cfg.seed, train=train)
+    metrics = evaluate(model, test, default_metrics(), batch_size=cfg.train.eval_batch_size, seed=cfg.seed, train=train)
     metrics.update({"train_seconds": sum(segments), "train_seconds_segments": segments, "parameters": model.num_parameters(),
                     "n_train": len(train), "n_val": len(val), "n_test": len(test)})
     check_health(metrics)
@@ -173,7 +173,7 @@ def _finished_run(run_dir: Path, cfg: RunConfig, done: int, data: tuple[ImageSet
     with run_lock(run_dir):
         model = restore_weights(run_dir, RunConfig.load(run_dir / "config.yaml"), encoder, decoder)  # as it trained
         train, val, test = data if data is not None else load_data(cfg.data, cfg.seed)
-        metrics = evaluate(model, test, DEFAULT_METRICS, batch_size=cfg.train.eval_batch_size, seed=cfg.seed, train=train)
+        metrics = evaluate(model, test, default_metrics(), batch_size=cfg.train.eval_batch_size, seed=cfg.seed, train=train)
         metrics.update({"parameters": model.num_parameters(), "n_train": len(train), "n_val": len(val), "n_test": len(test)})
         segments = earlier_segments(run_dir)  # the training sessions metrics.json recorded (a killed one's time is lost)
         if segments:

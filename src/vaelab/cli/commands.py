@@ -71,19 +71,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from ..api import evaluate_run
+    from ..evaluate import metric_options
 
     metrics = [m.strip() for m in args.metrics.split(",")] if args.metrics else None
-    opts = {k: v for k, v in {"nll_k": args.nll_k, "nll_images": args.nll_images, "fid_features": args.fid_features,
-                              "fid_images": args.fid_images, "n_labels": args.n_labels}.items() if v is not None}
-    if args.fid_samplers:
-        from ..errors import ConfigError
-        from ..generate import SAMPLERS
-
-        names = tuple(s.strip() for s in args.fid_samplers.split(",") if s.strip())
-        bad = [s for s in names if s not in SAMPLERS]
-        if bad or not names:
-            raise ConfigError(f"--fid-samplers: unknown sampler(s) {bad or names}; choose from {', '.join(SAMPLERS)}")
-        opts["samplers"] = names
+    opts = {k: getattr(args, k) for k in metric_options() if getattr(args, k, None) is not None}  # the ones given
     if args.no_report and args.report:
         from ..errors import ConfigError
 
@@ -268,10 +259,12 @@ def cmd_data_build_defects(args: argparse.Namespace) -> int:
 def cmd_datasets(args: argparse.Namespace) -> int:
     from ..api import list_datasets
 
-    listing = list_datasets()
+    listing = list_datasets(declared=args.verbose)
     print("search order: " + ", ".join(listing["search_order"]) + ", then download\n")
     for row in listing["sources"]:
         print(f"{row['name']:<14} {row['description']}\n{'':<14} {row['status']}")
+        if args.verbose:
+            print(f"{'':<14} " + "; ".join(f"{k}: {v}" for k, v in row["declared"].items()))
     return 0
 
 
@@ -282,4 +275,15 @@ def cmd_models(args: argparse.Namespace) -> int:
         print(f"{row['name']:<16} {row['description']}")
         for opt in row.get("options", ()):  # each option with this model's default and its meaning
             print(f"{'':<4}{opt['key'] + ' = ' + opt['default']:<40}" + (f" {opt['meaning']}" if opt["meaning"] else ""))
+    return 0
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    from ..api import list_metrics
+
+    for row in list_metrics(options=args.verbose):
+        marks = [m for m, on in (("default", row["default"]), ("images only", row["images_only"])) if on]
+        print(f"{row['name']:<12} {row['description']}" + (f" [{', '.join(marks)}]" if marks else ""))
+        for opt in row.get("options", ()):  # each option as `vaelab evaluate` takes it, with its default
+            print(f"{'':<4}{opt['flag'] + ' ' + opt['default']:<28} {opt['meaning']}")
     return 0

@@ -1,10 +1,54 @@
 """The `vaelab` argument parser: one subparser per command, each bound to its function in
-vaelab.cli.commands. Building it imports no torch, so `vaelab --help` is instant."""
+vaelab.cli.commands. Building it imports no torch, so `vaelab --help` is instant: options read from
+a registry (the metrics' options of `vaelab evaluate`) are added when their command is parsed."""
 from __future__ import annotations
 
 import argparse
+from typing import Callable
 
 from . import commands as cmds
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser that, given ``lazy_options``, calls it once before it first parses (or prints
+    its help): options read from a registry, after the modules of --import that may add to it."""
+
+    lazy_options: Callable[[argparse.ArgumentParser, list[str]], None] | None = None
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        if self.lazy_options is not None:
+            add, self.lazy_options = self.lazy_options, None
+            add(self, list(args) if args is not None else [])
+        return super().parse_known_args(args, namespace)
+
+
+def _metric_options(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+    """--NAME-OF-OPTION for each option the registered metrics declare (`vaelab metrics -v`), those of
+    the metrics that --import brings included; cmd_evaluate passes the ones given to the metrics."""
+    from ..errors import VaelabError
+    from ..models import import_models
+
+    imports = [a.split("=", 1)[1] if "=" in a else (argv[i + 1] if i + 1 < len(argv) else "")
+               for i, a in enumerate(argv) if a == "--import" or a.startswith("--import=")]
+    try:
+        import_models([m for m in imports if m])
+    except VaelabError:
+        pass  # main() imports them again after parsing, and names the problem
+    from ..evaluate import metric_options
+
+    group = parser.add_argument_group("metric options (each metric takes its own; `vaelab metrics -v` lists them)")
+    taken = {a.dest for a in parser._actions}
+    for key, uses in metric_options().items():
+        opt = uses[0][1]
+        if key in taken:
+            continue  # an option of one's own named like one of the command's: it stays an API option
+        defaults = "; ".join(f"{m}: default {o.shown}" for m, o in uses)
+        try:
+            group.add_argument("--" + key.replace("_", "-"), dest=key, type=opt.parse, choices=opt.choices,
+                               metavar=key.upper() if opt.choices is None else None, help=f"{opt.meaning} ({defaults})")
+        except argparse.ArgumentError:
+            continue  # its flag is one of the command's
+
 
 def _config_keys_help() -> str:
     """Every data.* / train.* key and the model keys all models share, with defaults and meanings."""
@@ -27,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(prog="vaelab", description="Autoencoders and VAEs: train, evaluate, generate.")
     p.add_argument("--version", action="version", version=f"vaelab {__version__}")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     t = sub.add_parser("train", help="train a model into a run directory",
                        description="Train MODEL into a run directory. Every config key below can be set with "
@@ -50,15 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="test-set metrics of a run")
     _add_run_data_option(e)
     e.add_argument("run_dir")
-    e.add_argument("--metrics", help="comma-separated subset of: elbo, recon, au, accuracy, nll, fid, probes, few_label, "
-                                     "mig; or all (default: elbo,recon,au,accuracy)")
-    e.add_argument("--nll-k", type=int, help="importance samples per image for nll (default 1000)")
-    e.add_argument("--nll-images", type=int, help="evaluate nll on the first N test images (default: all)")
-    e.add_argument("--fid-features", choices=["lenet", "inception"], help="feature network for FID (default lenet)")
-    e.add_argument("--fid-images", type=int, help="images per side for FID (default 10000)")
-    e.add_argument("--fid-samplers", help="comma-separated samplers whose samples FID scores (default prior,gmm; also "
-                                          "maf, iaf, two-stage, vamp): keys fid_lenet (prior) and fid_lenet_NAME")
-    e.add_argument("--n-labels", type=int, help="labelled images for the few-label transfer (default 2000)")
+    e.add_argument("--metrics", help="comma-separated metrics that `vaelab metrics` lists, or all (default: the ones it "
+                                     "marks default)")
+    e.lazy_options = _metric_options  # type: ignore[attr-defined]
     e.add_argument("--json", action="store_true", help="print one JSON object; the numbers go to metrics.json but report.html "
                                                      "is not redrawn (add --report)")
     e.add_argument("--report", action="store_true", help="redraw report.html (the default without --json)")
@@ -250,6 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     bd.set_defaults(func=cmds.cmd_data_build_defects)
 
     d = sub.add_parser("datasets", help="every data source, where it was found or how to get it")
+    d.add_argument("-v", "--verbose", action="store_true", help="also what each source declares (path, classes, shape)")
     d.set_defaults(func=cmds.cmd_datasets)
     c = sub.add_parser("compare", help="compare runs side by side in one HTML page",
                        description="One self-contained page: configs (differences highlighted), a metrics table, the "
@@ -262,6 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("models", help="every model by name")
     m.add_argument("-v", "--verbose", action="store_true", help="also list each model's options")
     m.set_defaults(func=cmds.cmd_models)
+    mt = sub.add_parser("metrics", help="every metric by name (vaelab evaluate --metrics)")
+    mt.add_argument("-v", "--verbose", action="store_true", help="also list each metric's options")
+    mt.set_defaults(func=cmds.cmd_metrics)
     _add_import_option(sub)
     return p
 
@@ -289,8 +331,9 @@ def _add_import_option(sub: argparse._SubParsersAction) -> None:
         parser.add_argument("-q", "--quiet", action="store_true",
                             help="no progress: neither the training bar nor the lines of long steps (fits, calibration, NLL, FID)")
         parser.add_argument("--import", dest="imports", action="append", metavar="MODULE",
-                            help="a module (dotted name, or a .py file) that registers models of your own with "
-                                 "@vaelab.register_model; repeatable")
+                            help="a module (dotted name, or a .py file) that registers models, data sources or "
+                                 "metrics of your own (@vaelab.register_model, register_source, register_metric); "
+                                 "repeatable")
         parser.add_argument("--trust-imports", action="store_true",
                             help="import the module a run's config names for its model (imports:); off by default, as "
                                  "a run directory from someone else could name any code. Never from inside the run "
