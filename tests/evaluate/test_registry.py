@@ -112,3 +112,15 @@ def test_evaluate_help_lists_each_metric_option_from_the_registry(capsys):
     args = build_parser().parse_args(["evaluate", "RUN", "--nll-k", "7", "--fid-samplers", "prior,maf",
                                       "--fid-features", "inception"])
     assert (args.nll_k, args.fid_samplers, args.fid_features, args.n_labels) == (7, ("prior", "maf"), "inception", None)
+
+
+def test_an_option_named_like_a_flag_of_the_command_stays_an_api_option():
+    @vaelab.register_metric("clash", json="an option of the same name as --json", depth="a fresh one")
+    def clash(model, data, json: bool = False, depth: int = 2):
+        return {}
+
+    from vaelab.cli import build_parser
+
+    args = build_parser().parse_args(["evaluate", "RUN", "--json", "--depth", "5"])
+    assert args.json is True and args.depth == 5  # --json stays the command's; --depth is the metric's
+    assert "depth" in args.metric_options and "json" not in args.metric_options

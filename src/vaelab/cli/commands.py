@@ -71,10 +71,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from ..api import evaluate_run
-    from ..evaluate import metric_options
 
     metrics = [m.strip() for m in args.metrics.split(",")] if args.metrics else None
-    opts = {k: getattr(args, k) for k in metric_options() if getattr(args, k, None) is not None}  # the ones given
+    opts = {k: getattr(args, k) for k in args.metric_options if getattr(args, k) is not None}  # the metric options given
     if args.no_report and args.report:
         from ..errors import ConfigError
 

@@ -24,7 +24,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _metric_options(parser: argparse.ArgumentParser, argv: list[str]) -> None:
     """--NAME-OF-OPTION for each option the registered metrics declare (`vaelab metrics -v`), those of
-    the metrics that --import brings included; cmd_evaluate passes the ones given to the metrics."""
+    the metrics that --import brings included; cmd_evaluate passes the ones given (``args.metric_options``)."""
     from ..errors import VaelabError
     from ..models import import_models
 
@@ -37,7 +37,7 @@ def _metric_options(parser: argparse.ArgumentParser, argv: list[str]) -> None:
     from ..evaluate import metric_options
 
     group = parser.add_argument_group("metric options (each metric takes its own; `vaelab metrics -v` lists them)")
-    taken = {a.dest for a in parser._actions}
+    taken, added = {a.dest for a in parser._actions}, []
     for key, uses in metric_options().items():
         opt = uses[0][1]
         if key in taken:
@@ -48,6 +48,8 @@ def _metric_options(parser: argparse.ArgumentParser, argv: list[str]) -> None:
                                metavar=key.upper() if opt.choices is None else None, help=f"{opt.meaning} ({defaults})")
         except argparse.ArgumentError:
             continue  # its flag is one of the command's
+        added.append(key)
+    parser.set_defaults(metric_options=tuple(added))  # the options cmd_evaluate passes on when given
 
 
 def _config_keys_help() -> str:
