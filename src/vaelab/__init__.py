@@ -42,5 +42,22 @@ def register_score(name, description=None, **defaults):
     return register(name, description, **defaults)
 
 
-__all__ = ["CheckpointError", "ConfigError", "DataError", "ModelError", "TrainingError", "VaelabError", "load", "register_model",
-           "register_score", "trust_imports", "__version__"]
+def register_source(name, description=None, **declared):
+    """Make a data source the dataset ``name`` of every vaelab command (``--data NAME``): a decorator
+    on a function ``load(split, path) -> ImageSet`` or a vaelab.data.Source subclass; see
+    vaelab.data.sources.base."""
+    from .data.sources import register_source as register
+
+    return register(name, description, **declared)
+
+
+def register_metric(name, description=None, **declared):
+    """Function decorator that makes ``metric(model, data, **options) -> dict`` the metric ``name`` of
+    ``vaelab evaluate --metrics``, with the options it declares; see vaelab.evaluate.registry."""
+    from .evaluate.registry import register_metric as register
+
+    return register(name, description, **declared)
+
+
+__all__ = ["CheckpointError", "ConfigError", "DataError", "ModelError", "TrainingError", "VaelabError", "load", "register_metric",
+           "register_model", "register_score", "register_source", "trust_imports", "__version__"]

@@ -1,22 +1,29 @@
-"""What vaelab knows by name: every data source (and where it was found), every model and every anomaly
-score (with their options), as plain data for `vaelab datasets` / `vaelab models` / `vaelab scores` and
-for a notebook."""
+"""What vaelab knows by name, read from the registries: every data source (and where it was found),
+every model, anomaly score and metric (with their options), as plain data for `vaelab datasets` /
+`vaelab models` / `vaelab scores` / `vaelab metrics` and for a notebook."""
 from __future__ import annotations
 
 from typing import Any
 
 
-def list_datasets() -> dict[str, Any]:
+def list_datasets(declared: bool = False) -> dict[str, Any]:
     """``{"search_order": [...], "sources": [{"name", "description", "found", "status"}]}``: each data
-    source, where it was found on this machine, or how to get it."""
+    source, where it was found on this machine, or how to get it (those reading data.path last). With
+    ``declared``, each row's ``declared``: what the source declares (needs_path, classes, labelled, shape)."""
     from ..data import SOURCES
     from ..data.download import data_roots
 
     rows = []
-    for name, src in SOURCES.items():
+    for name, src in sorted(SOURCES.items(), key=lambda item: item[1].needs_path):
         where = None if src.needs_path else src.locate()
         status = f"found: {where}" if where else ("needs data.path" if src.needs_path else f"not found; {src.how_to_get}")
-        rows.append({"name": name, "description": src.description, "found": str(where) if where else None, "status": status})
+        row = {"name": name, "description": src.description, "found": str(where) if where else None, "status": status}
+        if declared:
+            row["declared"] = {"needs_path": src.needs_path, "classes": len(src.class_names) or None,
+                               "labelled": src.labelled, "shape": list(src.shape) if src.shape else None,
+                               "data keys": ["path", *src.config_keys] if src.needs_path else list(src.config_keys),
+                               "module": src.module}
+        rows.append(row)
     return {"search_order": [str(r) for r in data_roots()], "sources": rows}
 
 
@@ -68,19 +75,6 @@ def import_modules(modules: list[str]) -> None:
     import_models(modules)
 
 
-def check_sampler_names(names: list[str], option: str = "samplers") -> tuple[str, ...]:
-    """The sampler names given (stripped, blanks dropped), or a ConfigError naming the unknown ones
-    and the known samplers: before a job loads anything."""
-    from ..errors import ConfigError
-    from ..generate import SAMPLERS
-
-    given = tuple(s.strip() for s in names if s.strip())
-    bad = [s for s in given if s not in SAMPLERS]
-    if bad or not given:
-        raise ConfigError(f"{option}: unknown sampler(s) {bad or list(given)}; choose from {', '.join(SAMPLERS)}")
-    return given
-
-
 def _option_text(value: Any) -> str:
     """An option's default as the command line writes it: a sequence as a comma list, None as null."""
     if value is None:
@@ -107,6 +101,24 @@ def list_scores(options: bool = False) -> list[dict[str, Any]]:
         if options:
             row["options"] = [{"name": o.name, "default": _option_text(o.default), "meaning": o.help,
                                "type": o.kind.__name__, "choices": list(o.choices) if o.choices else None}
+                              for o in spec.options.values()]
+        rows.append(row)
+    return rows
+
+
+def list_metrics(options: bool = False) -> list[dict[str, Any]]:
+    """Every registered metric: name, description, whether it is a default one and whether it is
+    for images only; with ``options``, each option it declares with its default, its meaning and the
+    flag `vaelab evaluate` takes it by."""
+    from ..evaluate import METRICS
+
+    rows = []
+    for name, spec in METRICS.items():
+        row: dict[str, Any] = {"name": name, "description": spec.description, "default": spec.default,
+                               "images_only": spec.images_only, "module": spec.module}
+        if options:
+            row["options"] = [{"key": o.name, "flag": "--" + o.name.replace("_", "-"), "meaning": o.meaning,
+                               "default": o.shown}
                               for o in spec.options.values()]
         rows.append(row)
     return rows

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data import load_run_data
-from ..evaluate import DEFAULT_METRICS, evaluate
+from ..evaluate import evaluate
 from ..fileio import atomic_write_json
 from ..runfiles import read_text
 from ..train import RunConfig, load_run
@@ -18,8 +18,8 @@ log = logging.getLogger("vaelab")
 def evaluate_run(run_dir: str | Path, metrics: list[str] | None = None, update_report: bool = True,
                  test_data: str | None = None, redraw: bool = True, run_data: str | Path | None = None,
                  **options: Any) -> dict[str, Any]:
-    """Metrics of a trained run on its test split (default: elbo, recon, au; ``["all"]``: every
-    metric). ``options`` go to the metrics (nll_k, nll_images, fid_features, n_labels, ...).
+    """Metrics of a trained run on its test split (default: the registry's default ones; ``["all"]``:
+    every metric). ``options`` go to the metrics that declare them (`vaelab metrics -v`: nll_k, ...).
     ``test_data``: score another set instead of the run's test split: a dataset name or an .npz
     (its x_test, y_test), e.g. CIFAR-10's exact-pixel images for a model trained on the JPEG copy.
     Its metrics go to metrics.json under ``evaluations`` -> that set, never over the run's own.
@@ -34,7 +34,7 @@ def evaluate_run(run_dir: str | Path, metrics: list[str] | None = None, update_r
     if test_data is not None:
         test = _other_test_set(cfg, test_data, test)
     kw = {"batch_size": cfg.train.eval_batch_size, "seed": cfg.seed, "train": train, **options}
-    result = evaluate(model, test, metrics or DEFAULT_METRICS, **kw)
+    result = evaluate(model, test, metrics or None, **kw)
     if test_data is not None:
         result = {"test_data": test_data, "n_test": len(test), **result}
         if update_report:
@@ -72,21 +72,25 @@ def evaluate_run(run_dir: str | Path, metrics: list[str] | None = None, update_r
 
 
 def _other_test_set(cfg: RunConfig, test_data: str, like: Any) -> Any:
-    """The test split of ``test_data`` (a dataset name or an .npz path), prepared as the run's data
+    """The test split of ``test_data`` (a dataset name, or a file or folder a source reads: an .npz, a
+    CSV, a folder of images), prepared as the run's data
     (size, channels); refused when its images do not have the run's shape."""
     from dataclasses import replace
 
-    from ..data import SOURCES, load_split
+    from ..data import SOURCES, load_split, source_for_path
     from ..errors import ConfigError, DataError
 
-    if Path(test_data).suffix == ".npz" or Path(test_data).is_file():
-        if not Path(test_data).is_file():
-            raise DataError(f"--test-data {test_data}: no such file")
-        dcfg = replace(cfg.data, name="npz", path=str(test_data), classes=None, drop_classes=None, test_limit=None)
-    elif test_data in SOURCES:
+    path = Path(test_data)
+    if test_data in SOURCES and not path.is_file():
         dcfg = replace(cfg.data, name=test_data, path=None, classes=None, drop_classes=None, test_limit=None)
     else:
-        raise ConfigError(f"--test-data {test_data!r} is neither an .npz file nor a dataset ({', '.join(SOURCES)})")
+        src = source_for_path(path)  # the source that reads this file or folder (npz, csv, folder, ...)
+        if src is None:
+            raise ConfigError(f"--test-data {test_data!r} is neither a file or folder a source reads (an .npz, ...) nor "
+                              f"a dataset ({', '.join(SOURCES)})")
+        if not path.exists():
+            raise DataError(f"--test-data {test_data}: no such file")
+        dcfg = replace(cfg.data, name=src.name, path=str(test_data), classes=None, drop_classes=None, test_limit=None)
     test = load_split(dcfg, "test", apply_class_filter=False)
     if tuple(test.shape) != tuple(like.shape):
         raise DataError(f"--test-data {test_data}: images of shape {tuple(test.shape)}, but the run was trained on "

@@ -61,13 +61,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from ..api import evaluate_run
 
     metrics = [m.strip() for m in args.metrics.split(",")] if args.metrics else None
-    opts = {k: v for k, v in {"nll_k": args.nll_k, "nll_images": args.nll_images, "fid_features": args.fid_features,
-                              "fid_images": args.fid_images, "n_labels": args.n_labels}.items() if v is not None}
-    if args.fid_samplers:
-        from ..api import check_sampler_names
-
-        names = check_sampler_names(args.fid_samplers.split(","), "--fid-samplers")
-        opts["samplers"] = names
+    opts = {k: getattr(args, k) for k in args.metric_options if getattr(args, k) is not None}  # the metric options given
     if args.no_report and args.report:
         from ..errors import ConfigError
 
@@ -249,10 +243,12 @@ def cmd_data_build_defects(args: argparse.Namespace) -> int:
 def cmd_datasets(args: argparse.Namespace) -> int:
     from ..api import list_datasets
 
-    listing = list_datasets()
+    listing = list_datasets(declared=args.verbose)
     print("search order: " + ", ".join(listing["search_order"]) + ", then download\n")
     for row in listing["sources"]:
         print(f"{row['name']:<14} {row['description']}\n{'':<14} {row['status']}")
+        if args.verbose:
+            print(f"{'':<14} " + "; ".join(f"{k}: {v}" for k, v in row["declared"].items()))
     return 0
 
 
@@ -278,4 +274,15 @@ def cmd_scores(args: argparse.Namespace) -> int:
         for opt in row.get("options", ()):  # each option with its default and meaning
             choices = f" (one of {', '.join(opt['choices'])})" if opt["choices"] else ""
             print(f"{'':<4}{opt['name'] + ' = ' + opt['default']:<{width}} {opt['meaning']}{choices}".rstrip())
+    return 0
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    from ..api import list_metrics
+
+    for row in list_metrics(options=args.verbose):
+        marks = [m for m, on in (("default", row["default"]), ("images only", row["images_only"])) if on]
+        print(f"{row['name']:<12} {row['description']}" + (f" [{', '.join(marks)}]" if marks else ""))
+        for opt in row.get("options", ()):  # each option as `vaelab evaluate` takes it, with its default
+            print(f"{'':<4}{opt['flag'] + ' ' + opt['default']:<28} {opt['meaning']}")
     return 0

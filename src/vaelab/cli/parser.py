@@ -1,8 +1,10 @@
 """The `vaelab` argument parser: one subparser per command, each bound to its function in
-vaelab.cli.commands. Building it imports no torch, so `vaelab --help` is instant."""
+vaelab.cli.commands. Building it imports no torch, so `vaelab --help` is instant: options read from
+a registry (the metrics' options of `vaelab evaluate`) are added when their command is parsed."""
 from __future__ import annotations
 
 import argparse
+from typing import Callable
 
 from . import commands as cmds
 
@@ -15,15 +17,21 @@ class Parser(argparse.ArgumentParser):
 
     takes_score_options = False
     _score_options_added = False
+    # a command's options read from another registry (the metrics'), added once before it first parses
+    lazy_options: "Callable[[argparse.ArgumentParser, list[str]], None] | None" = None
+
+    def _add_lazy_options(self, args: list[str] | None) -> None:
+        if self.lazy_options is not None:
+            add, self.lazy_options = self.lazy_options, None
+            add(self, list(args) if args is not None else [])
 
     def _add_score_options(self, args: list[str] | None) -> None:
         if not self.takes_score_options or self._score_options_added:
             return
         self._score_options_added = True
-        from ..api import list_scores
-        from ..models import import_models
+        from ..api import import_modules, list_scores
 
-        import_models(_imports(args or []))
+        import_modules(_imports(args or []))
         flags: dict[str, dict] = {}  # option name -> its flag's settings, from the first score that declares it
         for row in list_scores(options=True):
             for opt in row["options"]:
@@ -44,10 +52,12 @@ class Parser(argparse.ArgumentParser):
 
     def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
         self._add_score_options(args)
+        self._add_lazy_options(args)
         return super().parse_known_args(args, namespace)
 
     def format_help(self) -> str:
         self._add_score_options(None)
+        self._add_lazy_options(None)
         return super().format_help()
 
 
@@ -55,6 +65,33 @@ def _imports(args: list[str]) -> list[str]:
     """The values of --import MODULE / --import=MODULE in a command's arguments."""
     out = [a.split("=", 1)[1] for a in args if a.startswith("--import=")]
     return out + [b for a, b in zip(args, args[1:]) if a == "--import"]
+
+
+def _metric_options(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+    """--NAME-OF-OPTION for each option the registered metrics declare (`vaelab metrics -v`), those of
+    the metrics that --import brings included; cmd_evaluate passes the ones given (``args.metric_options``)."""
+    from ..api import import_modules, metric_options
+    from ..errors import VaelabError
+
+    try:
+        import_modules(_imports(argv))
+    except VaelabError:
+        pass  # main() imports them again after parsing, and names the problem
+
+    group = parser.add_argument_group("metric options (each metric takes its own; `vaelab metrics -v` lists them)")
+    taken, added = {a.dest for a in parser._actions}, []
+    for key, uses in metric_options().items():
+        opt = uses[0][1]
+        if key in taken:
+            continue  # an option of one's own named like one of the command's: it stays an API option
+        defaults = "; ".join(f"{m}: default {o.shown}" for m, o in uses)
+        try:
+            group.add_argument("--" + key.replace("_", "-"), dest=key, type=opt.parse, choices=opt.choices,
+                               metavar=key.upper() if opt.choices is None else None, help=f"{opt.meaning} ({defaults})")
+        except argparse.ArgumentError:
+            continue  # its flag is one of the command's
+        added.append(key)
+    parser.set_defaults(metric_options=tuple(added))  # the options cmd_evaluate passes on when given
 
 
 def _flag_bool(text: str) -> bool:
@@ -81,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = Parser(prog="vaelab", description="Autoencoders and VAEs: train, evaluate, generate.")
     p.add_argument("--version", action="version", version=f"vaelab {__version__}")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     t = sub.add_parser("train", help="train a model into a run directory",
                        description="Train MODEL into a run directory. Every config key below can be set with "
@@ -104,15 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="test-set metrics of a run")
     _add_run_data_option(e)
     e.add_argument("run_dir")
-    e.add_argument("--metrics", help="comma-separated subset of: elbo, recon, au, accuracy, nll, fid, probes, few_label, "
-                                     "mig; or all (default: elbo,recon,au,accuracy)")
-    e.add_argument("--nll-k", type=int, help="importance samples per image for nll (default 1000)")
-    e.add_argument("--nll-images", type=int, help="evaluate nll on the first N test images (default: all)")
-    e.add_argument("--fid-features", choices=["lenet", "inception"], help="feature network for FID (default lenet)")
-    e.add_argument("--fid-images", type=int, help="images per side for FID (default 10000)")
-    e.add_argument("--fid-samplers", help="comma-separated samplers whose samples FID scores (default prior,gmm; also "
-                                          "maf, iaf, two-stage, vamp): keys fid_lenet (prior) and fid_lenet_NAME")
-    e.add_argument("--n-labels", type=int, help="labelled images for the few-label transfer (default 2000)")
+    e.add_argument("--metrics", help="comma-separated metrics that `vaelab metrics` lists, or all (default: the ones it "
+                                     "marks default)")
+    e.lazy_options = _metric_options  # type: ignore[attr-defined]
     e.add_argument("--json", action="store_true", help="print one JSON object; the numbers go to metrics.json but report.html "
                                                      "is not redrawn (add --report)")
     e.add_argument("--report", action="store_true", help="redraw report.html (the default without --json)")
@@ -300,6 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     bd.set_defaults(func=cmds.cmd_data_build_defects)
 
     d = sub.add_parser("datasets", help="every data source, where it was found or how to get it")
+    d.add_argument("-v", "--verbose", action="store_true", help="also what each source declares (path, classes, shape)")
     d.set_defaults(func=cmds.cmd_datasets)
     c = sub.add_parser("compare", help="compare runs side by side in one HTML page",
                        description="One self-contained page: configs (differences highlighted), a metrics table, the "
@@ -315,6 +347,10 @@ def build_parser() -> argparse.ArgumentParser:
     sc = sub.add_parser("scores", help="every anomaly score by name: what it needs and whether it exports")
     sc.add_argument("-v", "--verbose", action="store_true", help="also list each score's options with their defaults")
     sc.set_defaults(func=cmds.cmd_scores)
+
+    mt = sub.add_parser("metrics", help="every metric by name (vaelab evaluate --metrics)")
+    mt.add_argument("-v", "--verbose", action="store_true", help="also list each metric's options")
+    mt.set_defaults(func=cmds.cmd_metrics)
     _add_import_option(sub)
     return p
 
@@ -342,8 +378,9 @@ def _add_import_option(sub: argparse._SubParsersAction) -> None:
         parser.add_argument("-q", "--quiet", action="store_true",
                             help="no progress: neither the training bar nor the lines of long steps (fits, calibration, NLL, FID)")
         parser.add_argument("--import", dest="imports", action="append", metavar="MODULE",
-                            help="a module (dotted name, or a .py file) that registers models or anomaly scores of "
-                                 "your own (@vaelab.register_model, @vaelab.register_score); repeatable")
+                            help="a module (dotted name, or a .py file) that registers models, anomaly scores, data "
+                                 "sources, metrics or samplers of your own (@vaelab.register_model, register_score, "
+                                 "register_source, register_metric, register_sampler); repeatable")
         parser.add_argument("--trust-imports", action="store_true",
                             help="import the module a run's config names for its model (imports:); off by default, as "
                                  "a run directory from someone else could name any code. Never from inside the run "

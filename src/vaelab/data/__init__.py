@@ -10,17 +10,13 @@ from typing import Literal
 
 from ..errors import ConfigError, DataError
 from .imageset import ImageSet, resolve_classes
-from .sources import SOURCES, Source, get_source
-from .synthetic import DSPRITES, SHAPES
-
-SOURCES.setdefault(SHAPES.name, SHAPES)
-SOURCES.setdefault(DSPRITES.name, DSPRITES)
+from .sources import OWN_SOURCE_HINT, SOURCES, Source, get_source, register_source, source_for_path
 
 
 @dataclass
 class DataConfig:
     name: str = "fashion-mnist"  # a source of `vaelab datasets` (mnist, cifar10, folder, npz, ...)
-    path: str | None = None  # for the folder and npz sources
+    path: str | None = None  # the file or folder a source reads (folder, npz, csv, mvtec: `vaelab datasets`)
     val_fraction: float = 0.1  # of the training split, held out for validation
     classes: list[int | str] | None = None  # keep only these classes (numbers or names; training and validation)
     drop_classes: list[int | str] | None = None  # leave these classes out (numbers or names; training and validation)
@@ -36,7 +32,7 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         if self.name not in SOURCES:
-            raise ConfigError(f"unknown dataset {self.name!r}; choose one of: {', '.join(SOURCES)}")
+            raise ConfigError(f"unknown dataset {self.name!r}; choose one of: {', '.join(SOURCES)}. {OWN_SOURCE_HINT}")
         if not 0 <= self.val_fraction < 1:
             raise ConfigError(f"data.val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.label_column is not None and not isinstance(self.label_column, str):
@@ -80,18 +76,8 @@ def fit_standardizer(train: ImageSet, cfg: DataConfig) -> None:
 
 def load_split(cfg: DataConfig, split: str, apply_class_filter: bool = True) -> ImageSet:
     """One split ('train' or 'test') with the config's transforms (class filter optional)."""
-    src = get_source(cfg.name)
-    if cfg.name == "csv":
-        s = src.load(split, cfg.path, cfg.label_column)
-    elif src.takes_image_options:  # decodes files itself: it brings mixed sizes and modes to the run's
-        from .folder import FolderOptions
-
-        s = src.load(split, cfg.path, FolderOptions(cfg.size, cfg.resize_mode, cfg.channels))
-    else:
-        s = src.load(split, cfg.path)
+    s = get_source(cfg.name).read(split, cfg)  # the source takes the keys it declares (path, label_column, ...)
     if len(s) == 0:
-        from ..errors import DataError
-
         raise DataError(f"{cfg.name}: the {split} split is empty")
     if apply_class_filter:
         s = s.select_classes(cfg.classes, cfg.drop_classes)
@@ -140,4 +126,5 @@ def absolute_data_path(cfg: DataConfig) -> None:
         cfg.path = os.path.abspath(os.path.expanduser(cfg.path))
 
 
-__all__ = ["DataConfig", "absolute_data_path", "load_run_data", "ImageSet", "resolve_classes", "Source", "SOURCES", "get_source", "load_data", "load_split"]
+__all__ = ["DataConfig", "absolute_data_path", "load_run_data", "ImageSet", "resolve_classes", "Source", "SOURCES", "get_source",
+           "load_data", "load_split", "register_source", "source_for_path"]

@@ -29,6 +29,7 @@ your own in this layout works too: `x_train`, `x_test`, `y_test` and `anomaly_la
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -36,14 +37,22 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..data import SOURCES, DataConfig, ImageSet, load_split, resolve_classes
+from ..data import SOURCES, DataConfig, ImageSet, load_split, resolve_classes, source_for_path
 from ..data.parsers import images_to_tensor, load_npz
-from ..data.sources import Cifar10Source, IdxSource
 from ..errors import ConfigError, DataError
 from ..fileio import atomic_path
 
+STUDY_SIZES = ((28, 28), (32, 32))  # the layout's 32 x 32 images: padded from 28 x 28, or as they are
 STUDY_SETS = {"rep1": ("x_test", "y_test"), "rep2": ("x_rep2", "y_rep2"), "labeled": ("x_labeled", "y_labeled"),
               "train": ("x_train", None)}
+
+
+def study_sources() -> list[str]:
+    """The sources the layout is built from, as each declares itself: labelled, 10 classes, images of
+    28 x 28 or 32 x 32 pixels (the smallest first)."""
+    fits = [n for n, s in SOURCES.items()
+            if s.labelled and len(s.class_names) == 10 and s.shape is not None and tuple(s.shape[-2:]) in STUDY_SIZES]
+    return sorted(fits, key=lambda n: math.prod(SOURCES[n].shape))
 
 
 def _anomaly_count(n_normal: int, fraction: float) -> int:
@@ -71,7 +80,7 @@ def build_ood_study(out: str | Path, seed: int = 0, classes: Sequence[int | str]
         raise ConfigError(f"anomaly_fraction must be in (0, 0.5), got {anomaly_fraction}")
     if n_labeled < 0 or n_labeled % len(classes):
         raise ConfigError(f"n_labeled must be a non-negative multiple of the {len(classes)} classes, got {n_labeled}")
-    ten_class = [n for n, s in SOURCES.items() if isinstance(s, (IdxSource, Cifar10Source))]  # labelled, 10 classes
+    ten_class = study_sources()
     if dataset not in ten_class:
         raise ConfigError(f"the OOD study layout is built from a labelled 10-class dataset: one of {', '.join(ten_class)}; "
                           f"got {dataset!r}")
@@ -226,29 +235,24 @@ def load_detection_set(data: str, like: DataConfig, split: str | None = None,
     study = None
     if data in SOURCES and "/" not in data:
         cfg = DataConfig(name=data)
-    elif path.suffix == ".npz" or path.is_file():
-        if not path.is_file():
+    elif path.is_file() and is_study_file(path):
+        study = load_ood_study(path)
+        name = split or "rep1"
+        s = study.get(name)
+        desc = f"{path} ({name})"
+    else:
+        src = source_for_path(path)  # the source that reads this file or folder (csv, npz, mvtec, folder, ...)
+        if src is None:
+            raise DataError(f"{data!r} is neither a file, a folder nor a dataset name; choose one of: {', '.join(SOURCES)}")
+        if not path.exists():
             raise DataError(f"{path} does not exist; give an .npz file, a folder of images or a dataset name "
                             f"({', '.join(SOURCES)})")
-        if is_study_file(path):
-            study = load_ood_study(path)
-            name = split or "rep1"
-            s = study.get(name)
-            desc = f"{path} ({name})"
-        elif path.suffix.lower() == ".csv":
-            cfg = DataConfig(name="csv", path=str(path), label_column=like.label_column)
-        else:
-            cfg = DataConfig(name="npz", path=str(path))
-    elif path.is_dir() and (path / "train" / "good").is_dir() and (path / "ground_truth").is_dir():
-        cfg = DataConfig(name="mvtec", path=str(path))  # MVTec AD's layout: labels 0 good / 1 defect, and masks
-    elif path.is_dir():
-        cfg = DataConfig(name="folder", path=str(path))
-    else:
-        raise DataError(f"{data!r} is neither a file, a folder nor a dataset name; choose one of: {', '.join(SOURCES)}")
+        # the data.* keys the source reads (a CSV's label column) as the run has them
+        cfg = DataConfig(name=src.name, path=str(path), **{k: getattr(like, k) for k in src.config_keys})
     if study is None:
         # a folder of images without train/ and test/ sub-folders, a CSV file and an npz of one array x
         # are scored whole (every file, row or example); a source with its own train / test splits, its test split
-        whole = _scored_whole(cfg, path)
+        whole = cfg.path is not None and SOURCES[cfg.name].scored_whole(path)
         split = split or ("all" if whole else "test")
         allowed = ("all", "train", "test") if whole else ("train", "test")
         if split not in allowed:
@@ -277,20 +281,3 @@ def load_detection_set(data: str, like: DataConfig, split: str | None = None,
             keep &= ~torch.isin(s.labels, torch.as_tensor(s.class_ids(like.drop_classes, "the run's data.drop_classes")))
         y = (~keep).numpy().astype(np.int64)
     return s, y, desc
-
-
-def _scored_whole(cfg: DataConfig, path: Path) -> bool:
-    """Whether `vaelab detect` scores every example of ``path`` by default (it has no test split of its own)."""
-    if cfg.name == "folder":
-        return not ((path / "train").is_dir() and (path / "test").is_dir())
-    if cfg.name == "csv":
-        return True
-    if cfg.name == "npz":
-        import zipfile
-
-        try:
-            names = {n[:-4] for n in zipfile.ZipFile(path).namelist()}
-        except (OSError, zipfile.BadZipFile):
-            return False  # the loader names the problem
-        return "x_test" not in names and "x" in names
-    return False

@@ -6,8 +6,10 @@ import torch
 from ..data.imageset import to_unit_float
 from ..data import ImageSet
 from ..models import Autoencoder
+from .registry import register_metric
 
 
+@register_metric("accuracy", "test accuracy of a model that classifies (predict(x), e.g. ssvae)", default=True)
 @torch.no_grad()
 def accuracy(model: Autoencoder, data: ImageSet, batch_size: int = 1000, **_) -> dict[str, float]:
     """Fraction of ``data`` whose ``model.predict`` equals the label. Empty for models without

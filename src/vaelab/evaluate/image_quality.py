@@ -2,12 +2,17 @@
 reconstructed images to real ones in the feature space of a pluggable network."""
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 
 from ..data.imageset import to_unit_float
 from ..data import ImageSet
+from ..errors import ConfigError
 from ..models import Autoencoder
+from ..progress import Progress
 from .features import FeatureNet, feature_net_for
+from .registry import register_metric
 
 
 def _batches(data: ImageSet, batch_size: int, device: torch.device, n: int | None = None):
@@ -30,6 +35,7 @@ def ssim_per_image(a: torch.Tensor, b: torch.Tensor, window: int = 11, sigma: fl
     return full.flatten(1).mean(1)
 
 
+@register_metric("recon", "reconstruction error: MSE, PSNR and SSIM of decode(E[z|x]) against x", default=True)
 @torch.no_grad()
 def reconstruction(model: Autoencoder, data: ImageSet, batch_size: int = 1000, train: ImageSet | None = None,
                    **_) -> dict[str, float]:
@@ -70,37 +76,50 @@ def frechet_distance(f1: torch.Tensor, f2: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def _features(net: FeatureNet, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    return torch.cat([net.features(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
+def _features(net: FeatureNet, images: torch.Tensor, batch_size: int = 1000, progress: Progress | None = None) -> torch.Tensor:
+    parts = []
+    for i in range(0, len(images), batch_size):
+        parts.append(net.features(images[i : i + batch_size]))
+        if progress is not None:
+            progress.update(len(parts[-1]))
+    return torch.cat(parts)
 
 
+@register_metric("fid", "FID of each sampler's samples and rFID of reconstructions against the test images",
+                 images_only=True, fid_features="the feature network: lenet (trained on the training split) or inception",
+                 fid_images="images per side", fid_samplers="the samplers whose samples are scored (comma-separated; "
+                 "keys fid_FEATURES for prior, fid_FEATURES_NAME for the others)")
 @torch.no_grad()
 def fid(model: Autoencoder, data: ImageSet, batch_size: int = 1000, seed: int = 0, train: ImageSet | None = None,
-        fid_features: str = "lenet", fid_images: int = 10_000, samplers: tuple[str, ...] = ("prior", "gmm"), **_) -> dict[str, float]:
+        fid_features: Literal["lenet", "inception"] = "lenet", fid_images: int = 10_000,
+        fid_samplers: tuple[str, ...] = ("prior", "gmm"), **_) -> dict[str, float]:
     """FID of samples (each sampler) and rFID of reconstructions against the real test images.
 
     The feature network is named in the key: ``fid_lenet`` uses a small classifier that vaelab
     trains on the dataset's own training split (never reported as Inception FID);
     ``fid_inception`` uses InceptionV3 (see vaelab.evaluate.features)."""
-    from ..generate import make_sampler
+    from ..generate import SAMPLERS, make_sampler
 
+    if isinstance(fid_samplers, str):
+        fid_samplers = tuple(t.strip() for t in fid_samplers.split(",") if t.strip())
+    bad = [s for s in fid_samplers if s not in SAMPLERS]
+    if bad or not fid_samplers:
+        raise ConfigError(f"fid_samplers: unknown sampler(s) {bad or list(fid_samplers)}; choose from {', '.join(SAMPLERS)}")
     model.eval()
     dev = next(model.parameters()).device
     net = feature_net_for(fid_features, data, train, seed).to(dev)
     n = min(fid_images, len(data))
-    real = to_unit_float(data.images[:n].to(dev))
-    real_f = _features(net, real, batch_size)
-    out: dict[str, float] = {}
-    rec = torch.cat([model.reconstruct(real[i : i + batch_size]) for i in range(0, n, batch_size)])
-    out[f"rfid_{fid_features}"] = frechet_distance(_features(net, rec, batch_size), real_f)
-    if model.can_sample or train is not None:
+    # the prior needs a model that samples, the GMM the training codes
+    samplers = [s for s in fid_samplers if (model.can_sample or train is not None)
+                and not (s == "prior" and not model.can_sample) and not (s == "gmm" and train is None)]
+    with Progress(f"fid_{fid_features} features", (2 + len(samplers)) * n, "images") as p:
+        real = to_unit_float(data.images[:n].to(dev))
+        real_f = _features(net, real, batch_size, p)
+        out: dict[str, float] = {}
+        rec = torch.cat([model.reconstruct(real[i : i + batch_size]) for i in range(0, n, batch_size)])
+        out[f"rfid_{fid_features}"] = frechet_distance(_features(net, rec, batch_size, p), real_f)
         for name in samplers:
-            if name == "prior" and not model.can_sample:
-                continue
-            if name == "gmm" and train is None:
-                continue
-            sampler = make_sampler(name, seed=seed).fit(model, train)
-            fake = sampler.sample(n)
+            fake = make_sampler(name, seed=seed).fit(model, train).sample(n)
             key = f"fid_{fid_features}" + ("" if name == "prior" else f"_{name}")
-            out[key] = frechet_distance(_features(net, fake, batch_size), real_f)
+            out[key] = frechet_distance(_features(net, fake, batch_size, p), real_f)
     return out

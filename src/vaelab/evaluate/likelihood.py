@@ -14,7 +14,9 @@ from ..data.imageset import to_unit_float
 from ..data import ImageSet
 from ..errors import ModelError
 from ..models import Autoencoder
+from ..progress import Progress
 from ..train.speed import cpu_channels_last
+from .registry import register_metric
 
 # images per decoder call. On the CPU a few hundred keep the activations in cache and fresh memory
 # out of the allocator (decoded images per second of the conv VAE on 28x28, k = 200, 100 images,
@@ -47,6 +49,8 @@ def log_likelihood(model: Autoencoder, x: torch.Tensor, k: int = 1000, max_decod
     return acc - math.log(k)
 
 
+@register_metric("nll", "importance-sampled negative log-likelihood, nats per image (and bits per dimension)",
+                 nll_k="importance samples per image", nll_images="evaluate on the first N test images (null: all)")
 @torch.no_grad()
 def nll(model: Autoencoder, data: ImageSet, batch_size: int = 100, seed: int = 0, nll_k: int = 1000,
         nll_images: int | None = None, **_) -> dict[str, float]:
@@ -61,11 +65,12 @@ def nll(model: Autoencoder, data: ImageSet, batch_size: int = 100, seed: int = 0
     dev = next(model.parameters()).device
     total = torch.zeros((), dtype=torch.float64, device=dev)
     bs = min(batch_size, 100)
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), Progress(f"nll, {nll_k} importance samples per image", n, "images") as p:
         torch.manual_seed(seed)
         for i in range(0, n, bs):
             x = to_unit_float(data.images[i : min(i + bs, n)].to(dev))
             total -= log_likelihood(model, x, nll_k).sum()
+            p.update(len(x))
     total = float(total)
     dims = math.prod(data.shape)
     out = {"nll": total / n, "nll_k": float(nll_k), "nll_images": float(n)}

@@ -1,13 +1,11 @@
-"""Test-set metrics behind one signature: metric(model, data, **options) -> dict of floats.
-
-Options every metric accepts (and ignores when it does not need them): ``batch_size``, ``seed``,
-``train`` (the training split, for probes, transfer, GMM sampling and the FID feature network).
+"""Test-set metrics behind one signature, metric(model, data, **options) -> dict of floats, each
+registered with its options (see registry.py); ``evaluate`` runs the ones named. The loss terms and
+the active units are here; the other metrics are in the modules of their kind.
 """
 from __future__ import annotations
 
 import logging
-
-from typing import Any, Callable
+from typing import Any, Sequence
 
 import torch
 
@@ -15,16 +13,14 @@ from ..data.imageset import to_unit_float
 from ..data import ImageSet
 from ..errors import ConfigError
 from ..models import Autoencoder
-from .classification import accuracy
-from .image_quality import fid, reconstruction
-from .likelihood import nll
-from .representation import few_label, mig, probes
+from .registry import METRICS, OWN_METRIC_HINT, default_metrics, register_metric
 
 
 def _device(model: Autoencoder) -> torch.device:
     return next(model.parameters()).device
 
 
+@register_metric("elbo", "every loss term of the model (nelbo, rec, kl, ...) in nats per image", default=True)
 @torch.no_grad()
 def elbo_terms(model: Autoencoder, data: ImageSet, batch_size: int = 1000, seed: int = 0, **_) -> dict[str, float]:
     """Every loss term of the model averaged over the set (e.g. nelbo, rec, kl, mi, tc, dwkl), in
@@ -41,6 +37,7 @@ def elbo_terms(model: Autoencoder, data: ImageSet, batch_size: int = 1000, seed:
     return {k: float(v) / len(data) for k, v in sums.items()}
 
 
+@register_metric("au", "active units: latent units whose posterior mean varies over the images", default=True)
 @torch.no_grad()
 def active_units(model: Autoencoder, data: ImageSet, batch_size: int = 1000, threshold: float = 0.01, **_) -> dict[str, float]:
     """Units u with Cov_x(E_q[z_u | x]) > threshold (Burda et al.). Defined for stochastic
@@ -53,31 +50,16 @@ def active_units(model: Autoencoder, data: ImageSet, batch_size: int = 1000, thr
     return {"active_units": float((var > threshold).sum()), "active_fraction": float((var > threshold).double().mean())}
 
 
-METRICS: dict[str, Callable[..., dict[str, Any]]] = {
-    "elbo": elbo_terms,
-    "recon": reconstruction,
-    "au": active_units,
-    "nll": nll,
-    "fid": fid,
-    "probes": probes,
-    "few_label": few_label,
-    "mig": mig,
-    "accuracy": accuracy,
-}
-DEFAULT_METRICS = ("elbo", "recon", "au", "accuracy")
-IMAGE_ONLY_METRICS = ("fid",)  # skipped, with a note, on vectors
-ALL_METRICS = tuple(METRICS)
-
-
-def evaluate(model: Autoencoder, data: ImageSet, metrics: tuple[str, ...] | list[str] = DEFAULT_METRICS, **options) -> dict[str, Any]:
-    """Run the named metrics (``"all"`` for every one) and merge their dicts."""
-    metrics = ALL_METRICS if list(metrics) == ["all"] else tuple(metrics)
-    unknown = [m for m in metrics if m not in METRICS]
+def evaluate(model: Autoencoder, data: ImageSet, metrics: Sequence[str] | None = None, **options) -> dict[str, Any]:
+    """Run the named metrics (None: the default ones, ``default_metrics()``; ``["all"]``: every
+    registered one) and merge their dicts. Each metric takes the ``options`` it names."""
+    names = default_metrics() if metrics is None else tuple(METRICS) if list(metrics) == ["all"] else tuple(metrics)
+    unknown = [m for m in names if m not in METRICS]
     if unknown:
-        raise ConfigError(f"unknown metric(s) {unknown}; choose from: {', '.join(METRICS)} (or all)")
+        raise ConfigError(f"unknown metric(s) {unknown}; choose from: {', '.join(METRICS)} (or all). {OWN_METRIC_HINT}")
     out: dict[str, Any] = {}
-    for m in metrics:
-        if data.is_vector and m in IMAGE_ONLY_METRICS:
+    for m in names:
+        if data.is_vector and METRICS[m].images_only:
             logging.getLogger("vaelab").info("note: %s is defined for images only; skipped on vectors", m)
             continue
         out.update(METRICS[m](model, data, **options))

@@ -10,6 +10,7 @@ from torch import nn
 from ..data import ImageSet
 from ..errors import ConfigError
 from ..models import Autoencoder, embed_images
+from .registry import register_metric
 
 
 embed = embed_images
@@ -21,6 +22,9 @@ def _need_labels(*sets: ImageSet | None) -> None:
             raise ConfigError("this metric needs labelled training and test sets")
 
 
+@register_metric("probes", "linear and one-hidden-layer probes on the latent means: test accuracy (labels)",
+                 probe_hidden="hidden units of the MLP probe (null: 100; 256 on 3 x 32 x 32 images)",
+                 probe_train_images="at most this many training images fit the probes (null: all)")
 def probes(model: Autoencoder, data: ImageSet, train: ImageSet | None = None, seed: int = 0, batch_size: int = 1000,
            probe_hidden: int | None = None, probe_train_images: int | None = 20_000, **_) -> dict[str, float]:
     """Test accuracy of a linear probe (logistic regression) and a one-hidden-layer probe (100
@@ -81,6 +85,8 @@ def encoder_features(model: Autoencoder, data: ImageSet, batch_size: int = 1000)
     return embed_images(model, data, batch_size, "features")
 
 
+@register_metric("few_label", "few-label transfer: a head on the frozen encoder trained on a few labelled images",
+                 n_labels="labelled training images", few_label_repeats="draws of the labelled images, averaged")
 def few_label(model: Autoencoder, data: ImageSet, train: ImageSet | None = None, seed: int = 0, batch_size: int = 1000,
               n_labels: int = 2000, few_label_repeats: int = 3, **_) -> dict[str, float]:
     """Transfer with ``n_labels`` labelled training images: the same two-layer head trained on
@@ -139,6 +145,7 @@ def mutual_information_gap(codes: np.ndarray, factors: np.ndarray, bins: int = 2
     return {"mig": float(np.mean(gaps)), "mig_per_factor": [float(g) for g in gaps]}
 
 
+@register_metric("mig", "mutual information gap against known factors (shapes, dsprites)")
 def mig(model: Autoencoder, data: ImageSet, batch_size: int = 1000, factors: np.ndarray | None = None, **_) -> dict[str, float]:
     """MIG of the latent means against ``factors`` (one row of discrete factor values per image).
     Only defined for data with known factors (vaelab's ``shapes`` set, dSprites)."""

@@ -13,7 +13,7 @@ import torch
 from ..config import dump_yaml
 from ..data import ImageSet
 from ..errors import VaelabError
-from ..evaluate import DEFAULT_METRICS, evaluate
+from ..evaluate import default_metrics, evaluate
 from ..evaluate.health import health_flags, health_notes
 from ..fileio import atomic_write_json
 from ..generate import interpolate, latent_traversal, make_sampler
@@ -32,7 +32,7 @@ def finish_run(run_dir: Path, model: Autoencoder, cfg: RunConfig, data: tuple[Im
     """Evaluate ``model`` on the test split, write metrics.json (with the health flags and, given
     ``segments``, the training sessions' times) and draw report.html; returns the metrics."""
     train, val, test = data
-    metrics = evaluate(model, test, DEFAULT_METRICS, batch_size=cfg.train.eval_batch_size, seed=cfg.seed, train=train)
+    metrics = evaluate(model, test, default_metrics(), batch_size=cfg.train.eval_batch_size, seed=cfg.seed, train=train)
     if segments:
         metrics.update({"train_seconds": sum(segments), "train_seconds_segments": segments})
     metrics.update({"parameters": model.num_parameters(), "n_train": len(train), "n_val": len(val), "n_test": len(test)})

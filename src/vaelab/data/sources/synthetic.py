@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import DataError
-from .imageset import ImageSet
-from .parsers import load_npz
-from .sources import Source
+from ...errors import DataError
+from ..imageset import ImageSet
+from ..parsers import load_npz
+from .base import Source, register_source
 
 SHAPE_NAMES = ["square", "circle", "triangle"]
 
@@ -39,9 +39,6 @@ def render_shapes(size: int = 32) -> tuple[np.ndarray, np.ndarray]:
 
 
 class ShapesSource(Source):
-    def _complete(self, d: Path) -> bool:
-        return True
-
     def locate(self) -> Path | None:
         return Path(__file__)
 
@@ -68,12 +65,14 @@ class DSpritesSource(Source):
             raise DataError(f"{d / self.FILE}: unexpected shapes {imgs.shape}, {classes.shape}")
         x = torch.from_numpy((imgs * 255).astype(np.uint8))[:, None]
         f = torch.from_numpy(classes[:, 1:].astype(np.int64))  # shape, scale, orientation, x, y
-        full = ImageSet(x, f[:, 0], self.name, ["square", "ellipse", "heart"], f)
+        full = ImageSet(x, f[:, 0], self.name, self.class_names, f)
         train, test = full.split(0.1, seed=0)
         return train if split == "train" else ImageSet(test.images, test.labels, self.name, full.class_names, test.factors)
 
 
-SHAPES = ShapesSource("shapes", "vaelab's synthetic shapes with known factors (shape, scale, x, y), 32x32", (),
-                      "generated on the fly")
-DSPRITES = DSpritesSource("dsprites", "DeepMind dSprites, 737,280 64x64 binary images with 5 known factors", ("dsprites",),
-                          f"download {DSpritesSource.FILE} from the deepmind/dsprites-dataset repository into $VAELAB_DATA/dsprites")
+SHAPES = register_source(ShapesSource("shapes", "vaelab's synthetic shapes with known factors (shape, scale, x, y), 32x32",
+                                      (), "generated on the fly", class_names=SHAPE_NAMES, shape=(1, 32, 32)))
+DSPRITES = register_source(DSpritesSource(
+    "dsprites", "DeepMind dSprites, 737,280 64x64 binary images with 5 known factors", ("dsprites",),
+    f"download {DSpritesSource.FILE} from the deepmind/dsprites-dataset repository into $VAELAB_DATA/dsprites",
+    class_names=["square", "ellipse", "heart"], shape=(1, 64, 64)))
