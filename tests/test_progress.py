@@ -8,6 +8,7 @@ from vaelab.progress import Progress, is_quiet, set_quiet, track
 
 @pytest.fixture
 def lines(caplog):
+    set_quiet(False)  # whatever a command run earlier in this process left
     caplog.set_level(logging.INFO, logger="vaelab")
     yield lambda: [r.getMessage() for r in caplog.records if r.name == "vaelab"]
     set_quiet(False)
