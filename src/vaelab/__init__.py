@@ -34,4 +34,13 @@ def register_model(name, description=None, **defaults):
     return register(name, description, **defaults)
 
 
-__all__ = ["CheckpointError", "ConfigError", "DataError", "ModelError", "TrainingError", "VaelabError", "load", "register_model", "trust_imports", "__version__"]
+def register_sampler(name):
+    """Class decorator that makes a sampler class (a subclass of vaelab.generate.PriorSampler) the
+    sampler ``name`` of `vaelab sample --sampler` and FID's samplers; see docs/guide/adding-a-sampler.md."""
+    from .generate.samplers import register_sampler as register
+
+    return register(name)
+
+
+__all__ = ["CheckpointError", "ConfigError", "DataError", "ModelError", "TrainingError", "VaelabError", "load", "register_model",
+           "register_sampler", "trust_imports", "__version__"]

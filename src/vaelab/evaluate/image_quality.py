@@ -82,7 +82,7 @@ def fid(model: Autoencoder, data: ImageSet, batch_size: int = 1000, seed: int = 
     The feature network is named in the key: ``fid_lenet`` uses a small classifier that vaelab
     trains on the dataset's own training split (never reported as Inception FID);
     ``fid_inception`` uses InceptionV3 (see vaelab.evaluate.features)."""
-    from ..generate import make_sampler
+    from ..generate import fit_sampler
 
     model.eval()
     dev = next(model.parameters()).device
@@ -99,7 +99,7 @@ def fid(model: Autoencoder, data: ImageSet, batch_size: int = 1000, seed: int = 
                 continue
             if name == "gmm" and train is None:
                 continue
-            sampler = make_sampler(name, seed=seed).fit(model, train)
+            sampler = fit_sampler(name, model, train, seed=seed)  # kept in the run directory under vaelab evaluate
             fake = sampler.sample(n)
             key = f"fid_{fid_features}" + ("" if name == "prior" else f"_{name}")
             out[key] = frechet_distance(_features(net, fake, batch_size), real_f)
