@@ -59,5 +59,13 @@ def register_metric(name, description=None, **declared):
     return register(name, description, **declared)
 
 
+def register_sampler(name):
+    """Class decorator that makes a sampler class (a subclass of vaelab.generate.PriorSampler) the
+    sampler ``name`` of `vaelab sample --sampler` and FID's samplers; see docs/guide/adding-a-sampler.md."""
+    from .generate.samplers import register_sampler as register
+
+    return register(name)
+
+
 __all__ = ["CheckpointError", "ConfigError", "DataError", "ModelError", "TrainingError", "VaelabError", "load", "register_metric",
-           "register_model", "register_score", "register_source", "trust_imports", "__version__"]
+           "register_model", "register_sampler", "register_score", "register_source", "trust_imports", "__version__"]

@@ -8,6 +8,7 @@ from typing import Any
 from ..data import load_run_data
 from ..evaluate import evaluate
 from ..fileio import atomic_write_json
+from ..generate import kept_in
 from ..runfiles import read_text
 from ..train import RunConfig, load_run
 from ..report.run import check_health, make_report
@@ -34,7 +35,8 @@ def evaluate_run(run_dir: str | Path, metrics: list[str] | None = None, update_r
     if test_data is not None:
         test = _other_test_set(cfg, test_data, test)
     kw = {"batch_size": cfg.train.eval_batch_size, "seed": cfg.seed, "train": train, **options}
-    result = evaluate(model, test, metrics or None, **kw)
+    with kept_in(run_dir):  # the samplers FID fits are kept in the run and reused
+        result = evaluate(model, test, metrics or None, **kw)
     if test_data is not None:
         result = {"test_data": test_data, "n_test": len(test), **result}
         if update_report:

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from ..data import load_run_data, load_split
-from ..generate import interpolate, latent_traversal, make_sampler
+from ..generate import fit_sampler, interpolate, latent_traversal
 from ..models import Autoencoder
 from ..plotting import image_format, interleave_rows, save_grid
 from ..train import RunConfig, load_run
@@ -18,7 +18,9 @@ log = logging.getLogger("vaelab")
 def sample_run(run_dir: str | Path, n: int, out: str | Path, seed: int = 0, sampler: str = "prior",
                label: int | None = None, run_data: str | Path | None = None) -> Path:
     """``n`` new images from the sampler named ``sampler`` (vaelab.generate.SAMPLERS): the model's
-    prior, or a density fitted to the training codes (which are then loaded). ``label``: the class
+    prior, or a density fitted to the training codes (which are then loaded), kept in the run
+    directory (RUN/samplers/KEY) and reused by the next call with the same options and weights
+    (vaelab.generate.cache). ``label``: the class
     a conditional model (cvae) draws (``vaelab sample --class K``). A run of vectors
     writes its samples to a .csv or .npz file instead, in the data's own units (the run's
     standardisation undone)."""
@@ -32,12 +34,11 @@ def sample_run(run_dir: str | Path, n: int, out: str | Path, seed: int = 0, samp
         from ..errors import ConfigError
 
         raise ConfigError(f"--out {out}: this run's data are vectors, so its samples are a table: name a .csv or .npz file")
-    s = make_sampler(sampler, seed=seed)
     model = load_run(run_dir)
     if label is not None:
         model.require("conditional", "drawing a chosen class (--class)")
-    train = load_run_data(cfg.data, cfg.seed, run_dir, run_data)[0] if s.needs_train else None
-    x = s.fit(model, train).sample(n, label=label)
+    s = fit_sampler(sampler, model, lambda: load_run_data(cfg.data, cfg.seed, run_dir, run_data)[0], run_dir, seed=seed)
+    x = s.sample(n, label=label)
     if not vectors:
         return save_grid(x, out)
     return _write_vectors(x, cfg, Path(out))

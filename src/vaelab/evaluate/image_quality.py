@@ -98,7 +98,7 @@ def fid(model: Autoencoder, data: ImageSet, batch_size: int = 1000, seed: int = 
     The feature network is named in the key: ``fid_lenet`` uses a small classifier that vaelab
     trains on the dataset's own training split (never reported as Inception FID);
     ``fid_inception`` uses InceptionV3 (see vaelab.evaluate.features)."""
-    from ..generate import SAMPLERS, make_sampler
+    from ..generate import SAMPLERS, fit_sampler
 
     if isinstance(fid_samplers, str):
         fid_samplers = tuple(t.strip() for t in fid_samplers.split(",") if t.strip())
@@ -119,7 +119,8 @@ def fid(model: Autoencoder, data: ImageSet, batch_size: int = 1000, seed: int = 
         rec = torch.cat([model.reconstruct(real[i : i + batch_size]) for i in range(0, n, batch_size)])
         out[f"rfid_{fid_features}"] = frechet_distance(_features(net, rec, batch_size, p), real_f)
         for name in samplers:
-            fake = make_sampler(name, seed=seed).fit(model, train).sample(n)
+            sampler = fit_sampler(name, model, train, seed=seed)  # kept in the run directory under vaelab evaluate
+            fake = sampler.sample(n)
             key = f"fid_{fid_features}" + ("" if name == "prior" else f"_{name}")
             out[key] = frechet_distance(_features(net, fake, batch_size, p), real_f)
     return out

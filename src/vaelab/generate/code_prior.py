@@ -12,6 +12,7 @@ with the model."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +21,7 @@ from torch import nn
 from ..data import ImageSet
 from ..errors import ConfigError, ModelError
 from ..models import Autoencoder
+from ..progress import Progress
 from .samplers import PriorSampler, register_sampler
 
 
@@ -108,7 +110,7 @@ class CodePriorSampler(PriorSampler):
             opt = torch.optim.Adam(self.prior_.parameters(), lr=self.lr)
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, self.steps)
             self.prior_.train()
-            with torch.enable_grad():
+            with torch.enable_grad(), Progress(f"fitting the {self.name} sampler", self.steps, "steps") as progress:
                 for _ in range(self.steps):
                     idx = torch.randint(0, len(fit), (min(self.batch_size, len(fit)),), generator=g)
                     loss = self.prior_.nll(fit[idx.to(dev)]).mean()
@@ -116,9 +118,25 @@ class CodePriorSampler(PriorSampler):
                     loss.backward()
                     opt.step()
                     sched.step()
+                    progress.update()
             self.prior_.eval()
         self.train_bits_per_dim_ = self._bits(fit)
         self.heldout_bits_per_dim_ = self._bits(held)
+        return self
+
+    def fitted_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        values = {"train_bits_per_dim": self.train_bits_per_dim_, "heldout_bits_per_dim": self.heldout_bits_per_dim_}
+        return dict(self.prior_.state_dict()), values
+
+    def load_fitted(self, model: Autoencoder, tensors: dict[str, torch.Tensor], values: dict[str, Any]) -> "CodePriorSampler":
+        self._check_model(model)
+        dev = next(model.parameters()).device
+        with torch.random.fork_rng(devices=[]):  # the initialisation it replaces draws from no one's generator
+            prior = CodeTransformer(model.config.num_codes, tensors["position"].shape[0], self.width, self.layers, self.heads)
+        prior.load_state_dict(tensors)  # strict: another shape or a missing tensor is refused
+        self.model_, self.prior_ = model, prior.to(dev).eval()
+        self.train_bits_per_dim_ = float(values["train_bits_per_dim"])
+        self.heldout_bits_per_dim_ = float(values["heldout_bits_per_dim"])
         return self
 
     @torch.no_grad()

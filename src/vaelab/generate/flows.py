@@ -8,6 +8,8 @@ density is fitted; ``log_prob_codes`` is the log-density in the model's own code
 standardisation's log-Jacobian included), so it compares with the gmm's and the prior's."""
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -15,6 +17,7 @@ from ..data import ImageSet
 from ..errors import ConfigError, ModelError
 from ..models import Autoencoder, embed_images
 from ..objectives import log_mean_exp
+from ..progress import Progress
 from .samplers import PriorSampler, register_sampler
 
 
@@ -27,9 +30,11 @@ def _rng(device: torch.device):
 
 
 class _FittedSampler(PriorSampler):
-    """The shared part: options, the standardised training codes and the Adam loop."""
+    """The shared part: options, the standardised training codes, the Adam loop and the kept state
+    (the standardisation, the fitting curve and the network ``make_net`` builds, held in ``net_attr``)."""
 
     needs_train = True
+    net_attr = ""  # the attribute that holds the fitted network
 
     def __init__(self, steps: int = 2000, lr: float = 1e-3, batch_size: int = 256, seed: int = 0, max_fit_images: int = 20_000):
         super().__init__(seed)
@@ -60,7 +65,7 @@ class _FittedSampler(PriorSampler):
         losses = torch.zeros(self.steps, device=u.device)
         bs = min(self.batch_size, len(u))
         module.train()
-        with torch.enable_grad():
+        with torch.enable_grad(), Progress(f"fitting the {self.name} sampler", self.steps, "steps") as progress:
             for step in range(self.steps):
                 idx = torch.randint(0, len(u), (bs,), generator=g).to(u.device)
                 loss = nll(u[idx]).mean()
@@ -68,8 +73,37 @@ class _FittedSampler(PriorSampler):
                 loss.backward()
                 opt.step()
                 losses[step] = loss.detach()
+                progress.update()
         module.eval()
         self.losses_ = losses.cpu()
+
+    def make_net(self, model: Autoencoder, d: int) -> nn.Module:
+        """The untrained density network over ``d`` standardised code units."""
+        raise NotImplementedError
+
+    def _fit_net(self, model: Autoencoder, train: ImageSet | None, nll) -> None:
+        """Standardise the training codes, build the network under the seed and fit ``nll(net, batch)``."""
+        u = self._codes(model, train)
+        with _rng(u.device):
+            torch.manual_seed(self.seed)
+            net = self.make_net(model, u.shape[1]).to(u.device)
+            setattr(self, self.net_attr, net)
+            self._fit(net, u, lambda b: nll(net, b))
+
+    def fitted_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        net = getattr(self, self.net_attr)
+        tensors = {"loc": self.loc_, "scale": self.scale_, "losses": self.losses_}
+        return {**tensors, **{f"net.{k}": v for k, v in net.state_dict().items()}}, {}
+
+    def load_fitted(self, model: Autoencoder, tensors: dict[str, torch.Tensor], values: dict[str, Any]) -> "_FittedSampler":
+        dev = _device(model)
+        self.model_ = model
+        self.loc_, self.scale_, self.losses_ = tensors["loc"].to(dev), tensors["scale"].to(dev), tensors["losses"]
+        with torch.random.fork_rng(devices=[]):  # the initialisation it replaces draws from no one's generator
+            net = self.make_net(model, self.loc_.shape[0]).to(dev)
+        net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})  # strict: any other shape is refused
+        setattr(self, self.net_attr, net.eval())
+        return self
 
     def _to_codes(self, u: torch.Tensor) -> torch.Tensor:
         return u * self.scale_ + self.loc_
@@ -84,6 +118,7 @@ class FlowSampler(_FittedSampler):
     them, a standard normal base."""
 
     inverse = False  # True: the IAF (the same transforms run the other way)
+    net_attr = "flow_"
 
     def __init__(self, transforms: int = 3, hidden: tuple[int, ...] | list[int] = (64, 64), steps: int = 2000, lr: float = 1e-3,
                  batch_size: int = 256, seed: int = 0, max_fit_images: int = 20_000):
@@ -93,7 +128,7 @@ class FlowSampler(_FittedSampler):
         self.transforms, self.hidden = transforms, tuple(hidden)
         self.flow_ = None
 
-    def make_flow(self, d: int) -> nn.Module:
+    def make_net(self, model: Autoencoder, d: int) -> nn.Module:
         from .._zuko import zuko
 
         maf = zuko.flows.MAF(d, transforms=self.transforms, hidden_features=self.hidden)
@@ -101,11 +136,7 @@ class FlowSampler(_FittedSampler):
         return zuko.flows.Flow(maf.transform.inv, maf.base) if self.inverse else maf
 
     def fit(self, model: Autoencoder, train: ImageSet | None = None) -> "FlowSampler":
-        u = self._codes(model, train)
-        with _rng(u.device):
-            torch.manual_seed(self.seed)
-            self.flow_ = self.make_flow(u.shape[1]).to(u.device)
-            self._fit(self.flow_, u, lambda b: -self.flow_().log_prob(b))
+        self._fit_net(model, train, lambda flow, b: -flow().log_prob(b))
         return self
 
     def _check_fitted(self) -> None:
@@ -162,16 +193,17 @@ class TwoStageSampler(_FittedSampler):
         self.latent_dim, self.hidden, self.nll_k = latent_dim, tuple(hidden), nll_k
         self.second_ = None
 
-    def fit(self, model: Autoencoder, train: ImageSet | None = None) -> "TwoStageSampler":
+    net_attr = "second_"
+
+    def make_net(self, model: Autoencoder, d: int) -> nn.Module:
         from ..models import build, make_config
 
-        u = self._codes(model, train)
         cfg = make_config("vae", {"arch": "mlp", "mlp_hidden": list(self.hidden), "latent_dim": self.latent_dim or model.latent_dim,
                                   "likelihood": "gaussian", "learn_std": True})
-        with _rng(u.device):
-            torch.manual_seed(self.seed)
-            self.second_ = build(cfg, (u.shape[1],)).to(u.device)
-            self._fit(self.second_, u, lambda b: self.second_.loss(b).terms["nelbo"])
+        return build(cfg, (d,))
+
+    def fit(self, model: Autoencoder, train: ImageSet | None = None) -> "TwoStageSampler":
+        self._fit_net(model, train, lambda second, b: second.loss(b).terms["nelbo"])
         return self
 
     def _check_fitted(self) -> None:

@@ -1,11 +1,16 @@
 """Samplers draw latent codes and decode them to images in [0, 1]. fit(model, train) then sample(n).
 
 A sampler registers itself with ``@register_sampler("name")`` (``vaelab sample --sampler NAME``,
-``make_sampler``); one with a density over the codes has ``log_prob_codes(z)``, the log-density of
-codes [N, d] (held-out codes: how well it models the aggregate posterior), float64 on the CPU."""
+``make_sampler``; a user's own through ``--import``, see docs/guide/adding-a-sampler.md). Its
+options are its ``__init__`` arguments, kept under their own names (``get_params``); one with a
+density over the codes has ``log_prob_codes(z)``, the log-density of codes [N, d] (held-out codes:
+how well it models the aggregate posterior), float64 on the CPU. One that returns its learned state
+from ``fitted_state`` (tensors and JSON values) and takes it back in ``load_fitted`` is kept in the
+run directory and reused by the next call (vaelab.generate.cache)."""
 from __future__ import annotations
 
-from typing import Callable, ClassVar, TypeVar
+import inspect
+from typing import Any, Callable, ClassVar, TypeVar
 
 import torch
 
@@ -18,25 +23,45 @@ S = TypeVar("S", bound=type)
 
 
 def register_sampler(name: str) -> Callable[[S], S]:
-    """Class decorator: make ``cls`` the sampler ``name`` of SAMPLERS."""
+    """Class decorator: make ``cls`` (a subclass of PriorSampler) the sampler ``name`` of SAMPLERS."""
 
     def decorate(cls: S) -> S:
+        if not (isinstance(cls, type) and issubclass(cls, PriorSampler)):
+            raise ModelError(f"register_sampler({name!r}) decorates a subclass of vaelab.generate.PriorSampler, got {cls!r}")
         SAMPLERS[name] = cls
+        if "name" not in vars(cls):
+            cls.name = name
         return cls
 
     return decorate
 
 
-@register_sampler("prior")
 class PriorSampler:
     """z ~ p(z), the model's ``prior()``. A sampler with ``needs_train`` is fitted on the training
     set's codes (``fit(model, train)``); the others ignore ``train``."""
 
     needs_train: ClassVar[bool] = False
+    name: ClassVar[str] = "prior"
 
     def __init__(self, seed: int = 0):
         self.seed = seed
         self.model_: Autoencoder | None = None
+
+    def get_params(self) -> dict[str, Any]:
+        """The options this sampler was made with: its ``__init__`` arguments, read back from the
+        attributes of the same names (scikit-learn's convention); tuples as lists."""
+        names = [p.name for p in inspect.signature(type(self).__init__).parameters.values()
+                 if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in ((k, getattr(self, k)) for k in names)}
+
+    def fitted_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+        """What ``fit`` learned, as tensors and JSON values, for ``load_fitted`` to take back; None (the
+        default) for a sampler that learns nothing or does not say: it is fitted on every call."""
+        return None
+
+    def load_fitted(self, model: Autoencoder, tensors: dict[str, torch.Tensor], values: dict[str, Any]) -> "PriorSampler":
+        """The sampler as ``fit(model, train)`` left it, from what ``fitted_state`` returned then."""
+        raise NotImplementedError(f"the {self.name} sampler keeps no fitted state")
 
     def fit(self, model: Autoencoder, train: ImageSet | None = None) -> "PriorSampler":
         model.require("can_sample", "the prior sampler (use the gmm sampler, which fits a density to any model's codes)")
@@ -68,6 +93,9 @@ class PriorSampler:
         z = self.sample_latents(n).to(next(m.parameters()).device)
         dec = (lambda c: m.decode(c)) if label is None else (lambda c: m.decode(c, label))
         return torch.cat([m.mean_image(dec(z[i : i + batch_size])) for i in range(0, n, batch_size)])
+
+
+register_sampler("prior")(PriorSampler)
 
 
 @register_sampler("vamp")
@@ -106,6 +134,26 @@ class GMMSampler(PriorSampler):
         self.model_ = model
         z = embed_images(model, train.limit(self.max_fit_images, self.seed)).double().numpy()
         self.gmm_ = GaussianMixture(self.n_components, covariance_type="full", random_state=self.seed, reg_covar=1e-5).fit(z)
+        return self
+
+    GMM_STATE = ("weights_", "means_", "covariances_", "precisions_cholesky_", "precisions_")
+
+    def fitted_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        return {a: torch.from_numpy(getattr(self.gmm_, a)) for a in self.GMM_STATE}, {}
+
+    def load_fitted(self, model: Autoencoder, tensors: dict[str, torch.Tensor], values: dict[str, Any]) -> "GMMSampler":
+        from sklearn.mixture import GaussianMixture
+
+        k, d = self.n_components, tensors["means_"].shape[-1]
+        shapes = {"weights_": (k,), "means_": (k, d), "covariances_": (k, d, d), "precisions_cholesky_": (k, d, d),
+                  "precisions_": (k, d, d)}
+        if set(tensors) != set(shapes) or any(tuple(tensors[a].shape) != s for a, s in shapes.items()):
+            raise ModelError(f"a kept gmm sampler holds {sorted(tensors)} of other shapes than {self.n_components} components")
+        gmm = GaussianMixture(k, covariance_type="full", random_state=self.seed, reg_covar=1e-5)
+        for a in self.GMM_STATE:
+            setattr(gmm, a, tensors[a].double().numpy())
+        gmm.n_features_in_ = d
+        self.model_, self.gmm_ = model, gmm
         return self
 
     def sample_latents(self, n: int) -> torch.Tensor:

@@ -1,7 +1,10 @@
 """The latent map: a 2-D scatter of latent means coloured by label (t-SNE when d > 2)."""
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -9,8 +12,25 @@ import numpy as np
 from ..data import ImageSet
 from ..fileio import atomic_write_figure
 from ..models import Autoencoder, embed_images
+from ..progress import Progress
 
 log = logging.getLogger("vaelab")
+
+
+class _IterationCount(io.TextIOBase):
+    """Where scikit-learn's verbose t-SNE prints: its '[t-SNE] Iteration N: ...' lines (every 50
+    iterations) become the count of ``progress``; everything else it prints is dropped."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, s: str) -> int:
+        for m in re.finditer(r"\[t-SNE\] Iteration (\d+):", s):
+            self.progress.update(max(0, int(m.group(1)) - self.progress.done))
+        return len(s)
 
 
 def latent_map(model: Autoencoder, data: ImageSet, out: Path, max_points: int = 1000, seed: int = 0,
@@ -42,7 +62,10 @@ def latent_map(model: Autoencoder, data: ImageSet, out: Path, max_points: int = 
 
         log.info("t-SNE of %d latent means for the report's latent map", len(z))
         perplexity = float(min(30, max(1, (len(z) - 1) // 3)))
-        xy = TSNE(2, init="pca", random_state=seed, perplexity=perplexity, max_iter=tsne_iterations).fit_transform(z)
+        tsne = TSNE(2, init="pca", random_state=seed, perplexity=perplexity, max_iter=tsne_iterations, verbose=2)
+        with Progress(f"t-SNE of {len(z)} latent means", tsne_iterations, "iterations") as progress, \
+                contextlib.redirect_stdout(_IterationCount(progress)):
+            xy = tsne.fit_transform(z)
         how = f"t-SNE of {z.shape[1]}-d latent means"
     fig, ax = plt.subplots(figsize=(6, 5))
     if sub.labels is not None:

@@ -19,6 +19,7 @@ from ..fileio import atomic_write_json
 from ..generate import interpolate, latent_traversal, make_sampler
 from ..models import Autoencoder
 from ..plotting import interleave_rows, save_grid
+from ..progress import track
 from ..runfiles import inside, read_text
 from ..train import RunConfig
 from .figures import loss_curves
@@ -53,13 +54,28 @@ def check_health(metrics: dict[str, Any]) -> None:
 class _Figures:
     """The report's figures, each drawn on its own: a figure that cannot be drawn for this run's
     data (one test image, constant codes, a single class...) becomes a note in the report naming
-    the figure and why, instead of ending the run."""
+    the figure and why, instead of ending the run. ``add`` lists a figure, ``draw`` draws them all
+    (then those of ``last``), saying how far it is every few seconds (vaelab.progress)."""
 
-    def __init__(self) -> None:
+    def __init__(self, last: list[tuple[str, Any]] | None = None) -> None:
+        self.jobs: list[tuple[str, Any]] = []
+        self.last = list(last or [])
         self.figs: list[tuple[str, Path]] = []
         self.notes: list[str] = []
 
     def add(self, what: str, draw: Any) -> None:
+        self.jobs.append((what, draw))
+
+    def draw(self, notes: list[str] | None = None) -> list[tuple[str, Path]]:
+        """Draw every figure added (its notes appended to ``notes``); the figures drawn, with their captions."""
+        for what, draw in track(self.jobs + self.last, "drawing the report's figures", unit="figures"):
+            self._draw_one(what, draw)
+        self.jobs, self.last = [], []
+        if notes is not None:
+            notes += self.notes
+        return self.figs
+
+    def _draw_one(self, what: str, draw: Any) -> None:
         try:
             result = draw()
         except VaelabError as e:
@@ -76,26 +92,25 @@ class _Figures:
 
 
 def make_figures(run_dir: Path, model: Autoencoder, test: ImageSet, seed: int = 0, train: ImageSet | None = None,
-                 notes: list[str] | None = None) -> list[tuple[str, Path]]:
-    """The run report's figures; what cannot be drawn is explained in ``notes`` (appended to)."""
+                 notes: list[str] | None = None, extra: list[tuple[str, Any]] | None = None) -> list[tuple[str, Path]]:
+    """The run report's figures; what cannot be drawn is explained in ``notes`` (appended to).
+    ``extra``: more (name, draw) figures drawn after them and counted with them (the attention maps)."""
     fig = inside(run_dir, "figures")  # a symlinked figures/ is refused: its target's files would be replaced
-    F = _Figures()
-    curves = loss_curves(run_dir / "logs" / "metrics.csv", fig / "loss_curves.png")
-    if curves:
-        F.figs.append(("Loss terms: training (every step) and validation (every epoch)", curves))
+    F = _Figures(last=extra)
+
+    def curves():
+        path = loss_curves(run_dir / "logs" / "metrics.csv", fig / "loss_curves.png")
+        return path and ("Loss terms: training (every step) and validation (every epoch)", path)
+    F.add("loss curves", curves)
     n = min(16, len(test))
     if n == 0:
         F.notes.append("The test split is empty: no reconstructions, samples or latent figures")
-        if notes is not None:
-            notes += F.notes
-        return F.figs
+        return F.draw(notes)
     if test.is_vector:
         F.notes.append("The data are vectors: reconstructions, samples, interpolations and traversals are image grids "
                        "and are left out; the metrics hold the reconstruction error")
         _latent_map_figure(F, model, test, fig, seed)
-        if notes is not None:
-            notes += F.notes
-        return F.figs
+        return F.draw(notes)
     x = test.subset(torch.arange(n)).float().to(next(model.parameters()).device)
     F.add("reconstructions", lambda: ("Reconstructions: originals (odd rows) above their reconstructions (even rows)",
                                       save_grid(interleave_rows(x, model.reconstruct(x), 8), fig / "reconstructions.png", nrow=8)))
@@ -112,10 +127,12 @@ def make_figures(run_dir: Path, model: Autoencoder, test: ImageSet, seed: int = 
         F.add("prior samples", lambda: (f"Samples from the prior {describe_prior(model.prior())}",
                                         save_grid(model.sample(64, g), fig / "samples.png", nrow=8)))
     if train is not None and len(train) >= 50:
-        log.info("fitting a Gaussian mixture to %d training codes for the report's samples", min(len(train), 10_000))
-        F.add("GMM samples", lambda: ("Samples from a 10-component Gaussian mixture fitted to the training codes",
-                                      save_grid(make_sampler("gmm", seed=seed, max_fit_images=10_000).fit(model, train).sample(64),
-                                                fig / "samples_gmm.png", nrow=8)))
+        def gmm_samples():
+            log.info("fitting a Gaussian mixture to %d training codes for the report's samples", min(len(train), 10_000))
+            return ("Samples from a 10-component Gaussian mixture fitted to the training codes",
+                    save_grid(make_sampler("gmm", seed=seed, max_fit_images=10_000).fit(model, train).sample(64),
+                              fig / "samples_gmm.png", nrow=8))
+        F.add("GMM samples", gmm_samples)
     if n >= 2:
         F.add("interpolation", lambda: ("Linear interpolation between pairs of test images (10 steps)", save_grid(
             torch.cat([interpolate(model, x[2 * i], x[2 * i + 1], 10, "linear") for i in range(min(4, n // 2))]),
@@ -126,9 +143,7 @@ def make_figures(run_dir: Path, model: Autoencoder, test: ImageSet, seed: int = 
     F.add("latent traversals", lambda: (f"Latent traversals of units {units[0]}..{units[-1]} over the prior's mean +- 3 standard deviations (one row per unit)",
                                         save_grid(latent_traversal(model, x[0], 3.0, 9, units), fig / "traversal.png", nrow=9)))
     _latent_map_figure(F, model, test, fig, seed)
-    if notes is not None:
-        notes += F.notes
-    return F.figs
+    return F.draw(notes)
 
 
 def _latent_map_figure(F: "_Figures", model: Autoencoder, test: ImageSet, fig: Path, seed: int) -> None:
@@ -145,10 +160,8 @@ def make_report(run_dir: Path, model: Autoencoder, cfg: RunConfig, metrics: dict
                 train: ImageSet | None = None) -> Path:
     log.info("drawing the report's figures")
     fig_notes: list[str] = []
-    figs = make_figures(run_dir, model, test, cfg.seed, train, fig_notes)
-    F = _Figures()
-    F.add("attention figures", lambda: _attention_figures(run_dir, model, cfg, test))
-    figs += F.figs
+    figs = make_figures(run_dir, model, test, cfg.seed, train, fig_notes,
+                        extra=[("attention figures", lambda: _attention_figures(run_dir, model, cfg, test))])
     title = f"vaelab run: {cfg.model.name} on {cfg.data.name}"
     notes = [f"Run directory: {run_dir.resolve()}", f"{metrics.get('parameters', model.num_parameters()):,} parameters; "
              f"{cfg.train.epochs} epochs; latent dimension {cfg.model.latent_dim}. "
@@ -160,7 +173,7 @@ def make_report(run_dir: Path, model: Autoencoder, cfg: RunConfig, metrics: dict
                      "Reconstructions and samples show the likelihood's mean: each component's continuous "
                      "distribution clamped to [0, 1] (within half a grey level of the discretised mean).")
     data_notes = list(dict.fromkeys((train.notes if train is not None else []) + test.notes))
-    notes += [f"Data: {n}" for n in data_notes] + fig_notes + F.notes
+    notes += [f"Data: {n}" for n in data_notes] + fig_notes
     notes = health_notes(metrics.get("health") or []) + notes  # what went wrong, first
     cmd = inside(run_dir, "command.txt")
     command = " ; then ".join(read_text(cmd).splitlines()) if cmd.is_file() else None

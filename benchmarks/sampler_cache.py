@@ -1,0 +1,99 @@
+"""Fitted samplers kept in the run directory (#41, #47): the first `vaelab sample RUN --sampler X` fits X
+and keeps it in RUN/samplers/KEY, the second loads it. Times both calls, as commands (a fresh `vaelab`
+process each: what a user waits for, start-up included) and as `vaelab.api.sample_run` in one process
+(the fit against the load, without the interpreter's start-up), for gmm on a digits VAE and code-prior
+(its default 2,000 steps) on a digits VQ-VAE, and gmm on an MNIST VAE (one epoch, 16 units: 20,000
+codes to fit, where the fit outweighs a command's start-up). `vaelab sample --sampler prior`
+(nothing to fit) is the floor of a command. Finished runs in --runs are reused; their kept samplers
+are removed first.
+
+    python benchmarks/sampler_cache.py [--runs DIR] [--smoke]
+
+writes benchmarks/results/sampler_cache.json (--smoke: in-process calls only, code-prior fitted for 20
+steps, nothing written).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import print_table, write_result  # noqa: E402
+
+RUNS = {("vae", "digits"): ["model.latent_dim=8", "train.epochs=10", "train.batch_size=32"],
+        ("vq-vae", "digits"): ["train.epochs=2", "train.batch_size=32"],
+        ("vae", "mnist"): ["model.arch=mlp", "model.latent_dim=16", "train.epochs=1"]}
+CASES = [("vae", "digits", "gmm"), ("vae", "digits", "prior"), ("vq-vae", "digits", "code-prior"), ("vae", "mnist", "gmm")]
+
+
+def train(runs: Path, name: str, data: str) -> Path:
+    from vaelab.api import train_run
+    from vaelab.config import parse_set
+    from vaelab.train import RunConfig
+
+    run = runs / f"{name}-{data}"
+    if not (run / "finished.json").is_file():
+        shutil.rmtree(run, ignore_errors=True)
+        train_run(RunConfig.build(name, parse_set([f"data.name={data}", "train.progress_bar=false", *RUNS[name, data]])), run)
+    return run
+
+
+def command(run: Path, sampler: str, out: Path, env: dict[str, str]) -> float:
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "vaelab", "sample", str(run), "--sampler", sampler, "--out", str(out), "--force"],
+                   check=True, env=env, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t
+
+
+def in_process(run: Path, sampler: str, out: Path) -> float:
+    from vaelab.api import sample_run
+
+    t = time.perf_counter()
+    sample_run(run, 64, out, sampler=sampler)
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", help="where the digits runs are trained or found (default: a new temporary folder)")
+    ap.add_argument("--smoke", action="store_true", help="code-prior fitted for 20 steps; no result file")
+    a = ap.parse_args()
+    runs = Path(a.runs or tempfile.mkdtemp(prefix="vaelab-sampler-cache-"))
+    runs.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    if a.smoke:  # in this process only: the commands are left out
+        from vaelab.generate import CodePriorSampler
+
+        CodePriorSampler.DEFAULT_STEPS = 20
+    rows = []
+    for model, data, sampler in CASES:
+        run = train(runs, model, data)
+        shutil.rmtree(run / "samplers", ignore_errors=True)
+        out = runs / f"{model}-{data}-{sampler}.png"
+        row: dict = {"model": model, "data": data, "sampler": sampler}
+        if not a.smoke:
+            row["command_first_s"] = command(run, sampler, out, env)
+            row["command_second_s"] = command(run, sampler, out, env)
+            row["command_ratio"] = row["command_first_s"] / row["command_second_s"]
+            shutil.rmtree(run / "samplers", ignore_errors=True)
+        if sampler != "code-prior" or a.smoke:  # code-prior's in-process fit would take as long again
+            row["in_process_first_s"] = in_process(run, sampler, out)
+            row["in_process_second_s"] = in_process(run, sampler, out)
+            row["in_process_ratio"] = row["in_process_first_s"] / row["in_process_second_s"]
+        rows.append(row)
+        print({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}, flush=True)
+    print_table(rows, ["model", "data", "sampler", "command_first_s", "command_second_s", "command_ratio", "in_process_first_s",
+                       "in_process_second_s", "in_process_ratio"])
+    if not a.smoke:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent)
+        write_result("sampler_cache", rows, commit=commit.stdout.strip(), runs=str(runs), threads=env["OMP_NUM_THREADS"])
+
+
+if __name__ == "__main__":
+    main()
