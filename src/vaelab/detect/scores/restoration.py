@@ -1,0 +1,58 @@
+"""Scores of a model that restores erased attributes (``restores``: arnet). Restoring the colour or
+the orientation of an image takes knowing what normal images look like, so the restoration of an
+image unlike the training set is worse (Ye et al. 2020); a rotation head that cannot tell how an
+unusual image was turned is less sure of the answer (Golan and El-Yaniv 2018).
+
+| name            | what                                                                              |
+|-----------------|-----------------------------------------------------------------------------------|
+| `restoration`   | mean squared error of the restorations, averaged over every erased view            |
+| `transform_nll` | the rotation head's -log p(true rotation), averaged over the four rotations       |
+"""
+from __future__ import annotations
+
+import torch
+
+from ...errors import ModelError
+from ...models import Autoencoder
+from .base import Score
+from .registry import register_score
+
+
+class _RestorationBase(Score):
+    image_only = True
+
+    @classmethod
+    def describe_needs(cls) -> str:
+        return "a model that restores erased attributes (arnet), images"
+
+    def check(self, model: Autoencoder) -> None:
+        super().check(model)
+        if not getattr(model, "restores", False):
+            raise ModelError(f"the {self.name!r} score needs a model trained to restore erased attributes (arnet); "
+                             f"{model.config.name} is not one. Train one with: vaelab train arnet --data ...")
+
+
+@register_score("restoration", "error of restoring erased colour and orientation (attribute restoration, arnet)")
+class RestorationScore(_RestorationBase):
+    """The mean over the erased views (gray, each rotation) of the squared error of their restoration."""
+
+    why_not_exportable = "its views are rotations the exporter does not bundle yet"
+
+    def batch(self, model: Autoencoder, x: torch.Tensor) -> torch.Tensor:
+        return model.restoration_error(x)
+
+
+@register_score("transform_nll", "the rotation head's -log p(true rotation) (arnet with model.transform_head=true)")
+class TransformNLLScore(_RestorationBase):
+    """How unsure the model's rotation head is of how each view was turned, averaged over the rotations."""
+
+    why_not_exportable = "its views are rotations the exporter does not bundle yet"
+
+    def check(self, model: Autoencoder) -> None:
+        super().check(model)
+        if getattr(model, "head", None) is None:
+            raise ModelError("the 'transform_nll' score needs arnet's rotation head: train it with "
+                             "--set model.transform_head=true")
+
+    def batch(self, model: Autoencoder, x: torch.Tensor) -> torch.Tensor:
+        return model.transform_nll(x)
