@@ -1,10 +1,11 @@
 """The layout docs/architecture.md states: stages import only the stages below them, the command line
-goes through vaelab.api (import-linter's contracts in pyproject.toml)."""
+goes through vaelab.api (import-linter's contracts in pyproject.toml), and no module is over 450 lines."""
 from pathlib import Path
 
 from tests.conftest import require_module
 
 ROOT = Path(__file__).resolve().parents[1]
+MAX_LINES = 450
 
 
 def test_import_contracts_hold(monkeypatch):
@@ -14,3 +15,8 @@ def test_import_contracts_hold(monkeypatch):
     monkeypatch.chdir(ROOT)  # the contracts are in pyproject.toml
     assert lint_imports(no_cache=True) == 0  # its report (printed) names each broken import and its line
 
+
+def test_no_module_over_450_lines():
+    long = {str(p.relative_to(ROOT)): n for p in (ROOT / "src" / "vaelab").rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert long == {}, f"split these modules (lines): {long}"
