@@ -40,7 +40,7 @@ class Built(Exception):
 
 @pytest.fixture
 def no_training(monkeypatch):
-    import vaelab.api as api
+    import vaelab.api.train as api  # the train job's own train_run, which `vaelab train` calls
 
     def lay_out(cfg, run_dir=None, **kw):
         with torch.device("meta"):

@@ -5,13 +5,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..config import describe_fields, json_like
+from ..data import SOURCES, DataConfig
+from ..data.download import data_roots
+from ..detect.scores import SCORES
+from ..detect.scores import load_entry_points as load_score_entry_points
+from ..evaluate import METRICS
+from ..models import MODELS, ModelConfig, import_models, load_entry_points, make_config
+from ..models.registry import IMPORTED
+from ..train.config import TrainConfig
+
 
 def list_datasets(declared: bool = False) -> dict[str, Any]:
     """``{"search_order": [...], "sources": [{"name", "description", "found", "status"}]}``: each data
     source, where it was found on this machine, or how to get it (those reading data.path last). With
     ``declared``, each row's ``declared``: what the source declares (needs_path, classes, labelled, shape)."""
-    from ..data import SOURCES
-    from ..data.download import data_roots
 
     rows = []
     for name, src in sorted(SOURCES.items(), key=lambda item: item[1].needs_path):
@@ -30,8 +38,6 @@ def list_datasets(declared: bool = False) -> dict[str, Any]:
 def list_models(options: bool = False) -> list[dict[str, Any]]:
     """Every registered model (entry points included): name, description and, with ``options``, each
     of its config keys with this model's default (registry defaults applied) and meaning."""
-    from ..config import describe_fields, json_like
-    from ..models import MODELS, load_entry_points, make_config
 
     load_entry_points()
     rows = []
@@ -53,10 +59,6 @@ def list_models(options: bool = False) -> list[dict[str, Any]]:
 def config_keys_help() -> str:
     """Every data.* / train.* key and the model keys all models share, with defaults and meanings
     (the tail of `vaelab train --help`)."""
-    from ..config import describe_fields
-    from ..data import DataConfig
-    from ..models import ModelConfig
-    from ..train.config import TrainConfig
 
     parts = ["", "config keys (--set KEY=VALUE; KEY=null for none, lists as [a,b]):", "data:"]
     parts += describe_fields(DataConfig, "data.")
@@ -70,7 +72,6 @@ def config_keys_help() -> str:
 def import_modules(modules: list[str]) -> None:
     """Import each module (a dotted name or a .py file): the models, scores, data sources, metrics and
     samplers it registers become known to every job (`--import` on the command line)."""
-    from ..models import import_models
 
     import_models(modules)
 
@@ -88,10 +89,8 @@ def list_scores(options: bool = False) -> list[dict[str, Any]]:
     """Every registered anomaly score (a user's imported ones and entry points included): name, description,
     family (its module), what a model needs for it, whether it exports and, with ``options``, each of its
     options with its default (as the command line writes it), meaning, type name and allowed values."""
-    from ..detect.scores import SCORES, load_entry_points
-    from ..models.registry import IMPORTED
 
-    load_entry_points()
+    load_score_entry_points()
     rows = []
     for name, spec in SCORES.items():
         own = spec.module.startswith("vaelab.detect.scores.")
@@ -110,7 +109,6 @@ def list_metrics(options: bool = False) -> list[dict[str, Any]]:
     """Every registered metric: name, description, whether it is a default one and whether it is
     for images only; with ``options``, each option it declares with its default, its meaning and the
     flag `vaelab evaluate` takes it by."""
-    from ..evaluate import METRICS
 
     rows = []
     for name, spec in METRICS.items():

@@ -8,11 +8,22 @@ from typing import Any
 
 import torch
 
-from ..config import dump_yaml
+from ..config import dump_yaml, to_dict
 from ..data import load_run_data
-from ..fileio import atomic_write_json
-from ..plotting import save_grid
+from ..detect import DEFAULT_SCORE, AutoencoderDetector, detection_figures, evaluate_detection, load_detection_set
+from ..detect.conformal import benjamini_hochberg, check_rate, conformal_pvalues
+from ..detect.features import top_features
+from ..detect.figures import feature_figure
+from ..detect.inputs import resolve_norm_range
+from ..detect.maps import MAP_KINDS, anomaly_maps, pixel_metrics
+from ..detect.persist import MAX_ARRAY_BYTES
+from ..detect.thresholds import THRESHOLD_RULES
+from ..errors import ConfigError, VaelabError
+from ..fileio import atomic_path, atomic_write_json, atomic_write_text
+from ..plotting import draw_rows, normalize_maps, save_grid
 from ..report import write_report
+from ..report.glossary import for_vectors
+from ..runfiles import inside, read_bytes
 from ..train import RunConfig, load_run
 
 log = logging.getLogger("vaelab")
@@ -23,8 +34,6 @@ def run_dirs(run_dir: str | Path | list[str | Path]) -> list[Path]:
     """One run directory or several (an ensemble) as a list of paths."""
     runs = [Path(r) for r in run_dir] if isinstance(run_dir, (list, tuple)) else [Path(run_dir)]
     if not runs:
-        from ..errors import ConfigError
-
         raise ConfigError("give at least one run directory")
     return runs
 
@@ -35,8 +44,6 @@ def load_ensemble(runs: list[Path]) -> tuple[RunConfig, list[Any]]:
     for other in runs[1:]:
         d = RunConfig.load(other / "config.yaml").data
         if (d.name, d.path, d.classes) != (cfg.data.name, cfg.data.path, cfg.data.classes):
-            from ..errors import ConfigError
-
             raise ConfigError(f"the ensemble's runs were trained on different data: {runs[0]} on {cfg.data.name} "
                               f"{cfg.data.path or ''} {cfg.data.classes or ''}, {other} on {d.name} {d.path or ''} "
                               f"{d.classes or ''}; ensemble runs of the same data (e.g. one configuration, several seeds)")
@@ -62,15 +69,10 @@ def threshold_record(det: Any, threshold: float | None, fdr: float | None = None
 
 
 def _check_options(options: dict[str, Any]) -> None:
-    from ..detect.inputs import resolve_norm_range
-    from ..detect.thresholds import THRESHOLD_RULES
-
     if "norm_range" in options:
         resolve_norm_range(options["norm_range"])
     rule = options.get("threshold_rule")
     if rule is not None and rule not in THRESHOLD_RULES:
-        from ..errors import ConfigError
-
         raise ConfigError(f"unknown threshold_rule {rule!r}; choose one of: {', '.join(THRESHOLD_RULES)}")
 
 
@@ -94,24 +96,14 @@ def detect_run(run_dir: str | Path | list[str | Path], data: str, split: str | N
     ``run_data``: where the run's own data (its recorded data.path) is now, when it has moved."""
     _check_options(detector_options)  # a mistyped option fails before the model and the data are loaded
     if maps:
-        from ..detect.maps import MAP_KINDS
-
         bad = [k for k in maps if k not in MAP_KINDS]
         if bad:
-            from ..errors import ConfigError
-
             raise ConfigError(f"unknown anomaly map(s) {bad}; choose from: {', '.join(MAP_KINDS)}")
     import numpy as np
-
-    from ..detect import DEFAULT_SCORE, AutoencoderDetector, detection_figures, evaluate_detection, load_detection_set
-    from ..detect.conformal import benjamini_hochberg, check_rate, conformal_pvalues
-    from ..fileio import atomic_write_text
 
     runs = run_dirs(run_dir)
     run_dir = runs[0]
     if out is not None and Path(out).exists() and (not Path(out).is_dir() or any(Path(out).iterdir())):
-        from ..errors import ConfigError
-
         raise ConfigError(f"--out {out} already exists and is not empty; the report would overwrite what is there. "
                           "Choose a new or empty directory")
     cfg, models = load_ensemble(runs)
@@ -123,8 +115,6 @@ def detect_run(run_dir: str | Path | list[str | Path], data: str, split: str | N
     if val_data is not None:
         v, vy, vdesc = load_detection_set(val_data, cfg.data, val_split, anomaly_classes)
         if vy is None:
-            from ..errors import ConfigError
-
             raise ConfigError(f"--val-data {vdesc} has no anomaly labels; give an OOD-study file, the run's own data with "
                               "a class filter, or --anomaly-classes")
         val = {"val": v, "val_labels": vy}
@@ -137,8 +127,6 @@ def detect_run(run_dir: str | Path | list[str | Path], data: str, split: str | N
     groups: dict[str, Any] = {}
     if group_by_label:  # one calibration per class of the run's data (a CSV label column, class sub-folders)
         if train.labels is None or target.labels is None or (train.labels < 0).any():
-            from ..errors import ConfigError
-
             raise ConfigError("--group-by-label calibrates each class on its own: the run's data and --data need a label "
                               "for every item (a CSV label column, class sub-folders of a folder, an npz with y)")
         groups = {"groups": train.labels}
@@ -166,8 +154,6 @@ def detect_run(run_dir: str | Path | list[str | Path], data: str, split: str | N
     thr = det.threshold_
     if fdr is not None:  # Benjamini-Hochberg on the batch's p-values: at most fdr of the flagged are normal on average
         if pvalues is None:
-            from ..errors import ConfigError
-
             raise ConfigError("--fdr needs conformal p-values, and this run has no validation split to calibrate on "
                               "(data.val_fraction=0); train it with one, or flag with --contamination")
         flagged = benjamini_hochberg(pvalues, check_rate(fdr, "--fdr"))
@@ -206,8 +192,6 @@ def detect_run(run_dir: str | Path | list[str | Path], data: str, split: str | N
     # vectors: the features that make each row's score (scores.csv) and the flagged rows' (a figure)
     tops, contributions = [""] * len(target), None
     if target.is_vector:
-        from ..detect.features import top_features
-
         log.info("explaining the scores of %d rows by their %d features", len(target), target.shape[0])
         contributions = det.explain(target)
         tops = top_features(contributions, 3)
@@ -218,8 +202,6 @@ def detect_run(run_dir: str | Path | list[str | Path], data: str, split: str | N
     atomic_write_text(out / "scores.csv", buf.getvalue())
     figs = detection_figures(out / "figures", s, thr, y, metrics, score)
     if contributions is not None and flagged.any():
-        from ..detect.figures import feature_figure
-
         figs.append((f"The columns that contribute most to the scores of the {int(flagged.sum())} flagged rows (the mean "
                      "of each column's contribution: its reconstruction error, or gradient x input of the score)",
                      feature_figure(contributions[flagged == 1], out / "figures" / "features.png")))
@@ -228,8 +210,6 @@ def detect_run(run_dir: str | Path | list[str | Path], data: str, split: str | N
         figs.append((f"The {len(idx)} highest-scoring flagged images of {int(flagged.sum())} (highest first)",
                      save_grid(target.subset(torch.as_tensor(idx.copy())).float(), out / "figures" / "flagged.png", nrow=8)))
     if len(idx) and pixel_maps:
-        from ..plotting import draw_rows, normalize_maps
-
         pick = torch.as_tensor(idx[:8].copy())
         x = target.subset(pick).float()
         rows = [("images", x, None)] + [(k, x, normalize_maps(torch.from_numpy(m[pick.numpy()]).float()[:, None]))
@@ -259,7 +239,6 @@ def detect_run(run_dir: str | Path | list[str | Path], data: str, split: str | N
         notes.append("The set has no anomaly labels, so no ROC-AUC: use an OOD-study file, a one-class run "
                      "(data.classes) on its own dataset, or --anomaly-classes.")
     if target.is_vector:  # rows of a table: examples and entries, not images and pixels
-        from ..report.glossary import for_vectors
 
         notes = [for_vectors(n) for n in notes]
         settings["calibration"] = for_vectors(settings["calibration"])
@@ -281,13 +260,9 @@ def _detector_key(runs: list[Path], settings: dict[str, Any], cfg: RunConfig, ru
     import hashlib
     import json
 
-    from ..config import to_dict
-
     h = hashlib.sha256()
     h.update(json.dumps({"settings": settings, "data": to_dict(cfg.data), "run_data": str(run_data) if run_data else None,
                          "extra": extra, "format": 1}, sort_keys=True, default=str).encode())
-    from ..detect.persist import MAX_ARRAY_BYTES
-    from ..runfiles import inside, read_bytes
 
     for r in runs:  # read as every file of a run is: no symlink followed, bounded
         h.update(read_bytes(inside(r, "model.safetensors"), MAX_ARRAY_BYTES))
@@ -296,8 +271,6 @@ def _detector_key(runs: list[Path], settings: dict[str, Any], cfg: RunConfig, ru
 
 def _cached_detector(run_dir: Path, key: str) -> Any:
     """The detector kept under RUN_DIR/detectors/KEY, or None (none kept, or one that does not load)."""
-    from ..detect import AutoencoderDetector
-    from ..errors import VaelabError
 
     home = run_dir / "detectors"
     if home.is_symlink() or (home / key).is_symlink() or not (home / key).is_dir():
@@ -336,9 +309,6 @@ def _pixel_maps(model: Any, target: Any, train: Any, kinds: list[str], metrics: 
     """Each kind's maps of every image of ``target`` (written to OUT/maps.npz), and their pixel-level
     scores against the set's defect masks into ``metrics['pixel']``."""
     import numpy as np
-
-    from ..detect.maps import anomaly_maps, pixel_metrics
-    from ..fileio import atomic_path
 
     if not kinds:
         return {}

@@ -9,9 +9,9 @@ from ..data import load_run_data
 from ..evaluate import evaluate
 from ..fileio import atomic_write_json
 from ..generate import kept_in
+from ..report.run import check_health, make_report
 from ..runfiles import read_text
 from ..train import RunConfig, load_run
-from ..report.run import check_health, make_report
 
 log = logging.getLogger("vaelab")
 

@@ -8,8 +8,13 @@ from typing import Any
 import torch
 
 from ..data import load_run_data
-from ..train import RunConfig, load_run
+from ..detect import load_detection_set
+from ..errors import ConfigError
+from ..explain import METHODS, explanation_figure, normal_statistics, resolve_layer
 from ..explain.figures import pick_examples
+from ..fileio import figure_format
+from ..models.grad2vae import check_grad2vae
+from ..train import RunConfig, load_run
 
 log = logging.getLogger("vaelab")
 
@@ -24,10 +29,6 @@ def explain_run(run_dir: str | Path, method: str = "grad2", data: str | None = N
     layer's name or index, default the encoder's last; ``unit``: one latent unit instead of their
     mean). With anomaly labels (a one-class run's own dataset, an OOD-study file) half the images
     are normal and half anomalous. Writes ``out`` (default RUN_DIR/figures/explain-METHOD.png)."""
-    from ..detect import load_detection_set
-    from ..errors import ConfigError
-    from ..explain import METHODS, explanation_figure, normal_statistics
-    from ..models.grad2vae import check_grad2vae
 
     run_dir = Path(run_dir)
     if method not in METHODS:
@@ -37,16 +38,12 @@ def explain_run(run_dir: str | Path, method: str = "grad2", data: str | None = N
     if anomaly and method != "gradcam":
         raise ConfigError("the anomaly variant belongs to gradcam; use --method gradcam --anomaly")
     if out is not None:
-        from ..fileio import figure_format
-
         figure_format(out)
     cfg = RunConfig.load(run_dir / "config.yaml")
     model = load_run(run_dir)
     if method == "grad2":
         check_grad2vae(model, "--method grad2")
     else:
-        from ..explain import resolve_layer
-
         resolve_layer(model, layer)  # refuses a model without conv layers before any data is loaded
     target, y, desc = load_detection_set(data or cfg.data.name, cfg.data)
     idx, titles = pick_examples(target, y, n)

@@ -5,6 +5,10 @@ import logging
 from pathlib import Path
 
 from ..data import load_run_data
+from ..detect import DEFAULT_SCORE, AutoencoderDetector
+from ..detect.export import FORMATS, check_exportable, export_detector
+from ..errors import ConfigError
+from .detect import load_ensemble, run_dirs
 
 log = logging.getLogger("vaelab")
 
@@ -16,23 +20,18 @@ def export_run(run_dir: str | Path | list[str | Path], out: str | Path, format: 
     and write ``out`` with the scorer (``format``: onnx or torchscript) and manifest.json; returns
     ``out``. ``vaelab.exported.load_exported(out)`` runs it. Several run directories (runs of the same
     data) export their ensemble: one scorer whose score is the mean of their raw scores."""
-    from ..detect import DEFAULT_SCORE, AutoencoderDetector
-    from ..detect.export import FORMATS, export_detector
-    from ..errors import ConfigError
 
     if format not in FORMATS:
         raise ConfigError(f"unknown export format {format!r}; choose one of: {', '.join(FORMATS)}")
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"--out {out} already exists and is not empty; choose a new or empty directory")
-    from .detect import load_ensemble, run_dirs
 
     runs = run_dirs(run_dir)
     cfg, models = load_ensemble(runs)
     model = models if len(models) > 1 else models[0]
     train, held_out, _ = load_run_data(cfg.data, cfg.seed, runs[0], run_data)
     score = score or DEFAULT_SCORE
-    from ..detect.export import check_exportable
 
     check_exportable(score, detector_options.get("combo"), detector_options.get("combo_method"))
     opts = {"contamination": 0.1, **detector_options}

@@ -7,6 +7,8 @@ from pathlib import Path
 import torch
 
 from ..data import load_run_data, load_split
+from ..errors import ConfigError, ModelError
+from ..fileio import atomic_path, atomic_write_text
 from ..generate import fit_sampler, interpolate, latent_traversal
 from ..models import Autoencoder
 from ..plotting import image_format, interleave_rows, save_grid
@@ -31,8 +33,6 @@ def sample_run(run_dir: str | Path, n: int, out: str | Path, seed: int = 0, samp
     if not vectors:
         image_format(out)
     elif Path(out).suffix.lower() not in (".csv", ".npz"):
-        from ..errors import ConfigError
-
         raise ConfigError(f"--out {out}: this run's data are vectors, so its samples are a table: name a .csv or .npz file")
     model = load_run(run_dir)
     if label is not None:
@@ -49,8 +49,6 @@ def _write_vectors(x: torch.Tensor, cfg: RunConfig, out: Path) -> Path:
     import io
 
     import numpy as np
-
-    from ..fileio import atomic_path, atomic_write_text
 
     v = x.double()
     if cfg.data.center is not None and cfg.data.scale is not None:
@@ -69,16 +67,12 @@ def _write_vectors(x: torch.Tensor, cfg: RunConfig, out: Path) -> Path:
 
 def _refuse_vectors(model: Autoencoder, what: str) -> None:
     if model.is_vector:
-        from ..errors import ModelError
-
         raise ModelError(f"{what} draws image grids; this run's data are vectors. `vaelab sample RUN --out samples.csv` "
                          "writes new vectors, and `vaelab evaluate` measures the reconstructions")
 
 
 def _positive(what: str, value: int, least: int = 1) -> None:
     if value < least:
-        from ..errors import ConfigError
-
         raise ConfigError(f"{what} must be at least {least}, got {value}")
 
 
@@ -87,8 +81,6 @@ def _test_images(run_dir: Path, n: int, start: int = 0, what: str = "test images
     model = load_run(run_dir)
     test = load_split(cfg.data, "test", apply_class_filter=False)
     if start < 0 or start + n > len(test):
-        from ..errors import ConfigError
-
         raise ConfigError(f"{what}: the test split of {cfg.data.name} has {len(test)} images (indices 0..{len(test) - 1}); "
                           f"images {start}..{start + n - 1} were asked for")
     return model, test.subset(torch.arange(start, start + n)).float()
@@ -111,16 +103,12 @@ def traverse_run(run_dir: str | Path, out: str | Path, index: int = 0, span: flo
     _positive("--steps", steps, 2)
     image_format(out)
     if span <= 0:
-        from ..errors import ConfigError
-
         raise ConfigError(f"--span must be positive (the sweep is [-span, span]), got {span}")
     model, x = _test_images(Path(run_dir), 1, index, what=f"--index {index}")
     _refuse_vectors(model, "traverse")
     if units is not None:
         bad = [u for u in units if not 0 <= u < model.latent_dim]
         if bad or not units:
-            from ..errors import ConfigError
-
             raise ConfigError(f"--units {','.join(map(str, units))}: the model has {model.latent_dim} latent units, "
                               f"numbered 0..{model.latent_dim - 1}" + (f"; {bad} are outside" if bad else ""))
     return save_grid(latent_traversal(model, x[0], span, steps, units), out, nrow=steps)

@@ -7,7 +7,9 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import dump_yaml
 from ..data import ImageSet
+from ..pretrain import PretrainRunConfig, load_stacked, run_pretraining
 from ..report import write_report
+from ..report.pretrain import pretrain_curves
 from .train import default_run_dir
 
 if TYPE_CHECKING:
@@ -24,11 +26,7 @@ def pretrain_run(cfg: "PretrainRunConfig | dict[str, Any]", run_dir: str | Path 
     pretrain_log.csv, metrics.json, figures/pretrain.png and report.html into ``run_dir``. ``cfg`` may
     also be the overrides (data, pretrain, seed) of the default config, as the command line gives them."""
     if isinstance(cfg, dict):
-        from ..pretrain import PretrainRunConfig
-
         cfg = PretrainRunConfig.build(cfg)
-    from ..report.pretrain import pretrain_curves
-    from ..pretrain import run_pretraining
 
     run_dir = Path(run_dir) if run_dir else default_run_dir("pretrain", cfg.data.name)
     run_dir, result = run_pretraining(cfg, run_dir, data)
@@ -48,6 +46,5 @@ def pretrain_run(cfg: "PretrainRunConfig | dict[str, Any]", run_dir: str | Path 
 
 def load_pretrained(run_dir: str | Path, weights: str = "model"):
     """The network of a ``vaelab pretrain`` directory: 'model' (fine-tuned), 'pretrained' or 'scratch'."""
-    from ..pretrain import load_stacked
 
     return load_stacked(run_dir, weights)  # type: ignore[arg-type]

@@ -9,11 +9,11 @@ from typing import Any
 import torch
 
 from ..data import ImageSet, load_data
-from ..errors import VaelabError
+from ..errors import CheckpointError, ConfigError, VaelabError
 from ..report.run import finish_run
+from ..runfiles import read_text
 from ..train import RunConfig, load_run
-from ..train.rundir import (earlier_segments, epochs_done, is_finished, mark_finished, record_command, restore_weights,
-                            run_lock)
+from ..train.rundir import earlier_segments, epochs_done, is_finished, is_marked, mark_finished, record_command, restore_weights, run_lock
 from ..train.trackers import log_final
 
 log = logging.getLogger("vaelab")
@@ -28,7 +28,6 @@ def train_job(model: str | None = None, overrides: dict[str, Any] | None = None,
     """``vaelab train``: train ``model`` with config ``overrides`` (nested dicts: data, model, train,
     seed) into ``out``; or, with ``resume`` (a run directory), continue that run, the overrides
     changing what may change on a resume (epochs, ...). Returns (run directory, metrics)."""
-    from ..errors import ConfigError
 
     over = overrides or {}
     if resume:
@@ -61,32 +60,25 @@ def train_run(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = 
     run_dir = Path(run_dir) if run_dir else default_run_dir(cfg.model.name, cfg.data.name)
     if resume:
         if not run_dir.is_dir():
-            from ..errors import CheckpointError
-
             raise CheckpointError(f"{run_dir} does not exist; --resume takes the directory of an earlier run")
         with run_lock(run_dir):  # a run another process is training is refused before its files are read
             done = epochs_done(run_dir)
         if done is None:
-            from ..train.rundir import is_marked
-
             if not (run_dir / "config.yaml").is_file() or not is_marked(run_dir):
-                from ..errors import CheckpointError
-
                 raise CheckpointError(f"{run_dir} is not a vaelab run (no config.yaml, or not vaelab's marker); train a new "
                                       "run into a new directory instead")
             log.info("%s was stopped before its first checkpoint: training it from the beginning", run_dir)
             resume = False
         elif cfg.train.epochs < done:
-            from ..errors import ConfigError
-
             raise ConfigError(f"{run_dir} has already trained {done} epochs, so --epochs {cfg.train.epochs} would end "
                               f"before where it is. To train longer, pass --epochs N with N > {done}")
         elif cfg.train.epochs == done:
             return run_dir, _finished_run(run_dir, cfg, done, data, encoder, decoder)
-    from ..train import fit  # imports Lightning: only when training
 
     earlier = earlier_segments(run_dir) if resume else []
     t0 = time.perf_counter()
+    from ..train import fit  # Lightning is imported when a run trains, not when vaelab.api is
+
     model, (train, val, test) = fit(cfg, run_dir, resume=resume, data=data, encoder=encoder, decoder=decoder)
     segments = [*earlier, time.perf_counter() - t0]
     log.info("trained in %.1f s%s; evaluating on %d test images and drawing the report", segments[-1],
@@ -105,8 +97,6 @@ def _finished_run(run_dir: Path, cfg: RunConfig, done: int, data: tuple[ImageSet
     Otherwise (killed, or a full disk, after its last checkpoint) the missing steps are done from
     the checkpoint: the weights written again from it, the metrics computed again, the report drawn."""
     import json
-
-    from ..runfiles import read_text
 
     if is_finished(run_dir):
         restored = False
