@@ -8,6 +8,8 @@ default). Each row is the mean over --seeds seeds (each seed draws the model, th
 held-out part anew); the spread is the seeds' standard deviation.
 
     VAELAB_DATA=../shared/data OMP_NUM_THREADS=1 python -m benchmarks calibration
+
+The shapes folder is written under --runs.
 """
 from __future__ import annotations
 
@@ -104,7 +106,6 @@ def arguments(ap: argparse.ArgumentParser) -> None:
 
 
 def main(b: Bench) -> None:
-    """The shapes folder is written under --runs."""
     from vaelab.detect import AutoencoderDetector
 
     a = b.args

@@ -45,7 +45,7 @@ REPORTING = [("mnist", 201), ("mnist", 202), ("mnist", 203), ("mnist", 204), ("m
 THRESHOLD = 0.3  # the study's fixed threshold on the normalised score
 # the library's detector configuration on the study's 32 x 32 images (the one_class benchmark's STUDY_SET)
 DEFAULT_SET = ["model.conv_channels=[32,64]"]
-SMOKE = ["--limit-tasks", "1", "--epochs", "1", "--study-limit", "1000"]
+SMOKE = ["--limit-tasks", "1", "--epochs", "1", "--study-limit", "500"]
 NEEDS = ("mnist",)  # the data its smoke test reads (besides scikit-learn's)
 
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from benchmarks._harness import Bench
 
-SMOKE = ["--study", "ood-study-limit1000.npz", "--trained", "study-vae-e1-model_conv_channels_32_64-limit1000"]
+SMOKE = ["--study", "ood-study-limit500.npz", "--trained", "study-vae-e1-model_conv_channels_32_64-limit500"]
 NEEDS = ("mnist",)  # the data its smoke test reads (besides scikit-learn's)
 RUNS_OF = "one_class"
 

@@ -10,7 +10,8 @@ PSNR of the corrupted input for reference. Corruptions: additive Gaussian noise 
 
 Both models use the defaults of `vaelab train denoising-ae` (conv channels from the image size,
 latent dimension 16, Gaussian likelihood = squared error); the test corruption is drawn from one
-seeded generator, so both architectures denoise the very same noisy images.
+seeded generator, so both architectures denoise the very same noisy images. Finished runs in --runs are
+reused, so an interrupted benchmark continues where it stopped.
 """
 from __future__ import annotations
 
@@ -55,7 +56,6 @@ def arguments(ap: argparse.ArgumentParser) -> None:
 
 
 def main(b: Bench) -> None:
-    """Finished runs in --runs are reused, so an interrupted benchmark continues where it stopped."""
     from vaelab.config import parse_set
     from vaelab.data import DataConfig, load_data
     from vaelab.train import RunConfig

@@ -38,7 +38,8 @@ and the result says so.
         [--steps 200] [--rounds 3] [--quality-epochs 2] [--nll-images 100] [--nll-k 1000] [--threads N] [--one-class]
 
 --in-process runs every measurement in this process instead of a fresh one each (smoke tests: its
-figures carry this process's state from one to the next).
+figures carry this process's state from one to the next). The quality and one-class runs go to --runs
+(the quality runs are trained anew each call).
 """
 from __future__ import annotations
 
@@ -351,7 +352,6 @@ def arguments(ap: argparse.ArgumentParser) -> None:
 
 
 def main(b: Bench) -> None:
-    """The quality and one-class runs go to --runs (the quality runs are trained anew each call)."""
     import torch
 
     a = b.args

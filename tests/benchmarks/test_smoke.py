@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -67,9 +68,12 @@ def test_smoke(name, runs_root, one_thread, tmp_path):
     assert {p: p.stat().st_mtime_ns for p in RESULTS.rglob("*") if p.is_file()} == before, "benchmarks/results changed"
 
 
-def test_smoke_results_go_to_a_temporary_folder_never_to_benchmarks_results():
+def test_smoke_results_go_to_a_temporary_folder_never_to_benchmarks_results(runs_root, one_thread):
     b = run("tc_bias", ["--smoke"])
-    assert b.written and all(RESULTS not in p.parents for p in b.written)
+    try:
+        assert b.written and all(RESULTS not in p.parents for p in b.written)
+    finally:
+        shutil.rmtree(b.results)
     with pytest.raises(SystemExit):
         run("tc_bias", ["--smoke", "--results", str(RESULTS)])
 
