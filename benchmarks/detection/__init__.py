@@ -1,0 +1,1 @@
+"""Anomaly detection: scores, thresholds, calibration, tasks nobody tuned it on, exported detectors."""

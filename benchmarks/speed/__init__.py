@@ -1,0 +1,1 @@
+"""Speed: training and evaluation throughput, the demo's and a first run's time, subnormal numbers."""
