@@ -308,7 +308,8 @@ def _check_settings(run: Path, model: str, sets: list[str]) -> None:
 
     have = RunConfig.load(run / "config.yaml").to_dict()
     want = RunConfig.build(model, parse_set(sets)).to_dict()
-    keys = [("model", "name")] + [tuple(s.split("=", 1)[0].split(".")) for s in sets]
+    keys = [("model", "name")] + [tuple(s.split("=", 1)[0].split(".")) for s in sets
+                                  if not s.startswith("train.progress_bar=")]  # how it showed progress, not what it trained
     differ = []
     for key in keys:
         a, b = have, want

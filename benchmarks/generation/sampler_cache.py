@@ -7,10 +7,10 @@ codes to fit, where the fit outweighs a command's start-up). `vaelab sample --sa
 (nothing to fit) is the floor of a command. Finished runs in --runs are reused; their kept samplers
 are removed first.
 
-    python benchmarks/sampler_cache.py [--runs DIR] [--smoke]
+    python -m benchmarks sampler_cache [--runs DIR] [--smoke]
 
 writes benchmarks/results/sampler_cache.json (--smoke: in-process calls only, code-prior fitted for 20
-steps, nothing written).
+steps).
 """
 from __future__ import annotations
 
@@ -19,12 +19,10 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _common import print_table, write_result  # noqa: E402
+from benchmarks._harness import Bench, print_table, train_or_reuse
 
 RUNS = {("vae", "digits"): ["model.latent_dim=8", "train.epochs=10", "train.batch_size=32"],
         ("vq-vae", "digits"): ["train.epochs=2", "train.batch_size=32"],
@@ -32,16 +30,14 @@ RUNS = {("vae", "digits"): ["model.latent_dim=8", "train.epochs=10", "train.batc
 CASES = [("vae", "digits", "gmm"), ("vae", "digits", "prior"), ("vq-vae", "digits", "code-prior"), ("vae", "mnist", "gmm")]
 
 
-def train(runs: Path, name: str, data: str) -> Path:
-    from vaelab.api import train_run
-    from vaelab.config import parse_set
-    from vaelab.train import RunConfig
+SMOKE: list[str] = []
 
-    run = runs / f"{name}-{data}"
-    if not (run / "finished.json").is_file():
-        shutil.rmtree(run, ignore_errors=True)
-        train_run(RunConfig.build(name, parse_set([f"data.name={data}", "train.progress_bar=false", *RUNS[name, data]])), run)
-    return run
+
+def train(runs: Path, name: str, data: str) -> Path:
+    sets = RUNS[name, data]
+    epochs = int(next(s for s in sets if s.startswith("train.epochs=")).split("=")[1])
+    return train_or_reuse(name, data, epochs, runs, [s for s in sets if not s.startswith("train.epochs=")], latent_dim=None,
+                          name=f"{name}-{data}")
 
 
 def command(run: Path, sampler: str, out: Path, env: dict[str, str]) -> float:
@@ -59,12 +55,12 @@ def in_process(run: Path, sampler: str, out: Path) -> float:
     return time.perf_counter() - t
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--runs", help="where the digits runs are trained or found (default: a new temporary folder)")
-    ap.add_argument("--smoke", action="store_true", help="code-prior fitted for 20 steps; no result file")
-    a = ap.parse_args()
-    runs = Path(a.runs or tempfile.mkdtemp(prefix="vaelab-sampler-cache-"))
+def arguments(ap: argparse.ArgumentParser) -> None:
+    pass
+
+
+def main(b: Bench) -> None:
+    a, runs = b.args, b.runs
     runs.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     if a.smoke:  # in this process only: the commands are left out
@@ -90,10 +86,4 @@ def main() -> None:
         print({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}, flush=True)
     print_table(rows, ["model", "data", "sampler", "command_first_s", "command_second_s", "command_ratio", "in_process_first_s",
                        "in_process_second_s", "in_process_ratio"])
-    if not a.smoke:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent)
-        write_result("sampler_cache", rows, commit=commit.stdout.strip(), runs=str(runs), threads=env["OMP_NUM_THREADS"])
-
-
-if __name__ == "__main__":
-    main()
+    b.write(rows, runs=str(runs), threads=env["OMP_NUM_THREADS"])

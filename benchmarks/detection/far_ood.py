@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _common import print_table, write_result
+from benchmarks._harness import Bench, print_table, train_or_reuse
 
 PAIRS = (("fashion-mnist", "mnist"), ("mnist", "fashion-mnist"))
 FIXED = {"nelbo": {}, "mse": {}, "combo": {}}
@@ -23,17 +23,12 @@ CHOICES = {"complexity": [{"codec": "png", "codec_level": 9}, {"codec": "webp", 
            "likelihood_ratio": [{"perturb_rate": 0.1}, {"perturb_rate": 0.3}]}
 
 
-def in_distribution_run(data: str, runs: Path, epochs: int, smoke: bool) -> Path:
-    from vaelab.api import train_run
-    from vaelab.train import RunConfig
+SMOKE = ["--epochs", "1", "--n-test", "100", "--fit-images", "300", "--background-epochs", "1"]
+NEEDS = ("mnist", "fashion-mnist")
 
-    out = runs / f"{data}-vae"
-    if (out / "finished.json").is_file():
-        return out
-    data_cfg = {"name": data, **({"limit": 500, "test_limit": 200} if smoke else {})}
-    cfg = RunConfig.build("vae", {"data": data_cfg, "model": {"likelihood": "dlogistic", "n_mix": 1},
-                                  "train": {"epochs": epochs, "progress_bar": False}})
-    return train_run(cfg, out, resume=out.is_dir())[0]
+
+def in_distribution_run(data: str, runs: Path, epochs: int) -> Path:
+    return train_or_reuse("vae", data, epochs, runs, ["model.likelihood=dlogistic", "model.n_mix=1"], name=f"{data}-vae")
 
 
 def halves(normal: str, anomaly: str, n: int, seed: int):
@@ -75,25 +70,22 @@ def roc_auc(model, score, x, y) -> float:
     return float(roc_auc_score(y, score_images(model, score, x, 500).numpy()))
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", default="/tmp/vaelab-bench/far_ood", help="run directories (reused when finished)")
+def arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--n-test", type=int, default=4000, help="normal and anomalous test images per direction")
     ap.add_argument("--fit-images", type=int, default=20000, help="training images the scores fit on")
     ap.add_argument("--background-epochs", type=int, default=3)
-    ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
-    a = ap.parse_args()
-    if a.smoke:
-        a.epochs, a.n_test, a.fit_images, a.background_epochs = 1, 100, 300, 1
-    runs = Path(a.runs)
+
+
+def main(b: Bench) -> None:
+    a, runs = b.args, b.runs
     runs.mkdir(parents=True, exist_ok=True)
     import vaelab
 
     rows = []
     for normal, anomaly in PAIRS:
-        run = in_distribution_run(normal, runs, a.epochs, a.smoke)
+        run = in_distribution_run(normal, runs, a.epochs)
         model = vaelab.load(run)
         from vaelab.data import DataConfig, load_data
 
@@ -117,9 +109,5 @@ def main() -> None:
         corrected = [r for r in mine if r["score"] in CHOICES]
         summary[task]["best_corrected_roc_auc"] = max(r["roc_auc"] for r in corrected)
     print_table(rows, ["task", "score", "roc_auc", "roc_auc_choose", "seconds"])
-    write_result("far_ood" + ("_smoke" if a.smoke else ""), rows, summary=summary, epochs=a.epochs, n_test=a.n_test,
-                 fit_images=a.fit_images, background_epochs=a.background_epochs)
-
-
-if __name__ == "__main__":
-    main()
+    b.write(rows, summary=summary, epochs=a.epochs, n_test=a.n_test, fit_images=a.fit_images,
+            background_epochs=a.background_epochs)
