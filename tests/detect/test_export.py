@@ -188,7 +188,7 @@ def test_loader_runs_without_the_training_stack(setup, fmt, tmp_path):
                        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     assert p.returncode == 0, p.stderr
     mods, torch_loaded = p.stdout.strip().splitlines()
-    assert set(mods.split(",")) <= {"vaelab", "vaelab.errors", "vaelab.exported"}
+    assert set(mods.split(",")) <= {"vaelab", "vaelab._version", "vaelab.errors", "vaelab.exported"}  # the version: a string
     assert torch_loaded == ("True" if fmt == "torchscript" else "False")  # an ONNX bundle runs on numpy + onnxruntime alone
     np.testing.assert_allclose(np.load(tmp_path / "raw.npy"), det.raw_scores(test[:20]), rtol=1e-4)
 
