@@ -23,7 +23,7 @@ CHOICES = {"complexity": [{"codec": "png", "codec_level": 9}, {"codec": "webp", 
            "likelihood_ratio": [{"perturb_rate": 0.1}, {"perturb_rate": 0.3}]}
 
 
-SMOKE = ["--epochs", "1", "--n-test", "100", "--fit-images", "300", "--background-epochs", "1"]
+SMOKE = ["--epochs", "1", "--n-test", "40", "--fit-images", "100", "--background-epochs", "1"]
 NEEDS = ("mnist", "fashion-mnist")
 
 
