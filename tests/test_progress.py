@@ -36,8 +36,13 @@ def test_quiet_silences_every_line(lines):
     assert lines() == []
 
 
-def test_cli_quiet_sets_and_clears_the_flag(capsys):
+def test_cli_quiet_holds_for_its_command_only(capsys, monkeypatch):
+    import vaelab.cli.commands as commands
     from vaelab.cli import main
 
-    assert main(["models", "--quiet"]) == 0 and is_quiet()
-    assert main(["models"]) == 0 and not is_quiet()
+    seen = []
+    real = commands.cmd_models
+    monkeypatch.setattr(commands, "cmd_models", lambda args: seen.append(is_quiet()) or real(args))
+    set_quiet(False)
+    assert main(["models", "--quiet"]) == 0 and main(["models"]) == 0
+    assert seen == [True, False] and not is_quiet()  # quiet while its command ran, and not after

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from ..errors import Interrupted, VaelabError
-from ..progress import set_quiet
+from ..progress import is_quiet, set_quiet
 from .parser import build_parser
 
 
@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     except VaelabError as e:
         print(f"vaelab: error: {e}", file=sys.stderr)
         return 2
-    set_quiet(getattr(args, "quiet", False))
+    was_quiet = is_quiet()
+    set_quiet(getattr(args, "quiet", False))  # for this command only: main() run in a notebook or a test returns to what was
     try:
         if getattr(args, "out_file", False):
             _refuse_existing(args)
@@ -95,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         print("vaelab: interrupted; a training run keeps its last checkpoint (resume it with vaelab train --resume RUN)",
               file=sys.stderr)
         return 130
+    finally:
+        set_quiet(was_quiet)
 
 
 if __name__ == "__main__":
