@@ -8,6 +8,16 @@ import torch
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+@pytest.fixture(autouse=True)
+def _progress_on_after_each_test():
+    """Every test leaves progress on, as a new process starts: a test that turns it off (set_quiet(True), to
+    check that --quiet silences something) cannot silence the progress lines a later test in the worker checks."""
+    yield
+    from vaelab.progress import set_quiet
+
+    set_quiet(False)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _env(tmp_path_factory):
     """Real data from ../shared/data and Debian's Fashion-MNIST; a private cache; 2 threads, or one
