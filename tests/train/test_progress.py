@@ -21,10 +21,16 @@ def digits():
 
 
 def test_a_log_file_gets_one_plain_line_per_epoch(tmp_path, digits, caplog, capfd):
+    import vaelab.train.run as run_mod
+
+    log = logging.getLogger("vaelab")
+    state = {"quiet": run_mod.is_quiet(), "tty": sys.stdout.isatty(), "disabled": log.disabled, "propagate": log.propagate,
+             "callback": type(run_mod.progress_callback()).__name__}  # what decides whether the lines are written
     with caplog.at_level(logging.INFO, logger="vaelab"):
         fit(cfg(), tmp_path / "run", data=digits)
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
-    assert [line.split(":")[0] for line in lines] == ["epoch 1/2", "epoch 2/2"] and all("train/loss" in line for line in lines)
+    got = [line.split(":")[0] for line in lines]
+    assert got == ["epoch 1/2", "epoch 2/2"] and all("train/loss" in line for line in lines), state
     out = capfd.readouterr()
     assert "\r" not in out.out + out.err  # no bar redrawn into the file
 
