@@ -10,12 +10,17 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 @pytest.fixture(autouse=True)
 def _progress_on_after_each_test():
-    """Every test leaves progress on, as a new process starts: a test that turns it off (set_quiet(True), to
-    check that --quiet silences something) cannot silence the progress lines a later test in the worker checks."""
+    """Every test leaves progress on and the 'vaelab' logger enabled, as a new process starts: a test that
+    turns progress off (set_quiet(True), to check that --quiet silences something), or a library that one
+    configures logging with (``logging.config.dictConfig`` disables the loggers it does not name), cannot
+    silence the lines a later test in the worker checks."""
     yield
+    import logging
+
     from vaelab.progress import set_quiet
 
     set_quiet(False)
+    logging.getLogger("vaelab").disabled = False
 
 
 @pytest.fixture(autouse=True, scope="session")
