@@ -151,3 +151,12 @@ def test_the_command_keeps_and_reuses_and_reports_a_long_fit(vq, tmp_path, monke
     shutil.rmtree(run / "samplers")
     assert main(["sample", str(run), "--sampler", "code-prior", "-n", "8", "--out", str(tmp_path / "c.png"), "--quiet"]) == 0
     assert "fitting" not in capsys.readouterr().err
+
+
+def test_a_run_without_its_weights_file_fits_without_keeping(vae, tmp_path, notes):
+    run, train = vae
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    s = fit_sampler("gmm", vaelab.load(run), train, bare, n_components=2)
+    assert s.sample(2).shape[0] == 2 and not (bare / "samplers").exists()
+    assert any("fitted without keeping it" in n for n in notes())

@@ -51,7 +51,7 @@ def vq(tmp_path_factory):
 def test_fitted_prior_beats_the_uniform_codes_and_samples_images(vq, capsys):
     run, (train, _, test) = vq
     model = vaelab.load(run)
-    s = make_sampler("code-prior", steps=300, width=32, heads=2).fit(model, train)
+    s = make_sampler("code-prior", steps=150, width=32, heads=2).fit(model, train)  # test bits 2.13 (1.84 at 300 steps); the bound is 3
     uniform = math.log2(16)
     test_bits = s.bits_per_dim(test)
     with capsys.disabled():

@@ -73,7 +73,11 @@ def fit_sampler(name: str, model: Autoencoder, train: ImageSet | Callable[[], Im
     images = (lambda: train() if callable(train) else train) if sampler.needs_train else (lambda: None)
     if run_dir is None or not sampler.needs_train:
         return sampler.fit(model, images())
-    key = sampler_key(sampler, run_dir)
+    try:
+        key = sampler_key(sampler, run_dir)
+    except (OSError, CheckpointError) as e:  # no weights file to key it by (or a symlinked one): nothing is kept
+        log.info("the %s sampler is fitted without keeping it (%s)", name, e)
+        return sampler.fit(model, images())
     folder = kept(run_dir, AREA, key)
     if folder is not None and _load(sampler, model, run_dir, key):
         log.info("reusing the %s sampler fitted earlier (%s)", name, folder)
