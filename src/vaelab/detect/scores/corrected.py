@@ -121,7 +121,7 @@ def train_background(model: Autoencoder, images: torch.Tensor, rate: float, epoc
     sets = (ImageSet(noisy[n_val:], name="perturbed"), ImageSet(noisy[:n_val], name="perturbed"),
             ImageSet(noisy[:n_val], name="perturbed"))
     cfg = RunConfig(model=type(model.config)(**{k: v for k, v in vars(model.config).items() if not k.startswith("_")}),
-                    train=TrainConfig(epochs=epochs, batch_size=batch_size, progress_bar=False), seed=seed)
+                    train=TrainConfig(epochs=epochs, batch_size=batch_size), seed=seed)  # its epochs show as a run's do (--quiet silences them)
     log.info("training the likelihood ratio's background model: %d epochs on %d perturbed images (rate %g)",
              epochs, len(noisy) - n_val, rate)
     with tempfile.TemporaryDirectory(prefix="vaelab-background-") as tmp:
