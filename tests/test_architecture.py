@@ -20,3 +20,17 @@ def test_no_module_over_450_lines():
     long = {str(p.relative_to(ROOT)): n for p in (ROOT / "src" / "vaelab").rglob("*.py")
             if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert long == {}, f"split these modules (lines): {long}"
+
+
+def test_a_job_imports_only_what_it_runs():
+    """vaelab.api imports each job when it is first used: the generation job (`vaelab sample`) leaves out
+    the detector, the metrics and scikit-learn, which cost a command seconds of start-up."""
+    import subprocess
+    import sys
+
+    code = ("import sys, vaelab.api, vaelab.cli.commands; vaelab.api.sample_run; vaelab.api.load_run; "
+            "print(sorted(m for m in ('sklearn', 'vaelab.detect', 'vaelab.evaluate', 'vaelab.report') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]", f"importing the generation job also imported {out}"
+    bad = subprocess.run([sys.executable, "-c", "import vaelab.api; vaelab.api.no_such_job"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "has no attribute 'no_such_job'" in bad.stderr

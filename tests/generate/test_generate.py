@@ -35,6 +35,25 @@ def test_gmm_sampler_fits_the_codes():
     assert s.sample(7).shape == (7, 1, 6, 6)
 
 
+def test_a_kept_gmm_draws_and_scores_as_scikit_learn_does():
+    """A kept gmm is loaded without scikit-learn: its draws are scikit-learn's GaussianMixture.sample under
+    the same seed, bit for bit, and its log-density is score_samples (the independent reference)."""
+    m = small("ae", d=3)
+    train = ImageSet.from_float(torch.rand(300, 1, 6, 6))
+    fitted = make_sampler("gmm", seed=4, n_components=3).fit(m, train)
+    tensors, values = fitted.fitted_state()
+    kept = make_sampler("gmm", seed=4, n_components=3).load_fitted(m, tensors, values)
+    assert type(kept.gmm_).__module__ == "vaelab.generate.samplers"  # not a scikit-learn object
+    fitted.gmm_.random_state = 4
+    ref, _ = fitted.gmm_.sample(101)
+    assert torch.equal(kept.sample_latents(101), torch.from_numpy(ref).float())
+    assert torch.equal(fitted.sample_latents(101), kept.sample_latents(101))
+    z = torch.randn(50, 3, dtype=torch.float64) * 2
+    torch.testing.assert_close(kept.log_prob_codes(z), torch.from_numpy(fitted.gmm_.score_samples(z.numpy())), rtol=1e-12, atol=1e-12)
+    with pytest.raises(ModelError, match="other shapes"):
+        make_sampler("gmm", seed=4, n_components=2).load_fitted(m, tensors, values)
+
+
 def test_slerp_endpoints_and_norm():
     a, b = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])
     t = torch.linspace(0, 1, 5)

@@ -10,8 +10,10 @@ run directory and reused by the next call (vaelab.generate.cache)."""
 from __future__ import annotations
 
 import inspect
+import math
 from typing import Any, Callable, ClassVar, TypeVar
 
+import numpy as np
 import torch
 
 from ..data import ImageSet
@@ -142,30 +144,45 @@ class GMMSampler(PriorSampler):
         return {a: torch.from_numpy(getattr(self.gmm_, a)) for a in self.GMM_STATE}, {}
 
     def load_fitted(self, model: Autoencoder, tensors: dict[str, torch.Tensor], values: dict[str, Any]) -> "GMMSampler":
-        from sklearn.mixture import GaussianMixture
-
+        """The kept mixture, without scikit-learn: sampling and log-densities need only its arrays, so a
+        command that reuses a kept gmm does not pay scikit-learn's import."""
         k, d = self.n_components, tensors["means_"].shape[-1]
         shapes = {"weights_": (k,), "means_": (k, d), "covariances_": (k, d, d), "precisions_cholesky_": (k, d, d),
                   "precisions_": (k, d, d)}
         if set(tensors) != set(shapes) or any(tuple(tensors[a].shape) != s for a, s in shapes.items()):
             raise ModelError(f"a kept gmm sampler holds {sorted(tensors)} of other shapes than {self.n_components} components")
-        gmm = GaussianMixture(k, covariance_type="full", random_state=self.seed, reg_covar=1e-5)
-        for a in self.GMM_STATE:
-            setattr(gmm, a, tensors[a].double().numpy())
-        gmm.n_features_in_ = d
-        self.model_, self.gmm_ = model, gmm
+        self.model_, self.gmm_ = model, _Mixture(**{a: tensors[a].double().numpy() for a in self.GMM_STATE})
         return self
 
     def sample_latents(self, n: int) -> torch.Tensor:
-        self.gmm_.random_state = self.seed
-        z, _ = self.gmm_.sample(n)
+        """``n`` draws, the same as scikit-learn's ``GaussianMixture.sample`` with ``random_state=seed``
+        (a multinomial count per component, then each component's draws in turn)."""
+        if self.gmm_ is None:
+            raise ModelError("call fit(model, train) first")
+        rng = np.random.RandomState(self.seed)
+        counts = rng.multinomial(n, self.gmm_.weights_)
+        z = np.vstack([rng.multivariate_normal(m, c, int(k)) for m, c, k in zip(self.gmm_.means_, self.gmm_.covariances_, counts)])
         return torch.from_numpy(z).float()
 
     def log_prob_codes(self, z: torch.Tensor) -> torch.Tensor:
-        """The mixture's log-density of each code (scikit-learn's ``score_samples``)."""
+        """The mixture's log-density of each code (what scikit-learn's ``score_samples`` gives), in float64:
+        log sum_k w_k N(z; mu_k, Sigma_k) with Sigma_k^-1 = P_k P_k^T (``precisions_cholesky_``)."""
         if self.gmm_ is None:
             raise ModelError("call fit(model, train) first")
-        return torch.from_numpy(self.gmm_.score_samples(z.detach().double().cpu().numpy()))
+        x = z.detach().double().cpu()
+        chol = torch.from_numpy(np.ascontiguousarray(self.gmm_.precisions_cholesky_))
+        mu = torch.from_numpy(np.ascontiguousarray(self.gmm_.means_))
+        y = torch.einsum("nd,kde->nke", x, chol) - torch.einsum("kd,kde->ke", mu, chol)  # [N, K, D]
+        logdet = torch.diagonal(chol, dim1=-2, dim2=-1).log().sum(-1)  # log |P_k| = 1/2 log |Sigma_k^-1|
+        logn = -0.5 * (x.shape[1] * math.log(2 * math.pi) + y.pow(2).sum(-1)) + logdet
+        return torch.logsumexp(logn + torch.from_numpy(np.asarray(self.gmm_.weights_)).log(), dim=1)
+
+
+class _Mixture:
+    """A kept mixture's arrays under scikit-learn's attribute names."""
+
+    def __init__(self, **arrays: np.ndarray):
+        self.__dict__.update(arrays)
 
 
 def make_sampler(name: str, **kw) -> PriorSampler:
