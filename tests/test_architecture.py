@@ -34,3 +34,12 @@ def test_a_job_imports_only_what_it_runs():
     assert out == "[]", f"importing the generation job also imported {out}"
     bad = subprocess.run([sys.executable, "-c", "import vaelab.api; vaelab.api.no_such_job"], capture_output=True, text=True)
     assert bad.returncode != 0 and "has no attribute 'no_such_job'" in bad.stderr
+
+
+def test_every_lazy_job_is_exported_and_resolves():
+    """vaelab.api's written-out __all__ names exactly the jobs it imports lazily, and each one resolves."""
+    import vaelab.api as api
+
+    assert sorted(api.__all__) == sorted(api._HOME)
+    for name in api.__all__:
+        assert callable(getattr(api, name)), name
