@@ -1,10 +1,12 @@
 """Attribute restoration (ARNet, Ye et al. 2020) with an optional transformation-prediction head
 (GEOM, Golan and El-Yaniv 2018): an autoencoder that sees an image with attributes erased - its
 colour turned to gray, its orientation turned by a multiple of 90 degrees - and learns to give the
-original back. Restoring an attribute takes knowing what normal images look like, so the
+original back (the code's view is gray and turned). Restoring an attribute takes knowing what normal images look like, so the
 restoration error of an image unlike the training set is larger: that error, averaged over every
 erased view, is the anomaly score ``restoration``; the head's negative log-probability of the true
-rotation is the score ``transform_nll``.
+rotation is the score ``transform_nll``. The head is a linear layer on the code, or with
+``model.head_net=true`` a classifier of its own on the colour image (RotNet, Gidaris et al. 2018),
+trained on all four rotations of every image, with random flips and crops (``model.head_augment``).
 
 The views are exact: ``rotate(x, k)`` is a permutation of pixels (``rotate(rotate(x, k), -k) == x``
 bit for bit) and ``gray`` is the ITU-R 601 luma on every channel (idempotent, the identity on
@@ -19,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
+from ..nn import ViewClassifier
 from .ae import AE, AEConfig
 from .base import LossOutput
 from .registry import register_model
@@ -52,9 +55,18 @@ class RestoreAEConfig(AEConfig):
     erase: Literal["rotate+gray", "rotate", "gray"] = "rotate+gray"  # the attributes erased from the input
     transform_head: bool = False  # also predict the rotation from the code (GEOM-style); the score transform_nll
     head_weight: float = 1.0  # weight of the head's cross-entropy in the loss
+    # the head as its own conv classifier of the colour image turned four ways (RotNet), not a linear layer on
+    # the code: a code that must give the upright image back cannot tell rotations apart. Implies transform_head
+    head_net: bool = False
+    head_width: int = 32  # channels of the head network's first stage (doubling per stage)
+    head_augment: bool = True  # the head network trains on random flips and reflect-padded crops (shift <= 1/8)
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.head_net:
+            self.transform_head = True
+        if self.head_width < 1:
+            raise ConfigError(f"model.head_width must be >= 1, got {self.head_width}")
         if self.head_weight < 0:
             raise ConfigError(f"model.head_weight must be >= 0, got {self.head_weight}")
         if self.transform_head and "rotate" not in self.erase:
@@ -80,7 +92,11 @@ class RestoreAE(AE):
                               f"are {self.image_shape[-2]}x{self.image_shape[-1]}: use model.erase=gray or resize them")
         if "gray" == config.erase and self.image_shape[0] != 3:
             raise ConfigError("model.erase=gray erases colour, and these images have none: use model.erase=rotate")
-        self.head = nn.Linear(config.latent_dim, 4) if config.transform_head else None
+        self.head: nn.Module | None = None
+        if config.head_net:
+            self.head = ViewClassifier(tuple(self.image_shape), 4, config.head_width)
+        elif config.transform_head:
+            self.head = nn.Linear(config.latent_dim, 4)
 
     @property
     def rotations(self) -> tuple[int, ...]:
@@ -96,11 +112,33 @@ class RestoreAE(AE):
         rec, h = self.reconstruction_nll(self.erase(x, k), x)
         terms = {"rec": rec}
         total = rec
-        if self.head is not None:
+        if self.config.head_net:
+            ce = self._head_net_ce(self._augment(x) if self.config.head_augment else x)
+            terms["transform_ce"] = ce
+            total = rec + self.config.head_weight * ce
+        elif self.head is not None:
             ce = F.cross_entropy(self.head(h), k, reduction="none")
             terms["transform_ce"] = ce
             total = rec + self.config.head_weight * ce
         return LossOutput(total.mean(), terms)
+
+    def _head_net_ce(self, x: torch.Tensor) -> torch.Tensor:
+        """[B]: the head network's cross-entropy over the four rotations of each image, averaged."""
+        views = torch.cat([rotate(x, k) for k in self.rotations])
+        labels = torch.arange(len(self.rotations), device=x.device).repeat_interleave(x.shape[0])
+        ce = F.cross_entropy(self.head(views), labels, reduction="none")
+        return ce.view(len(self.rotations), x.shape[0]).mean(0)
+
+    @staticmethod
+    def _augment(x: torch.Tensor) -> torch.Tensor:
+        """Each image flipped left-right with probability 1/2, and all shifted by one random offset of
+        up to 1/8 of the side (reflect padding): the head learns rotations, not the training images."""
+        flip = torch.rand(x.shape[0], device=x.device) < 0.5
+        x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+        pad = max(1, x.shape[-1] // 8)
+        padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+        i, j = torch.randint(0, 2 * pad + 1, (2,)).tolist()
+        return padded[..., i:i + x.shape[-2], j:j + x.shape[-1]]
 
     @torch.no_grad()
     def restore(self, x: torch.Tensor, k: int = 0) -> torch.Tensor:
@@ -115,11 +153,13 @@ class RestoreAE(AE):
 
     @torch.no_grad()
     def transform_nll(self, x: torch.Tensor) -> torch.Tensor:
-        """[B]: the head's mean -log p(k | code(erase(x, k))) over the four rotations (needs transform_head)."""
+        """[B]: the head's mean -log p(k | code(erase(x, k))) over the four rotations (needs transform_head);
+        with head_net, -log p(k | rotate(x, k)) from the head network."""
         if self.head is None:
             raise ConfigError("transform_nll needs the rotation head: train arnet with model.transform_head=true")
         out = []
         for k in self.rotations:
-            logp = F.log_softmax(self.head(self.code_of(self.erase(x, k))), dim=1)
+            logits = self.head(rotate(x, k)) if self.config.head_net else self.head(self.code_of(self.erase(x, k)))
+            logp = F.log_softmax(logits, dim=1)
             out.append(-logp[:, k])
         return torch.stack(out).mean(0)

@@ -234,3 +234,31 @@ class LinearDecoder(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.linear(z).view(-1, *self.out_shape)
+
+
+class ViewClassifier(nn.Module):
+    """A VGG-style image classifier for a transformation-prediction head (RotNet, Gidaris et al. 2018):
+    per stage two 3x3 conv -> BatchNorm -> ReLU, then a 2x2 max-pool; the channels double each stage
+    from ``width``; then one more conv block, global average pooling and a linear layer to ``out``
+    logits. Up to three stages, fewer for small images (each halves the map)."""
+
+    def __init__(self, shape: tuple[int, int, int], out: int, width: int = 32):
+        super().__init__()
+        if width < 1:
+            raise ConfigError(f"model.head_width must be >= 1, got {width}")
+        c, h, w = shape
+        stages = max(1, min(3, int(math.log2(max(1, min(h, w)))) - 1))
+
+        def block(i: int, o: int) -> list[nn.Module]:
+            return [nn.Conv2d(i, o, 3, padding=1, bias=False), nn.BatchNorm2d(o), nn.ReLU()]
+
+        layers: list[nn.Module] = []
+        for s in range(stages):
+            o = width * 2**s
+            layers += [*block(c, o), *block(o, o), nn.MaxPool2d(2)]
+            c = o
+        self.features = nn.Sequential(*layers, *block(c, c), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc = nn.Linear(c, out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x))
