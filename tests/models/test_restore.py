@@ -62,12 +62,14 @@ def test_transform_head_nll_and_loss_terms():
 def test_head_net_sees_the_colour_image_turned_four_ways():
     """model.head_net: the head is its own classifier of rotate(x, k) (colour kept), trained on all four
     rotations of every image; its transform_nll and loss term are that classifier's cross-entropy."""
-    m = _model((3, 16, 16), head_net=True, head_augment=False)
+    m = _model((3, 16, 16), head_net=True)
     assert m.config.transform_head and not isinstance(m.head, torch.nn.Linear)
     x = torch.rand(5, 3, 16, 16)
     with torch.no_grad():
         logp = torch.stack([torch.log_softmax(m.head(torch.rot90(x, k, (-2, -1))), 1)[:, k] for k in range(4)])
-    torch.testing.assert_close(m.transform_nll(x), -logp.mean(0))
+        torch.testing.assert_close(m.transform_nll(x), -logp.mean(0))
+        # validation (eval mode) sees the images as they are: its loss term is the score
+        torch.testing.assert_close(m.loss(x).terms["transform_ce"], m.transform_nll(x))
     m.train()
     out = m.loss(x)
     assert out.terms["transform_ce"].shape == (5,)

@@ -59,7 +59,7 @@ class RestoreAEConfig(AEConfig):
     # the code: a code that must give the upright image back cannot tell rotations apart. Implies transform_head
     head_net: bool = False
     head_width: int = 32  # channels of the head network's first stage (doubling per stage)
-    head_augment: bool = True  # the head network trains on random flips and reflect-padded crops (shift <= 1/8)
+    head_augment: bool = True  # the head network trains (not validates) on random flips and reflect-padded crops (shift <= 1/8)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -113,7 +113,7 @@ class RestoreAE(AE):
         terms = {"rec": rec}
         total = rec
         if self.config.head_net:
-            ce = self._head_net_ce(self._augment(x) if self.config.head_augment else x)
+            ce = self._head_net_ce(self._augment(x) if self.config.head_augment and self.training else x)
             terms["transform_ce"] = ce
             total = rec + self.config.head_weight * ce
         elif self.head is not None:
