@@ -3,19 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
 from ..fileio import atomic_write_figure
 from ..plotting import smooth, term_panels
-
-
-
-
-
-
-
-
-
-
 
 
 def read_metrics_csv(path: Path) -> list[dict[str, str]]:
