@@ -39,6 +39,7 @@ level alike: the trainer passes one weight per step, so a per-level schedule is 
 Terms: rec, kl (the sum), kl1 .. klL (bottom to top), nelbo."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -52,6 +53,8 @@ from ..objectives import diag_gaussian
 from .base import Autoencoder, LossOutput, ModelConfig, MAX_WIDTH
 from .registry import register_model
 
+MAX_LEVELS = 64  # far beyond the hierarchies of the literature (NVAE: 36), and a typo is refused before it is built
+
 
 @dataclass
 class HVAEConfig(ModelConfig):
@@ -63,17 +66,17 @@ class HVAEConfig(ModelConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.levels < 2:
-            raise ConfigError(f"model.levels (stochastic levels of the hvae) must be >= 2, got {self.levels}; "
+        if not 2 <= self.levels <= MAX_LEVELS:
+            raise ConfigError(f"model.levels (stochastic levels of the hvae) must be in 2..{MAX_LEVELS}, got {self.levels}; "
                               "for one level train a vae")
         if self.level_dims is not None and (len(self.level_dims) != self.levels
                                             or not all(1 <= int(d) <= MAX_WIDTH for d in self.level_dims)):
             raise ConfigError(f"model.level_dims must list the units of each of the {self.levels} levels (model.levels), "
                               f"bottom to top, each in 1..{MAX_WIDTH}; got {self.level_dims}")
-        if self.beta < 0:
-            raise ConfigError(f"model.beta must be >= 0, got {self.beta}")
-        if self.free_bits < 0:
-            raise ConfigError(f"model.free_bits (nats per level) must be >= 0, got {self.free_bits}")
+        if not 0 <= self.beta < math.inf:
+            raise ConfigError(f"model.beta must be a finite number >= 0, got {self.beta}")
+        if not 0 <= self.free_bits < math.inf:
+            raise ConfigError(f"model.free_bits (nats per level) must be a finite number >= 0, got {self.free_bits}")
 
     def dims(self) -> list[int]:
         """The units of z_1 .. z_L, bottom to top."""
