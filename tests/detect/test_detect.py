@@ -77,9 +77,9 @@ def test_evaluate_detection_agrees_with_sklearn():
 # class_energy need a model with a classifier (tests/detect/test_class_entropy.py); restoration and transform_nll an
 # arnet (tests/detect/test_corrected.py). complexity subtracts the input's own complexity, so noise, the most complex
 # input there is, is by design not an anomaly to it: its value is checked against the codec's in test_corrected.py and
-# its detection power measured in benchmarks/detection/far_ood.py.
+# its detection power measured in benchmarks/detection/far_ood.py. llr needs an hvae (tests/detect/test_llr.py).
 @pytest.mark.parametrize("score", [s for s in SCORE_NAMES if s not in ("ssim", "patch_mse", "class_entropy", "class_energy",
-                                                                       "restoration", "transform_nll", "complexity")])
+                                                                       "restoration", "transform_nll", "complexity", "llr")])
 def test_every_score_ranks_the_other_class_higher(score, fitted, synthetic):
     det, _ = fitted
     normal, held_out, noise = synthetic
