@@ -31,12 +31,30 @@ def _env(tmp_path_factory):
     if SHARED.is_dir():
         os.environ["VAELAB_DATA"] = str(SHARED)
     os.environ["VAELAB_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    # the runs the tests train draw no report figures (train.figures' default; about 40% of the suite's CPU
+    # time when they did): the tests of the figures ask for them (the `figures` fixture), and
+    # VAELAB_FIGURES=1 pytest ... draws them for every run
+    os.environ.setdefault("VAELAB_FIGURES", "0")
     if os.environ.get("PYTEST_XDIST_WORKER"):
         os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
         torch.set_num_threads(1)
     else:
         torch.set_num_threads(min(2, os.cpu_count() or 1))
     yield
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """The runs this test trains draw their report's figures (train.figures' default back to true)."""
+    monkeypatch.setenv("VAELAB_FIGURES", "1")
+
+
+@pytest.fixture(scope="module")
+def figures_module():
+    """The runs this module's fixtures train draw their report's figures."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VAELAB_FIGURES", "1")
+        yield
 
 
 # CI installs every extra and dataset a test needs (scripts/install.sh, ../shared/data), so there a

@@ -10,7 +10,7 @@ from vaelab.train import RunConfig
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(tmp_path_factory, figures_module):
     cfg = RunConfig.build("vae", parse_set(["data.name=digits", "model.arch=mlp", "model.mlp_hidden=[16]", "model.latent_dim=2",
                                             "train.epochs=1", "train.batch_size=128", "train.progress_bar=false"]))
     return train_run(cfg, tmp_path_factory.mktemp("eval") / "run")[0]

@@ -17,7 +17,7 @@ def cli(*args, check=True):
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
+def run_dir(tmp_path_factory, figures_module):
     out = tmp_path_factory.mktemp("cli") / "run"
     p = cli("train", "vae", "--data", "fashion-mnist", "--epochs", "2", "--latent-dim", "4", "--batch-size", "64",
                "--seed", "1", "--out", str(out), "--set", "data.limit=1200", "--set", "data.test_limit=300",

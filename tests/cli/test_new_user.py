@@ -68,7 +68,7 @@ def digits_run(tmp_path_factory) -> Path:
 
 
 # ---- 1. degenerate data: a folder of identical images --------------------------------------------
-def test_folder_of_identical_images_trains_evaluates_and_resumes_with_a_note(tmp_path):
+def test_folder_of_identical_images_trains_evaluates_and_resumes_with_a_note(tmp_path, figures):
     # before: t-SNE on identical codes crashed the process (SIGSEGV, exit 139) or raised a traceback
     img = (np.random.default_rng(0).random((28, 28)) * 255).astype(np.uint8)
     for i in range(60):
@@ -337,7 +337,7 @@ def test_readme_python_example_runs_as_printed(tmp_path, monkeypatch, one_thread
 
 
 # ---- 14. a damaged weights file says the checkpoint still holds them ------------------------------
-def test_truncated_weights_point_to_the_checkpoint_and_resume_restores_them(tmp_path):
+def test_truncated_weights_point_to_the_checkpoint_and_resume_restores_them(tmp_path, figures):
     run = tmp_path / "run"
     p = cli("train", "vae", "--data", "digits", "--epochs", "1", *QUICK, "--out", str(run))
     assert p.returncode == 0

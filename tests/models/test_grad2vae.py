@@ -356,7 +356,7 @@ def _cli(*args):
 
 
 @pytest.fixture(scope="module")
-def one_class_run(tmp_path_factory):
+def one_class_run(tmp_path_factory, figures_module):
     """`vaelab train grad2vae` on the digits 0 of scikit-learn's 8x8 digits, 2 epochs."""
     out = tmp_path_factory.mktemp("g2") / "run"
     n = torch.get_num_threads()

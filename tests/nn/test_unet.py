@@ -97,7 +97,7 @@ def test_unet_cannot_halve_odd_maps():
         unet("ae", (1, 28, 28), channels=[4, 4, 4])  # 28 -> 14 -> 7 -> 3.5
 
 
-def test_unet_denoising_ae_trains_and_reloads(tmp_path):
+def test_unet_denoising_ae_trains_and_reloads(tmp_path, figures):
     cfg = RunConfig.build("denoising-ae", parse_set([
         "data.name=digits", "data.size=16", "data.limit=300", "data.test_limit=64", "model.arch=unet",
         "model.conv_channels=[4,8]", "model.hidden_dim=16", "model.latent_dim=3", "train.epochs=1",

@@ -22,7 +22,7 @@ QUICK = ["--data", "digits", "--epochs", "1", "--latent-dim", "2", "--set", "mod
 
 
 @pytest.fixture(scope="module")
-def two_runs(tmp_path_factory):
+def two_runs(tmp_path_factory, figures_module):
     d = tmp_path_factory.mktemp("cmp")
     for name, extra in (("vae", []), ("beta-vae", ["--set", "model.beta=3"])):
         p = _cli("train", name, *QUICK, *extra, "--out", str(d / name), cwd=d)

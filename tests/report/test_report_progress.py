@@ -28,7 +28,7 @@ def _train(path):
     return train_run(cfg, path)[0]
 
 
-def test_the_figures_and_the_tsne_are_counted(tmp_path, lines, one_thread):
+def test_the_figures_and_the_tsne_are_counted(tmp_path, lines, one_thread, figures):
     run = _train(tmp_path / "run")
     got = lines()
     figures = [m for m in (re.fullmatch(r"drawing the report's figures: (\d+)/(\d+) figures \(\d+%\), \d+ s", s) for s in got) if m]
@@ -45,3 +45,27 @@ def test_quiet_silences_them(tmp_path, lines, one_thread):
     vaelab.progress.set_quiet(True)
     _train(tmp_path / "run")
     assert not [s for s in lines() if re.search(r"\d+/\d+ (figures|iterations)", s)]
+
+
+def test_a_run_trained_without_figures_has_a_report_and_draws_them_on_request(tmp_path, monkeypatch, one_thread):
+    """train.figures=false (or VAELAB_FIGURES=0): the report keeps the metrics and says how to draw the
+    figures; `vaelab evaluate RUN --figures` draws the same set a run with figures has."""
+    from tests.conftest import vaelab_here
+    from vaelab.errors import ConfigError
+    from vaelab.train import RunConfig
+
+    monkeypatch.setenv("VAELAB_FIGURES", "0")
+    run = _train(tmp_path / "bare")
+    assert RunConfig.load(run / "config.yaml").train.figures is False
+    html = (run / "report.html").read_text()
+    assert "train.figures=false" in html and "--figures" in html and not list(run.glob("figures/*.png"))
+    assert "nelbo" in html  # the metrics are there
+    r = vaelab_here("evaluate", run, "--figures")
+    assert r.returncode == 0, r.stderr
+    monkeypatch.setenv("VAELAB_FIGURES", "1")
+    drawn = _train(tmp_path / "drawn")
+    assert sorted(p.name for p in run.glob("figures/*.png")) == sorted(p.name for p in drawn.glob("figures/*.png"))
+    assert len(list(run.glob("figures/*.png"))) >= 7 and "train.figures=false" not in (run / "report.html").read_text()
+    monkeypatch.setenv("VAELAB_FIGURES", "yes")
+    with pytest.raises(ConfigError, match="VAELAB_FIGURES must be 1"):
+        RunConfig.build("vae", {})

@@ -18,7 +18,7 @@ log = logging.getLogger("vaelab")
 
 def evaluate_run(run_dir: str | Path, metrics: list[str] | None = None, update_report: bool = True,
                  test_data: str | None = None, redraw: bool = True, run_data: str | Path | None = None,
-                 **options: Any) -> dict[str, Any]:
+                 figures: bool | None = None, **options: Any) -> dict[str, Any]:
     """Metrics of a trained run on its test split (default: the registry's default ones; ``["all"]``:
     every metric). ``options`` go to the metrics that declare them (`vaelab metrics -v`: nll_k, ...).
     ``test_data``: score another set instead of the run's test split: a dataset name or an .npz
@@ -27,7 +27,8 @@ def evaluate_run(run_dir: str | Path, metrics: list[str] | None = None, update_r
     ``update_report``: merge the numbers into metrics.json; with ``redraw`` also draw report.html
     again (its figures, mixture fit and t-SNE included: the slow part). ``vaelab evaluate --json``
     redraws nothing unless ``--report`` is given. ``run_data``: where the run's own data (its recorded
-    data.path) is now, when it has moved."""
+    data.path) is now, when it has moved. ``figures``: draw the report's figures (default: as the run's
+    train.figures says; True draws them for a run trained without)."""
     run_dir = Path(run_dir)
     cfg = RunConfig.load(run_dir / "config.yaml")
     model = load_run(run_dir)
@@ -67,7 +68,7 @@ def evaluate_run(run_dir: str | Path, metrics: list[str] | None = None, update_r
         check_health(old)  # the flags of the run's numbers as they now stand
         atomic_write_json(path, old)
         if redraw:
-            make_report(run_dir, model, cfg, old, test, train)
+            make_report(run_dir, model, cfg, old, test, train, figures=figures)
         else:
             log.info("metrics.json updated; report.html not redrawn (vaelab evaluate --report redraws it)")
     return result

@@ -62,12 +62,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     metrics = [m.strip() for m in args.metrics.split(",")] if args.metrics else None
     opts = {k: getattr(args, k) for k in args.metric_options if getattr(args, k) is not None}  # the metric options given
-    if args.no_report and args.report:
+    if args.no_report and (args.report or args.figures):
         from ..errors import ConfigError
 
-        raise ConfigError("--report redraws report.html and --no-report leaves the run untouched; give one of them")
+        raise ConfigError("--report and --figures redraw report.html and --no-report leaves the run untouched; give one of them")
     result = evaluate_run(args.run_dir, metrics, update_report=not args.no_report, test_data=args.test_data,
-                          redraw=args.report or not args.json, run_data=args.run_data, **opts)
+                          redraw=args.report or args.figures or not args.json, run_data=args.run_data,
+                          figures=True if args.figures else None, **opts)
     if args.json:
         print(json.dumps(result))
     else:

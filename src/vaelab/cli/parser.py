@@ -148,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                      "is not redrawn (add --report)")
     e.add_argument("--report", action="store_true", help="redraw report.html (the default without --json)")
     e.add_argument("--no-report", action="store_true", help="do not update metrics.json and report.html")
+    e.add_argument("--figures", action="store_true", help="draw the report's figures, also for a run trained with "
+                                                          "train.figures=false (implies --report)")
     e.add_argument("--test-data", metavar="NAME|FILE.npz",
                    help="score this set's test split instead of the run's (a dataset name, or an .npz with x_test): "
                         "e.g. CIFAR-10's exact-pixel images for a model trained on a JPEG copy; the numbers go to "

@@ -157,11 +157,17 @@ def _latent_map_figure(F: "_Figures", model: Autoencoder, test: ImageSet, fig: P
 
 
 def make_report(run_dir: Path, model: Autoencoder, cfg: RunConfig, metrics: dict[str, Any], test: ImageSet,
-                train: ImageSet | None = None) -> Path:
-    log.info("drawing the report's figures")
+                train: ImageSet | None = None, figures: bool | None = None) -> Path:
+    """report.html: the metrics, the notes, the command and (``figures``, default the run's train.figures)
+    the figures."""
     fig_notes: list[str] = []
-    figs = make_figures(run_dir, model, test, cfg.seed, train, fig_notes,
-                        extra=[("attention figures", lambda: _attention_figures(run_dir, model, cfg, test))])
+    if cfg.train.figures if figures is None else figures:
+        log.info("drawing the report's figures")
+        figs = make_figures(run_dir, model, test, cfg.seed, train, fig_notes,
+                            extra=[("attention figures", lambda: _attention_figures(run_dir, model, cfg, test))])
+    else:
+        figs = []
+        fig_notes.append("The figures were not drawn (train.figures=false): `vaelab evaluate RUN --figures` draws them.")
     title = f"vaelab run: {cfg.model.name} on {cfg.data.name}"
     notes = [f"Run directory: {run_dir.resolve()}", f"{metrics.get('parameters', model.num_parameters()):,} parameters; "
              f"{cfg.train.epochs} epochs; latent dimension {cfg.model.latent_dim}. "

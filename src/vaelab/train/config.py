@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -21,7 +22,15 @@ PRECISIONS = ("32", "bf16-mixed", "16-mixed")
 # what a resumed run may change: how long it trains and how it runs, never what it computes
 RESUMABLE_KEYS = ("epochs", "progress_bar", "accelerator", "devices", "num_nodes", "strategy", "eval_batch_size",
                   "checkpoint_every_n_steps", "loggers", "mlflow_tracking_uri", "mlflow_experiment", "wandb_project",
-                  "wandb_mode")
+                  "wandb_mode", "figures")
+
+
+def _figures_default() -> bool:
+    """train.figures' default: true, or $VAELAB_FIGURES (1 or 0) where it is set (a sweep's or a CI job's runs)."""
+    v = os.environ.get("VAELAB_FIGURES", "1").strip()
+    if v not in ("0", "1"):
+        raise ConfigError(f"VAELAB_FIGURES must be 1 (draw the run report's figures) or 0 (leave them out), got {v!r}")
+    return v == "1"
 
 
 @dataclass
@@ -52,6 +61,10 @@ class TrainConfig:
     strategy: str = "auto"  # Lightning's strategy: auto, ddp, ...
     progress_bar: bool = True  # show the progress bar while training
     eval_batch_size: int = 1000  # images per batch when evaluating and scoring
+    # draw the run report's figures (curves, reconstructions, samples, traversals, the latent map): about a
+    # second or two a run; false: the report keeps the metrics, the notes and the command (sweeps of many
+    # runs; `vaelab evaluate RUN --figures` draws them later). Default true, or $VAELAB_FIGURES (1 or 0)
+    figures: bool = field(default_factory=_figures_default)  # draw the report's figures (default: $VAELAB_FIGURES or true)
     # speed switches (see README, "Speed"). fast: the fused Adam/AdamW step and, on the CPU, the
     # channels_last layout for conv networks and an allocator that keeps freed memory; all measured
     # faster and all deterministic; false gives the plain fp32 eager reference path.
