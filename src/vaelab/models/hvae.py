@@ -52,6 +52,7 @@ from ..nn.networks import make_activation
 from ..objectives import diag_gaussian
 from .base import Autoencoder, LossOutput, ModelConfig, MAX_WIDTH
 from .registry import register_model
+from .sampled import NoClosedForms
 
 MAX_LEVELS = 64  # far beyond the hierarchies of the literature (NVAE: 36), and a typo is refused before it is built
 
@@ -83,7 +84,7 @@ class HVAEConfig(ModelConfig):
         return [int(d) for d in self.level_dims] if self.level_dims is not None else [self.latent_dim] * self.levels
 
 
-class _Joint(Distribution):
+class _Joint(NoClosedForms, Distribution):
     """A distribution over the whole code [z_L, ..., z_1] of an hvae, evaluated level by level."""
 
     arg_constraints: dict = {}
@@ -96,17 +97,6 @@ class _Joint(Distribution):
 
     def _refuse(self, what: str) -> NotImplementedError:
         return NotImplementedError(f"the hvae's {type(self).__name__} has no closed-form {what}; estimate it from samples")
-
-    @property
-    def variance(self) -> torch.Tensor:
-        raise self._refuse("variance")
-
-    @property
-    def stddev(self) -> torch.Tensor:
-        raise self._refuse("standard deviation")
-
-    def entropy(self) -> torch.Tensor:
-        raise self._refuse("entropy")
 
 
 class HierarchicalPosterior(_Joint):

@@ -39,6 +39,7 @@ from ..errors import ConfigError
 from ..nn import ACTIVATIONS
 from ..objectives import diag_gaussian
 from .registry import register_model
+from .sampled import NoClosedForms
 from .vae import VAE, VAEConfig
 
 
@@ -56,7 +57,7 @@ class VAEIAFConfig(VAEConfig):
             raise ConfigError(f"model.flow_hidden must be a non-empty list of positive widths, e.g. [64, 64]; got {self.flow_hidden}")
 
 
-class IAFPosterior(zuko.distributions.NormalizingFlow):
+class IAFPosterior(NoClosedForms, zuko.distributions.NormalizingFlow):
     """q(z|x): zuko's normalizing flow whose base is the Gaussian q0(z_0|x) (``gaussian``) and whose
     sampling direction is the IAF. Adds to zuko's distribution: the log-density of the latest
     ``rsample`` kept with it, ``mean`` (the flow at the Gaussian's mean, an approximation of E[z|x])
@@ -83,20 +84,11 @@ class IAFPosterior(zuko.distributions.NormalizingFlow):
     def mean(self) -> torch.Tensor:
         return self.transform.inv(self.base.mean)
 
+    entropy_hint = " (its Monte Carlo estimate is -q.log_prob(q.rsample()))"
+
     def _refuse(self, what: str) -> NotImplementedError:
         return NotImplementedError(f"the IAF posterior has no closed-form {what}; estimate it from samples "
                                    "(q.rsample((k,))), or use a model with a Gaussian posterior (vae)")
-
-    @property
-    def variance(self) -> torch.Tensor:
-        raise self._refuse("variance")
-
-    @property
-    def stddev(self) -> torch.Tensor:
-        raise self._refuse("standard deviation")
-
-    def entropy(self) -> torch.Tensor:
-        raise self._refuse("entropy (its Monte Carlo estimate is -q.log_prob(q.rsample()))")
 
 
 @register_model("vae-iaf", "VAE whose posterior is a Gaussian followed by an inverse autoregressive flow (zuko)")
