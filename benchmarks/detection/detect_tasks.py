@@ -9,13 +9,16 @@ ROC-AUC and PR-AUC on both representative sets, and the share of normal images f
 study's fixed threshold 0.3.
 
 The draws are fixed here, before any choice is made: CHOOSING draws are the only ones a candidate
-may be chosen on; REPORTING draws are scored only for the configuration chosen (``--reporting``).
+may be chosen on; REPORTING draws are scored only for the configuration chosen (``--reporting``; with ``--datasets``, the one
+chosen for those datasets, kept under ``reporting_DATASETS``).
 Every (task, candidate) run is kept in --runs and reused, so the script resumes where it stopped.
 
     VAELAB_DATA=../shared/data python -m benchmarks detect_tasks --runs DIR [--candidate default] [--reporting]
     python -m benchmarks detect_tasks --runs DIR --candidate latent32 --set model.latent_dim=32
     python -m benchmarks detect_tasks --runs DIR --candidate s1 --train s1 --set seed=1   # a second seed
     python -m benchmarks detect_tasks --runs DIR --candidate ens2 --ensemble default,s1  # their mean score
+    python -m benchmarks detect_tasks --runs DIR --candidate arnet-head-net --model arnet --no-base-set \
+        --set model.latent_dim=64 --set model.head_net=true --score transform_nll --epochs 3 --reporting --datasets cifar10
 
 Each run saves its raw scores (and, for a combo, every member's z-score) beside the model, and a
 float32 copy under benchmarks/results/detect_tasks_raw/CANDIDATE/ (with the setting it was scored
@@ -324,6 +327,8 @@ def arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--norm-range", default=None, help="LOW,HIGH quantile anchors of the normalised score, or a "
                                                          "name (minmax, default)")
     ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--no-base-set", action="store_true", help="train without the study VAE's network setting "
+                                                                "(DEFAULT_SET): a model configured as measured elsewhere, e.g. arnet's")
     ap.add_argument("--model", default="vae", help="the model trained on each task (ssvae: semi-supervised on the "
                                                    "study's labelled set, and the default combo adds its classifier's members)")
     ap.add_argument("--reporting", action="store_true", help="score the reporting draws (only for the chosen candidate)")
@@ -364,31 +369,33 @@ def main(b: Bench) -> None:
     if a.norm_range:
         detector["norm_range"] = (a.norm_range if a.norm_range[0].isalpha()
                                   else tuple(float(v) for v in a.norm_range.split(",")))
+    base = [] if a.no_base_set else DEFAULT_SET
     rows = []
     for ds, seed in draws:
         if a.ensemble:
             r = ensemble_task(ds, seed, a.candidate, a.ensemble.split(","), a.epochs, b.runs, detector, raw_dir)
         else:
-            r = run_task(ds, seed, a.candidate, DEFAULT_SET + a.set, a.epochs, b.runs, detector, a, raw_dir, a.train, a.model)
+            r = run_task(ds, seed, a.candidate, base + a.set, a.epochs, b.runs, detector, a, raw_dir, a.train, a.model)
         rows.append(r)
         print(f"{ds} seed {seed} classes {r['classes']}: ROC-AUC {r['rep1']['roc_auc']:.4f} / {r['rep2']['roc_auc']:.4f}, "
               f"normal flagged {r['rep1']['normal_flagged']:.2%} / {r['rep2']['normal_flagged']:.2%}", flush=True)
     which = "reporting" if a.reporting else "choosing"
     results = b.previous().get("results", {}) if not a.limit_tasks else {}
     kept = results.get("candidates", {}).get(a.candidate, {}).get(which, {})
-    if a.datasets and kept.get("overrides") == DEFAULT_SET + a.set and kept.get("epochs") == a.epochs:
+    if a.datasets and kept.get("overrides") == base + a.set and kept.get("epochs") == a.epochs:
         ran = {(r["dataset"], r["seed"]) for r in rows}  # this call's draws replace theirs; the rest are kept
         rows = [r for r in kept["tasks"] if (r["dataset"], r["seed"]) not in ran] + rows
     summary = summarise(rows)
     for ds, s in summary.items():
         print(f"{which} {ds}: mean ROC-AUC {s['mean_roc_auc']:.4f}, min {s['min_roc_auc']:.4f}, normal flagged "
               f"{s['normal_flagged_min']:.1%}-{s['normal_flagged_max']:.1%}")
-    entry = {"candidate": a.candidate, "model": a.model, "trained_as": a.train or a.candidate, "ensemble_of": a.ensemble.split(",") if a.ensemble else None, "overrides": DEFAULT_SET + a.set, "detector": {k: list(v) if isinstance(v, tuple) else v
+    entry = {"candidate": a.candidate, "model": a.model, "trained_as": a.train or a.candidate, "ensemble_of": a.ensemble.split(",") if a.ensemble else None, "overrides": base + a.set, "detector": {k: list(v) if isinstance(v, tuple) else v
                                                                                       for k, v in detector.items()},
              "epochs": a.epochs, "tasks": rows, **summary}
     results.setdefault("candidates", {}).setdefault(a.candidate, {})[which] = entry
-    if a.reporting:
-        results["reporting"] = entry  # the chosen configuration's reporting draws: reporting.mnist.mean_roc_auc, ...
+    if a.reporting:  # the chosen configuration's reporting draws: reporting.mnist.mean_roc_auc, ...; one chosen
+        # for some datasets only (--datasets) under its own key, e.g. reporting_cifar10.cifar10.mean_roc_auc
+        results["reporting" + (f"_{a.datasets.replace(',', '_')}" if a.datasets else "")] = entry
     # a cut of the draws is never merged into the results of whole ones
     b.write(results, name=None if not a.limit_tasks else f"{a.name}_limit{a.limit_tasks}", threshold=THRESHOLD,
             choosing_draws=CHOOSING, reporting_draws=REPORTING)
