@@ -19,7 +19,9 @@ protocol of one dataset in under 30 minutes on the 2-core machine; >= 0.95 on bo
 
     VAELAB_DATA=../shared/data python -m benchmarks one_class [--epochs 20] [--seeds 1] [--jobs 1] [--runs DIR] [--study-seeds 1]
 
-Rerunning into the same --runs reuses finished (class, seed) runs and study VAEs.
+Rerunning into the same --runs reuses finished (class, seed) runs and study VAEs. A call's datasets (and its
+study, unless --study-epochs 0) replace theirs in one_class.json; the file's other datasets and study are kept,
+each with the settings and command that measured it.
 """
 from __future__ import annotations
 
@@ -146,8 +148,19 @@ def main(b: Bench) -> None:
         print(f"{ds}: mean ROC-AUC " + ", ".join(f"{s} {v:.4f}" for s, v in protocol[ds]["mean_auroc"].items())
               + f" (seed paper {SEED_PAPER.get(ds)}, target {TARGET.get(ds)}), {run_seconds:.0f} s of runs, {wall:.0f} s wall",
               flush=True)
-    result = {"protocol": protocol}
-    if a.study_epochs > 0:
-        result["study"] = study(a, runs)
-    b.write(result, model=a.model, epochs=a.epochs, seeds=a.seeds, scores=a.scores, jobs=a.jobs,
-            overrides=a.set, study_overrides=a.study_set, classes=classes, study_limit=a.study_limit)
+    for ds in protocol:  # what each dataset's figures were measured with, kept with them
+        protocol[ds]["settings"] = {"model": a.model, "epochs": a.epochs, "seeds": a.seeds, "scores": a.scores,
+                                    "jobs": a.jobs, "overrides": a.set, "classes": classes, "command": b.command}
+    studied = study(a, runs) if a.study_epochs > 0 else None
+
+    def change(payload: dict) -> None:
+        """This call's datasets (and study) replace theirs; the file's other datasets and study are kept."""
+        res = payload["results"]
+        res.setdefault("protocol", {}).update(protocol)
+        if studied is not None:
+            res["study"] = {**studied, "settings": {"model": a.model, "overrides": a.set, "study_overrides": a.study_set,
+                                                    "study_limit": a.study_limit, "command": b.command}}
+        payload.update(model=a.model, epochs=a.epochs, seeds=a.seeds, scores=a.scores, jobs=a.jobs, overrides=a.set,
+                       study_overrides=a.study_set, classes=classes, study_limit=a.study_limit)
+
+    b.update(change)

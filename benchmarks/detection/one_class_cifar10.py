@@ -4,11 +4,13 @@ Ten tasks, each with one class normal and the other nine anomalies on the 10,000
 (`vaelab bench one-class`, i.e. `vaelab.api.one_class_run`). The model is `arnet` (colour and
 orientation erased and restored, with a rotation head), trained --epochs per class on the
 JPEG-compressed CIFAR-10 copy; its own scores `restoration` and `transform_nll` stand beside the
-reconstruction scores `mse` and `ssim` of the same models. Two configurations (--config):
+reconstruction scores `mse` and `ssim` of the same models. Three configurations (--config):
 
 - `code-head`: the rotation head is a linear layer on the restoring autoencoder's code;
 - `head-net`: the rotation head is its own classifier of the colour image turned four ways
-  (`model.head_net=true`, RotNet-style, with flips and crops).
+  (`model.head_net=true`, RotNet-style, with flips and crops);
+- `vae`: the detector's default before this benchmark, a conv `vae` with its default network, scored by the
+  default `combo` (vaelab.detect.DEFAULT_COMBO), `mse` and `nelbo`.
 
 The published from-scratch results this compares with are about 0.86 mean ROC-AUC (ARNet, GEOM).
 Each configuration is kept under its own key of the results file, with its s/epoch. `--combo A,B`
@@ -30,16 +32,17 @@ from benchmarks._harness import Bench, print_table
 SMOKE = ["--epochs", "1", "--classes", "0", "--set", "data.limit=100", "--set", "data.test_limit=50",
          "--set", "model.latent_dim=8", "--set", "model.head_width=4"]
 NEEDS = ("cifar10",)
-SCORES = "restoration,transform_nll,mse,ssim"
-CONFIGS = {"code-head": ["model.latent_dim=64", "model.transform_head=true"],
-           "head-net": ["model.latent_dim=64", "model.head_net=true"]}
+SCORES = {"arnet": "restoration,transform_nll,mse,ssim", "vae": "combo,mse,nelbo"}
+CONFIGS = {"code-head": ("arnet", ["model.latent_dim=64", "model.transform_head=true"]),
+           "head-net": ("arnet", ["model.latent_dim=64", "model.head_net=true"]),
+           "vae": ("vae", [])}
 
 
 def arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--config", choices=sorted(CONFIGS), default="head-net", help="the rotation head (default head-net)")
     ap.add_argument("--epochs", type=int, default=10, help="per class (default 10)")
     ap.add_argument("--classes", help="comma-separated normal classes (default: all ten)")
-    ap.add_argument("--scores", default=SCORES)
+    ap.add_argument("--scores", default=None, help="comma-separated (default: arnet's four, or the vae's combo, mse, nelbo)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="more run-config keys")
     ap.add_argument("--combo", help="comma-separated scores whose combo (mean of z-scores) is added as a column")
 
@@ -70,9 +73,10 @@ def main(b: Bench) -> None:
     from vaelab.config import parse_set
 
     a = b.args
-    sets = [*CONFIGS[a.config], "train.progress_bar=false", *a.set]
+    model, base = CONFIGS[a.config]
+    sets = [*base, "train.progress_bar=false", *a.set]
     classes = [int(c) for c in a.classes.split(",")] if a.classes else None
-    out, result = one_class_run("cifar10", "arnet", a.epochs, 1, classes, a.scores, parse_set(sets), b.runs,
+    out, result = one_class_run("cifar10", model, a.epochs, 1, classes, a.scores or SCORES[model], parse_set(sets), b.runs,
                                 keep_checkpoints=True)
     names = {c: v["name"] for c, v in result["auroc"][result["scores"][0]]["per_class"].items()}
     rows = [{"class": c, "name": names[c], **{s: result["auroc"][s]["per_class"][c]["mean"] for s in result["scores"]}}
@@ -89,7 +93,7 @@ def main(b: Bench) -> None:
     per_epoch = sum(seconds) / len(seconds) / a.epochs if seconds else None
     print(f"{a.config}: {per_epoch:.1f} s/epoch (mean over {len(seconds)} classes)" if per_epoch else "", flush=True)
     entry = {"rows": rows, "summary": {f"{s}_mean_roc_auc": rows[-1][s] for s in columns},
-             "classes": len(rows) - 1, "epochs": a.epochs, "settings": sets, "seconds_per_epoch": per_epoch,
+             "classes": len(rows) - 1, "epochs": a.epochs, "model": model, "settings": sets, "seconds_per_epoch": per_epoch,
              "train_seconds_per_class": seconds,
              "command": b.command}
 
