@@ -20,6 +20,10 @@ def test_rotation_is_an_exact_invertible_permutation():
         assert torch.equal(torch.sort(y.flatten(1)).values, torch.sort(x.flatten(1)).values)  # a permutation
     assert torch.equal(rotate(rotate(x, 1), 1), rotate(x, 2)) and torch.equal(rotate(x, 4), x)
     assert torch.equal(rotate(x, 1)[0, 0, 0, 0], x[0, 0, 0, -1])  # counter-clockwise: the top-right corner goes top-left
+    wide = torch.rand(2, 3, 4, 6)
+    for k in range(-5, 6):  # the flips and transpose (which ONNX exports) are torch's own rot90
+        assert torch.equal(rotate(x, k), torch.rot90(x, k, dims=(-2, -1)))
+        assert torch.equal(rotate(wide, k), torch.rot90(wide, k, dims=(-2, -1)))
     ks = torch.tensor([0, 1, 2, 3, 1])
     per_image = rotate(x, ks)
     for i, k in enumerate(ks.tolist()):

@@ -38,14 +38,20 @@ def gray(x: torch.Tensor) -> torch.Tensor:
 
 
 def rotate(x: torch.Tensor, k: int | torch.Tensor) -> torch.Tensor:
-    """Orientation erased: ``x`` turned by k x 90 degrees counter-clockwise (k an int, or one per image)."""
+    """Orientation erased: ``x`` turned by k x 90 degrees counter-clockwise (k an int, or one per image), as
+    ``torch.rot90(x, k, dims=(-2, -1))`` does, written with flips and a transpose, which ONNX exports."""
     if isinstance(k, int):
-        return torch.rot90(x, k % 4, dims=(-2, -1))
+        k %= 4
+        if k == 0:
+            return x
+        if k == 2:
+            return x.flip(-2).flip(-1)
+        return x.flip(-1).transpose(-2, -1) if k == 1 else x.transpose(-2, -1).flip(-1)
     out = torch.empty_like(x)
     for r in range(4):
         idx = (k % 4 == r).nonzero(as_tuple=True)[0]
         if len(idx):
-            out[idx] = torch.rot90(x[idx], r, dims=(-2, -1))
+            out[idx] = rotate(x[idx], r)
     return out
 
 

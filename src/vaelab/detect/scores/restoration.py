@@ -14,7 +14,7 @@ import torch
 
 from ...errors import ModelError
 from ...models import Autoencoder
-from .base import Score
+from .base import BatchHead, Score
 from .registry import register_score
 
 
@@ -36,7 +36,8 @@ class _RestorationBase(Score):
 class RestorationScore(_RestorationBase):
     """The mean over the erased views (gray, each rotation) of the squared error of their restoration."""
 
-    why_not_exportable = "its views are rotations the exporter does not bundle yet"
+    def export_head(self, model: torch.nn.Module) -> torch.nn.Module:
+        return BatchHead(self)  # gray and the rotations are fixed linear maps and permutations: plain torch
 
     def batch(self, model: Autoencoder, x: torch.Tensor) -> torch.Tensor:
         return model.restoration_error(x)
@@ -46,7 +47,8 @@ class RestorationScore(_RestorationBase):
 class TransformNLLScore(_RestorationBase):
     """How unsure the model's rotation head is of how each view was turned, averaged over the rotations."""
 
-    why_not_exportable = "its views are rotations the exporter does not bundle yet"
+    def export_head(self, model: torch.nn.Module) -> torch.nn.Module:
+        return BatchHead(self)  # rotations are permutations of pixels and the head is in eval mode: plain torch
 
     def check(self, model: Autoencoder) -> None:
         super().check(model)
