@@ -158,6 +158,12 @@ class RestoreAE(AE):
         return torch.stack(errs).mean(0)
 
     @torch.no_grad()
+    def head_features(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, 4 x C]: the head network's pooled features of the four rotations of each image, side by side."""
+        if not self.config.head_net:
+            raise ConfigError("head_features are the rotation head network's: train arnet with model.head_net=true")
+        return torch.cat([self.head.features(rotate(x, k)) for k in self.rotations], 1)
+
     def transform_nll(self, x: torch.Tensor) -> torch.Tensor:
         """[B]: the head's mean -log p(k | code(erase(x, k))) over the four rotations (needs transform_head);
         with head_net, -log p(k | rotate(x, k)) from the head network."""

@@ -151,7 +151,7 @@ def score_images(model: Autoencoder, score: Score, images: torch.Tensor, batch_s
 class ExportContext:
     """What the heads of an exported scorer read, each computed once per forward: ``get('recon')`` the
     reconstruction decode(E[z|x]), ``'err'`` its squared error, ``'latent'`` E[z|x], ``'feature'`` the
-    encoder's features; ``model`` and ``x`` (float images [B, C, H, W] in [0, 1]) as they are."""
+    encoder's features, ``'head'`` a rotation head network's (arnet's ``head_features``); ``model`` and ``x`` (float images [B, C, H, W] in [0, 1]) as they are."""
 
     def __init__(self, model: nn.Module, x: torch.Tensor):
         self.model, self.x, self._cache = model, x, {}
@@ -167,8 +167,10 @@ class ExportContext:
                 v = m.encode(x).mean
             elif key == "feature":
                 v = m.features(x)
+            elif key == "head":
+                v = m.head_features(x)
             else:
-                raise KeyError(f"an export head reads 'recon', 'err', 'latent' or 'feature', not {key!r}")
+                raise KeyError(f"an export head reads 'recon', 'err', 'latent', 'feature' or 'head', not {key!r}")
             self._cache[key] = v
         return self._cache[key]
 

@@ -133,25 +133,28 @@ def _knn_mean_distance(ref: torch.Tensor, query: torch.Tensor, k: int, skip_self
 
 
 class _RepresentationScore(Score):
-    """A density score on a per-image vector (the latent means or the encoder's features), whitened
-    with statistics of the training images. ``source``: 'latent' or 'feature'; the score is named
-    SOURCE_KIND (latent_knn, feature_gmm, ...)."""
+    """A density score on a per-image vector (the latent means, the encoder's features or a rotation head
+    network's), whitened with statistics of the training images. ``source``: 'latent', 'feature' or 'head';
+    the score is named SOURCE_KIND (latent_knn, feature_gmm, head_knn, ...)."""
+
+    EMBED = {"latent": "mean", "feature": "features", "head": "head_features"}  # embed_images' name of each source
 
     def __init__(self, source: str, kind: str, dims: int | None = None):
-        if source not in ("latent", "feature"):
-            raise ConfigError(f"a representation score reads 'latent' or 'feature' vectors, got {source!r}")
+        if source not in self.EMBED:
+            raise ConfigError(f"a representation score reads {', '.join(map(repr, self.EMBED))} vectors, got {source!r}")
         self.source, self.name = source, f"{source}_{kind}"  # type: ignore[misc]
         if dims is not None and dims < 1:
             raise ConfigError(f"{self.name}: the whitened dimension must be >= 1, got {dims}")
         self.dims = dims
 
     def vectors(self, model: Autoencoder, x: torch.Tensor) -> torch.Tensor:
-        v = model.encode(x).mean if self.source == "latent" else model.features(x)
+        v = model.encode(x).mean if self.source == "latent" else getattr(model, self.EMBED[self.source])(x)
         return self.whitener_.transform(v.double().cpu())
 
     def fit(self, model: Autoencoder, images: torch.Tensor, batch_size: int = 500, seed: int = 0) -> "_RepresentationScore":
         super().fit(model, images, batch_size, seed)
-        v = (latent_means if self.source == "latent" else encoder_outputs)(model, images, batch_size)
+        model.eval()
+        v = embed_images(model, images, batch_size, self.EMBED[self.source]).double()
         if len(v) < 2:
             raise ModelError(f"the {self.name} score needs at least 2 training images")
         self.whitener_ = Whitener(self.dims).fit(v)

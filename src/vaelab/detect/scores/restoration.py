@@ -7,6 +7,11 @@ unusual image was turned is less sure of the answer (Golan and El-Yaniv 2018).
 |-----------------|-----------------------------------------------------------------------------------|
 | `restoration`   | mean squared error of the restorations, averaged over every erased view            |
 | `transform_nll` | the rotation head's -log p(true rotation), averaged over the four rotations       |
+| `head_knn`      | mean distance of the head network's whitened features to the k nearest training images' |
+
+``head_knn`` is ``feature_knn`` on the rotation head network's features of the four rotations (side by side):
+where several classes are normal, an image of another class can be easy to turn upright (a car), so the head
+is sure of it, yet its features are far from every training image's.
 """
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ import torch
 from ...errors import ModelError
 from ...models import Autoencoder
 from .base import BatchHead, Score
+from .density import DEFAULT_FEATURE_DIMS, DEFAULT_KNN_K, FEATURE_DIMS, KNN_K, KNNScore
 from .registry import register_score
 
 
@@ -58,3 +64,25 @@ class TransformNLLScore(_RestorationBase):
 
     def batch(self, model: Autoencoder, x: torch.Tensor) -> torch.Tensor:
         return model.transform_nll(x)
+
+
+@register_score("head_knn", "mean distance of the rotation head network's whitened features to the k nearest training images'")
+class HeadKNNScore(KNNScore):
+    """``KNNScore`` on arnet's rotation head network's features (``head_features``: the pooled features of the
+    four rotations side by side), projected on their top ``feature_dims`` principal components and whitened;
+    training images scored leave-one-out."""
+
+    image_only = True
+
+    def __init__(self, knn_k: KNN_K = DEFAULT_KNN_K, feature_dims: FEATURE_DIMS = DEFAULT_FEATURE_DIMS):
+        super().__init__("head", knn_k, feature_dims)
+
+    @classmethod
+    def describe_needs(cls) -> str:
+        return "arnet with its rotation head network (model.head_net=true), images"
+
+    def check(self, model: Autoencoder) -> None:
+        super().check(model)
+        if not getattr(getattr(model, "config", None), "head_net", False):
+            raise ModelError("the 'head_knn' score reads arnet's rotation head network: train it with "
+                             "vaelab train arnet --set model.head_net=true")
