@@ -75,11 +75,12 @@ def test_evaluate_detection_agrees_with_sklearn():
 # checked against scikit-image / a brute-force window search below, and their detection power is
 # measured on real data in benchmarks/detect_scores.py and benchmarks/one_class.py. class_entropy and
 # class_energy need a model with a classifier (tests/detect/test_class_entropy.py); restoration and transform_nll an
-# arnet (tests/detect/test_corrected.py). complexity subtracts the input's own complexity, so noise, the most complex
+# arnet (tests/detect/test_corrected.py), head_knn one with its head network (tests/detect/test_head_knn.py). complexity subtracts the input's own complexity, so noise, the most complex
 # input there is, is by design not an anomaly to it: its value is checked against the codec's in test_corrected.py and
 # its detection power measured in benchmarks/detection/far_ood.py. llr needs an hvae (tests/detect/test_llr.py).
 @pytest.mark.parametrize("score", [s for s in SCORE_NAMES if s not in ("ssim", "patch_mse", "class_entropy", "class_energy",
-                                                                       "restoration", "transform_nll", "complexity", "llr")])
+                                                                       "restoration", "transform_nll", "head_knn", "complexity",
+                                                                       "llr")])
 def test_every_score_ranks_the_other_class_higher(score, fitted, synthetic):
     det, _ = fitted
     normal, held_out, noise = synthetic
