@@ -38,9 +38,10 @@ class AutoencoderDetector(ScoreOptions, GroupedDetector, BaseEstimator):
         trains its model or reads it from a run directory standardises X as the model's training data
         were (the run's ``data.center`` / ``data.scale``); an ``Autoencoder`` object takes X as its model
         sees it.
-        None: ``fit`` trains ``model_name`` on X with vaelab's trainer ('auto', the default: an ssvae
-        when X is an ImageSet whose labels are known for some images of two or more classes and unknown
-        (-1) for the others, as in the OOD study's training split, a vae otherwise; ``epochs``, ``overrides`` as
+        None: ``fit`` trains ``model_name`` on X with vaelab's trainer ('auto', the default: on square colour
+        images an arnet whose rotation head is a network of its own, scored by that head (members.COLOUR_MODEL);
+        else an ssvae when X is an ImageSet whose labels are known for some images of two or more classes and unknown
+        (-1) for the others, as in the OOD study's training split; else a vae; ``epochs``, ``overrides`` as
         nested run-config keys, e.g. ``{"model": {"arch": "mlp"}}``; into ``train_dir``, or a
         temporary directory that is removed); ``n_models`` > 1 trains that many with the seeds seed,
         seed + 1, ... (into ``train_dir``/model-0, model-1, ...) and ensembles them. Otherwise ``fit``
@@ -48,7 +49,8 @@ class AutoencoderDetector(ScoreOptions, GroupedDetector, BaseEstimator):
     score : the name of any registered score (``vaelab scores`` lists them, a user's registered with
         ``@vaelab.register_score`` too). Default 'combo' of DEFAULT_COMBO = 'ssim', 'latent_gmm', 'feature_knn'
         and 'patch_mse', each z-scored by its training scores; needs no prior, so any model works; a model
-        with a classifier (ssvae) adds 'class_energy' twice and 'class_entropy' once, DEFAULT_CLASSIFIER_COMBO.
+        with a classifier (ssvae) adds 'class_energy' twice and 'class_entropy' once, DEFAULT_CLASSIFIER_COMBO;
+        on a model with a rotation head network (arnet, ``model.head_net``) it is that head's 'transform_nll'.
     contamination : fraction of unseen normal data flagged: the threshold is the split-conformal
         (1 - contamination) quantile of ``calibration_scores_``, the scores of normal images that neither
         the model (when the detector trains it) nor the score's state was fitted on, so a new normal image

@@ -19,7 +19,7 @@ discover()
 
 from .classifier import (ENTROPY_FLOOR, ClassEnergyScore, ClassEntropyScore, class_energy, class_log_probs,  # noqa: E402
                          free_energy, log_entropy)
-from .combination import DEFAULT_CLASSIFIER_COMBO, DEFAULT_COMBO, ComboScore, vector_combo  # noqa: E402
+from .combination import DEFAULT_CLASSIFIER_COMBO, DEFAULT_COMBO, DEFAULT_HEAD_NET_COMBO, ComboScore, vector_combo  # noqa: E402
 from .density import (FeatureGMMScore, FeatureKNNScore, GMMScore, KNNScore, LatentGMMScore, LatentKNNScore,  # noqa: E402
                       MahalanobisScore, Whitener, encoder_outputs)
 from .likelihood import NELBOScore, NLLScore, gaussian_parts, nelbo_at_noise  # noqa: E402
@@ -35,7 +35,7 @@ def make_score(name: str, combo: Sequence[str] | str = DEFAULT_COMBO, combo_meth
     return get_score(name).make(combo=combo, combo_method=combo_method, **options)
 
 
-__all__ = ["DEFAULT_CLASSIFIER_COMBO", "DEFAULT_COMBO", "DEFAULT_PATCH_SIZE", "ENTROPY_FLOOR", "SCORES", "SCORE_NAMES",
+__all__ = ["DEFAULT_CLASSIFIER_COMBO", "DEFAULT_COMBO", "DEFAULT_HEAD_NET_COMBO", "DEFAULT_PATCH_SIZE", "ENTROPY_FLOOR", "SCORES", "SCORE_NAMES",
            "VECTOR_COMBO", "BCEScore", "BatchHead", "ClassEnergyScore", "ClassEntropyScore", "ComboScore", "ExportContext",
            "FeatureGMMScore", "FeatureKNNScore", "GMMScore", "KNNScore", "LatentGMMScore", "LatentKNNScore",
            "MSEScore", "MahalanobisScore", "NELBOScore", "NLLScore", "PatchMSEScore", "SSIMScore", "Score",

@@ -30,6 +30,15 @@ DEFAULT_COMBO = ("ssim", "latent_gmm", "feature_knn", "patch_mse")
 # choosing draws of benchmarks/detect_tasks.py (--weigh: eight weightings of the two in the two-seed
 # ensemble, by a rule written before) over the entropy alone counted twice, the earlier default
 DEFAULT_CLASSIFIER_COMBO = (*DEFAULT_COMBO, "class_energy", "class_energy", "class_entropy")
+# a model with a rotation head network (arnet, model.head_net=true): its head's transform_nll alone. On one-class
+# CIFAR-10 (benchmarks/one_class_cifar10.py) the combo of transform_nll and restoration lost to it on the classes it was
+# tried on, and the reconstruction scores are near chance there
+DEFAULT_HEAD_NET_COMBO = ("transform_nll",)
+
+
+def has_head_net(model: Autoencoder) -> bool:
+    """Whether ``model`` predicts rotations with a classifier of its own (arnet with model.head_net=true)."""
+    return bool(getattr(model.config, "head_net", False))
 
 
 def vector_combo() -> tuple[str, ...]:
@@ -70,11 +79,15 @@ class ComboScore(Score):
 
     @classmethod
     def options_for(cls, model: Autoencoder | None, options: dict[str, Any]) -> dict[str, Any]:
-        """The default members made to fit ``model``: on vectors, those defined on vectors; on a model with a
-        classifier on its code, DEFAULT_CLASSIFIER_COMBO's extra members too. Members given are kept."""
+        """The default members made to fit ``model``: on a model with a rotation head network, DEFAULT_HEAD_NET_COMBO;
+        on vectors, those defined on vectors; on a model with a classifier on its code, DEFAULT_CLASSIFIER_COMBO's
+        extra members too. Members given are kept."""
         combo = options.get("combo", DEFAULT_COMBO)
         if model is None or tuple(combo) != DEFAULT_COMBO:
             return options
+        if has_head_net(model):
+            log.info("the model has a rotation head network: the default combo is its %s", " + ".join(DEFAULT_HEAD_NET_COMBO))
+            return {**options, "combo": DEFAULT_HEAD_NET_COMBO}
         if model.is_vector:
             combo = vector_combo()
             log.info("vectors: the default combo keeps its members defined on vectors, %s", " + ".join(combo))
