@@ -14,8 +14,8 @@ reconstruction scores `mse` and `ssim` of the same models. Three configurations 
 
 The published from-scratch results this compares with are about 0.86 mean ROC-AUC (ARNet, GEOM).
 Each configuration is kept under its own key of the results file, with its s/epoch. `--combo A,B`
-adds the column `A+B`: the z-score mean of those scores of the same trained models (vaelab's `combo`),
-computed per class and kept in its run directory.
+(repeatable) adds the column `A+B`: the z-score mean of those scores of the same trained models (vaelab's
+`combo`), computed per class and kept in its run directory.
 
     VAELAB_DATA=../shared/data python -m benchmarks one_class_cifar10 --config head-net [--epochs 10] [--runs DIR]
 
@@ -44,7 +44,8 @@ def arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--classes", help="comma-separated normal classes (default: all ten)")
     ap.add_argument("--scores", default=None, help="comma-separated (default: arnet's four, or the vae's combo, mse, nelbo)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="more run-config keys")
-    ap.add_argument("--combo", help="comma-separated scores whose combo (mean of z-scores) is added as a column")
+    ap.add_argument("--combo", action="append", default=[],
+                    help="comma-separated scores whose combo (mean of z-scores) is added as a column (repeatable)")
 
 
 def combo_roc_auc(run: Path, members: str, c: int) -> float:
@@ -82,10 +83,10 @@ def main(b: Bench) -> None:
     rows = [{"class": c, "name": names[c], **{s: result["auroc"][s]["per_class"][c]["mean"] for s in result["scores"]}}
             for c in names]
     columns = list(result["scores"])
-    if a.combo:
-        col = a.combo.replace(",", "+")
+    for combo in a.combo:
+        col = combo.replace(",", "+")
         for r in rows:
-            r[col] = combo_roc_auc(out / "runs" / f"class{r['class']}-seed0", a.combo, int(r["class"]))
+            r[col] = combo_roc_auc(out / "runs" / f"class{r['class']}-seed0", combo, int(r["class"]))
         columns.append(col)
     rows.append({"class": "mean", "name": "", **{s: sum(r[s] for r in rows) / len(rows) for s in columns}})
     print_table(rows, ["class", "name", *columns])
