@@ -132,7 +132,9 @@ def run_task(dataset: str, seed: int, candidate: str, overrides: list[str], epoc
     kept = kept_raw(raw_dir, candidate, dataset, seed, setting)
     if kept is not None:  # scored by an earlier call whose run folder is gone: its kept raw scores
         return task_metrics(dataset, seed, candidate, kept, detector)
-    if not (run / "metrics.json").is_file():
+    # fit writes train_seconds when it returns (runs of the API's train job have metrics.json): a finished model is
+    # reused as it is, never resumed again (which would rewrite its weights and its training time)
+    if not (run / "train_seconds").is_file() and not (run / "metrics.json").is_file():
         resume = (run / "checkpoints" / "last.ckpt").is_file()
         cfg = RunConfig.build(model, parse_set(["data.name=npz", f"data.path={study}", f"train.epochs={epochs}",
                                                 "train.progress_bar=false", "seed=0", *overrides]))
