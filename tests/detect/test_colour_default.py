@@ -66,3 +66,13 @@ def test_the_restoring_scores_export(colour_detector, score, fmt, tmp_path):
     got = scorer((x[:16].float() / 255).numpy())["raw_score"]
     # float32 in the bundle: a few units in the last place of scores near ln 4
     np.testing.assert_allclose(got, det.raw_scores(x[:16]), rtol=1e-6, atol=1e-6)
+
+
+def test_the_colour_default_saves_and_reloads(colour_detector, tmp_path):
+    from vaelab.detect.persist import load_detector, save_detector
+
+    det, x = colour_detector
+    back = load_detector(save_detector(det, tmp_path / "det"))
+    assert back.model_.config.head_net and [m.name for m in back.score_.members] == ["transform_nll"]
+    np.testing.assert_array_equal(back.raw_scores(x[:16]), det.raw_scores(x[:16]))
+    np.testing.assert_array_equal(back.predict(x[:16]), det.predict(x[:16]))
