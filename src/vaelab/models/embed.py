@@ -6,6 +6,7 @@ from typing import Any
 import torch
 
 from ..data.imageset import to_unit_float
+from ..progress import Progress
 from .base import Autoencoder
 
 
@@ -22,5 +23,9 @@ def embed_images(model: Autoencoder, data: Any, batch_size: int = 1000, what: st
     model.eval()
     dev = next(model.parameters()).device
     fn = model.embed if what == "mean" else getattr(model, what)
-    out = [fn(to_unit_float(images[i : i + batch_size].to(dev))).cpu() for i in range(0, len(images), batch_size)]
+    out = []
+    with Progress(f"embedding ({what})", total=len(images), unit="images") as progress:
+        for i in range(0, len(images), batch_size):
+            out.append(fn(to_unit_float(images[i : i + batch_size].to(dev))).cpu())
+            progress.update(len(out[-1]))
     return torch.cat(out) if out else torch.zeros(0, model.latent_dim)

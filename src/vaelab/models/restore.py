@@ -164,6 +164,7 @@ class RestoreAE(AE):
             raise ConfigError("head_features are the rotation head network's: train arnet with model.head_net=true")
         return torch.cat([self.head.features(rotate(x, k)) for k in self.rotations], 1)
 
+    @torch.no_grad()
     def transform_nll(self, x: torch.Tensor) -> torch.Tensor:
         """[B]: the head's mean -log p(k | code(erase(x, k))) over the four rotations (needs transform_head);
         with head_net, -log p(k | rotate(x, k)) from the head network."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from .base import BatchHead, ExportContext, Score, has_classifier, iter_batches, latent_means, model_device, score_images
+from .base import BatchHead, ExportContext, Score, has_classifier, has_head_net, iter_batches, latent_means, model_device, score_images
 from .registry import (SCORES, ScoreOption, ScoreSpec, all_options, density_free_scores, discover, export_head_for,
                        export_refusal, exportable_scores, get_score, load_entry_points, register_score, single_scores,
                        vector_scores)
@@ -41,6 +41,6 @@ __all__ = ["DEFAULT_CLASSIFIER_COMBO", "DEFAULT_COMBO", "DEFAULT_HEAD_NET_COMBO"
            "MSEScore", "MahalanobisScore", "NELBOScore", "NLLScore", "PatchMSEScore", "SSIMScore", "Score",
            "ScoreOption", "ScoreSpec", "Whitener", "all_options", "class_energy", "class_log_probs",
            "density_free_scores", "discover", "encoder_outputs", "export_head_for", "export_refusal",
-           "exportable_scores", "free_energy", "gaussian_parts", "get_score", "has_classifier", "iter_batches",
+           "exportable_scores", "free_energy", "gaussian_parts", "get_score", "has_classifier", "has_head_net", "iter_batches",
            "latent_means", "load_entry_points", "log_entropy", "make_score", "model_device", "nelbo_at_noise",
            "register_score", "score_images", "single_scores", "vector_scores"]

@@ -42,6 +42,11 @@ def latent_means(model: Autoencoder, images: torch.Tensor, batch_size: int = 500
     return embed_images(model, images, batch_size).double()
 
 
+def has_head_net(model: Autoencoder) -> bool:
+    """Whether ``model`` predicts rotations with a classifier of its own (arnet with model.head_net=true)."""
+    return bool(getattr(getattr(model, "config", None), "head_net", False))
+
+
 def has_classifier(model: Autoencoder) -> bool:
     """Whether ``model`` classifies its code (the scores with ``needs_classifier`` apply)."""
     return callable(getattr(model, "logits", None)) and callable(getattr(model, "predict_proba", None))
@@ -187,5 +192,5 @@ class BatchHead(nn.Module):
         return self.score.batch(ctx.model, ctx.x)
 
 
-__all__ = ["BatchHead", "ExportContext", "Score", "has_classifier", "iter_batches", "latent_means", "model_device",
+__all__ = ["BatchHead", "ExportContext", "Score", "has_classifier", "has_head_net", "iter_batches", "latent_means", "model_device",
            "score_images"]

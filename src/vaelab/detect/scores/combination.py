@@ -13,7 +13,7 @@ import torch.nn as nn
 
 from ...errors import ConfigError
 from ...models import Autoencoder
-from .base import ExportContext, Score, has_classifier
+from .base import ExportContext, Score, has_classifier, has_head_net
 from .registry import export_head_for, export_refusal, get_score, register_score, single_scores
 
 log = logging.getLogger("vaelab")
@@ -34,11 +34,6 @@ DEFAULT_CLASSIFIER_COMBO = (*DEFAULT_COMBO, "class_energy", "class_energy", "cla
 # CIFAR-10 (benchmarks/one_class_cifar10.py) the combo of transform_nll and restoration lost to it on the classes it was
 # tried on, and the reconstruction scores are near chance there
 DEFAULT_HEAD_NET_COMBO = ("transform_nll",)
-
-
-def has_head_net(model: Autoencoder) -> bool:
-    """Whether ``model`` predicts rotations with a classifier of its own (arnet with model.head_net=true)."""
-    return bool(getattr(model.config, "head_net", False))
 
 
 def vector_combo() -> tuple[str, ...]:

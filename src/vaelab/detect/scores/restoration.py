@@ -19,7 +19,7 @@ import torch
 
 from ...errors import ModelError
 from ...models import Autoencoder
-from .base import BatchHead, Score
+from .base import BatchHead, Score, has_head_net
 from .density import DEFAULT_FEATURE_DIMS, DEFAULT_KNN_K, FEATURE_DIMS, KNN_K, KNNScore
 from .registry import register_score
 
@@ -83,6 +83,6 @@ class HeadKNNScore(KNNScore):
 
     def check(self, model: Autoencoder) -> None:
         super().check(model)
-        if not getattr(getattr(model, "config", None), "head_net", False):
+        if not has_head_net(model):
             raise ModelError("the 'head_knn' score reads arnet's rotation head network: train it with "
                              "vaelab train arnet --set model.head_net=true")
